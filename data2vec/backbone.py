@@ -1,0 +1,87 @@
+"""Embedding + Encoder = the backbone every method trains (data2vec, BERT, DINO, supervised).
+
+`TextTransformer` is BERT/RoBERTa/data2vec-text without heads; `VisionTransformer` is ViT/BEiT/
+data2vec-vision without heads. Both return what `Encoder.forward` returns: the final output (B, T, D),
+and with `return_layers="ffn"|"block"` also the per-block tensors. `build_backbone(cfg)` picks one by
+`cfg.modality` and applies the configured initialisation.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .config import EncoderConfig
+from .embeddings import PatchEmbedding, RelativePositionBias, TextEmbedding
+from .transformer import Encoder, check_padding_mask, init_weights_, rescale_depth_
+
+
+class TextTransformer(nn.Module):
+    """token ids (B, T) -> contextual features (B, T, D)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.modality != "text":
+            raise ValueError(f"TextTransformer needs a text config, got modality={cfg.modality!r}")
+        self.cfg = cfg
+        self.embed = TextEmbedding(cfg)
+        self.encoder = Encoder(cfg)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        padding_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        return_layers: str | None = None,
+    ):
+        """input_ids: long (B, T); padding_mask: bool (B, T), True = padding."""
+        check_padding_mask(padding_mask, input_ids.shape)
+        x = self.embed(input_ids, padding_mask, token_type_ids)  # (B, T, D)
+        return self.encoder(x, padding_mask=padding_mask, return_layers=return_layers)
+
+
+class VisionTransformer(nn.Module):
+    """images (B, C, H, W) -> tokens (B, 1 + N, D), CLS first."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.modality != "vision":
+            raise ValueError(f"VisionTransformer needs a vision config, got modality={cfg.modality!r}")
+        self.cfg = cfg
+        self.embed = PatchEmbedding(cfg)
+        self.rel_pos: nn.Module | None = None
+        if cfg.position == "relative":
+            if cfg.shared_rel_pos:
+                self.rel_pos = RelativePositionBias(cfg.grid_size, cfg.heads)
+            else:
+                self.rel_pos = nn.ModuleList(RelativePositionBias(cfg.grid_size, cfg.heads) for _ in range(cfg.depth))
+        self.encoder = Encoder(cfg)
+
+    def attn_bias(self) -> Tensor | list[Tensor] | None:
+        if self.rel_pos is None:
+            return None
+        if isinstance(self.rel_pos, nn.ModuleList):
+            return [bias() for bias in self.rel_pos]
+        return self.rel_pos()
+
+    def forward(self, images: Tensor, mask: Tensor | None = None, return_layers: str | None = None):
+        """images: (B, C, H, W); mask: bool (B, N), True = patch replaced by the mask token."""
+        x = self.embed(images, mask)  # (B, 1 + N, D)
+        return self.encoder(x, attn_bias=self.attn_bias(), return_layers=return_layers)
+
+
+def build_backbone(cfg: EncoderConfig) -> TextTransformer | VisionTransformer:
+    """Build and initialise the backbone for `cfg` (BERT normal(0.02), or BEiT trunc-normal + depth rescale)."""
+    model = TextTransformer(cfg) if cfg.modality == "text" else VisionTransformer(cfg)
+    init_weights_(model, cfg.init, cfg.init_std)
+    if cfg.modality == "vision":
+        model.embed.reset_parameters(cfg.init_std)
+    if cfg.init == "beit":
+        rescale_depth_(model.encoder)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["TextTransformer", "VisionTransformer", "build_backbone", "count_parameters"]

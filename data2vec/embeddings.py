@@ -1,0 +1,159 @@
+"""Input embeddings: tokens for text, patches for images, and the position schemes.
+
+- `TextEmbedding`: token + learned absolute position (+ optional token type) -> LayerNorm -> dropout,
+  as in BERT (Devlin et al. 2019, section 3) and RoBERTa. RoBERTa-style checkpoints (and data2vec-text)
+  number positions from `padding_idx + 1 = 2` and give padding tokens the position `padding_idx`; here
+  that is `position_offset = 2` (BERT: 0).
+- `PatchEmbedding`: a stride-p convolution cuts the image into p x p patches (ViT, Dosovitskiy et al.
+  2021, section 3.1); masked patches are replaced by a learned mask embedding (BEiT, Bao et al. 2021,
+  section 2.2; data2vec-vision); a CLS token is prepended; then learned, fixed 2-D sin-cos (MAE,
+  He et al. 2022) or no absolute positions.
+- `RelativePositionBias`: BEiT's learned bias per head and relative offset (dh, dw), plus three entries
+  for CLS->patch, patch->CLS and CLS->CLS, added to the attention logits of every block (shared) or of
+  one block (per-layer).
+
+Differences from the originals: BEiT multiplies the patch embedding by (1 - w) and adds w * mask_token;
+with a bool mask that is the same as replacing, which is what we do with `torch.where`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .config import EncoderConfig
+
+
+class TextEmbedding(nn.Module):
+    """e_t = LN(E_tok[x_t] + E_pos[p_t] + E_type[s_t]), then dropout."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.pad_id = cfg.pad_id
+        self.position_offset = cfg.position_offset
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=cfg.pad_id)
+        self.positions = nn.Embedding(cfg.max_positions, cfg.dim)
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size > 0 else None
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def position_ids(self, input_ids: Tensor, padding_mask: Tensor | None) -> Tensor:
+        """(B, T) position indices. BERT (offset 0): 0..T-1. RoBERTa (offset o > 0): real tokens are
+        numbered o, o+1, ... in order and padding gets o - 1 (= padding_idx), as in the released models."""
+        B, T = input_ids.shape
+        if self.position_offset == 0:
+            return torch.arange(T, device=input_ids.device).expand(B, T)
+        real = torch.ones_like(input_ids, dtype=torch.long) if padding_mask is None else (~padding_mask).long()
+        return torch.cumsum(real, dim=1) * real + (self.position_offset - 1)  # (B, T)
+
+    def forward(self, input_ids: Tensor, padding_mask: Tensor | None = None, token_type_ids: Tensor | None = None) -> Tensor:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+        T = input_ids.shape[1]
+        max_len = self.positions.num_embeddings - self.position_offset
+        if T > max_len:
+            raise ValueError(f"sequence length {T} exceeds the {max_len} learned positions; "
+                             f"truncate the input or build the encoder with a larger max_positions")
+        x = self.tokens(input_ids) + self.positions(self.position_ids(input_ids, padding_mask))  # (B, T, D)
+        if self.token_types is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.token_types(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+def sincos_2d(grid: int, dim: int) -> Tensor:
+    """Fixed 2-D sin-cos positions (MAE): half the channels encode the row, half the column, each as
+    [sin(p w_k), cos(p w_k)] with w_k = 1 / 10000^(k / (D/4)), k = 0..D/4-1. Returns (grid*grid, dim)."""
+    if dim % 4 != 0:
+        raise ValueError(f"sin-cos positions need dim divisible by 4, got {dim}; use position='learned'")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (D/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                                indexing="ij")
+
+    def encode(p: Tensor) -> Tensor:
+        angles = p.reshape(-1, 1) * omega[None, :]  # (N, D/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)  # (N, D/2)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()  # (N, D), row-major patch order
+
+
+class PatchEmbedding(nn.Module):
+    """Images (B, C, H, W) -> tokens (B, 1 + N, D): [CLS, patch_1, ..., patch_N] (+ absolute positions)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.patch_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if cfg.patch_norm else None
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.use_mask_token else None
+        n = cfg.num_patches + 1
+        if cfg.position == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, n, cfg.dim))
+        elif cfg.position == "sincos":
+            table = torch.cat([torch.zeros(1, cfg.dim), sincos_2d(cfg.grid_size, cfg.dim)])  # (1 + N, D), CLS = 0
+            self.register_buffer("pos_embed", table[None], persistent=False)
+        else:  # "relative" (bias in attention) or "none"
+            self.pos_embed = None
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        nn.init.trunc_normal_(self.cls_token, std=std)
+        if self.mask_token is not None:
+            nn.init.trunc_normal_(self.mask_token, std=std)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=std)
+
+    def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
+        """images: (B, C, H, W); mask: bool (B, N), True = this patch is masked (replaced by the mask token)."""
+        cfg = self.cfg
+        if images.dim() != 4 or images.shape[1:] != (cfg.in_chans, cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"expected images of shape (B, {cfg.in_chans}, {cfg.image_size}, {cfg.image_size}), "
+                f"got {tuple(images.shape)}; resize the images or build the encoder with that image_size/in_chans"
+            )
+        x = self.proj(images).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D), row-major patches
+        if self.patch_norm is not None:
+            x = self.patch_norm(x)
+        if mask is not None:
+            if self.mask_token is None:
+                raise ValueError("a patch mask was given but the encoder has no mask token; set use_mask_token=True")
+            if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+                raise ValueError(f"mask must be bool (B, N) = {tuple(x.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+            x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)  # (B, N, D)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + N, D)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed.to(x.dtype)
+        return self.dropout(x)
+
+
+class RelativePositionBias(nn.Module):
+    """BEiT relative position bias for a g x g patch grid plus a CLS token.
+
+    A table of (2g - 1)^2 + 3 rows x H heads: row (dh + g - 1) * (2g - 1) + (dw + g - 1) for the offset
+    (dh, dw) = (i_row - j_row, i_col - j_col) between patches i and j, then one row each for
+    CLS -> patch, patch -> CLS and CLS -> CLS. forward() returns the bias (1, H, 1 + N, 1 + N)."""
+
+    def __init__(self, grid: int, heads: int):
+        super().__init__()
+        self.grid = grid
+        span = 2 * grid - 1
+        self.num_relative = span * span
+        self.table = nn.Parameter(torch.zeros(self.num_relative + 3, heads))  # zeros: BEiT's init
+        rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+        coords = torch.stack([rows.flatten(), cols.flatten()])  # (2, N)
+        rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N): (dh, dw) of query i vs key j
+        index = (rel[0] + grid - 1) * span + (rel[1] + grid - 1)  # (N, N)
+        n = grid * grid + 1
+        full = torch.empty(n, n, dtype=torch.long)
+        full[1:, 1:] = index
+        full[0, 1:] = self.num_relative  # CLS query -> patch keys
+        full[1:, 0] = self.num_relative + 1  # patch queries -> CLS key
+        full[0, 0] = self.num_relative + 2  # CLS -> CLS
+        self.register_buffer("index", full, persistent=False)
+
+    def forward(self) -> Tensor:
+        n = self.index.shape[0]
+        bias = self.table[self.index.reshape(-1)].reshape(n, n, -1)  # (1 + N, 1 + N, H)
+        return bias.permute(2, 0, 1)[None]  # (1, H, 1 + N, 1 + N)

@@ -1,0 +1,382 @@
+"""The Transformer core against equations written out here (DESIGN section 3)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data2vec import (
+    Attention, Block, Encoder, EncoderConfig, PatchEmbedding, RelativePositionBias, TextEmbedding, build_backbone,
+    get_preset,
+)
+from data2vec.config import PRESETS
+from data2vec.embeddings import sincos_2d
+
+
+def reference_attention(attn: Attention, x, padding_mask=None, bias=None):
+    """softmax(Q K^T / sqrt(d) + bias + pad) V, spelled out head by head."""
+    B, T, D = x.shape
+    H = attn.heads
+    d = D // H
+    W = attn.qkv.weight
+    b = torch.zeros(3 * D) if attn.q_bias is None else torch.cat([attn.q_bias, attn.k_bias, attn.v_bias])
+    q = x @ W[:D].T + b[:D]
+    k = x @ W[D:2 * D].T + b[D:2 * D]
+    v = x @ W[2 * D:].T + b[2 * D:]
+    heads = []
+    for h in range(H):
+        sl = slice(h * d, (h + 1) * d)
+        logits = q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d)  # (B, T, T)
+        if bias is not None:
+            logits = logits + bias[:, h]
+        if padding_mask is not None:
+            logits = logits.masked_fill(padding_mask[:, None, :], float("-inf"))
+        heads.append(torch.softmax(logits, dim=-1) @ v[..., sl])
+    return torch.cat(heads, dim=-1) @ attn.proj.weight.T + attn.proj.bias
+
+
+def randomise_(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def small_cfg(**kw):
+    base = dict(modality="text", dim=32, depth=3, heads=4, vocab_size=50, max_positions=40, dropout=0.0,
+                attn_dropout=0.0)
+    base.update(kw)
+    return EncoderConfig(**base)
+
+
+@pytest.mark.parametrize("k_bias", [True, False])
+def test_attention_matches_explicit_softmax_with_padding_and_bias(k_bias):
+    torch.manual_seed(0)
+    attn = Attention(32, 4, qkv_bias=True, k_bias=k_bias)
+    randomise_(attn)
+    x = torch.randn(3, 7, 32)
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[1, 5:] = True
+    padding[2, 2:] = True
+    bias = torch.randn(1, 4, 7, 7)
+    from data2vec.transformer import padding_to_attn_mask
+
+    for pm, bs in [(None, None), (padding, None), (None, bias), (padding, bias)]:
+        mask = padding_to_attn_mask(pm, bs, x.dtype)
+        ours = attn(x, mask)
+        ref = reference_attention(attn, x, pm, bs)
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    if not k_bias:
+        assert not any("k_bias" in n for n, _ in attn.named_parameters())
+
+
+def layer_norm(x, ln):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
+
+
+def ffn_ref(block, h):
+    f = block.ffn
+    a = h @ f.fc1.weight.T + f.fc1.bias
+    a = 0.5 * a * (1 + torch.erf(a / math.sqrt(2)))  # exact GELU
+    return a @ f.fc2.weight.T + f.fc2.bias
+
+
+def test_post_ln_block_equals_its_equation():
+    torch.manual_seed(1)
+    block = Block(32, 4, norm_first=False, norm_eps=1e-5).eval()
+    randomise_(block)
+    x = torch.randn(2, 6, 32)
+    out, f = block(x)
+    h = layer_norm(x + reference_attention(block.attn, x), block.norm1)  # h = LN1(x + Attn(x))
+    f_ref = ffn_ref(block, h)  # f = FFN(h)
+    out_ref = layer_norm(h + f_ref, block.norm2)  # out = LN2(h + f)
+    torch.testing.assert_close(f, f_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_pre_ln_block_with_layer_scale_equals_its_equation():
+    torch.manual_seed(2)
+    block = Block(32, 4, norm_first=True, layer_scale=0.1, k_bias=False, norm_eps=1e-6).eval()
+    randomise_(block)
+    x = torch.randn(2, 6, 32)
+    out, f = block(x)
+    x1 = x + block.gamma1 * reference_attention(block.attn, layer_norm(x, block.norm1))
+    f_ref = ffn_ref(block, layer_norm(x1, block.norm2))
+    out_ref = x1 + block.gamma2 * f_ref
+    torch.testing.assert_close(f, f_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_return_layers_gives_the_named_tensors(norm_first):
+    torch.manual_seed(3)
+    cfg = small_cfg(norm_first=norm_first, final_norm=norm_first)
+    enc = Encoder(cfg).eval()
+    x = torch.randn(2, 5, 32)
+    plain = enc(x)
+    assert isinstance(plain, torch.Tensor)
+    final_f, ffn = enc(x, return_layers="ffn")
+    final_b, blocks = enc(x, return_layers="block")
+    # Independent walk through the blocks, recording f and the block output.
+    h = x
+    for i, block in enumerate(enc.blocks):
+        h_next, f = block(h)
+        torch.testing.assert_close(ffn[i], f)
+        torch.testing.assert_close(blocks[i], h_next)
+        h = h_next
+    expected_final = enc.norm(h)
+    for final in (plain, final_f, final_b):
+        torch.testing.assert_close(final, expected_final)
+    assert len(ffn) == len(blocks) == cfg.depth
+    if norm_first:  # the final norm is applied to the output, not to the returned block outputs
+        assert not torch.allclose(blocks[-1], final_b)
+
+
+def test_nothing_extra_is_kept_when_not_asked():
+    """With return_layers=None the encoder keeps no per-block list."""
+    enc = Encoder(small_cfg()).eval()
+    out = enc(torch.randn(1, 4, 32))
+    assert isinstance(out, torch.Tensor)
+    with pytest.raises(ValueError, match="return_layers"):
+        enc(torch.randn(1, 4, 32), return_layers="attn")
+
+
+@pytest.mark.parametrize("offset", [0, 2])
+def test_real_token_outputs_do_not_change_with_padding(offset):
+    torch.manual_seed(4)
+    cfg = small_cfg(position_offset=offset, type_vocab_size=2, pad_id=1)
+    model = build_backbone(cfg).eval()
+    ids = torch.randint(3, 50, (2, 6))
+    out = model(ids)
+    padded = torch.cat([ids, torch.full((2, 4), 1)], dim=1)
+    padding = torch.zeros(2, 10, dtype=torch.bool)
+    padding[:, 6:] = True
+    out_padded, layers = model(padded, padding_mask=padding, return_layers="ffn")
+    torch.testing.assert_close(out_padded[:, :6], out, atol=1e-5, rtol=1e-5)
+    _, layers_unpadded = model(ids, return_layers="ffn")
+    for a, b in zip(layers, layers_unpadded):
+        torch.testing.assert_close(a[:, :6], b, atol=1e-5, rtol=1e-5)
+
+
+def test_text_embedding_equation_and_roberta_positions():
+    cfg = small_cfg(position_offset=2, type_vocab_size=1, pad_id=1, dropout=0.0)
+    emb = TextEmbedding(cfg).eval()
+    randomise_(emb)
+    ids = torch.tensor([[0, 5, 6, 2, 1, 1]])
+    padding = ids == 1
+    out = emb(ids, padding)
+    positions = torch.tensor([[2, 3, 4, 5, 1, 1]])  # real tokens from 2, padding at padding_idx = 1
+    ref = emb.tokens.weight[ids] + emb.positions.weight[positions] + emb.token_types.weight[torch.zeros_like(ids)]
+    torch.testing.assert_close(out, layer_norm(ref, emb.norm), atol=1e-5, rtol=1e-5)
+    bert = TextEmbedding(small_cfg(position_offset=0, type_vocab_size=2, pad_id=0)).eval()
+    types = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    ref = bert.tokens.weight[ids] + bert.positions.weight[torch.arange(6)] + bert.token_types.weight[types]
+    torch.testing.assert_close(bert(ids, padding, types), layer_norm(ref, bert.norm), atol=1e-5, rtol=1e-5)
+
+
+def test_patch_embedding_mask_token_cls_and_positions():
+    cfg = get_preset("vision", "tiny", position="learned", use_mask_token=True)
+    emb = PatchEmbedding(cfg).eval()
+    randomise_(emb)
+    images = torch.randn(2, 3, 32, 32)
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[0, [1, 5]] = True
+    out = emb(images, mask)
+    # Patch (row r, col c) is pixels [8r:8r+8, 8c:8c+8]; the conv is a linear map of the flattened patch.
+    W = emb.proj.weight.reshape(cfg.dim, -1)
+    for b in range(2):
+        for n in range(16):
+            r, c = divmod(n, 4)
+            patch = images[b, :, 8 * r:8 * r + 8, 8 * c:8 * c + 8].reshape(-1)
+            token = emb.mask_token[0, 0] if mask[b, n] else W @ patch + emb.proj.bias
+            torch.testing.assert_close(out[b, 1 + n], token + emb.pos_embed[0, 1 + n], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out[b, 0], emb.cls_token[0, 0] + emb.pos_embed[0, 0])
+
+
+def test_sincos_positions_formula():
+    table = sincos_2d(3, 8)  # (9, 8)
+    omega = [1.0, 1.0 / 100.0]  # 1 / 10000^(k / 2), k = 0, 1
+    for n in range(9):
+        r, c = divmod(n, 3)
+        ref = [math.sin(r * w) for w in omega] + [math.cos(r * w) for w in omega]
+        ref += [math.sin(c * w) for w in omega] + [math.cos(c * w) for w in omega]
+        torch.testing.assert_close(table[n], torch.tensor(ref), atol=1e-6, rtol=1e-6)
+
+
+def test_relative_position_bias_index():
+    rpb = RelativePositionBias(grid=3, heads=2)
+    with torch.no_grad():
+        rpb.table.copy_(torch.randn_like(rpb.table))
+    bias = rpb()  # (1, H, 10, 10)
+    assert bias.shape == (1, 2, 10, 10)
+    span = 5
+    for i in range(9):
+        for j in range(9):
+            dh = i // 3 - j // 3
+            dw = i % 3 - j % 3
+            torch.testing.assert_close(bias[0, :, 1 + i, 1 + j], rpb.table[(dh + 2) * span + (dw + 2)])
+    torch.testing.assert_close(bias[0, :, 0, 4], rpb.table[25])
+    torch.testing.assert_close(bias[0, :, 4, 0], rpb.table[26])
+    torch.testing.assert_close(bias[0, :, 0, 0], rpb.table[27])
+
+
+def test_vision_backbone_uses_relative_bias_in_every_block():
+    torch.manual_seed(5)
+    for shared in (True, False):
+        cfg = get_preset("vision", "tiny", shared_rel_pos=shared)
+        model = build_backbone(cfg).eval()
+        x = torch.randn(2, 3, 32, 32)
+        before = model(x)
+        with torch.no_grad():
+            biases = [model.rel_pos] if shared else list(model.rel_pos)
+            for b in biases:
+                b.table.add_(torch.randn_like(b.table))
+        assert not torch.allclose(before, model(x))
+
+
+@pytest.mark.parametrize("modality", ["text", "vision"])
+def test_gradients_reach_every_parameter(modality):
+    torch.manual_seed(6)
+    cfg = get_preset(modality, "tiny", use_mask_token=True, type_vocab_size=2) if modality == "vision" else \
+        get_preset(modality, "tiny", type_vocab_size=2)
+    model = build_backbone(cfg).train()
+    if modality == "text":
+        ids = torch.randint(0, cfg.vocab_size, (2, 8))
+        out = model(ids, token_type_ids=torch.randint(0, 2, (2, 8)))
+    else:
+        mask = torch.zeros(2, cfg.num_patches, dtype=torch.bool)
+        mask[:, :3] = True
+        out = model(torch.randn(2, 3, 32, 32), mask=mask)
+    (out * torch.randn_like(out)).sum().backward()
+    for name, p in model.named_parameters():
+        if name == "embed.tokens.weight":  # the padding row gets no gradient by design; the rest must
+            assert p.grad is not None and p.grad.abs().sum() > 0
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_same_seed_same_output():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        model = build_backbone(get_preset("text", "tiny")).train()  # dropout on: the seed must fix it too
+        outs.append(model(torch.arange(10)[None] + 3))
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+
+
+def test_drop_path_drops_whole_samples():
+    from data2vec.transformer import DropPath
+
+    torch.manual_seed(8)
+    dp = DropPath(0.5).train()
+    x = torch.ones(2000, 3, 4)
+    y = dp(x)
+    per_sample = y.reshape(2000, -1)
+    assert set(per_sample.unique().tolist()) <= {0.0, 2.0}
+    assert (per_sample.min(1).values == per_sample.max(1).values).all()  # all or nothing per sample
+    assert abs((per_sample[:, 0] == 0).float().mean().item() - 0.5) < 0.05
+    assert torch.equal(dp.eval()(x), x)
+
+
+def test_beit_init_rescales_depth():
+    torch.manual_seed(9)
+    cfg = get_preset("vision", "tiny", depth=4, init="beit")
+    model = build_backbone(cfg)
+    stds = [b.attn.proj.weight.std().item() for b in model.encoder.blocks]
+    for layer_id, s in enumerate(stds, start=1):
+        expected = 0.02 * 0.88 / math.sqrt(2 * layer_id)  # truncated normal at 2 sigma has std ~0.88 sigma
+        assert abs(s - expected) / expected < 0.2, (layer_id, s, expected)
+    text = build_backbone(get_preset("text", "tiny"))
+    assert abs(text.encoder.blocks[1].attn.proj.weight.std().item() - 0.02) < 0.003
+    assert text.embed.tokens.weight[text.cfg.pad_id].abs().sum() == 0
+
+
+@pytest.mark.parametrize("modality", ["text", "vision"])
+@pytest.mark.parametrize("name", ["tiny", "mini", "small", "base"])
+def test_every_preset_builds_and_runs(modality, name):
+    cfg = get_preset(modality, name)
+    if name == "base":  # keep the test light: the full width, two blocks
+        cfg = cfg.replace(depth=2)
+    model = build_backbone(cfg).train()
+    if modality == "text":
+        ids = torch.randint(0, cfg.vocab_size, (2, 16))
+        out = model(ids, padding_mask=torch.zeros(2, 16, dtype=torch.bool))
+        assert out.shape == (2, 16, cfg.dim)
+    else:
+        out = model(torch.randn(1, cfg.in_chans, cfg.image_size, cfg.image_size))
+        assert out.shape == (1, cfg.num_patches + 1, cfg.dim)
+    out.mean().backward()
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        (dict(dim=100, heads=3), "dim"),
+        (dict(modality="vision", image_size=30, patch_size=8), "patch_size"),
+        (dict(dropout=-0.1), "dropout"),
+        (dict(attn_dropout=1.0), "attn_dropout"),
+        (dict(drop_path=2.0), "drop_path"),
+        (dict(modality="audio"), "modality"),
+        (dict(depth=0), "depth"),
+        (dict(heads=0), "heads"),
+        (dict(mlp_ratio=0), "mlp_ratio"),
+        (dict(layer_scale=1e-4, norm_first=False), "layer_scale"),
+        (dict(layer_scale=-1.0, norm_first=True), "layer_scale"),
+        (dict(final_norm=True, norm_first=False), "final_norm"),
+        (dict(norm_eps=0.0), "norm_eps"),
+        (dict(init="xavier"), "init"),
+        (dict(init_std=0.0), "init_std"),
+        (dict(vocab_size=0), "vocab_size"),
+        (dict(pad_id=99, vocab_size=10), "pad_id"),
+        (dict(position_offset=600), "position_offset"),
+        (dict(type_vocab_size=-1), "type_vocab_size"),
+        (dict(modality="vision", position="rope"), "position"),
+        (dict(modality="vision", in_chans=0), "in_chans"),
+    ],
+)
+def test_every_validation_error_fires(changes, field):
+    with pytest.raises(ValueError, match=f"EncoderConfig.{field}"):
+        EncoderConfig(**changes)
+
+
+def test_bad_inputs_give_clear_errors():
+    model = build_backbone(get_preset("vision", "tiny"))
+    with pytest.raises(ValueError, match="image_size"):
+        model(torch.randn(1, 3, 30, 30))
+    with pytest.raises(ValueError, match="mask token"):
+        model(torch.randn(1, 3, 32, 32), mask=torch.zeros(1, 16, dtype=torch.bool))
+    text = build_backbone(get_preset("text", "tiny"))
+    with pytest.raises(ValueError, match="max_positions"):
+        text(torch.zeros(1, 200, dtype=torch.long))
+    with pytest.raises(ValueError, match="padding_mask"):
+        text(torch.zeros(1, 5, dtype=torch.long), padding_mask=torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="unknown text preset"):
+        get_preset("text", "huge")
+    with pytest.raises(ValueError, match="no field"):
+        get_preset("text", "tiny").replace(width=3)
+
+
+def test_presets_table_is_complete():
+    for modality in ("text", "vision"):
+        assert {"tiny", "mini", "small", "base"} <= set(PRESETS[modality])
+    base = get_preset("text", "base")
+    assert (base.depth, base.dim, base.heads, int(base.dim * base.mlp_ratio)) == (12, 768, 12, 3072)
+    vbase = get_preset("vision", "base")
+    assert (vbase.depth, vbase.dim, vbase.num_patches, vbase.layer_scale) == (12, 768, 196, 1e-4)
+
+
+def test_attention_uses_sdpa(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    Encoder(small_cfg())(torch.randn(1, 4, 32))
+    assert len(calls) == 3
