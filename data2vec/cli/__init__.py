@@ -1,0 +1,56 @@
+"""The `data2vec` command: one subcommand per module of this package.
+
+Each subcommand module (`pretrain`, `finetune`, `probe`, `demo`, `convert`) defines
+`add_parser(subparsers)` and `run(args) -> int`. This file is the only place that lists them. The CLI
+layer is where the library (`data2vec/`), the reference methods (`baselines/`) and the data (`tasks/`)
+are wired together; nothing else in `data2vec/` imports `tasks/` or `baselines/`.
+
+Bad input never ends in a bare traceback: a `CliError` (or a ValueError / FileNotFoundError raised by
+the library's own checks) is printed as one line `data2vec <command>: error: ...` and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from .errors import CliError
+
+SUBCOMMANDS = ("pretrain", "finetune", "probe", "demo", "convert")
+
+
+def _available_modules():
+    for name in SUBCOMMANDS:
+        qualified = f"{__name__}.{name}"
+        if importlib.util.find_spec(qualified) is not None:
+            yield name, importlib.import_module(qualified)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="data2vec",
+        description="data2vec from scratch: self-supervised pretraining (data2vec, BERT, DINO), fine-tuning "
+        "and probing on one Transformer core. Run `data2vec demo` for a 5-minute tour on the CPU.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _available_modules():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+        print(f"data2vec {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"data2vec {args.command}: interrupted", file=sys.stderr)
+        return 130
