@@ -1,0 +1,94 @@
+"""`build_vision_dataset`: one entry point that recognises a data set by name or by its folder layout.
+
+Recognised: "digits" (scikit-learn, no files), a CIFAR-10 pickle folder or tarball/image-folder with
+train/test sub-folders, an MNIST IDX folder, and any ImageFolder (`<root>/<class>/<image>`, or
+`<root>/<split>/<class>/<image>`). With `image_size` set, the pretraining (`augment=True`) or evaluation
+transform of `tasks.vision.transforms` is attached, normalised with the data set's mean/std.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from .datasets import (
+    _find_cifar_pickle_dir,
+    _find_idx,
+    _find_split_folder,
+    _is_archive,
+    _norm_split,
+    extract_archive,
+    load_cifar10,
+    load_digits_dataset,
+    load_image_folder,
+    load_mnist,
+)
+from .transforms import eval_transform, pretrain_transform
+
+
+def detect_vision_layout(path: str | Path) -> str:
+    """'digits', 'cifar10-pickle', 'mnist', 'split-folders' (<root>/{train,test}/<class>/), 'image-folder'
+    or 'archive'; FileNotFoundError when the folder matches none."""
+    if str(path).lower() == "digits":
+        return "digits"
+    path = Path(path)
+    if _is_archive(path):
+        return "archive"
+    if not path.is_dir():
+        raise FileNotFoundError(f"image data set not found: {path}")
+    if _find_cifar_pickle_dir(path) is not None:
+        return "cifar10-pickle"
+    if _find_idx(path, "train-images-idx3-ubyte") or _find_idx(path, "t10k-images-idx3-ubyte"):
+        return "mnist"
+    if _find_split_folder(path, "train") is not None or _find_split_folder(path, "test") is not None:
+        return "split-folders"
+    if any(p.is_dir() for p in path.iterdir()):
+        return "image-folder"
+    raise FileNotFoundError(
+        f"{path}: no known image layout (cifar-10-batches-py, MNIST IDX files, <split>/<class>/<image>, <class>/<image>)"
+    )
+
+
+def _stats_name(layout: str, path: str | Path) -> str:
+    if layout == "digits":
+        return "digits"
+    if layout == "mnist":
+        return "mnist"
+    if layout == "cifar10-pickle" or "cifar" in str(path).lower():
+        return "cifar10"
+    return "imagenet"
+
+
+def build_vision_dataset(
+    name_or_path: str | Path,
+    split: str = "train",
+    image_size: int | None = None,
+    augment: bool = False,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """A (image, label) dataset by name ("digits") or path; transforms attached when image_size is set."""
+    layout = detect_vision_layout(name_or_path)
+    split = _norm_split(split)
+    path = Path(name_or_path)
+    if layout == "archive":
+        path = extract_archive(path, cache_dir)
+        layout = detect_vision_layout(path)
+    transform = None
+    if image_size is not None:
+        stats = _stats_name(layout, name_or_path)
+        if augment:
+            small = stats in ("digits", "mnist")  # digits/MNIST: no flips, milder crops, no colour jitter
+            transform = pretrain_transform(image_size, stats, scale=(0.5, 1.0) if small else (0.08, 1.0),
+                                           flip=not small, color_jitter=None if small else 0.4)
+        else:
+            transform = eval_transform(image_size, stats)
+    if layout == "digits":
+        return load_digits_dataset(split, transform=transform)
+    if layout == "mnist":
+        return load_mnist(path, split, transform)
+    if layout in ("cifar10-pickle", "split-folders"):
+        if layout == "split-folders" and "cifar" not in str(name_or_path).lower():
+            return load_image_folder(_find_split_folder(path, split), transform)
+        return load_cifar10(path, split, transform)
+    return load_image_folder(path, transform)
