@@ -56,17 +56,19 @@ class VisionTransformer(nn.Module):
                 self.rel_pos = nn.ModuleList(RelativePositionBias(cfg.grid_size, cfg.heads) for _ in range(cfg.depth))
         self.encoder = Encoder(cfg)
 
-    def attn_bias(self) -> Tensor | list[Tensor] | None:
+    def attn_bias(self, grid: tuple[int, int] | None = None) -> Tensor | list[Tensor] | None:
+        """Relative position bias (1, H, 1 + N, 1 + N) for a patch grid: shared, or one per block."""
         if self.rel_pos is None:
             return None
         if isinstance(self.rel_pos, nn.ModuleList):
-            return [bias() for bias in self.rel_pos]
-        return self.rel_pos()
+            return [bias(grid) for bias in self.rel_pos]
+        return self.rel_pos(grid)
 
     def forward(self, images: Tensor, mask: Tensor | None = None, return_layers: str | None = None):
         """images: (B, C, H, W); mask: bool (B, N), True = patch replaced by the mask token."""
+        grid = self.embed.grid_of(images)
         x = self.embed(images, mask)  # (B, 1 + N, D)
-        return self.encoder(x, attn_bias=self.attn_bias(), return_layers=return_layers)
+        return self.encoder(x, attn_bias=self.attn_bias(grid), return_layers=return_layers)
 
 
 def build_backbone(cfg: EncoderConfig) -> TextTransformer | VisionTransformer:

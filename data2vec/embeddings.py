@@ -19,6 +19,7 @@ with a bool mask that is the same as replacing, which is what we do with `torch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import EncoderConfig
@@ -62,20 +63,22 @@ class TextEmbedding(nn.Module):
         return self.dropout(self.norm(x))
 
 
-def sincos_2d(grid: int, dim: int) -> Tensor:
+def sincos_2d(grid: int | tuple[int, int], dim: int) -> Tensor:
     """Fixed 2-D sin-cos positions (MAE): half the channels encode the row, half the column, each as
-    [sin(p w_k), cos(p w_k)] with w_k = 1 / 10000^(k / (D/4)), k = 0..D/4-1. Returns (grid*grid, dim)."""
+    [sin(p w_k), cos(p w_k)] with w_k = 1 / 10000^(k / (D/4)), k = 0..D/4-1.
+    grid: g (square) or (rows, cols). Returns (rows * cols, dim) in row-major patch order."""
     if dim % 4 != 0:
         raise ValueError(f"sin-cos positions need dim divisible by 4, got {dim}; use position='learned'")
+    n_rows, n_cols = (grid, grid) if isinstance(grid, int) else grid
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (D/4,)
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+    rows, cols = torch.meshgrid(torch.arange(n_rows, dtype=torch.float64), torch.arange(n_cols, dtype=torch.float64),
                                 indexing="ij")
 
     def encode(p: Tensor) -> Tensor:
         angles = p.reshape(-1, 1) * omega[None, :]  # (N, D/4)
         return torch.cat([angles.sin(), angles.cos()], dim=1)  # (N, D/2)
 
-    return torch.cat([encode(rows), encode(cols)], dim=1).float()  # (N, D), row-major patch order
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()  # (N, D)
 
 
 class PatchEmbedding(nn.Module):
@@ -105,14 +108,44 @@ class PatchEmbedding(nn.Module):
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=std)
 
+    def grid_of(self, images: Tensor) -> tuple[int, int]:
+        """Patch grid (rows, cols) of a batch; any size divisible by the patch size is accepted
+        (DINO's local crops are smaller than the global ones)."""
+        cfg = self.cfg
+        if images.dim() != 4 or images.shape[1] != cfg.in_chans:
+            raise ValueError(
+                f"expected images of shape (B, {cfg.in_chans}, H, W), got {tuple(images.shape)}; "
+                f"check the channel count (in_chans={cfg.in_chans})"
+            )
+        H, W = images.shape[-2:]
+        if H % cfg.patch_size or W % cfg.patch_size:
+            raise ValueError(
+                f"image size {H}x{W} is not divisible by the patch size {cfg.patch_size}; resize the images "
+                f"(the encoder was built for image_size={cfg.image_size}) or change patch_size"
+            )
+        return H // cfg.patch_size, W // cfg.patch_size
+
+    def positions_for(self, grid: tuple[int, int]) -> Tensor | None:
+        """Absolute positions (1, 1 + rows*cols, D) for a patch grid: the stored table at the configured
+        size, bicubic interpolation of the learned table (DINO, ViT fine-tuning at other resolutions)
+        or recomputed sin-cos otherwise."""
+        if self.pos_embed is None:
+            return None
+        g = self.cfg.grid_size
+        if grid == (g, g):
+            return self.pos_embed
+        if self.cfg.position == "sincos":
+            table = torch.cat([torch.zeros(1, self.cfg.dim), sincos_2d(grid, self.cfg.dim)])  # (1 + N', D)
+            return table[None].to(self.pos_embed.device)
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]  # (1, 1, D), (1, N, D)
+        patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)  # (1, D, rows, cols)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)  # (1, N', D)
+        return torch.cat([cls_pos, patch_pos], dim=1)
+
     def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
         """images: (B, C, H, W); mask: bool (B, N), True = this patch is masked (replaced by the mask token)."""
-        cfg = self.cfg
-        if images.dim() != 4 or images.shape[1:] != (cfg.in_chans, cfg.image_size, cfg.image_size):
-            raise ValueError(
-                f"expected images of shape (B, {cfg.in_chans}, {cfg.image_size}, {cfg.image_size}), "
-                f"got {tuple(images.shape)}; resize the images or build the encoder with that image_size/in_chans"
-            )
+        grid = self.grid_of(images)
         x = self.proj(images).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D), row-major patches
         if self.patch_norm is not None:
             x = self.patch_norm(x)
@@ -123,8 +156,9 @@ class PatchEmbedding(nn.Module):
                 raise ValueError(f"mask must be bool (B, N) = {tuple(x.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
             x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)  # (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + N, D)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed.to(x.dtype)
+        positions = self.positions_for(grid)
+        if positions is not None:
+            x = x + positions.to(x.dtype)
         return self.dropout(x)
 
 
@@ -133,7 +167,8 @@ class RelativePositionBias(nn.Module):
 
     A table of (2g - 1)^2 + 3 rows x H heads: row (dh + g - 1) * (2g - 1) + (dw + g - 1) for the offset
     (dh, dw) = (i_row - j_row, i_col - j_col) between patches i and j, then one row each for
-    CLS -> patch, patch -> CLS and CLS -> CLS. forward() returns the bias (1, H, 1 + N, 1 + N)."""
+    CLS -> patch, patch -> CLS and CLS -> CLS. forward() returns the bias (1, H, 1 + N, 1 + N).
+    A smaller grid (DINO's local crops) reuses the same table: its offsets are a subset."""
 
     def __init__(self, grid: int, heads: int):
         super().__init__()
@@ -141,19 +176,30 @@ class RelativePositionBias(nn.Module):
         span = 2 * grid - 1
         self.num_relative = span * span
         self.table = nn.Parameter(torch.zeros(self.num_relative + 3, heads))  # zeros: BEiT's init
-        rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+        self.register_buffer("index", self.build_index((grid, grid)), persistent=False)
+
+    def build_index(self, grid: tuple[int, int]) -> Tensor:
+        """(1 + N, 1 + N) row of the table for every (query, key) pair of a rows x cols grid."""
+        n_rows, n_cols = grid
+        if n_rows > self.grid or n_cols > self.grid:
+            raise ValueError(f"a {n_rows}x{n_cols} patch grid is larger than the {self.grid}x{self.grid} grid the "
+                             f"relative position table was built for; use images no larger than the configured size")
+        g, span = self.grid, 2 * self.grid - 1
+        rows, cols = torch.meshgrid(torch.arange(n_rows), torch.arange(n_cols), indexing="ij")
         coords = torch.stack([rows.flatten(), cols.flatten()])  # (2, N)
         rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N): (dh, dw) of query i vs key j
-        index = (rel[0] + grid - 1) * span + (rel[1] + grid - 1)  # (N, N)
-        n = grid * grid + 1
+        index = (rel[0] + g - 1) * span + (rel[1] + g - 1)  # (N, N)
+        n = n_rows * n_cols + 1
         full = torch.empty(n, n, dtype=torch.long)
         full[1:, 1:] = index
         full[0, 1:] = self.num_relative  # CLS query -> patch keys
         full[1:, 0] = self.num_relative + 1  # patch queries -> CLS key
         full[0, 0] = self.num_relative + 2  # CLS -> CLS
-        self.register_buffer("index", full, persistent=False)
+        return full
 
-    def forward(self) -> Tensor:
-        n = self.index.shape[0]
-        bias = self.table[self.index.reshape(-1)].reshape(n, n, -1)  # (1 + N, 1 + N, H)
+    def forward(self, grid: tuple[int, int] | None = None) -> Tensor:
+        index = self.index if grid is None or grid == (self.grid, self.grid) else \
+            self.build_index(grid).to(self.table.device)
+        n = index.shape[0]
+        bias = self.table[index.reshape(-1)].reshape(n, n, -1)  # (1 + N, 1 + N, H)
         return bias.permute(2, 0, 1)[None]  # (1, H, 1 + N, 1 + N)

@@ -345,8 +345,12 @@ def test_every_validation_error_fires(changes, field):
 
 def test_bad_inputs_give_clear_errors():
     model = build_backbone(get_preset("vision", "tiny"))
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
         model(torch.randn(1, 3, 30, 30))
+    with pytest.raises(ValueError, match="channel"):
+        model(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="larger than"):
+        model(torch.randn(1, 3, 48, 48))  # the relative table covers offsets of a 4 x 4 grid only
     with pytest.raises(ValueError, match="mask token"):
         model(torch.randn(1, 3, 32, 32), mask=torch.zeros(1, 16, dtype=torch.bool))
     text = build_backbone(get_preset("text", "tiny"))
@@ -380,3 +384,45 @@ def test_attention_uses_sdpa(monkeypatch):
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     Encoder(small_cfg())(torch.randn(1, 4, 32))
     assert len(calls) == 3
+
+
+def test_smaller_images_reuse_the_relative_table():
+    """A 2 x 2 grid (DINO local crop) must see exactly the biases of the same offsets in the 4 x 4 table."""
+    rpb = RelativePositionBias(grid=4, heads=2)
+    with torch.no_grad():
+        rpb.table.copy_(torch.randn_like(rpb.table))
+    small = rpb((2, 3))  # (1, H, 7, 7)
+    span = 7
+    for i in range(6):
+        for j in range(6):
+            dh = i // 3 - j // 3
+            dw = i % 3 - j % 3
+            torch.testing.assert_close(small[0, :, 1 + i, 1 + j], rpb.table[(dh + 3) * span + (dw + 3)])
+    torch.testing.assert_close(small[0, :, 0, 0], rpb.table[span * span + 2])
+
+
+@pytest.mark.parametrize("position", ["learned", "sincos", "relative", "none"])
+def test_local_crops_pass_through_the_same_vit(position):
+    torch.manual_seed(10)
+    cfg = get_preset("vision", "tiny", position=position)
+    model = build_backbone(cfg).eval()
+    full = model(torch.randn(2, 3, 32, 32))
+    local = model(torch.randn(2, 3, 16, 16))  # 2 x 2 grid
+    assert full.shape == (2, 17, 64) and local.shape == (2, 5, 64)
+
+
+def test_interpolated_and_recomputed_positions():
+    cfg = get_preset("vision", "tiny", position="learned")
+    emb = PatchEmbedding(cfg)
+    with torch.no_grad():
+        emb.pos_embed.copy_(torch.randn_like(emb.pos_embed))
+    same = emb.positions_for((4, 4))
+    assert same is emb.pos_embed
+    smaller = emb.positions_for((2, 2))  # (1, 5, D)
+    ref = F.interpolate(emb.pos_embed[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2), size=(2, 2), mode="bicubic",
+                        align_corners=False).permute(0, 2, 3, 1).reshape(1, 4, -1)
+    torch.testing.assert_close(smaller[:, 1:], ref)
+    torch.testing.assert_close(smaller[:, 0], emb.pos_embed[:, 0])
+    sin = PatchEmbedding(get_preset("vision", "tiny", position="sincos"))
+    torch.testing.assert_close(sin.positions_for((2, 3))[0, 1:], sincos_2d((2, 3), 64))
+    torch.testing.assert_close(sin.positions_for((4, 4))[0, 1:], sincos_2d(4, 64))
