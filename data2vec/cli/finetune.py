@@ -1,0 +1,626 @@
+"""`data2vec finetune`: fine-tune a backbone on GLUE, SQuAD/XQuAD or an image classification data set.
+
+Where the backbone comes from (`--init`):
+- a HuggingFace-format folder (`config.json` with "model_type", e.g. facebook/data2vec-text-base saved
+  with `save_pretrained`): imported by `data2vec.hub.load_pretrained`, tokenizer from the same folder;
+- one of our pretraining run folders (`<out>` of `data2vec pretrain`, holding `checkpoint/`) or a
+  checkpoint folder itself: the method's student backbone (`backbone.*` weights), tokenizer from the run;
+  a fine-tuned checkpoint (`<out>/best` of this command) also restores its task head when it fits;
+- nothing: a randomly initialised encoder of `--preset` (a "from scratch" baseline).
+
+Outputs in `--out`: `eval.jsonl` (one line per epoch), `metrics.json` (best and final metrics, config),
+`best/` (the best epoch's weights, loadable again with `--init`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CliError
+
+TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+TASKS = TEXT_TASKS + ("squad", "xquad", "image")
+
+
+# ---- loading the initial backbone (shared with `data2vec probe`) -------------------------------------
+
+
+@dataclass
+class Init:
+    backbone: object  # TextTransformer | VisionTransformer
+    encoder_config: object  # EncoderConfig
+    source: str  # "huggingface:<family>", "checkpoint:<path>" or "random:<preset>"
+    tokenizer_dir: Path | None = None  # where a tokenizer was found next to the weights
+    head_state: dict | None = None  # "head.*" tensors of a fine-tuned checkpoint (prefix removed)
+
+
+def _find_encoder_dict(config) -> dict | None:
+    """The EncoderConfig fields inside a saved run config (searched depth-first for an "encoder" dict)."""
+    from ..config import EncoderConfig
+
+    fields = set(EncoderConfig.__dataclass_fields__)
+    if isinstance(config, dict):
+        if "modality" in config and "dim" in config and set(config) <= fields:
+            return config
+        if isinstance(config.get("encoder"), dict):
+            found = _find_encoder_dict(config["encoder"])
+            if found is not None:
+                return found
+        for value in config.values():
+            found = _find_encoder_dict(value)
+            if found is not None:
+                return found
+    return None
+
+
+def _checkpoint_dir(path: Path) -> Path | None:
+    """The folder holding model.safetensors + config.json for a run folder, checkpoint folder or file."""
+    if path.is_file():
+        path = path.parent
+    for cand in (path, path / "checkpoint", path / "best", path / "final"):
+        if (cand / "model.safetensors").is_file():
+            return cand
+    return None
+
+
+def _tokenizer_dir(*folders: Path) -> Path | None:
+    for folder in folders:
+        for cand in (folder, folder / "tokenizer"):
+            if (cand / "tokenizer.json").is_file() or (cand / "vocab.txt").is_file() or (cand / "vocab.json").is_file():
+                return cand
+    return None
+
+
+def load_init(init: str | None, modality: str, preset: str, overrides: dict | None = None) -> Init:
+    """Build the backbone that fine-tuning or probing starts from (see the module docstring)."""
+    from ..backbone import build_backbone
+    from ..config import EncoderConfig, get_preset
+
+    if init is None:
+        cfg = get_preset(modality, preset, **(overrides or {}))
+        return Init(build_backbone(cfg), cfg, f"random:{preset}")
+    path = Path(init)
+    if not path.exists():
+        raise CliError(f"--init {path}: no such file or folder; fix: give a HuggingFace-format folder, a "
+                       "`data2vec pretrain` run folder (or its checkpoint/), or leave --init out for a random init")
+    if path.is_dir() and (path / "config.json").is_file():
+        try:
+            hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CliError(f"--init {path}: config.json is corrupt ({error}); fix: restore the checkpoint folder") from None
+        if isinstance(hf_config, dict) and "model_type" in hf_config:
+            try:
+                from .. import hub
+            except ImportError:
+                raise CliError("--init: HuggingFace checkpoints need data2vec.hub, which this installation lacks; "
+                               "fix: update the package") from None
+            try:
+                wrapper = hub.load_pretrained(path)
+            except (ValueError, KeyError, OSError, RuntimeError) as error:
+                raise CliError(f"--init {path}: cannot import this HuggingFace checkpoint ({error}); fix: use a "
+                               "bert, roberta, data2vec-text, vit, beit or data2vec-vision folder") from None
+            cfg = wrapper.encoder_config
+            _check_modality(cfg, modality, path)
+            return Init(wrapper.backbone, cfg, f"huggingface:{wrapper.family}", _tokenizer_dir(path))
+    ckpt = _checkpoint_dir(path)
+    if ckpt is None or not (ckpt / "config.json").is_file():
+        raise CliError(f"--init {path}: not a checkpoint (no model.safetensors + config.json, and no config.json with "
+                       "\"model_type\"); fix: point it at a `data2vec pretrain` run folder, its checkpoint/ folder, "
+                       "a `data2vec finetune` best/ folder or a HuggingFace-format folder")
+    try:
+        run_config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CliError(f"--init: {ckpt / 'config.json'} is corrupt ({error}); fix: restore the checkpoint or "
+                       "pretrain again") from None
+    enc = _find_encoder_dict(run_config)
+    if enc is None:
+        raise CliError(f"--init: {ckpt / 'config.json'} names no encoder configuration; fix: use a checkpoint "
+                       "written by `data2vec pretrain` or `data2vec finetune`")
+    try:
+        cfg = EncoderConfig.from_dict(enc)
+    except (TypeError, ValueError) as error:
+        raise CliError(f"--init: the encoder configuration in {ckpt / 'config.json'} is invalid ({error}); fix: "
+                       "use a checkpoint written by this version") from None
+    _check_modality(cfg, modality, ckpt)
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(ckpt / "model.safetensors"))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CliError(f"--init: {ckpt / 'model.safetensors'} is corrupt or not a safetensors file ({error}); "
+                       "fix: restore it or pretrain again") from None
+    prefix = _backbone_prefix(tensors)
+    if prefix is None:
+        raise CliError(f"--init: {ckpt / 'model.safetensors'} holds no backbone weights (no 'backbone.' tensors); "
+                       "fix: use a checkpoint of a pretraining method or of a fine-tuned model")
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    backbone = build_backbone(cfg)
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    bad = [k for k in state if k not in own or tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or bad:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected or mis-shaped {bad[0]!r}"
+        raise CliError(f"--init: the backbone weights in {ckpt} do not fit its encoder configuration ({what}); "
+                       "fix: the checkpoint is incompatible with this version; pretrain again")
+    backbone.load_state_dict(state)
+    head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")} or None
+    return Init(backbone, cfg, f"checkpoint:{ckpt}", _tokenizer_dir(ckpt, ckpt.parent), head_state)
+
+
+def _backbone_prefix(tensors: dict) -> str | None:
+    """'backbone.' (method or TaskModel state dicts) or e.g. 'student.backbone.' if nested one deeper."""
+    if any(k.startswith("backbone.") for k in tensors):
+        return "backbone."
+    nested = sorted({k.split("backbone.")[0] + "backbone." for k in tensors if ".backbone." in k}, key=len)
+    return nested[0] if nested else None
+
+
+def _check_modality(cfg, modality: str, path: Path) -> None:
+    if cfg.modality != modality:
+        raise CliError(f"--init {path} is a {cfg.modality} encoder but this task needs a {modality} encoder; "
+                       f"fix: use a {modality} checkpoint (or leave --init out for a random {modality} encoder)")
+
+
+def load_text_tokenizer(args, init_tokenizer_dir: Path | None):
+    """--tokenizer wins; else the tokenizer found next to the --init weights."""
+    from tasks.text.tokenizer import load_tokenizer
+
+    source = args.tokenizer or init_tokenizer_dir
+    if source is None:
+        raise CliError("text tasks need a tokenizer; fix: pass --tokenizer PATH (a tokenizer.json or a folder with "
+                       "tokenizer.json / vocab.json+merges.txt / vocab.txt), or an --init folder that contains one")
+    try:
+        return load_tokenizer(source)
+    except (ValueError, FileNotFoundError, OSError, Exception) as error:  # tokenizers raises its own Exception type
+        raise CliError(f"cannot load the tokenizer {source} ({error}); fix: pass --tokenizer with a valid "
+                       "tokenizer.json (train one with tasks.text.tokenizer.train_tokenizer)") from None
+
+
+# ---- argument parsing ----------------------------------------------------------------------------------
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune on GLUE, SQuAD/XQuAD or images (evaluation each epoch, best checkpoint kept)",
+        description="Fine-tune a pretrained (or random) backbone with a task head; evaluates after every epoch, "
+        "keeps the best epoch in <out>/best and writes <out>/metrics.json and <out>/eval.jsonl.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--task", required=True, choices=TASKS,
+                   help="GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte wnli: trains on train.tsv, evaluates on "
+                   "dev.tsv), squad (SQuAD v1.1 JSON), xquad (evaluate a SQuAD model on an XQuAD language file), "
+                   "or image (classification on an image data set)")
+    p.add_argument("--data", required=True,
+                   help="GLUE: the GLUE root or the task folder; squad/xquad: a SQuAD-format JSON file or a folder "
+                   "with train-v1.1.json (+ dev-v1.1.json); image: 'digits', a CIFAR-10/MNIST folder, an "
+                   "ImageFolder (<class>/<image>) or <split>/<class>/<image>")
+    p.add_argument("--eval-data", default=None,
+                   help="squad/xquad: the evaluation JSON (or the XQuAD folder with --language). Without it, "
+                   "squad holds out 10%% of the --data articles for evaluation")
+    p.add_argument("--language", default=None,
+                   help="xquad: language code (en de es el ru tr ar vi th zh hi ro) picking xquad.<lang>.json "
+                   "from the --eval-data (or --data) folder")
+    p.add_argument("--eval-only", action="store_true",
+                   help="skip training: evaluate --init (e.g. a fine-tuned <out>/best folder) on the evaluation data; "
+                   "the way to test a SQuAD model zero-shot on XQuAD")
+    p.add_argument("--init", default=None,
+                   help="starting weights: a HuggingFace-format folder, a `data2vec pretrain` run folder (or its "
+                   "checkpoint/), a fine-tuned <out>/best folder, or nothing for a random init of --preset")
+    p.add_argument("--preset", default="mini",
+                   help="encoder size when --init is not given: tiny (tests), mini (CPU minutes), small (one GPU), "
+                   "base (the paper's 12 x 768)")
+    p.add_argument("--tokenizer", default=None,
+                   help="text tasks: tokenizer.json or a folder with tokenizer files; defaults to the one next to "
+                   "--init. A random-init model needs one")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training data (default: 10 for GLUE, as RoBERTa; 2 for SQuAD; 10 images). "
+                   "Small data sets (RTE, MRPC, STS-B, CoLA) benefit from the full 10")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per update (default: 32 text, 64 images). If you change it, scale --lr "
+                   "linearly for images (BEiT: 4e-3 at 1024)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 2e-5 for pretrained text models, 1e-4 for random-init text, "
+                   "3e-5 SQuAD, 2.5e-4 images at batch 64). Too high shows as a loss that jumps or goes NaN; "
+                   "RoBERTa's GLUE sweep is {1e-5, 2e-5, 3e-5}")
+    p.add_argument("--layer-decay", type=float, default=None,
+                   help="layer-wise lr decay: a block l of L gets lr * decay^(L+1-l), the head the full lr "
+                   "(default: 0.65 for images as data2vec-vision ViT-B, none for text). Use 0.75 for shallower "
+                   "models; 1.0 = off")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW weight decay, not applied to biases and norms (default: 0.1 text as RoBERTa, 0.05 images)")
+    p.add_argument("--warmup-ratio", type=float, default=None,
+                   help="fraction of updates for linear warm-up (default: 0.06 text as RoBERTa, 0.2 images)")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help="classification label smoothing (default: 0.1 images, 0 GLUE)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="max tokens per example (default: 128 GLUE, 384 SQuAD); must fit the encoder's positions")
+    p.add_argument("--doc-stride", type=int, default=128,
+                   help="SQuAD: tokens between the starts of consecutive context windows (BERT: 128)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="images: input resolution (default: the encoder's image_size; digits: 8)")
+    p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
+                   help="images: mean of patch tokens + LayerNorm (BEiT/data2vec-vision) or the CLS token (ViT/DINO)")
+    p.add_argument("--max-train-examples", type=int, default=None,
+                   help="use only this many training examples (a seeded random subset): for quick runs")
+    p.add_argument("--max-eval-examples", type=int, default=None,
+                   help="evaluate on only this many examples (a seeded random subset): for quick runs")
+    p.add_argument("--seed", type=int, default=1, help="random seed (data order, head init, dropout)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/finetune-<task>)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="print only the final result")
+    p.set_defaults(run=run)
+
+
+# ---- the command ---------------------------------------------------------------------------------------
+
+
+def _check_positive(args) -> None:
+    for name in ("epochs", "batch_size", "max_length", "max_train_examples", "max_eval_examples", "image_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise CliError(f"--lr must be > 0, got {args.lr}; fix: try 2e-5 for pretrained text models")
+    if args.layer_decay is not None and not 0 < args.layer_decay <= 1:
+        raise CliError(f"--layer-decay must lie in (0, 1], got {args.layer_decay}; fix: use 0.65-0.75, or 1 for none")
+
+
+def _subset(dataset, n: int | None, seed: int):
+    """A seeded random subset of n examples (all of them if n is None or larger)."""
+    import torch
+    from torch.utils.data import Subset
+
+    if n is None or n >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(dataset, sorted(order.tolist()))
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_positive(args)
+    if args.task == "image":
+        return _run_image(args)
+    if args.task in ("squad", "xquad"):
+        return _run_squad(args)
+    return _run_glue(args)
+
+
+def _finish(args, summary: dict) -> int:
+    out = Path(args.out)
+    best = summary.get("best") or {}
+    main = summary.get("main_metric")
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in best.items()
+                      if k not in ("epoch", "step", "train_loss", "elapsed_s") and isinstance(v, (int, float)))
+    print(f"finetune {args.task}: best epoch {best.get('epoch')} ({main}): {shown}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'eval.jsonl'}" + (f", {out / 'best'}" if (out / "best").exists() else ""))
+    return 0
+
+
+def _text_backbone(args, default_preset_overrides: dict | None = None):
+    """Init + tokenizer for text tasks; a random init takes the vocabulary size from the tokenizer."""
+    if args.init is None:
+        tokenizer = load_text_tokenizer(args, None)
+        style_overrides = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
+        if tokenizer.style == "bert":
+            style_overrides.update(position_offset=0, type_vocab_size=2)
+        init = load_init(None, "text", args.preset, style_overrides)
+    else:
+        init = load_init(args.init, "text", args.preset)
+        tokenizer = load_text_tokenizer(args, init.tokenizer_dir)
+        if tokenizer.vocab_size > init.encoder_config.vocab_size:
+            raise CliError(f"the tokenizer has {tokenizer.vocab_size} tokens but the encoder only "
+                           f"{init.encoder_config.vocab_size}; fix: use the tokenizer the model was pretrained with")
+    cfg = init.encoder_config
+    limit = cfg.max_positions - cfg.position_offset
+    if args.max_length > limit:
+        raise CliError(f"--max-length {args.max_length} exceeds the encoder's {limit} positions; fix: use "
+                       f"--max-length {limit} or less")
+    return init, tokenizer
+
+
+def _finetune_config(args, task_type: str, main_metric: str, pretrained: bool, **defaults):
+    from ..finetune import FinetuneConfig
+
+    values = dict(task_type=task_type, main_metric=main_metric, seed=args.seed, device=args.device)
+    values.update(defaults)
+    for name in ("epochs", "batch_size", "lr", "layer_decay", "weight_decay", "warmup_ratio", "label_smoothing"):
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    if values.get("layer_decay") == 1.0:
+        values["layer_decay"] = None
+    try:
+        return FinetuneConfig(**values)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def _run_glue(args) -> int:
+    from tasks.text import glue
+
+    from ..finetune import finetune
+    from ..heads import SequenceClassificationHead, TaskModel
+
+    args.out = args.out or f"runs/finetune-{args.task}"
+    args.max_length = args.max_length or 128
+    spec = glue.get_task(args.task)
+    eval_split = "dev_matched" if spec.name == "mnli" else "dev"
+    train_examples = [] if args.eval_only else glue.load_glue(spec.name, "train", args.data)
+    eval_examples = glue.load_glue(spec.name, eval_split, args.data)
+    init, tokenizer = _text_backbone(args)
+    head = SequenceClassificationHead(init.encoder_config.dim, spec.num_labels, style=tokenizer.style)
+    model = TaskModel(init.backbone, head)
+    _maybe_load_head(model, init)
+    train_set = _subset(glue.GlueDataset(train_examples, tokenizer, args.max_length), args.max_train_examples, args.seed)
+    eval_set = _subset(glue.GlueDataset(eval_examples, tokenizer, args.max_length), args.max_eval_examples, args.seed)
+    collate = glue.GlueCollator(tokenizer.pad_id, regression=spec.is_regression)
+    task_type = "regression" if spec.is_regression else "classification"
+
+    def metric_fn(outputs, labels):
+        preds = outputs if spec.is_regression else outputs.argmax(-1)
+        return glue.glue_metrics(spec.name, preds, labels)
+
+    pretrained = args.init is not None
+    cfg = _finetune_config(args, task_type, "score", pretrained, lr=2e-5 if pretrained else 1e-4)
+    info = {"task": spec.name, "init": init.source, "encoder": init.encoder_config.to_dict(),
+            "tokenizer": str(args.tokenizer or init.tokenizer_dir)}
+    if args.eval_only:
+        return _evaluate_only(args, model, eval_set, collate, metric_fn, cfg, info)
+    summary = finetune(model, train_set, eval_set, cfg, args.out, metric_fn, collate_fn=collate, run_info=info,
+                       quiet=args.quiet)
+    return _finish(args, summary)
+
+
+def _maybe_load_head(model, init: Init) -> None:
+    """Restore a fine-tuned head (from a <out>/best checkpoint) when its tensors fit the new head exactly."""
+    if not init.head_state:
+        return
+    own = model.head.state_dict()
+    if set(own) == set(init.head_state) and all(own[k].shape == init.head_state[k].shape for k in own):
+        model.head.load_state_dict(init.head_state)
+        print(f"restored the task head from {init.source}")
+
+
+def _evaluate_only(args, model, eval_set, collate, metric_fn, cfg, info) -> int:
+    from torch.utils.data import DataLoader
+
+    from ..finetune import predict
+
+    if args.init is None:
+        raise CliError("--eval-only needs --init (a fine-tuned <out>/best folder); fix: fine-tune first or drop --eval-only")
+    loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, collate_fn=collate)
+    outputs, labels = predict(model.to(cfg.device), loader, cfg.task_type, cfg.device)
+    metrics = metric_fn(outputs, labels)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"main_metric": cfg.main_metric, "eval_only": True, "final": metrics, "best": metrics,
+               "eval_examples": len(eval_set), **info}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+    print(f"evaluate {args.task}: {shown}")
+    print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+# ---- SQuAD / XQuAD -------------------------------------------------------------------------------------
+
+
+def _squad_files(args):
+    """(train articles, eval articles, eval description) from --data / --eval-data / --language."""
+    import random
+
+    from tasks.text.squad import load_squad
+
+    def resolve(path: Path, role: str, names: tuple[str, ...]) -> Path:
+        if path.is_file():
+            return path
+        if not path.exists():
+            raise CliError(f"{role} {path}: no such file or folder; fix: give a SQuAD-format JSON file or its folder")
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise CliError(f"{role} {path}: none of {', '.join(names)} in this folder; fix: point it at the JSON file")
+
+    data = Path(args.data)
+    eval_path = None
+    if args.language:
+        folder = Path(args.eval_data) if args.eval_data else data
+        folder = folder if folder.is_dir() else folder.parent
+        eval_path = resolve(folder, "--language", (f"xquad.{args.language}.json",))
+    elif args.eval_data:
+        eval_path = resolve(Path(args.eval_data), "--eval-data", ("dev-v1.1.json",))
+    elif args.task == "xquad":
+        raise CliError("--task xquad needs the XQuAD file: pass --eval-data xquad.<lang>.json or --language <code> "
+                       "with --data/--eval-data pointing at the XQuAD folder")
+    if args.eval_only:
+        target = eval_path or resolve(data, "--data", ("dev-v1.1.json",))
+        return [], load_squad(target)["data"], str(target)
+    train_path = resolve(data, "--data", ("train-v1.1.json", "dev-v1.1.json"))
+    train_articles = load_squad(train_path)["data"]
+    if eval_path is not None:
+        return train_articles, load_squad(eval_path)["data"], str(eval_path)
+    # no separate evaluation file: hold out 10% of the articles (whole articles, so no context leaks)
+    if len(train_articles) < 2:
+        raise CliError(f"--data {train_path} has a single article, too few to hold some out; fix: pass --eval-data")
+    order = list(range(len(train_articles)))
+    random.Random(args.seed).shuffle(order)
+    n_eval = max(1, len(order) // 10)
+    held = set(order[:n_eval])
+    return ([a for i, a in enumerate(train_articles) if i not in held],
+            [a for i, a in enumerate(train_articles) if i in held], f"{train_path} (held-out articles)")
+
+
+@dataclass
+class SquadCollator:
+    """Pads SQuAD features to the batch's longest: input_ids, token_type_ids, padding_mask (True = pad),
+    start_positions, end_positions."""
+
+    pad_id: int
+
+    def __call__(self, feats):
+        import torch
+
+        T = max(len(f.input_ids) for f in feats)
+        B = len(feats)
+        ids = torch.full((B, T), self.pad_id, dtype=torch.long)  # (B, T)
+        types = torch.zeros((B, T), dtype=torch.long)  # (B, T)
+        pad = torch.ones((B, T), dtype=torch.bool)  # (B, T) True = pad
+        for i, f in enumerate(feats):
+            n = len(f.input_ids)
+            ids[i, :n] = torch.tensor(f.input_ids)
+            types[i, :n] = torch.tensor(f.token_type_ids)
+            pad[i, :n] = False
+        return {"input_ids": ids, "token_type_ids": types, "padding_mask": pad,
+                "start_positions": torch.tensor([f.start_position for f in feats]),
+                "end_positions": torch.tensor([f.end_position for f in feats])}
+
+
+def _limit_questions(articles: list, n: int | None, seed: int) -> list:
+    """Keep a seeded random subset of n questions (articles/paragraphs trimmed accordingly)."""
+    import copy
+    import random
+
+    if n is None:
+        return articles
+    ids = [qa["id"] for a in articles for p in a["paragraphs"] for qa in p["qas"]]
+    if n >= len(ids):
+        return articles
+    keep = set(random.Random(seed).sample(ids, n))
+    out = []
+    for article in articles:
+        a = copy.deepcopy(article)
+        a["paragraphs"] = [dict(p, qas=[qa for qa in p["qas"] if qa["id"] in keep]) for p in a["paragraphs"]]
+        a["paragraphs"] = [p for p in a["paragraphs"] if p["qas"]]
+        if a["paragraphs"]:
+            out.append(a)
+    return out
+
+
+def _run_squad(args) -> int:
+    from tasks.text import squad
+
+    from ..finetune import finetune
+    from ..heads import QuestionAnsweringHead, TaskModel
+
+    args.out = args.out or f"runs/finetune-{args.task}"
+    args.max_length = args.max_length or 384
+    train_articles, eval_articles, eval_name = _squad_files(args)
+    train_articles = _limit_questions(train_articles, args.max_train_examples, args.seed)
+    eval_articles = _limit_questions(eval_articles, args.max_eval_examples, args.seed)
+    init, tokenizer = _text_backbone(args)
+    model = TaskModel(init.backbone, QuestionAnsweringHead(init.encoder_config.dim))
+    _maybe_load_head(model, init)
+    stride = min(args.doc_stride, max(1, args.max_length // 2))
+    try:
+        train_feats = squad.prepare_features({"data": train_articles}, tokenizer, args.max_length, stride) \
+            if train_articles else []
+        eval_examples = squad.read_examples({"data": eval_articles})
+        eval_feats = squad.prepare_features(eval_examples, tokenizer, args.max_length, stride)
+    except ValueError as error:
+        raise CliError(f"{error}; fix: raise --max-length") from None
+    collate = SquadCollator(tokenizer.pad_id)
+
+    def metric_fn(outputs, _labels):
+        answers = squad.postprocess_predictions(eval_examples, eval_feats, [s for s, _ in outputs],
+                                                [e for _, e in outputs])
+        return squad.squad_scores({"data": eval_articles}, answers)
+
+    pretrained = args.init is not None
+    # BERT SQuAD v1.1: lr 5e-5, batch 32, 2-3 epochs; RoBERTa: 1.5e-5, batch 48, 2 epochs, 6% warm-up
+    cfg = _finetune_config(args, "span", "f1", pretrained, epochs=2, lr=3e-5 if pretrained else 1e-4)
+    info = {"task": args.task, "init": init.source, "eval_data": eval_name, "encoder": init.encoder_config.to_dict()}
+    if args.eval_only:
+        return _evaluate_only(args, model, eval_feats, collate, metric_fn, cfg, info)
+    summary = finetune(model, train_feats, eval_feats, cfg, args.out, metric_fn, collate_fn=collate, run_info=info,
+                       quiet=args.quiet)
+    return _finish(args, summary)
+
+
+# ---- images --------------------------------------------------------------------------------------------
+
+
+def image_datasets(data: str, image_size: int, seed: int, augment_train: bool = True):
+    """(train, eval, num_classes, in_chans) for a vision data set; a plain ImageFolder (no split folders)
+    is split 80/20 with a seeded permutation."""
+    import torch
+    from torch.utils.data import Subset
+
+    from tasks.vision import build_vision_dataset, detect_vision_layout
+
+    try:
+        layout = detect_vision_layout(data)
+    except FileNotFoundError as error:
+        raise CliError(f"--data: {error}; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
+                       "(<class>/<image>)") from None
+    train = build_vision_dataset(data, "train", image_size, augment=augment_train)
+    if layout == "image-folder":
+        test = build_vision_dataset(data, "test", image_size, augment=False)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_test = max(1, len(order) // 5)
+        train, test = Subset(train, sorted(order[n_test:])), Subset(test, sorted(order[:n_test]))
+    else:
+        test = build_vision_dataset(data, "test", image_size, augment=False)
+    base = train.dataset if isinstance(train, Subset) else train
+    num_classes = len(getattr(base, "classes", [])) or int(max(base.labels)) + 1
+    in_chans = int(test[0][0].shape[0])
+    return train, test, num_classes, in_chans
+
+
+def image_collate(batch):
+    import torch
+
+    return {"images": torch.stack([b[0] for b in batch]), "labels": torch.tensor([int(b[1]) for b in batch])}
+
+
+def _run_image(args) -> int:
+    from ..finetune import FinetuneConfig, finetune
+    from ..heads import ImageClassificationHead, TaskModel
+
+    args.out = args.out or "runs/finetune-image"
+    if args.init is None:
+        from ..config import get_preset
+
+        size = args.image_size or (8 if str(args.data).lower() == "digits" else get_preset("vision", args.preset).image_size)
+        probe_chans = image_datasets(args.data, size, args.seed, augment_train=False)[3]
+        overrides = {"image_size": size, "in_chans": probe_chans}
+        if size % get_preset("vision", args.preset).patch_size:
+            overrides["patch_size"] = 2 if size % 2 == 0 else 1
+        init = load_init(None, "vision", args.preset, overrides)
+    else:
+        init = load_init(args.init, "vision", args.preset)
+    cfg_enc = init.encoder_config
+    size = args.image_size or cfg_enc.image_size
+    if size % cfg_enc.patch_size:
+        raise CliError(f"--image-size {size} is not divisible by the encoder's patch size {cfg_enc.patch_size}; "
+                       f"fix: use a multiple of {cfg_enc.patch_size}")
+    train_set, eval_set, num_classes, in_chans = image_datasets(args.data, size, args.seed)
+    if in_chans != cfg_enc.in_chans:
+        raise CliError(f"the images have {in_chans} channel(s) but the encoder expects {cfg_enc.in_chans}; fix: use "
+                       "a data set with matching channels or an encoder trained on such images")
+    head = ImageClassificationHead(cfg_enc.dim, num_classes, pooling=args.pooling)
+    model = TaskModel(init.backbone, head)
+    _maybe_load_head(model, init)
+    train_set = _subset(train_set, args.max_train_examples, args.seed)
+    eval_set = _subset(eval_set, args.max_eval_examples, args.seed)
+
+    def metric_fn(outputs, labels):
+        return {"accuracy": 100.0 * float((outputs.argmax(-1) == labels).mean())}
+
+    defaults = {k: v for k, v in vars(FinetuneConfig.vision_defaults()).items()
+                if k not in ("seed", "device", "task_type", "main_metric")}
+    if args.init is None:
+        defaults["layer_decay"] = None  # nothing pretrained to protect in the lower layers
+        defaults["lr"] = 1e-3
+    cfg = _finetune_config(args, "classification", "accuracy", args.init is not None, **defaults)
+    info = {"task": "image", "data": str(args.data), "init": init.source, "encoder": cfg_enc.to_dict(),
+            "num_classes": num_classes}
+    if args.eval_only:
+        return _evaluate_only(args, model, eval_set, image_collate, metric_fn, cfg, info)
+    summary = finetune(model, train_set, eval_set, cfg, args.out, metric_fn, collate_fn=image_collate,
+                       run_info=info, quiet=args.quiet)
+    return _finish(args, summary)

@@ -1,0 +1,137 @@
+"""`data2vec probe`: evaluate frozen features with a linear probe and/or weighted k-NN.
+
+The backbone (from `--init`, see `data2vec finetune`, or random from `--preset`) is frozen; one pooled
+feature vector per image is extracted from the train and test splits of `--data`; a logistic-regression
+probe (L2 strength chosen by cross-validation on the train split) and DINO's weighted k-NN
+(k = 20, T = 0.07) are scored on the test split. `--labels-per-class N` repeats the evaluation on
+`--label-seeds` random subsets of N labelled training images per class (the few-label protocol of
+`data2vec demo`). Writes `<out>/metrics.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CliError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "probe",
+        help="linear probe and k-NN accuracy of frozen features on an image data set",
+        description="Freeze a backbone, extract pooled features and score a linear probe and a weighted k-NN "
+        "classifier. A good pretrained encoder beats a random one of the same size by a wide margin; compare "
+        "with `--init` left out (random init) to see the gain.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--init", default=None,
+                   help="the encoder: a `data2vec pretrain` run folder (or its checkpoint/), a fine-tuned <out>/best "
+                   "folder, a HuggingFace vit/beit/data2vec-vision folder; leave out for a random init of --preset")
+    p.add_argument("--data", required=True,
+                   help="'digits', a CIFAR-10/MNIST folder, or an image folder (<class>/<image> or "
+                   "<split>/<class>/<image>)")
+    p.add_argument("--method", choices=("linear", "knn", "both"), default="both",
+                   help="linear: logistic regression on standardised features (C chosen by 3-fold CV); knn: "
+                   "DINO's temperature-weighted k-NN on L2-normalised features")
+    p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
+                   help="mean of patch tokens (data2vec/BEiT features; usually best for masked-prediction "
+                   "methods) or the CLS token (DINO's choice)")
+    p.add_argument("--k", type=int, default=20, help="k-NN neighbours (DINO: 20; use fewer with few labels)")
+    p.add_argument("--temperature", type=float, default=0.07,
+                   help="k-NN vote weight exp(cos/T) (DINO: 0.07); 0 = plain majority vote")
+    p.add_argument("--labels-per-class", type=int, default=None,
+                   help="few-label protocol: use only N labelled training images per class (default: all)")
+    p.add_argument("--label-seeds", type=int, default=5,
+                   help="with --labels-per-class: how many random label subsets to average over")
+    p.add_argument("--image-size", type=int, default=None, help="input resolution (default: the encoder's)")
+    p.add_argument("--preset", default="mini", help="encoder size without --init: tiny, mini, small, base")
+    p.add_argument("--max-train-examples", type=int, default=None, help="use at most this many training images")
+    p.add_argument("--max-eval-examples", type=int, default=None, help="use at most this many test images")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass during extraction")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe's CV folds")
+    p.add_argument("--out", default="runs/probe", help="output folder for metrics.json")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.set_defaults(run=run)
+
+
+def _loader(dataset, batch_size: int):
+    from torch.utils.data import DataLoader
+
+    from .finetune import image_collate
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=image_collate)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..probe import extract_features, few_label_indices, knn_classify, linear_probe
+    from .finetune import _subset, image_datasets, load_init
+
+    for name in ("k", "batch_size", "label_seeds", "labels_per_class", "max_train_examples", "max_eval_examples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.temperature < 0:
+        raise CliError(f"--temperature must be >= 0 (0 = majority vote), got {args.temperature}")
+    t0 = time.time()
+    data = str(args.data)
+    if data.lower() != "digits" and not Path(data).exists():
+        raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
+    if args.init is None:
+        from ..config import get_preset
+
+        size = args.image_size or (8 if data.lower() == "digits" else get_preset("vision", args.preset).image_size)
+        chans = image_datasets(data, size, args.seed, augment_train=False)[3]
+        overrides = {"image_size": size, "in_chans": chans}
+        if size % get_preset("vision", args.preset).patch_size:
+            overrides["patch_size"] = 2 if size % 2 == 0 else 1
+        init = load_init(None, "vision", args.preset, overrides)
+    else:
+        init = load_init(args.init, "vision", args.preset)
+    cfg = init.encoder_config
+    size = args.image_size or cfg.image_size
+    if size % cfg.patch_size:
+        raise CliError(f"--image-size {size} is not divisible by the patch size {cfg.patch_size}; fix: use a multiple")
+    train, test, num_classes, chans = image_datasets(data, size, args.seed, augment_train=False)
+    if chans != cfg.in_chans:
+        raise CliError(f"the images have {chans} channel(s) but the encoder expects {cfg.in_chans}; fix: use matching data")
+    train = _subset(train, args.max_train_examples, args.seed)
+    test = _subset(test, args.max_eval_examples, args.seed)
+    device = torch.device(args.device)
+    backbone = init.backbone.to(device)
+    train_x, train_y = extract_features(backbone, _loader(train, args.batch_size), args.pooling, device)
+    test_x, test_y = extract_features(backbone, _loader(test, args.batch_size), args.pooling, device)
+    temperature = args.temperature or None
+
+    subsets = [None]
+    if args.labels_per_class is not None:
+        subsets = [few_label_indices(train_y, args.labels_per_class, seed=args.seed + s) for s in range(args.label_seeds)]
+    results: dict[str, dict] = {}
+    methods = ("linear", "knn") if args.method == "both" else (args.method,)
+    for method in methods:
+        accs = []
+        for idx in subsets:
+            x, y = (train_x, train_y) if idx is None else (train_x[idx], train_y[idx])
+            if method == "linear":
+                accs.append(linear_probe(x, y, test_x, test_y, seed=args.seed)["accuracy"])
+            else:
+                accs.append(knn_classify(x, y, test_x, test_y, k=args.k, temperature=temperature)["accuracy"])
+        results[method] = {"accuracy": float(np.mean(accs)), "std": float(np.std(accs)), "runs": accs}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"init": init.source, "data": data, "pooling": args.pooling, "k": args.k, "temperature": temperature,
+               "labels_per_class": args.labels_per_class, "train_examples": int(len(train_y)),
+               "test_examples": int(len(test_y)), "num_classes": num_classes, "results": results,
+               "wall_time_s": round(time.time() - t0, 2)}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    for method, r in results.items():
+        spread = f" ± {r['std']:.2f}" if len(r["runs"]) > 1 else ""
+        print(f"probe {method:6s} accuracy {r['accuracy']:.2f}{spread} %  ({init.source}, {len(test_y)} test images)")
+    print(f"wrote {out / 'metrics.json'}")
+    return 0

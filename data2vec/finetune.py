@@ -1,0 +1,356 @@
+"""One explicit fine-tuning loop for a `TaskModel` (backbone + head): GLUE, SQuAD, image classification.
+
+What it implements
+- Losses by task type:
+    "classification": cross-entropy with optional label smoothing eps,
+        L = -sum_c q_c log softmax(z)_c,  q = (1 - eps) onehot(y) + eps / C   (Szegedy et al. 2016, section 7)
+    "regression" (STS-B): mean squared error, L = mean_i (z_i - y_i)^2 (RoBERTa / fairseq sentence_prediction)
+    "span" (SQuAD): L = (CE(start_logits, s) + CE(end_logits, e)) / 2 over the tokens (BERT section 4.2);
+        padded positions are excluded from the softmax.
+- AdamW through `engine.build_optimizer` (no weight decay on biases/norms), optionally with layer-wise
+  learning-rate decay (BEiT, Bao et al. 2021, appendix; data2vec paper section 4 "fine-tuning" for vision):
+  a parameter of layer l in 0..L+1 (0 = embeddings, 1..L = blocks, L+1 = head) gets lr * decay^(L + 1 - l).
+- Learning rate: linear warm-up, then linear decay (RoBERTa's GLUE recipe, fairseq `polynomial_decay`
+  with power 1) or cosine decay (BEiT / data2vec-vision), both pure functions of the step.
+- Evaluation after every epoch with a metric function; the best epoch by the task's main metric is kept
+  as a checkpoint (`<out>/best/`); `<out>/eval.jsonl` gets one line per epoch and `<out>/metrics.json`
+  the final summary (best and last metrics, config, timings).
+
+Recipes (the defaults of `FinetuneConfig` are the text recipe; `vision_defaults()` the image one)
+- RoBERTa / data2vec-text on GLUE (fairseq `examples/roberta/README.glue.md`; data2vec paper section 5.2
+  fine-tunes "as RoBERTa"): Adam(0.9, 0.98), eps 1e-6, weight decay 0.1, lr 1e-5 or 2e-5, batch 16 or 32,
+  10 epochs, warm-up 6% of the updates then linear decay, no layer decay.
+- BEiT / data2vec-vision ViT-B on ImageNet (BEiT appendix; data2vec paper section 5.1): AdamW(0.9, 0.999),
+  weight decay 0.05, lr 4e-3 at batch 1024 (scale linearly with the batch: lr = 4e-3 * batch / 1024),
+  layer decay 0.65, cosine decay to 1e-6, label smoothing 0.1, 100 epochs with 20 warm-up epochs,
+  mixup/cutmix (not implemented here).
+
+Differences from the originals
+- No mixup/cutmix, random erasing or model EMA for images; no gradient accumulation.
+- Evaluation every epoch on the given split only (the originals evaluate on dev and report the best dev
+  epoch too; test sets of GLUE have no labels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+TASK_TYPES = ("classification", "regression", "span")
+SCHEDULES = ("linear", "cosine")
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of one fine-tuning run (defaults: RoBERTa's GLUE recipe, see the module docstring)."""
+
+    task_type: str = "classification"  # "classification" (CE), "regression" (MSE, STS-B) or "span" (SQuAD)
+    epochs: int = 10  # RoBERTa GLUE: 10; BEiT ImageNet ViT-B: 100; SQuAD (BERT): 2-3
+    batch_size: int = 32  # RoBERTa GLUE: 16 or 32
+    lr: float = 2e-5  # peak lr; RoBERTa GLUE: 1e-5 or 2e-5; from scratch / tiny models: 1e-4 .. 1e-3
+    min_lr: float = 0.0  # lr at the end of the decay (RoBERTa: 0; BEiT: 1e-6)
+    weight_decay: float = 0.1  # RoBERTa GLUE: 0.1; BEiT fine-tuning: 0.05
+    betas: tuple[float, float] = (0.9, 0.98)  # RoBERTa: (0.9, 0.98); BEiT/ViT: (0.9, 0.999)
+    eps: float = 1e-6  # Adam epsilon (RoBERTa 1e-6; BEiT 1e-8)
+    warmup_ratio: float = 0.06  # fraction of all updates spent warming up (RoBERTa GLUE: 6%; BEiT: 20/100 epochs)
+    schedule: str = "linear"  # decay after warm-up: "linear" (RoBERTa) or "cosine" (BEiT/data2vec-vision)
+    layer_decay: float | None = None  # layer-wise lr decay; None = off (text); 0.65 for data2vec-vision ViT-B
+    label_smoothing: float = 0.0  # classification only; 0.1 for images (BEiT/data2vec-vision), 0 for GLUE
+    clip_grad: float | None = None  # max gradient norm; None = off (RoBERTa GLUE uses none; BEiT 3.0 optional)
+    main_metric: str = "score"  # key of the metric dict that picks the best epoch ("score" GLUE, "f1" SQuAD)
+    greater_is_better: bool = True  # False for losses/errors
+    seed: int = 1  # RoBERTa's fairseq default seed
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    eval_batch_size: int | None = None  # None = 2 x batch_size (no gradients, fits twice as many)
+    log_every: int = 50  # print a training line every this many updates; 0 = only per epoch
+    save_best: bool = True  # write the best epoch's weights to <out>/best/
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.validate()
+
+    def validate(self) -> None:
+        def fail(name: str, problem: str, fix: str) -> None:
+            raise ValueError(f"FinetuneConfig.{name}: {problem}; {fix}")
+
+        if self.task_type not in TASK_TYPES:
+            fail("task_type", f"unknown task type {self.task_type!r}", f"use one of {TASK_TYPES}")
+        if self.schedule not in SCHEDULES:
+            fail("schedule", f"unknown schedule {self.schedule!r}", f"use one of {SCHEDULES}")
+        if self.epochs < 1:
+            fail("epochs", f"must be >= 1, got {self.epochs}", "train for at least one epoch")
+        if self.batch_size < 1:
+            fail("batch_size", f"must be >= 1, got {self.batch_size}", "use e.g. 32 (text) or 64 (images)")
+        if not self.lr > 0:
+            fail("lr", f"must be > 0, got {self.lr}", "use 2e-5 for pretrained text models, 1e-3 for tiny ones")
+        if self.min_lr < 0 or self.min_lr > self.lr:
+            fail("min_lr", f"must lie in [0, lr={self.lr}], got {self.min_lr}", "use 0 or e.g. 1e-6")
+        if not 0 <= self.warmup_ratio < 1:
+            fail("warmup_ratio", f"must lie in [0, 1), got {self.warmup_ratio}", "use 0.06 (RoBERTa) or 0.1")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            fail("layer_decay", f"must lie in (0, 1], got {self.layer_decay}", "use 0.65 (ViT-B) or 0.75, or None")
+        if not 0 <= self.label_smoothing < 1:
+            fail("label_smoothing", f"must lie in [0, 1), got {self.label_smoothing}", "use 0.1 for images or 0")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            fail("clip_grad", f"must be > 0 or None, got {self.clip_grad}", "use None or e.g. 1.0")
+        if self.weight_decay < 0:
+            fail("weight_decay", f"must be >= 0, got {self.weight_decay}", "use 0.1 (text) or 0.05 (images)")
+
+    @classmethod
+    def vision_defaults(cls, **overrides) -> "FinetuneConfig":
+        """BEiT / data2vec-vision recipe, reduced scale: AdamW(0.9, 0.999), wd 0.05, layer decay 0.65,
+        cosine to 1e-6, label smoothing 0.1, warm-up 20% (20 of 100 epochs); lr for batch 64 at
+        4e-3 * 64 / 1024 = 2.5e-4."""
+        values = dict(task_type="classification", epochs=10, batch_size=64, lr=2.5e-4, min_lr=1e-6,
+                      weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8, warmup_ratio=0.2, schedule="cosine",
+                      layer_decay=0.65, label_smoothing=0.1, main_metric="accuracy")
+        values.update(overrides)
+        return cls(**values)
+
+
+# ---- schedules (pure functions of the step) ------------------------------------------------------------
+
+
+def warmup_linear(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_lr: float = 0.0) -> float:
+    """Linear warm-up from 0 to base_lr over warmup_steps, then linear decay to final_lr at total_steps.
+
+    lr(t) = base_lr * (t + 1) / warmup                                   for t < warmup
+    lr(t) = final_lr + (base_lr - final_lr) * (T - t) / (T - warmup)     after (clamped at final_lr)
+    (fairseq `polynomial_decay` with power 1, RoBERTa's GLUE schedule.)
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    frac = min(1.0, (step - warmup_steps) / span)
+    return final_lr + (base_lr - final_lr) * (1.0 - frac)
+
+
+def lr_at(cfg: FinetuneConfig, step: int, total_steps: int, warmup_steps: int) -> float:
+    """The configured schedule's learning rate at `step`."""
+    if cfg.schedule == "linear":
+        return warmup_linear(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+    from .engine import warmup_cosine
+
+    return warmup_cosine(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+
+
+# ---- losses --------------------------------------------------------------------------------------------
+
+
+def task_loss(task_type: str, outputs, batch: Mapping[str, Tensor], label_smoothing: float = 0.0) -> Tensor:
+    """The loss of one batch (see the module docstring for the three formulas)."""
+    if task_type == "classification":
+        return F.cross_entropy(outputs, batch["labels"], label_smoothing=label_smoothing)  # outputs (B, C)
+    if task_type == "regression":
+        pred = outputs.reshape(-1)  # (B, 1) -> (B,)
+        return F.mse_loss(pred, batch["labels"].to(pred.dtype))
+    if task_type == "span":
+        start, end = outputs  # each (B, T)
+        pad = batch.get("padding_mask")
+        if pad is not None:  # padded tokens never win the softmax
+            start = start.masked_fill(pad, torch.finfo(start.dtype).min)
+            end = end.masked_fill(pad, torch.finfo(end.dtype).min)
+        return 0.5 * (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"]))
+    raise ValueError(f"unknown task type {task_type!r}; use one of {TASK_TYPES}")
+
+
+MODEL_INPUTS = ("input_ids", "padding_mask", "token_type_ids", "images")
+
+
+def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The keys of a batch that the TaskModel consumes (the rest are targets and bookkeeping)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
+
+
+def to_device(batch: Mapping, device) -> dict:
+    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, device="cpu"):
+    """Run the model over `loader` in eval mode.
+
+    Returns (outputs, labels):
+      classification: logits (N, C) float array, labels (N,)
+      regression:     predictions (N,), labels (N,)
+      span:           a list of (start_logits (T_i,), end_logits (T_i,)) per feature, trimmed to its real
+                      length; labels None.
+    """
+    was_training = model.training
+    model.eval()
+    outs: list = []
+    labels: list = []
+    try:
+        for batch in loader:
+            batch = to_device(batch, device)
+            out = model(**model_inputs(batch))
+            if task_type == "span":
+                start, end = out  # (B, T) each
+                lengths = (~batch["padding_mask"]).sum(1).tolist() if "padding_mask" in batch else [start.shape[1]] * len(start)
+                for i, n in enumerate(lengths):
+                    outs.append((start[i, :n].float().cpu().numpy(), end[i, :n].float().cpu().numpy()))
+            else:
+                outs.append(out.float().cpu())
+                if "labels" in batch:
+                    labels.append(batch["labels"].cpu())
+    finally:
+        model.train(was_training)
+    if task_type == "span":
+        return outs, None
+    logits = torch.cat(outs).numpy()
+    if task_type == "regression":
+        logits = logits.reshape(-1)
+    return logits, (torch.cat(labels).numpy() if labels else None)
+
+
+# ---- the loop ------------------------------------------------------------------------------------------
+
+
+def _set_seed(seed: int) -> None:
+    try:
+        from .engine import set_seed
+    except ImportError:  # pragma: no cover - engine not importable
+        set_seed = None
+    if set_seed is not None:
+        set_seed(seed)
+    else:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+
+
+def _build_optimizer(model: nn.Module, cfg: FinetuneConfig):
+    from .engine import build_optimizer
+
+    return build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, layer_decay=cfg.layer_decay)
+
+
+def _better(new: float, best: float | None, greater: bool) -> bool:
+    if best is None or (isinstance(best, float) and math.isnan(best)):
+        return True
+    return new > best if greater else new < best
+
+
+def finetune(
+    model: nn.Module,
+    train_set: Dataset,
+    eval_set: Dataset,
+    cfg: FinetuneConfig,
+    out_dir: str | Path,
+    metric_fn: Callable[[object, object], dict],
+    collate_fn: Callable | None = None,
+    eval_collate_fn: Callable | None = None,
+    run_info: dict | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Fine-tune `model` (a TaskModel) on `train_set`, evaluate on `eval_set` after every epoch.
+
+    metric_fn(outputs, labels) -> {name: value}: gets what `predict` returns and must contain
+    `cfg.main_metric`. Writes `<out_dir>/eval.jsonl`, `<out_dir>/metrics.json` and (if cfg.save_best)
+    `<out_dir>/best/`; returns the metrics.json content.
+    """
+    cfg.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(train_set) == 0:
+        raise ValueError("finetune: the training set is empty; check --data and --max-train-examples")
+    if len(eval_set) == 0:
+        raise ValueError("finetune: the evaluation set is empty; check --data and --max-eval-examples")
+    _set_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    model.to(device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate_fn, generator=g)
+    eval_loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
+                             collate_fn=eval_collate_fn or collate_fn)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = int(round(cfg.warmup_ratio * total_steps))
+    optimizer = _build_optimizer(model, cfg)
+
+    eval_log = out_dir / "eval.jsonl"
+    eval_log.write_text("")
+    history: list[dict] = []
+    best: dict | None = None
+    step = 0
+    t0 = time.time()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        loss_sum, n_batches = 0.0, 0
+        for batch in train_loader:
+            lr = lr_at(cfg, step, total_steps, warmup_steps)
+            for group in optimizer.param_groups:  # layer-wise decay: each group carries its lr_scale
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            batch = to_device(batch, device)
+            outputs = model(**model_inputs(batch))
+            loss = task_loss(cfg.task_type, outputs, batch, cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite fine-tuning loss {loss.item()} at step {step} (epoch {epoch}); lower --lr "
+                    f"(now {cfg.lr}) or enable gradient clipping"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item()
+            n_batches += 1
+            if not quiet and cfg.log_every and step % cfg.log_every == 0:
+                print(f"  step {step}/{total_steps}  loss {loss.item():.4f}  lr {lr:.3g}", flush=True)
+        outputs, labels = predict(model, eval_loader, cfg.task_type, device)
+        metrics = {k: float(v) for k, v in metric_fn(outputs, labels).items()}
+        if cfg.main_metric not in metrics:
+            raise ValueError(f"the metric function returned {sorted(metrics)}, without main_metric "
+                             f"{cfg.main_metric!r}; set FinetuneConfig.main_metric to one of them")
+        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_batches),
+               "elapsed_s": round(time.time() - t0, 2), **metrics}
+        history.append(row)
+        with open(eval_log, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        is_best = best is None or _better(metrics[cfg.main_metric], best[cfg.main_metric], cfg.greater_is_better)
+        if is_best:
+            best = dict(row)
+            if cfg.save_best:
+                from .engine import save_checkpoint
+
+                save_checkpoint(out_dir / "best", model=model, optimizer=None, step=step,
+                                config={"finetune": dataclasses.asdict(cfg), **(run_info or {})},
+                                extra={"epoch": epoch, "metrics": metrics})
+        if not quiet:
+            shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+            print(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {shown}"
+                  f"{'  (best)' if is_best else ''}", flush=True)
+
+    summary = {
+        "main_metric": cfg.main_metric,
+        "best": best,
+        "final": history[-1],
+        "history": history,
+        "config": dataclasses.asdict(cfg),
+        "train_examples": len(train_set),
+        "eval_examples": len(eval_set),
+        "steps": step,
+        "wall_time_s": round(time.time() - t0, 2),
+        **(run_info or {}),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+__all__ = ["FinetuneConfig", "TASK_TYPES", "finetune", "lr_at", "model_inputs", "predict", "task_loss",
+           "warmup_linear"]
