@@ -1,0 +1,1 @@
+"""Text data: tokenizers (`tokenizer`), pretraining corpora (`corpus`), GLUE (`glue`), SQuAD/XQuAD (`squad`)."""

@@ -207,7 +207,7 @@ def make_blocks(cache: TokenCache, capacity: int, break_mode: str = "complete_do
     if capacity < 1:
         raise ValueError(f"block capacity must be >= 1 token, got {capacity}")
     bounds, docs = cache.bounds, cache.doc_ids
-    blocks: list[tuple[int, int]] = []
+    blocks = array("q")  # flat [start0, end0, start1, end1, ...]: 16 bytes a block, even for huge corpora
     if break_mode == "doc":
         if len(docs) == 0:
             return np.zeros((0, 2), dtype=np.int64)
@@ -215,35 +215,37 @@ def make_blocks(cache: TokenCache, capacity: int, break_mode: str = "complete_do
         starts = bounds[first]
         ends = np.r_[bounds[first[1:]], bounds[-1]]
         for s, e in zip(starts.tolist(), ends.tolist()):
-            blocks.extend((c, min(c + capacity, e)) for c in range(s, e, capacity))
+            for c in range(s, e, capacity):
+                blocks.extend((c, min(c + capacity, e)))
     elif break_mode == "complete_doc":
         cur_start, cur_end, cur_doc = -1, -1, -1
         for s, e, d in zip(bounds[:-1].tolist(), bounds[1:].tolist(), docs.tolist()):
             if e == s:
                 continue
             if cur_start >= 0 and d != cur_doc:
-                blocks.append((cur_start, cur_end))
+                blocks.extend((cur_start, cur_end))
                 cur_start = -1
             if cur_start >= 0 and e - cur_start > capacity:
                 if e - s > capacity:  # must be cut anyway: its head fills the current block (s == cur_end)
-                    blocks.append((cur_start, cur_start + capacity))
+                    blocks.extend((cur_start, cur_start + capacity))
                     s = cur_start + capacity
                 else:
-                    blocks.append((cur_start, cur_end))
+                    blocks.extend((cur_start, cur_end))
                 cur_start = -1
             if cur_start < 0:
                 n_full = (e - s) // capacity if e - s > capacity else 0
-                blocks.extend((s + k * capacity, s + (k + 1) * capacity) for k in range(n_full))
+                for k in range(n_full):
+                    blocks.extend((s + k * capacity, s + (k + 1) * capacity))
                 s += n_full * capacity
                 if s == e:
                     continue
                 cur_start, cur_doc = s, d
             cur_end = e
         if cur_start >= 0:
-            blocks.append((cur_start, cur_end))
+            blocks.extend((cur_start, cur_end))
     else:
         raise ValueError(f"break_mode must be 'complete_doc' or 'doc', got {break_mode!r}")
-    return np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
+    return np.frombuffer(blocks, dtype=np.int64).reshape(-1, 2).copy()  # (num_blocks, 2)
 
 
 class TokenBlockDataset(Dataset):
