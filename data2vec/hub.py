@@ -1,0 +1,759 @@
+"""Import and export of HuggingFace-format checkpoints (DESIGN section 7), and our own checkpoint format.
+
+A HuggingFace folder is what `save_pretrained` writes: `config.json` plus `model.safetensors` (or
+`pytorch_model.bin`, or a sharded `*.index.json`). `load_pretrained(folder)` builds our backbone
+(`TextTransformer` / `VisionTransformer`) with the architecture the config describes, copies every weight
+into it and returns a `PretrainedModel` that is called like the `transformers` model. Nothing here
+touches the network, and `transformers` itself is not needed (it is only the reference in the tests).
+
+Families and the facts that matter (read from `transformers`' modelling code):
+- `bert`: post-LN; word + position (0..T-1) + token-type embeddings; `[CLS]` pooler tanh(W x_0 + b),
+  which with the classifier becomes our `SequenceClassificationHead(style="bert")`.
+- `roberta`, `data2vec-text` (also `xlm-roberta`): a BERT whose positions are numbered from
+  `padding_idx + 1` over the non-pad tokens (pads get `padding_idx`), i.e. our `position_offset =
+  pad_token_id + 1`; their classification head is our `style="roberta"`. data2vec's own regression head
+  is not in the released checkpoint; an `lm_head` is reported as unused.
+- `vit` (also DINO's released ViTs): pre-LN, CLS + learned absolute positions, a final LayerNorm that
+  `last_hidden_state` includes; the classifier reads the CLS token.
+- `beit`, `data2vec-vision`: pre-LN with layer scale (`lambda_1`, `lambda_2` = our `gamma1`, `gamma2`),
+  no key bias, relative position bias shared (`use_shared_relative_position_bias`) or per layer
+  (`use_relative_position_bias`; with both, bias_shared[idx] + bias_layer[idx] = (table_s + table_l)[idx],
+  so each block gets the summed table). The bias index is the same as ours:
+  (dh + g - 1) (2g - 1) + (dw + g - 1), then CLS->patch, patch->CLS, CLS->CLS. With
+  `use_mean_pooling` the final LayerNorm is NOT applied to `last_hidden_state` (our `final_norm=False`)
+  and the pooler is LN(mean of patch tokens) = our `ImageClassificationHead(pooling="mean")`.
+
+Differences from `transformers`: q/k/v are one fused projection (the import concatenates them), and an
+attention mask is our bool `padding_mask` (True = pad). `export_hf` writes the same layout back for the
+text (RoBERTa / data2vec-text / BERT) and vision (ViT / data2vec-vision / BEiT) encoders.
+
+Our own format (`save_backbone` / `load_backbone`): `model.safetensors` with our state-dict keys (head
+weights under `head.`) and `config.json` = {"encoder": EncoderConfig.to_dict(), "family": ..., "head": ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .backbone import TextTransformer, VisionTransformer, build_backbone
+from .config import EncoderConfig
+from .heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
+
+TEXT_FAMILIES = ("bert", "roberta", "data2vec-text")
+VISION_FAMILIES = ("vit", "data2vec-vision", "beit")
+FAMILIES = TEXT_FAMILIES + VISION_FAMILIES
+ALIASES = {"xlm-roberta": "roberta", "camembert": "roberta"}  # RoBERTa architectures under other names
+PREFIX = {"bert": "bert", "roberta": "roberta", "data2vec-text": "data2vec_text", "vit": "vit", "beit": "beit",
+          "data2vec-vision": "data2vec_vision"}  # `base_model_prefix` of the task models
+BASE_CLASS = {"bert": "Bert", "roberta": "Roberta", "data2vec-text": "Data2VecText", "vit": "ViT", "beit": "Beit",
+              "data2vec-vision": "Data2VecVision"}  # class-name stem for `architectures`
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "vocab.txt", "sentencepiece.bpe.model", "added_tokens.json")
+IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # index buffers of old checkpoints
+
+# ---------------------------------------------------------------------------------------------------
+# Name tables: (our key, HuggingFace key). One source of truth for import and export.
+# ---------------------------------------------------------------------------------------------------
+
+TEXT_EMBED = [
+    ("embed.tokens.weight", "embeddings.word_embeddings.weight"),
+    ("embed.positions.weight", "embeddings.position_embeddings.weight"),
+    ("embed.token_types.weight", "embeddings.token_type_embeddings.weight"),
+    ("embed.norm.weight", "embeddings.LayerNorm.weight"),
+    ("embed.norm.bias", "embeddings.LayerNorm.bias"),
+]
+TEXT_BLOCK = [  # per block: encoder.blocks.{i}.<ours> <-> encoder.layer.{i}.<theirs>
+    ("attn.proj", "attention.output.dense"), ("norm1", "attention.output.LayerNorm"),
+    ("ffn.fc1", "intermediate.dense"), ("ffn.fc2", "output.dense"), ("norm2", "output.LayerNorm"),
+]
+TEXT_QKV = "attention.self"
+VISION_EMBED = [
+    ("embed.cls_token", "embeddings.cls_token"),
+    ("embed.mask_token", "embeddings.mask_token"),
+    ("embed.pos_embed", "embeddings.position_embeddings"),
+    ("embed.proj.weight", "embeddings.patch_embeddings.projection.weight"),
+    ("embed.proj.bias", "embeddings.patch_embeddings.projection.bias"),
+    ("encoder.norm.weight", "layernorm.weight"),
+    ("encoder.norm.bias", "layernorm.bias"),
+]
+VISION_BLOCK = [
+    ("norm1", "layernorm_before"), ("attn.proj", "attention.output.dense"), ("norm2", "layernorm_after"),
+    ("ffn.fc1", "intermediate.dense"), ("ffn.fc2", "output.dense"),
+]
+VISION_QKV = "attention.attention"
+SHARED_REL = "encoder.relative_position_bias.relative_position_bias_table"
+LAYER_REL = "encoder.layer.{i}.attention.attention.relative_position_bias.relative_position_bias_table"
+
+# transformers >= 5 names some vision modules differently in memory; folders written by `save_pretrained`
+# use the names above, but accept the newer ones too.
+NEW_STYLE_RENAMES = [
+    (r"^layers\.(\d+)\.attention\.q_proj\.", r"encoder.layer.\1.attention.attention.query."),
+    (r"^layers\.(\d+)\.attention\.k_proj\.", r"encoder.layer.\1.attention.attention.key."),
+    (r"^layers\.(\d+)\.attention\.v_proj\.", r"encoder.layer.\1.attention.attention.value."),
+    (r"^layers\.(\d+)\.attention\.o_proj\.", r"encoder.layer.\1.attention.output.dense."),
+    (r"^layers\.(\d+)\.mlp\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
+    (r"^layers\.(\d+)\.mlp\.fc2\.", r"encoder.layer.\1.output.dense."),
+    (r"^layers\.(\d+)\.relative_position_bias\.", r"encoder.layer.\1.attention.attention.relative_position_bias."),
+    (r"^layers\.(\d+)\.", r"encoder.layer.\1."),
+    (r"^shared_position_bias\.", r"encoder.relative_position_bias."),
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading a folder
+# ---------------------------------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; a checkpoint folder needs config.json next to the weights "
+                                f"(the layout `save_pretrained` writes)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _load_weight_file(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_weights(folder: Path) -> dict[str, Tensor]:
+    """All tensors of a folder: model.safetensors, pytorch_model.bin, or their sharded index."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if name.endswith(".index.json"):
+            shards = sorted(set(read_json(path)["weight_map"].values()))
+            state: dict[str, Tensor] = {}
+            for shard in shards:
+                if not (folder / shard).is_file():
+                    raise FileNotFoundError(f"shard {folder / shard} listed in {path} is missing")
+                state.update(_load_weight_file(folder / shard))
+            return state
+        return _load_weight_file(path)
+    raise FileNotFoundError(f"no weights in {folder}: expected one of {WEIGHT_FILES}; download the model files "
+                            f"(e.g. `huggingface-cli download facebook/data2vec-text-base --local-dir {folder}`)")
+
+
+def family_of(hf_config: dict) -> str:
+    model_type = hf_config.get("model_type")
+    family = ALIASES.get(model_type, model_type)
+    if family not in FAMILIES:
+        raise ValueError(f"config.json has model_type={model_type!r}, which this importer does not know; "
+                         f"supported families: {FAMILIES + tuple(ALIASES)}")
+    return family
+
+
+def normalise_keys(state: dict[str, Tensor], family: str) -> dict[str, Tensor]:
+    """Strip the task model's prefix (`roberta.` ...), rename TF-era gamma/beta and newer module names."""
+    prefix = PREFIX[family] + "."
+    out = {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+        key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+        key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+        for pattern, repl in NEW_STYLE_RENAMES:
+            if re.match(pattern, key):
+                key = re.sub(pattern, repl, key)
+                break
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# config.json -> EncoderConfig
+# ---------------------------------------------------------------------------------------------------
+
+
+def _get(hf: dict, key: str, default=None):
+    value = hf.get(key, default)
+    if value is None:
+        raise ValueError(f"config.json lacks {key!r}, which the import needs")
+    return value
+
+
+def _mlp_ratio(hf: dict) -> float:
+    dim, hidden = _get(hf, "hidden_size"), _get(hf, "intermediate_size")
+    ratio = hidden / dim
+    if int(dim * ratio) != hidden:  # float rounding: nudge so that int(dim * ratio) == hidden
+        ratio = (hidden + 0.5) / dim
+    return ratio
+
+
+def _check_activation(hf: dict) -> None:
+    act = hf.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ValueError(f"config.json hidden_act={act!r}: our FFN uses the exact GELU ('gelu'); "
+                         f"a checkpoint trained with {act!r} would not reproduce its outputs")
+
+
+def _image_size(hf: dict, key: str) -> int:
+    size = _get(hf, key)
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"config.json {key}={size}: only square images/patches are supported")
+        size = size[0]
+    return int(size)
+
+
+def encoder_config_from_hf(hf: dict, family: str, state: dict[str, Tensor]) -> EncoderConfig:
+    """The EncoderConfig that reproduces a `transformers` model of this family."""
+    _check_activation(hf)
+    common = dict(
+        dim=_get(hf, "hidden_size"), depth=_get(hf, "num_hidden_layers"), heads=_get(hf, "num_attention_heads"),
+        mlp_ratio=_mlp_ratio(hf), dropout=float(hf.get("hidden_dropout_prob", 0.0)),
+        attn_dropout=float(hf.get("attention_probs_dropout_prob", 0.0)), norm_eps=float(_get(hf, "layer_norm_eps")),
+        init_std=float(hf.get("initializer_range", 0.02)),
+    )
+    if family in TEXT_FAMILIES:
+        kind = hf.get("position_embedding_type", "absolute")
+        if kind not in (None, "absolute"):
+            raise ValueError(f"config.json position_embedding_type={kind!r}: only 'absolute' positions are supported")
+        pad = hf.get("pad_token_id")
+        pad = 0 if pad is None and family == "bert" else pad
+        if pad is None:
+            raise ValueError("config.json lacks pad_token_id, which RoBERTa-style positions are numbered from")
+        return EncoderConfig(
+            modality="text", norm_first=False, qkv_bias=True, k_bias=True, final_norm=False, init="bert",
+            vocab_size=_get(hf, "vocab_size"), max_positions=_get(hf, "max_position_embeddings"),
+            position_offset=0 if family == "bert" else pad + 1, type_vocab_size=int(hf.get("type_vocab_size", 2)),
+            pad_id=pad, **common,
+        )
+    image, patch = _image_size(hf, "image_size"), _image_size(hf, "patch_size")
+    if family == "vit":
+        qkv_bias = bool(hf.get("qkv_bias", True))
+        return EncoderConfig(
+            modality="vision", norm_first=True, layer_scale=None, qkv_bias=qkv_bias, k_bias=qkv_bias, final_norm=True,
+            init="bert", image_size=image, patch_size=patch, in_chans=int(hf.get("num_channels", 3)),
+            position="learned", use_mask_token="embeddings.mask_token" in state, **common,
+        )
+    absolute = bool(hf.get("use_absolute_position_embeddings", False))
+    shared, per_layer = bool(hf.get("use_shared_relative_position_bias")), bool(hf.get("use_relative_position_bias"))
+    if absolute and (shared or per_layer):
+        raise ValueError("config.json uses absolute positions and a relative position bias together; our encoder "
+                         "has one position scheme (set use_absolute_position_embeddings=false or drop the bias)")
+    position = "learned" if absolute else "relative" if (shared or per_layer) else "none"
+    scale = float(hf.get("layer_scale_init_value", 0.1))
+    return EncoderConfig(
+        modality="vision", norm_first=True, layer_scale=scale if scale > 0 else None, qkv_bias=True, k_bias=False,
+        final_norm=not hf.get("use_mean_pooling", True), init="beit", drop_path=float(hf.get("drop_path_rate", 0.0)),
+        image_size=image, patch_size=patch, in_chans=int(hf.get("num_channels", 3)), position=position,
+        shared_rel_pos=not per_layer, use_mask_token="embeddings.mask_token" in state, **common,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Key mapping between our backbone and a `transformers` state dict
+# ---------------------------------------------------------------------------------------------------
+
+
+def _pairs(backbone: nn.Module) -> list[tuple[str, str]]:
+    """(our key, HF key) for every 1:1 weight of this backbone (q/k/v and relative bias handled apart)."""
+    ours = set(backbone.state_dict())
+    text = isinstance(backbone, TextTransformer)
+    pairs = [(o, h) for o, h in (TEXT_EMBED if text else VISION_EMBED) if o in ours]
+    for i in range(len(backbone.encoder.blocks)):
+        for o, h in TEXT_BLOCK if text else VISION_BLOCK:
+            for leaf in ("weight", "bias"):
+                pairs.append((f"encoder.blocks.{i}.{o}.{leaf}", f"encoder.layer.{i}.{h}.{leaf}"))
+        if f"encoder.blocks.{i}.gamma1" in ours:
+            pairs += [(f"encoder.blocks.{i}.gamma1", f"encoder.layer.{i}.lambda_1"),
+                      (f"encoder.blocks.{i}.gamma2", f"encoder.layer.{i}.lambda_2")]
+    return pairs
+
+
+def _qkv_names(i: int, text: bool) -> dict[str, str]:
+    base = f"encoder.layer.{i}.{TEXT_QKV if text else VISION_QKV}"
+    return {part: f"{base}.{name}" for part, name in (("q", "query"), ("k", "key"), ("v", "value"))}
+
+
+def _head_pairs(head: nn.Module | None) -> list[tuple[str, str]]:
+    """(our key, HF key after prefix stripping) for the head's weights."""
+    if head is None:
+        return []
+    if isinstance(head, SequenceClassificationHead):
+        names = [("dense", "classifier.dense"), ("out", "classifier.out_proj")] if head.style == "roberta" else \
+            [("dense", "pooler.dense"), ("out", "classifier")]
+    elif isinstance(head, QuestionAnsweringHead):
+        names = [("qa", "qa_outputs")]
+    else:
+        names = [("classifier", "classifier")] + ([("norm", "pooler.layernorm")] if head.norm is not None else [])
+    return [(f"head.{o}.{leaf}", f"{h}.{leaf}") for o, h in names for leaf in ("weight", "bias")]
+
+
+@dataclass
+class ImportReport:
+    """What the import did with the checkpoint's tensors; nothing is dropped without a name here."""
+
+    missing: list[str] = field(default_factory=list)  # our parameters the checkpoint did not provide (left at init)
+    unused: list[str] = field(default_factory=list)  # checkpoint tensors we did not import (e.g. pooler, lm_head)
+    ignored_buffers: list[str] = field(default_factory=list)  # index buffers that hold no weights
+
+    def __str__(self) -> str:
+        return (f"missing (initialised here): {self.missing or 'none'}\n"
+                f"unused (in the checkpoint, not imported): {self.unused or 'none'}")
+
+
+def _fit(name: str, tensor: Tensor, target: Tensor) -> Tensor:
+    if tuple(tensor.shape) != tuple(target.shape):
+        raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)} but the model built from "
+                         f"config.json expects {tuple(target.shape)}; config.json and the weights do not match")
+    return tensor.to(target.dtype)
+
+
+def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tensor]) -> ImportReport:
+    """Copy a normalised HF state dict into backbone (+ head). Returns the report of missing/unused names."""
+    hf = dict(hf)
+    report = ImportReport()
+    for key in IGNORED_BUFFERS:
+        if key in hf:
+            hf.pop(key)
+            report.ignored_buffers.append(key)
+    ours = backbone.state_dict()
+    new: dict[str, Tensor] = {}
+    text = isinstance(backbone, TextTransformer)
+
+    def take(our_key: str, hf_key: str, target: Tensor) -> None:
+        if hf_key in hf:
+            new[our_key] = _fit(hf_key, hf.pop(hf_key), target)
+
+    for our_key, hf_key in _pairs(backbone):
+        take(our_key, hf_key, ours[our_key])
+    for i in range(len(backbone.encoder.blocks)):
+        names = _qkv_names(i, text)
+        qkv_key = f"encoder.blocks.{i}.attn.qkv.weight"
+        D = ours[qkv_key].shape[1]
+        if all(f"{names[p]}.weight" in hf for p in "qkv"):
+            parts = [_fit(f"{names[p]}.weight", hf.pop(f"{names[p]}.weight"), ours[qkv_key][:D]) for p in "qkv"]
+            new[qkv_key] = torch.cat(parts)  # (3D, D) = [Wq; Wk; Wv]
+        for p in "qkv":
+            our_bias = f"encoder.blocks.{i}.attn.{p}_bias"
+            if our_bias in ours:
+                take(our_bias, f"{names[p]}.bias", ours[our_bias])
+    if isinstance(backbone, VisionTransformer) and backbone.rel_pos is not None:
+        if isinstance(backbone.rel_pos, nn.ModuleList):  # per layer, plus the shared table when both exist
+            shared = hf.pop(SHARED_REL, None)
+            for i in range(len(backbone.rel_pos)):
+                key = LAYER_REL.format(i=i)
+                if key in hf:
+                    table = _fit(key, hf.pop(key), ours[f"rel_pos.{i}.table"])
+                    if shared is not None:  # bias_s[idx] + bias_l[idx] = (table_s + table_l)[idx]
+                        table = table + _fit(SHARED_REL, shared, table)
+                    new[f"rel_pos.{i}.table"] = table
+        else:
+            take("rel_pos.table", SHARED_REL, ours["rel_pos.table"])
+    report.missing = [k for k in ours if k not in new]
+    backbone.load_state_dict({**ours, **new})
+
+    if head is not None:
+        head_state = head.state_dict()
+        head_new = {}
+        for our_key, hf_key in _head_pairs(head):
+            leaf = our_key[len("head."):]
+            if hf_key in hf:
+                head_new[leaf] = _fit(hf_key, hf.pop(hf_key), head_state[leaf])
+            else:
+                report.missing.append(our_key)
+        head.load_state_dict({**head_state, **head_new})
+    report.unused = sorted(hf)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# The imported model
+# ---------------------------------------------------------------------------------------------------
+
+
+def head_from_hf(hf_config: dict, family: str, state: dict[str, Tensor], cfg: EncoderConfig) -> nn.Module | None:
+    """The task head a checkpoint carries (from `architectures`, else from its keys), or None."""
+    arch = " ".join(hf_config.get("architectures") or [])
+    dropout = hf_config.get("classifier_dropout")
+    dropout = float(hf_config.get("hidden_dropout_prob", 0.0) if dropout is None else dropout)
+    if family in TEXT_FAMILIES:
+        if "ForQuestionAnswering" in arch or (not arch and "qa_outputs.weight" in state):
+            return QuestionAnsweringHead(cfg.dim)
+        keys_say_sequence = "classifier.out_proj.weight" in state or (
+            "classifier.weight" in state and "pooler.dense.weight" in state)
+        if "ForSequenceClassification" in arch or (not arch and keys_say_sequence):
+            if "classifier.out_proj.weight" in state:
+                return SequenceClassificationHead(cfg.dim, state["classifier.out_proj.weight"].shape[0],
+                                                  style="roberta", dropout=dropout)
+            if "classifier.weight" in state:
+                return SequenceClassificationHead(cfg.dim, state["classifier.weight"].shape[0], style="bert",
+                                                  dropout=dropout)
+        return None
+    if ("ForImageClassification" in arch or not arch) and "classifier.weight" in state:
+        num = state["classifier.weight"].shape[0]
+        if family == "vit" or hf_config.get("use_mean_pooling", True) is False:
+            return ImageClassificationHead(cfg.dim, num, pooling="cls", norm=False)
+        return ImageClassificationHead(cfg.dim, num, pooling="mean", norm=True, eps=cfg.norm_eps)
+    return None
+
+
+class PretrainedModel(nn.Module):
+    """An imported checkpoint, called like the `transformers` model.
+
+    forward(input_ids, attention_mask, token_type_ids) for text or forward(pixel_values, bool_masked_pos)
+    for vision -> final output (B, T, D) = `last_hidden_state`; with return_layers="block" also the list of
+    block outputs = `hidden_states[1:]`, with "ffn" the FFN outputs (data2vec-text targets).
+    `logits(...)` applies the imported head (if any) to the final output.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | None, family: str,
+                 report: ImportReport | None = None, extra: dict | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.family = family
+        self.report = report or ImportReport()
+        self.extra = extra or {}
+
+    @property
+    def encoder_config(self) -> EncoderConfig:
+        return self.backbone.cfg
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, pixel_values: Tensor | None = None,
+                bool_masked_pos: Tensor | None = None, return_layers: str | None = None):
+        if isinstance(self.backbone, TextTransformer):
+            if input_ids is None:
+                raise ValueError(f"this {self.family} model is a text encoder: pass input_ids (B, T)")
+            # attention_mask: 1 = real token (HF) -> padding_mask: True = pad (ours)
+            padding_mask = None if attention_mask is None else attention_mask == 0
+            # HF numbers RoBERTa positions over the tokens that are not <pad> (input_ids != padding_idx)
+            cfg = self.backbone.cfg
+            position_pad = input_ids == cfg.pad_id if cfg.position_offset > 0 else None
+            x = self.backbone.embed(input_ids, position_pad, token_type_ids)  # (B, T, D)
+            return self.backbone.encoder(x, padding_mask=padding_mask, return_layers=return_layers)
+        if pixel_values is None:
+            raise ValueError(f"this {self.family} model is a vision encoder: pass pixel_values (B, C, H, W)")
+        mask = None if bool_masked_pos is None else bool_masked_pos.bool()
+        return self.backbone(pixel_values, mask=mask, return_layers=return_layers)
+
+    def logits(self, **inputs):
+        if self.head is None:
+            raise ValueError(f"this checkpoint has no task head (unused tensors: {self.report.unused or 'none'}); "
+                             f"fine-tune one with `data2vec finetune --init FOLDER`")
+        return self.head(self.forward(**inputs))
+
+
+def load_hf(folder: str | Path) -> PretrainedModel:
+    """Import a `transformers` checkpoint folder (see the module docstring for the families)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+    hf_config = read_json(folder / "config.json")
+    family = family_of(hf_config)
+    state = normalise_keys(read_weights(folder), family)
+    cfg = encoder_config_from_hf(hf_config, family, state)
+    backbone = TextTransformer(cfg) if cfg.modality == "text" else VisionTransformer(cfg)
+    head = head_from_hf(hf_config, family, state, cfg)
+    report = import_state(backbone, head, state)
+    return PretrainedModel(backbone, head, family, report, extra={"hf_config": hf_config}).eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Our own format
+# ---------------------------------------------------------------------------------------------------
+
+
+def head_spec(head: nn.Module | None) -> dict | None:
+    """A JSON description of a head from which `build_head` rebuilds it."""
+    if head is None:
+        return None
+    if isinstance(head, SequenceClassificationHead):
+        return {"type": "sequence", "num_labels": head.num_labels, "style": head.style, "dropout": head.dropout.p}
+    if isinstance(head, QuestionAnsweringHead):
+        return {"type": "qa"}
+    if isinstance(head, ImageClassificationHead):
+        return {"type": "image", "num_classes": head.num_classes, "pooling": head.pooling,
+                "norm": head.norm is not None, "eps": head.norm.eps if head.norm is not None else 1e-6}
+    raise ValueError(f"cannot save a head of type {type(head).__name__}; use one of data2vec.heads")
+
+
+def build_head(spec: dict | None, dim: int) -> nn.Module | None:
+    if spec is None:
+        return None
+    kind = spec.get("type")
+    if kind == "sequence":
+        return SequenceClassificationHead(dim, spec["num_labels"], style=spec["style"], dropout=spec["dropout"])
+    if kind == "qa":
+        return QuestionAnsweringHead(dim)
+    if kind == "image":
+        return ImageClassificationHead(dim, spec["num_classes"], pooling=spec["pooling"], norm=spec["norm"],
+                                       eps=spec["eps"])
+    raise ValueError(f"config.json head type {kind!r} is unknown; expected 'sequence', 'qa' or 'image'")
+
+
+def save_backbone(path: str | Path, backbone: nn.Module, extra_config: dict | None = None,
+                  head: nn.Module | None = None) -> Path:
+    """Write our format: model.safetensors (our keys, head under `head.`) + config.json."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    if head is not None:
+        state.update({f"head.{k}": v.detach().contiguous().cpu() for k, v in head.state_dict().items()})
+    config = {"family": None, **(extra_config or {}), "encoder": backbone.cfg.to_dict(), "head": head_spec(head)}
+    save_file(state, str(path / "model.safetensors"))
+    with open(path / "config.json", "w") as f:
+        json.dump(config, f, indent=2)
+    return path
+
+
+def is_own_format(folder: str | Path) -> bool:
+    path = Path(folder) / "config.json"
+    return path.is_file() and "encoder" in read_json(path)
+
+
+def load_own(folder: str | Path) -> PretrainedModel:
+    """Read our format back (strict: every key must match)."""
+    folder = Path(folder)
+    config = read_json(folder / "config.json")
+    if "encoder" not in config:
+        raise ValueError(f"{folder}/config.json has no 'encoder' entry: it is not a data2vec checkpoint "
+                         f"(for a HuggingFace folder use load_pretrained)")
+    cfg = EncoderConfig.from_dict(config["encoder"])
+    backbone = build_backbone(cfg)
+    head = build_head(config.get("head"), cfg.dim)
+    state = read_weights(folder)
+    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    body_state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    _strict_load(backbone, body_state, folder)
+    if head is not None:
+        _strict_load(head, head_state, folder, prefix="head.")
+    elif head_state:
+        raise ValueError(f"{folder} holds head weights {sorted(head_state)[:4]} but config.json has no 'head'")
+    extra = {k: v for k, v in config.items() if k not in ("encoder", "head")}
+    return PretrainedModel(backbone, head, config.get("family") or cfg.modality, extra=extra).eval()
+
+
+def _strict_load(module: nn.Module, state: dict[str, Tensor], folder: Path, prefix: str = "") -> None:
+    expected = module.state_dict()
+    missing = [prefix + k for k in expected if k not in state]
+    unexpected = [prefix + k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f"{folder}/model.safetensors does not fit config.json: missing {missing[:8]}, "
+                         f"unexpected {unexpected[:8]}")
+    for k, v in state.items():
+        _fit(prefix + k, v, expected[k])
+    module.load_state_dict(state)
+
+
+def load_pretrained(path: str | Path) -> PretrainedModel:
+    """Load a checkpoint folder: a HuggingFace one (`config.json` with `model_type`) or our own export."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
+    return load_own(path) if is_own_format(path) else load_hf(path)
+
+
+def load_backbone(path: str | Path) -> nn.Module:
+    """The encoder of a checkpoint folder (either format), ready for `TaskModel(backbone, head)`."""
+    return load_pretrained(path).backbone
+
+
+# ---------------------------------------------------------------------------------------------------
+# Export to the HuggingFace layout
+# ---------------------------------------------------------------------------------------------------
+
+
+def _export_error(family: str, problem: str, fix: str) -> ValueError:
+    return ValueError(f"cannot export to the {family!r} layout: {problem}; {fix}")
+
+
+def hf_config_for(cfg: EncoderConfig, family: str, head: nn.Module | None) -> dict:
+    """config.json of the `transformers` model that reproduces our encoder (checks that it can)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown export family {family!r}; use one of {FAMILIES}")
+    if (family in TEXT_FAMILIES) != (cfg.modality == "text"):
+        raise _export_error(family, f"the encoder is a {cfg.modality} encoder",
+                            f"use one of {TEXT_FAMILIES if cfg.modality == 'text' else VISION_FAMILIES}")
+    common = {
+        "model_type": family, "hidden_size": cfg.dim, "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.heads, "intermediate_size": int(cfg.dim * cfg.mlp_ratio), "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.attn_dropout,
+        "layer_norm_eps": cfg.norm_eps, "initializer_range": cfg.init_std,
+    }
+    if family in TEXT_FAMILIES:
+        if cfg.norm_first:
+            raise _export_error(family, "the encoder is pre-LN", "BERT/RoBERTa layouts are post-LN (norm_first=False)")
+        if family == "bert" and cfg.position_offset != 0:
+            raise _export_error(family, f"position_offset={cfg.position_offset}", "use --family roberta")
+        if family != "bert" and cfg.position_offset != cfg.pad_id + 1:
+            raise _export_error(family, f"positions start at {cfg.position_offset}, RoBERTa's at pad_id + 1 = "
+                                f"{cfg.pad_id + 1}", "use --family bert for position_offset=0 encoders")
+        config = dict(common, vocab_size=cfg.vocab_size, max_position_embeddings=cfg.max_positions,
+                      type_vocab_size=max(cfg.type_vocab_size, 1), pad_token_id=cfg.pad_id,
+                      position_embedding_type="absolute")
+    else:
+        if cfg.patch_norm:
+            raise _export_error(family, "the encoder has a LayerNorm after the patch embedding (data2vec 2.0)",
+                                "no transformers model has it; keep this checkpoint in our format")
+        config = dict(common, image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=cfg.in_chans)
+        if family == "vit":
+            if cfg.position == "relative":
+                raise _export_error(family, "ViT has no relative position bias", "use --family data2vec-vision")
+            if cfg.layer_scale is not None:
+                raise _export_error(family, "ViT has no layer scale", "use --family data2vec-vision")
+            if not cfg.final_norm:
+                raise _export_error(family, "ViT ends with a final LayerNorm, this encoder has none",
+                                    "use --family data2vec-vision (mean pooling)")
+            config.update(qkv_bias=cfg.qkv_bias, encoder_stride=cfg.patch_size)
+        else:
+            absolute = cfg.position in ("learned", "sincos")
+            relative = cfg.position == "relative"
+            config.update(
+                use_mask_token=cfg.use_mask_token, use_absolute_position_embeddings=absolute,
+                use_relative_position_bias=relative and not cfg.shared_rel_pos,
+                use_shared_relative_position_bias=relative and cfg.shared_rel_pos,
+                layer_scale_init_value=cfg.layer_scale or 0.0, drop_path_rate=cfg.drop_path,
+                use_mean_pooling=not cfg.final_norm,
+            )
+    arch = BASE_CLASS[family] + "Model"
+    if head is not None:
+        _check_head_exportable(head, family, cfg)
+        task = {SequenceClassificationHead: "ForSequenceClassification", QuestionAnsweringHead: "ForQuestionAnswering",
+                ImageClassificationHead: "ForImageClassification"}[type(head)]
+        arch = BASE_CLASS[family] + task
+        n = getattr(head, "num_labels", getattr(head, "num_classes", None))
+        if n is not None:
+            config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
+            config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+        if isinstance(head, SequenceClassificationHead):
+            config["classifier_dropout"] = head.dropout.p
+    config["architectures"] = [arch]
+    return config
+
+
+def _check_head_exportable(head: nn.Module, family: str, cfg: EncoderConfig) -> None:
+    if isinstance(head, SequenceClassificationHead):
+        wanted = "bert" if family == "bert" else "roberta"
+        if head.style != wanted:
+            raise _export_error(family, f"its sequence head is {head.style!r}-style, the family's is {wanted!r}",
+                                f"fine-tune with the {wanted!r} head or export to a matching family")
+    elif isinstance(head, ImageClassificationHead):
+        if family == "vit" and (head.pooling != "cls" or head.norm is not None):
+            raise _export_error(family, "ViT classifies the CLS token without an extra norm",
+                                "use --family data2vec-vision for a mean-pooling head")
+        if family != "vit":
+            mean_ok = head.pooling == "mean" and head.norm is not None and not cfg.final_norm
+            cls_ok = head.pooling == "cls" and head.norm is None and cfg.final_norm
+            if not (mean_ok or cls_ok):
+                raise _export_error(family, "BEiT pools either LN(mean of patches) without a final norm or the CLS "
+                                    "token after the final norm", "build the head and final_norm accordingly")
+    elif not isinstance(head, QuestionAnsweringHead) or family in VISION_FAMILIES:
+        raise _export_error(family, f"a {type(head).__name__} has no {family} counterpart", "export the backbone alone")
+
+
+def export_state(backbone: nn.Module, family: str, head: nn.Module | None = None) -> dict[str, Tensor]:
+    """Our weights under `transformers`' names (task models prefix the backbone with `roberta.` etc.)."""
+    ours = {k: v.detach() for k, v in backbone.state_dict().items()}
+    cfg: EncoderConfig = backbone.cfg
+    text = cfg.modality == "text"
+    out: dict[str, Tensor] = {}
+    for our_key, hf_key in _pairs(backbone):
+        if our_key == "embed.mask_token" and family == "vit":
+            continue  # ViTModel's config cannot declare a mask token; it is only used in pretraining
+        out[hf_key] = ours[our_key]
+    if text and cfg.type_vocab_size == 0:
+        out["embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.dim)  # adds nothing, as ours
+    if not text and family == "vit" and cfg.position in ("sincos", "none"):
+        table = backbone.embed.positions_for((cfg.grid_size, cfg.grid_size))
+        out["embeddings.position_embeddings"] = torch.zeros(1, cfg.num_patches + 1, cfg.dim) if table is None else table
+    if not text and family != "vit" and cfg.position == "sincos":
+        out["embeddings.position_embeddings"] = backbone.embed.pos_embed.detach()
+    for i in range(cfg.depth):
+        names = _qkv_names(i, text)
+        D = cfg.dim
+        w = ours[f"encoder.blocks.{i}.attn.qkv.weight"]  # (3D, D) = [Wq; Wk; Wv]
+        for j, p in enumerate("qkv"):
+            out[f"{names[p]}.weight"] = w[j * D:(j + 1) * D]
+        attn = backbone.encoder.blocks[i].attn
+        for p in "qkv":
+            bias = getattr(attn, f"{p}_bias")  # None when qkv_bias=False; k: zero buffer when k_bias=False
+            if p == "k" and not text and family != "vit":  # BEiT: the key projection has no bias
+                if bias is not None and bias.abs().max() > 0:
+                    raise _export_error(family, f"block {i} has a non-zero key bias", "BEiT has no key bias")
+                continue
+            if family == "vit" and not cfg.qkv_bias:  # ViT(qkv_bias=False) has no q/k/v biases
+                continue
+            out[f"{names[p]}.bias"] = torch.zeros(D) if bias is None else bias.detach()
+    if not text and backbone.rel_pos is not None:
+        if isinstance(backbone.rel_pos, nn.ModuleList):
+            for i, rel in enumerate(backbone.rel_pos):
+                out[LAYER_REL.format(i=i)] = rel.table.detach()
+        else:
+            out[SHARED_REL] = backbone.rel_pos.table.detach()
+    head_out: dict[str, Tensor] = {}
+    if head is not None:
+        head_state = head.state_dict()
+        for our_key, hf_key in _head_pairs(head):
+            head_out[hf_key] = head_state[our_key[len("head."):]].detach()
+    if not text and family != "vit" and not cfg.final_norm and "pooler.layernorm.weight" not in head_out:
+        # the BEiT pooler's LayerNorm exists in the model; give it its initial values (it does not touch
+        # last_hidden_state)
+        out["pooler.layernorm.weight"], out["pooler.layernorm.bias"] = torch.ones(cfg.dim), torch.zeros(cfg.dim)
+    if head is None:
+        return {k: v.contiguous().clone() for k, v in out.items()}
+    prefix = PREFIX[family] + "."
+    full = {prefix + k: v for k, v in out.items()}
+    for k, v in head_out.items():
+        full[(prefix + k) if k.startswith("pooler.") else k] = v
+    return {k: v.contiguous().clone() for k, v in full.items()}
+
+
+def export_hf(folder: str | Path, model: nn.Module, family: str, head: nn.Module | None = None,
+              tokenizer_dir: str | Path | None = None) -> Path:
+    """Write `model` (a backbone or a PretrainedModel, whose head is exported too) as a `transformers`
+    folder: config.json + model.safetensors, plus the tokenizer files found in `tokenizer_dir`."""
+    from safetensors.torch import save_file
+
+    if isinstance(model, PretrainedModel):
+        head = model.head if head is None else head
+        model = model.backbone
+    if not isinstance(model, (TextTransformer, VisionTransformer)):
+        raise ValueError(f"export_hf needs a TextTransformer/VisionTransformer, got {type(model).__name__}")
+    family = ALIASES.get(family, family)
+    config = hf_config_for(model.cfg, family, head)
+    state = export_state(model, family, head)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with open(folder / "config.json", "w") as f:
+        json.dump(config, f, indent=2)
+    if tokenizer_dir is not None:
+        copy_tokenizer_files(tokenizer_dir, folder)
+    return folder
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
+    """Copy the tokenizer files of a folder (tokenizer.json, vocab/merges, ...) next to the weights."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file() and src.resolve() != dst.resolve():
+            shutil.copyfile(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+__all__ = [
+    "FAMILIES", "ImportReport", "PretrainedModel", "export_hf", "load_backbone", "load_hf", "load_own",
+    "load_pretrained", "save_backbone",
+]

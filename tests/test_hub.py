@@ -1,0 +1,348 @@
+"""HuggingFace-format import/export against `transformers` itself (DESIGN section 7).
+
+For every family a `transformers` model is built from a tiny random config, every parameter is
+randomised (HF initialises biases, LayerNorms, layer scale and relative-bias tables to constants, which
+would hide mapping errors), saved with `save_pretrained`, imported with `load_pretrained`, and every
+block's output, the final output and (for data2vec-text) every FFN output are compared at 1e-5.
+"""
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")  # the dev extra; the reference of every test here
+
+from data2vec import EncoderConfig, build_backbone, get_preset  # noqa: E402
+from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead  # noqa: E402
+from data2vec.hub import export_hf, load_backbone, load_pretrained, save_backbone  # noqa: E402
+
+ATOL = 1e-5
+TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=40, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+              patch_size=8)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a test that reached for the network would fail, not hang
+
+
+def randomise_(model, seed=0):
+    """Every parameter ~ N(0, 0.2^2) (LayerNorm gains around 1), from a fixed seed."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * 0.2
+            p.copy_(1.0 + noise if name.endswith("LayerNorm.weight") or "layernorm" in name and "weight" in name
+                    else noise)
+    return model
+
+
+def build_hf(cls, config, tmp_path, seed=0):
+    torch.manual_seed(seed)
+    model = randomise_(cls(config), seed).eval()
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def text_batch(pad_id, vocab=99, seed=1):
+    """A padded batch: lengths 9, 6, 3 of 9; row 0 holds the pad id inside its real tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (3, 9), generator=g)
+    attention = torch.ones(3, 9, dtype=torch.long)
+    for row, length in enumerate((9, 6, 3)):
+        ids[row, length:] = pad_id
+        attention[row, length:] = 0
+    ids[0, 4] = pad_id  # HF numbers RoBERTa positions over ids != pad: a pad id inside the text shifts them
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    return ids, attention, types
+
+
+def assert_layers_match(hf_out, ours, layers, real=None):
+    """last_hidden_state vs our final output, hidden_states[1:] vs our per-block outputs."""
+    assert len(layers) == len(hf_out.hidden_states) - 1
+    torch.testing.assert_close(ours, hf_out.last_hidden_state, atol=ATOL, rtol=0)
+    for ref, got in zip(hf_out.hidden_states[1:], layers):
+        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text families
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "data2vec-text"])
+def test_text_encoder_parity_every_layer(family, tmp_path):
+    cls, cfg_cls = {
+        "bert": (transformers.BertModel, transformers.BertConfig),
+        "roberta": (transformers.RobertaModel, transformers.RobertaConfig),
+        "data2vec-text": (transformers.Data2VecTextModel, transformers.Data2VecTextConfig),
+    }[family]
+    hf_cfg = cfg_cls(**TEXT, attn_implementation="eager", pad_token_id=0 if family == "bert" else 1)
+    hf = build_hf(cls, hf_cfg, tmp_path)
+    model = load_pretrained(tmp_path)
+    assert model.family == family and model.head is None
+    cfg = model.encoder_config
+    assert (cfg.position_offset, cfg.pad_id) == ((0, 0) if family == "bert" else (2, 1))
+    assert cfg.norm_eps == hf_cfg.layer_norm_eps
+    ids, attention, types = text_batch(hf_cfg.pad_token_id)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=attention, token_type_ids=types, output_hidden_states=True)
+        final, layers = model(input_ids=ids, attention_mask=attention, token_type_ids=types, return_layers="block")
+    assert_layers_match(ref, final, layers)
+    # a base model's pooler is not part of our encoder: reported, not silently dropped
+    assert model.report.unused == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert model.report.missing == []
+
+
+def test_data2vec_text_ffn_targets_match_hooks(tmp_path):
+    """The data2vec-text targets: the FFN output of every block before dropout, residual and LayerNorm."""
+    hf_cfg = transformers.Data2VecTextConfig(**TEXT, attn_implementation="eager", pad_token_id=1)
+    hf = build_hf(transformers.Data2VecTextModel, hf_cfg, tmp_path)
+    captured = []
+    hooks = [layer.output.dense.register_forward_hook(lambda m, i, o: captured.append(o))
+             for layer in hf.encoder.layer]
+    ids, attention, _ = text_batch(1)
+    with torch.no_grad():
+        hf(input_ids=ids, attention_mask=attention)
+        _, ffn = load_pretrained(tmp_path)(input_ids=ids, attention_mask=attention, return_layers="ffn")
+    for hook in hooks:
+        hook.remove()
+    assert len(ffn) == len(captured) == 2
+    for ref, got in zip(captured, ffn):
+        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family,style", [("bert", "bert"), ("roberta", "roberta"), ("data2vec-text", "roberta")])
+def test_sequence_classification_head_imported(family, style, tmp_path):
+    cls, cfg_cls = {
+        "bert": (transformers.BertForSequenceClassification, transformers.BertConfig),
+        "roberta": (transformers.RobertaForSequenceClassification, transformers.RobertaConfig),
+        "data2vec-text": (transformers.Data2VecTextForSequenceClassification, transformers.Data2VecTextConfig),
+    }[family]
+    hf_cfg = cfg_cls(**TEXT, num_labels=3, attn_implementation="eager", pad_token_id=0 if family == "bert" else 1)
+    hf = build_hf(cls, hf_cfg, tmp_path)
+    model = load_pretrained(tmp_path)
+    assert isinstance(model.head, SequenceClassificationHead) and model.head.style == style
+    assert model.report.missing == [] and model.report.unused == []
+    ids, attention, types = text_batch(hf_cfg.pad_token_id)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=attention, token_type_ids=types).logits
+        got = model.logits(input_ids=ids, attention_mask=attention, token_type_ids=types)
+    torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
+def test_question_answering_head_imported_and_lm_head_reported(tmp_path):
+    hf_cfg = transformers.RobertaConfig(**TEXT, attn_implementation="eager", pad_token_id=1)
+    hf = build_hf(transformers.RobertaForQuestionAnswering, hf_cfg, tmp_path / "qa")
+    model = load_pretrained(tmp_path / "qa")
+    assert isinstance(model.head, QuestionAnsweringHead)
+    ids, attention, _ = text_batch(1)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=attention)
+        start, end = model.logits(input_ids=ids, attention_mask=attention)
+    torch.testing.assert_close(start, ref.start_logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(end, ref.end_logits, atol=ATOL, rtol=0)
+
+    build_hf(transformers.RobertaForMaskedLM, hf_cfg, tmp_path / "mlm")
+    mlm = load_pretrained(tmp_path / "mlm")
+    assert mlm.head is None and mlm.report.missing == []
+    assert mlm.report.unused and all(k.startswith("lm_head.") for k in mlm.report.unused)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Vision families
+# ---------------------------------------------------------------------------------------------------
+
+VISION_CASES = {
+    # name: (model class, config class, extra config)
+    "vit": (transformers.ViTModel, transformers.ViTConfig, {}),
+    "vit-no-qkv-bias": (transformers.ViTModel, transformers.ViTConfig, {"qkv_bias": False}),
+    "data2vec-vision-shared": (transformers.Data2VecVisionModel, transformers.Data2VecVisionConfig,
+                               {"use_shared_relative_position_bias": True, "use_mean_pooling": False}),
+    "beit-per-layer-mean": (transformers.BeitModel, transformers.BeitConfig,
+                            {"use_relative_position_bias": True, "use_mean_pooling": True}),
+    "beit-shared-and-per-layer": (transformers.BeitModel, transformers.BeitConfig,
+                                  {"use_relative_position_bias": True, "use_shared_relative_position_bias": True}),
+    "beit-absolute-no-layer-scale": (transformers.BeitModel, transformers.BeitConfig,
+                                     {"use_absolute_position_embeddings": True, "layer_scale_init_value": 0.0,
+                                      "use_mean_pooling": False}),
+}
+
+
+@pytest.mark.parametrize("case", list(VISION_CASES))
+def test_vision_encoder_parity_every_layer(case, tmp_path):
+    cls, cfg_cls, extra = VISION_CASES[case]
+    hf_cfg = cfg_cls(**VISION, **extra, layer_norm_eps=1e-6, attn_implementation="eager")
+    hf = build_hf(cls, hf_cfg, tmp_path)
+    model = load_pretrained(tmp_path)
+    cfg = model.encoder_config
+    assert cfg.norm_eps == 1e-6
+    if cls is not transformers.ViTModel:
+        assert cfg.final_norm == (not hf_cfg.use_mean_pooling)  # mean pooling: no final LN on last_hidden_state
+        assert cfg.k_bias is False
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = hf(pixel_values=images, output_hidden_states=True)
+        final, layers = model(pixel_values=images, return_layers="block")
+    assert_layers_match(ref, final, layers)
+    assert model.report.missing == []
+    expected_unused = {"pooler.dense.weight", "pooler.dense.bias"} if cls is transformers.ViTModel else (
+        {"pooler.layernorm.weight", "pooler.layernorm.bias"} if hf_cfg.use_mean_pooling else set())
+    assert set(model.report.unused) == expected_unused
+
+
+def test_beit_mask_token_imported_and_used(tmp_path):
+    hf_cfg = transformers.BeitConfig(**VISION, use_mask_token=True, use_shared_relative_position_bias=True,
+                                     attn_implementation="eager")
+    hf = build_hf(transformers.BeitModel, hf_cfg, tmp_path)
+    model = load_pretrained(tmp_path)
+    assert model.encoder_config.use_mask_token
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    masked = torch.zeros(2, 16, dtype=torch.bool)
+    masked[0, :5] = masked[1, 7:12] = True
+    with torch.no_grad():
+        ref = hf(pixel_values=images, bool_masked_pos=masked).last_hidden_state
+        got = model(pixel_values=images, bool_masked_pos=masked)
+    torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family,mean", [("vit", False), ("beit", True), ("data2vec-vision", True),
+                                         ("data2vec-vision", False)])
+def test_image_classification_head_imported(family, mean, tmp_path):
+    cls, cfg_cls = {
+        "vit": (transformers.ViTForImageClassification, transformers.ViTConfig),
+        "beit": (transformers.BeitForImageClassification, transformers.BeitConfig),
+        "data2vec-vision": (transformers.Data2VecVisionForImageClassification, transformers.Data2VecVisionConfig),
+    }[family]
+    extra = {} if family == "vit" else {"use_mean_pooling": mean, "use_shared_relative_position_bias": True}
+    hf = build_hf(cls, cfg_cls(**VISION, **extra, num_labels=5, attn_implementation="eager"), tmp_path)
+    model = load_pretrained(tmp_path)
+    head = model.head
+    assert isinstance(head, ImageClassificationHead) and head.pooling == ("mean" if mean else "cls")
+    assert model.report.missing == [] and model.report.unused == []
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(model.logits(pixel_values=images), hf(pixel_values=images).logits,
+                                   atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Export: our model -> folder -> transformers loads it -> same outputs
+# ---------------------------------------------------------------------------------------------------
+
+
+def our_model(modality, seed=0, **overrides):
+    torch.manual_seed(seed)
+    cfg = get_preset(modality, "tiny", dropout=0.0, attn_dropout=0.0, **overrides)
+    model = build_backbone(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)  # off their constant initial values
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", ["roberta", "data2vec-text"])
+def test_export_text_round_trip_with_head(family, tmp_path):
+    backbone = our_model("text")
+    head = randomise_(SequenceClassificationHead(64, 2)).eval()
+    export_hf(tmp_path, backbone, family, head=head)
+    cls = {"roberta": transformers.RobertaForSequenceClassification,
+           "data2vec-text": transformers.Data2VecTextForSequenceClassification}[family]
+    hf = cls.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    ids, attention, _ = text_batch(1, vocab=1000)
+    padding = attention == 0
+    ids[0, 4] = 7  # our own batches never hold <pad> inside the text
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=attention, output_hidden_states=True)
+        final, layers = backbone(ids, padding_mask=padding, return_layers="block")
+        logits = head(final)
+    torch.testing.assert_close(ref.hidden_states[-1], final, atol=ATOL, rtol=0)
+    for got, want in zip(layers, ref.hidden_states[1:]):
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ref.logits, logits, atol=ATOL, rtol=0)
+    # and back again through the importer
+    again = load_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(again.logits(input_ids=ids, attention_mask=attention), logits, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family,overrides,hf_cls", [
+    ("data2vec-vision", {}, "Data2VecVisionModel"),  # relative shared bias, layer scale, no key bias, final LN
+    ("beit", {"shared_rel_pos": False, "use_mask_token": True}, "BeitModel"),
+    ("vit", {"position": "learned", "layer_scale": None, "k_bias": True}, "ViTModel"),
+])
+def test_export_vision_round_trip(family, overrides, hf_cls, tmp_path):
+    backbone = our_model("vision", **overrides)
+    export_hf(tmp_path, backbone, family)
+    hf = getattr(transformers, hf_cls).from_pretrained(tmp_path, attn_implementation="eager").eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = hf(pixel_values=images, output_hidden_states=True)
+        final, layers = backbone(images, return_layers="block")
+    assert_layers_match(ref, final, layers)
+
+
+def test_export_mean_pooling_head_to_data2vec_vision(tmp_path):
+    backbone = our_model("vision", final_norm=False)
+    head = randomise_(ImageClassificationHead(64, 4, pooling="mean", eps=1e-6)).eval()
+    export_hf(tmp_path, backbone, "data2vec-vision", head=head)
+    hf = transformers.Data2VecVisionForImageClassification.from_pretrained(tmp_path, attn_implementation="eager")
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(hf.eval()(pixel_values=images).logits, head(backbone(images)), atol=ATOL, rtol=0)
+
+
+def test_export_refuses_what_the_layout_cannot_hold(tmp_path):
+    with pytest.raises(ValueError, match="relative position bias"):
+        export_hf(tmp_path, our_model("vision"), "vit")
+    with pytest.raises(ValueError, match="vision encoder"):
+        export_hf(tmp_path, our_model("vision"), "roberta")
+    with pytest.raises(ValueError, match="unknown export family"):
+        export_hf(tmp_path, our_model("text"), "gpt2")
+    with pytest.raises(ValueError, match="position_offset"):
+        export_hf(tmp_path, our_model("text"), "bert")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Our own format and errors
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_own_format_round_trip_with_head(tmp_path):
+    backbone = our_model("vision")
+    head = randomise_(ImageClassificationHead(64, 3, pooling="cls")).eval()
+    save_backbone(tmp_path, backbone, {"family": "data2vec-vision", "step": 7}, head=head)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert EncoderConfig.from_dict(config["encoder"]) == backbone.cfg and config["head"]["type"] == "image"
+    loaded = load_pretrained(tmp_path)
+    assert loaded.family == "data2vec-vision" and loaded.extra["step"] == 7
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.logits(pixel_values=images), head(backbone(images)))
+    assert isinstance(load_backbone(tmp_path), type(backbone))
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_pretrained(tmp_path / "nowhere")
+    (tmp_path / "a").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_pretrained(tmp_path / "a")
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="gpt2"):
+        load_pretrained(tmp_path / "a")
+    (tmp_path / "a" / "config.json").write_text(json.dumps(transformers.RobertaConfig(**TEXT).to_dict()))
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_pretrained(tmp_path / "a")
+    # weights that do not fit the config: the error names the key and both shapes
+    build_hf(transformers.RobertaModel, transformers.RobertaConfig(**TEXT), tmp_path / "b")
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    config["intermediate_size"] = 48
+    (tmp_path / "b" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"encoder\.layer\.0\.intermediate\.dense\.weight.*\(64, 32\).*\(48, 32\)"):
+        load_pretrained(tmp_path / "b")
