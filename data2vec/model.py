@@ -1,0 +1,365 @@
+"""data2vec v1 for text and vision: student + EMA teacher + regression head -> loss and statistics.
+
+data2vec (Baevski et al. 2022, arXiv 2202.03555), section 3 "Method" (DESIGN section 4):
+
+1. the student encodes the masked input (text: `<mask>` ids / BERT 80/10/10; vision: a learned mask
+   embedding in place of the masked patches);
+2. the teacher, an EMA of the student in eval mode and without gradients, encodes the unmasked input;
+3. Eq. (targets): y_t = 1/K sum_{l=L-K+1}^{L} norm(a_t^l) at the masked positions (`targets.py`);
+4. a regression head on the student's final output at the masked positions predicts y_t;
+5. Eq. (loss): Smooth L1 (`losses.py`); after the optimiser step, `step_hook` moves the teacher:
+   Delta <- tau Delta + (1 - tau) theta (`ema.py`).
+
+Collapse watch (fairseq logs `target_var` / `pred_var` and stops below `min_target_var = 0.1` /
+`min_pred_var = 0.01` after 5000 updates): `target_std` and `pred_std` are the standard deviations
+across the masked tokens of every feature, averaged over the features, sqrt(var_n(y_nd) + 1e-6) averaged
+over d. When either stays below its threshold for `collapse_patience` training steps after
+`collapse_warmup_steps` updates, `CollapseError` stops the run with advice.
+
+Differences from the original:
+- text: the teacher encodes the unmasked input (the paper), not the masked one (released code, fairseq
+  issue #4881); `loss_on="selected"` (all selected tokens, the paper) or `"mask_token"` (released code).
+- the variance in the statistics is the population variance (fairseq: unbiased), so one masked
+  token does not give NaN.
+- the shared (text) embeddings of the teacher are copies refreshed at every EMA step (see `ema.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .backbone import build_backbone
+from .config import EncoderConfig, get_preset
+from .ema import EMA_SCOPES, EMATeacher, linear_tau
+from .losses import REDUCTIONS, regression_loss
+from .masking import bert_mask, block_masks, span_mask, special_tokens_mask
+from .targets import TARGET_NORMS, build_targets
+
+__all__ = ["Data2VecConfig", "Data2Vec", "CollapseError"]
+
+TEXT_MASKINGS = ("bert", "span")
+HEADS = ("linear", "mlp")
+TARGETS = ("ffn", "block")
+LOSS_ON = ("selected", "mask_token")
+BEIT_MIN_BLOCK_FRACTION = 16 / 196  # BEiT: blocks of at least 16 of 196 patches (about 8% of the grid)
+
+
+class CollapseError(RuntimeError):
+    """The targets or predictions became (nearly) constant across tokens: representation collapse."""
+
+
+@dataclass
+class Data2VecConfig:
+    """data2vec v1 method configuration. Defaults are the paper's text recipe (DESIGN section 4 table);
+    use `Data2VecConfig.preset(modality, name)` for the vision recipe and the reduced-scale ones."""
+
+    encoder: EncoderConfig = field(default_factory=lambda: get_preset("text", "base"))
+    # --- text masking ------------------------------------------------------------------------------
+    text_masking: str = "bert"  # "bert" = 80/10/10 (paper main result), "span" = spans of 4, all <mask> (released)
+    mask_prob: float = 0.15  # paper: 15% of the tokens; released span config: 0.35
+    random_prob: float = 0.1  # paper (BERT): 10% of the selected tokens become a random token
+    keep_prob: float = 0.1  # paper (BERT): 10% of the selected tokens stay unchanged
+    span_length: int = 4  # released config: mask_multiple_length = 4 (text_masking="span" only)
+    mask_id: int = 4  # <mask> id: 4 in our trained vocabularies (tasks/text/tokenizer), 50264 in RoBERTa's
+    special_ids: tuple[int, ...] = (0, 1, 2, 3, 4)  # never selected, never drawn as random ids (+ pad, mask)
+    # --- vision masking (BEiT block-wise) --------------------------------------------------------
+    mask_ratio: float = 120 / 196  # data2vec-vision: 120 of 196 patches; reduced scale: 0.6
+    min_block: int = 0  # smallest block in patches; 0 = scaled to the grid (16/196 of it: 16 at 14x14, 5 at 8x8)
+    max_block: int | None = None  # BEiT: no limit besides the mask count
+    mask_aspect: float = 0.3  # BEiT: aspect ratio log-uniform in [0.3, 1/0.3]
+    # --- targets ---------------------------------------------------------------------------------
+    target: str = "ffn"  # "ffn" (text: FFN output before the last residual) or "block" (vision: residual stream)
+    top_k: int = 10  # paper: top 10 of 12 blocks (text), 6 of 12 (vision)
+    layer_norm: str = "layer"  # per-layer norm without affine: "layer" (text, vision), "instance" (speech)
+    final_norm: str = "none"  # after averaging: "none" (text), "layer" (released vision code)
+    # --- head and loss ---------------------------------------------------------------------------
+    head: str = "linear"  # "linear" (paper), "mlp" = Linear(D, 2D)-GELU-Linear(2D, D) (released text config)
+    loss_beta: float = 4.0  # Smooth L1 transition: 4 (text), 2 (vision); 0 = L2
+    loss_reduction: str = "sum"  # "sum" over D, mean over tokens (text); "mean" over tokens x D (vision)
+    loss_scale: float | None = None  # multiplies the loss; None = 1 (released text code uses 1/sqrt(D))
+    loss_on: str = "selected"  # text: "selected" = all selected tokens (paper), "mask_token" = only <mask> (released)
+    # --- EMA teacher -----------------------------------------------------------------------------
+    tau_start: float = 0.999  # paper (text): 0.999 ...
+    tau_end: float = 0.9999  # ... -> 0.9999
+    tau_ramp_steps: float = 100_000  # paper: 100k updates (released: 300k); 0 = constant tau_end;
+    #                                  a value in (0, 1) = that fraction of the run (total_steps)
+    ema_scope: str = "blocks"  # "blocks" = embeddings shared (text, paper), "encoder" = all averaged (vision)
+    # --- collapse guard ---------------------------------------------------------------------------
+    collapse_min_target_std: float = 0.1  # fairseq min_target_var = 0.1; 0 disables the guard
+    collapse_min_pred_std: float = 0.01  # fairseq min_pred_var = 0.01
+    collapse_warmup_steps: int = 5000  # fairseq: checked after 5000 updates
+    collapse_patience: int = 10  # consecutive training steps below a threshold before stopping (ours)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = EncoderConfig.from_dict(self.encoder)
+        self.special_ids = tuple(int(i) for i in self.special_ids)
+        if self.encoder.modality == "vision" and not self.encoder.use_mask_token:
+            self.encoder = self.encoder.replace(use_mask_token=True)  # the student needs a mask embedding
+        self.validate()
+
+    @property
+    def modality(self) -> str:
+        return self.encoder.modality
+
+    def validate(self) -> None:
+        def fail(name: str, problem: str, fix: str) -> None:
+            raise ValueError(f"Data2VecConfig.{name}: {problem}; {fix}")
+
+        choices = dict(text_masking=TEXT_MASKINGS, target=TARGETS, layer_norm=TARGET_NORMS, final_norm=TARGET_NORMS,
+                       head=HEADS, loss_reduction=REDUCTIONS, loss_on=LOSS_ON, ema_scope=EMA_SCOPES)
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                fail(name, f"unknown value {getattr(self, name)!r}", f"use one of {allowed}")
+        depth = self.encoder.depth
+        if not 1 <= self.top_k <= depth:
+            fail("top_k", f"{self.top_k} is outside [1, {depth}] (the encoder depth)",
+                 "average the top 3/4 to 5/6 of the blocks, at least 2")
+        for name in ("mask_prob", "random_prob", "keep_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, f"must lie in [0, 1], got {getattr(self, name)}", "BERT uses 0.15 / 0.1 / 0.1")
+        if self.random_prob + self.keep_prob > 1.0:
+            fail("keep_prob", "random_prob + keep_prob exceeds 1", "BERT uses 0.1 + 0.1")
+        if not 0.0 < self.mask_ratio < 1.0:
+            fail("mask_ratio", f"must lie in (0, 1), got {self.mask_ratio}", "data2vec-vision masks 120/196 = 0.61")
+        if not 0.0 < self.mask_aspect <= 1.0:
+            fail("mask_aspect", f"must lie in (0, 1], got {self.mask_aspect}", "BEiT uses 0.3")
+        if self.loss_beta < 0:
+            fail("loss_beta", f"must be >= 0, got {self.loss_beta}", "use 4 (text), 2 (vision) or 0 (L2)")
+        for name in ("tau_start", "tau_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, f"must lie in [0, 1], got {getattr(self, name)}", "data2vec uses 0.999 -> 0.9999")
+        if self.tau_ramp_steps < 0:
+            fail("tau_ramp_steps", f"must be >= 0, got {self.tau_ramp_steps}",
+                 "use 0 (constant), a step count, or a fraction in (0, 1) of the run")
+        if self.span_length < 1:
+            fail("span_length", f"must be >= 1, got {self.span_length}", "the released config uses 4")
+        if self.modality == "text":
+            vocab = self.encoder.vocab_size
+            if not 0 <= self.mask_id < vocab:
+                fail("mask_id", f"{self.mask_id} is outside the vocabulary [0, {vocab})",
+                     "set it to the tokenizer's <mask> id (TextTokenizer.mask_id)")
+            if self.mask_id == self.encoder.pad_id:
+                fail("mask_id", "equals the padding id", "set mask_id and encoder.pad_id from the tokenizer")
+
+    # --- derived quantities ---------------------------------------------------------------------------
+    def ramp_steps(self, total_steps: int) -> int:
+        """The tau ramp length in steps: a fraction in (0, 1) is taken of the run's total_steps."""
+        if 0.0 < self.tau_ramp_steps < 1.0:
+            return max(1, int(round(self.tau_ramp_steps * total_steps)))
+        return int(self.tau_ramp_steps)
+
+    def tau_at(self, step: int, total_steps: int) -> float:
+        return linear_tau(step, self.tau_start, self.tau_end, self.ramp_steps(total_steps))
+
+    def block_sizes(self, num_patches: int) -> tuple[int, int]:
+        """(patches to mask, smallest block) for a grid of num_patches."""
+        num_masked = int(round(self.mask_ratio * num_patches))
+        min_block = self.min_block if self.min_block > 0 else max(1, int(round(BEIT_MIN_BLOCK_FRACTION * num_patches)))
+        return num_masked, min(min_block, max(num_masked, 1))
+
+    def all_special_ids(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.special_ids) | {self.mask_id, self.encoder.pad_id}))
+
+    # --- presets and (de)serialisation -------------------------------------------------------------
+    @classmethod
+    def preset(cls, modality: str, name: str = "base", **overrides) -> "Data2VecConfig":
+        """"base": the paper's recipe (DESIGN section 4); "tiny" / "mini" / "small": the reduced-scale
+        recipe of DESIGN section 8. Overrides may name method fields or encoder fields."""
+        enc_fields = {f.name for f in dataclasses.fields(EncoderConfig)}
+        own_fields = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
+        unknown = set(overrides) - enc_fields - own_fields
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}; method fields: {sorted(own_fields)}; "
+                             f"encoder fields: {sorted(enc_fields)}")
+        enc_over = {k: v for k, v in overrides.items() if k in enc_fields}
+        own_over = {k: v for k, v in overrides.items() if k in own_fields}
+        if modality == "vision":
+            enc_over.setdefault("use_mask_token", True)
+        encoder = get_preset(modality, name, **enc_over)
+        depth, reduced = encoder.depth, name != "base"
+        if modality == "text":
+            values = dict(
+                text_masking="bert", mask_prob=0.15, random_prob=0.1, keep_prob=0.1,  # paper
+                mask_id=50264 if not reduced else 4,  # RoBERTa <mask>; ours: specials at 0..4
+                special_ids=(0, 1, 2, 3, 50264) if not reduced else (0, 1, 2, 3, 4),
+                target="ffn", layer_norm="layer", final_norm="none", head="linear",  # paper
+                top_k=round(depth * 10 / 12),  # paper: 10 of 12
+                loss_beta=4.0, loss_reduction="sum", loss_on="selected",  # paper
+                tau_start=0.999, tau_end=0.9999, tau_ramp_steps=100_000,  # paper
+                ema_scope="blocks",  # paper: embeddings shared
+            )
+            if own_over.get("text_masking") == "span":
+                values["mask_prob"] = 0.35  # released config
+        elif modality == "vision":
+            values = dict(
+                mask_ratio=120 / 196, min_block=0, max_block=None, mask_aspect=0.3,  # released (BEiT)
+                target="block", layer_norm="layer", final_norm="layer", head="linear",  # released
+                top_k=round(depth * 6 / 12),  # released: 6 of 12
+                loss_beta=2.0, loss_reduction="mean", loss_on="selected",  # released
+                tau_start=0.9998, tau_end=0.9998, tau_ramp_steps=0,  # released: constant 0.9998
+                ema_scope="encoder",  # released: everything averaged
+            )
+        else:
+            raise ValueError(f"unknown modality {modality!r}; use 'text' or 'vision'")
+        if reduced:  # DESIGN section 8
+            values.update(
+                top_k=min(depth, max(2, round(depth * (5 / 6 if modality == "text" else 3 / 4)))),  # top 5/6 or 3/4, >= 2
+                tau_start=0.99, tau_end=0.999,  # time constants of 100 -> 1000 steps, shorter than a CPU run
+                tau_ramp_steps=0.3,  # ramp over the first 30% of the run (released text: 300k of 1M)
+                collapse_warmup_steps=200,  # short runs: check after 200 updates
+            )
+            if modality == "vision":
+                values["mask_ratio"] = 0.6  # about 120/196; min_block 0 = 8% of the grid
+        values.update(own_over)
+        return cls(encoder=encoder, **values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Data2VecConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown Data2VecConfig field(s) {sorted(unknown)}; is this config from another version?")
+        values = dict(values)
+        if isinstance(values.get("encoder"), dict):
+            values["encoder"] = EncoderConfig.from_dict(values["encoder"])
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_head(kind: str, dim: int) -> nn.Module:
+    """The regression head: Linear(D, D) (paper) or Linear(D, 2D)-GELU-Linear(2D, D) (released text)."""
+    if kind == "linear":
+        return nn.Linear(dim, dim)
+    return nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+
+def spread(x: Tensor) -> float:
+    """Std across the rows of x (N, D) for every feature, averaged: mean_d sqrt(var_n(x_nd) + 1e-6)."""
+    if x.shape[0] == 0:
+        return 0.0
+    return torch.sqrt(x.float().var(dim=0, unbiased=False) + 1e-6).mean().item()
+
+
+class Data2Vec(nn.Module):
+    """data2vec v1: `loss, stats = model(batch)`; call `model.step_hook(step, total_steps)` after each
+    optimiser step. `backbone` is the student (what fine-tuning keeps), `teacher` its EMA copy."""
+
+    def __init__(self, cfg: Data2VecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.encoder)
+        self.teacher = EMATeacher(self.backbone, scope=cfg.ema_scope)
+        self.head = build_head(cfg.head, cfg.encoder.dim)
+        self.tau = cfg.tau_start  # the momentum of the last EMA step (for logging)
+        self.num_updates = 0  # EMA updates so far (set by step_hook)
+        self._below = 0  # consecutive training steps under a collapse threshold
+
+    # --- masking -----------------------------------------------------------------------------------
+    def mask_text(self, input_ids: Tensor, padding_mask: Tensor, generator=None) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (student ids, loss positions bool (B, T), selected bool (B, T))."""
+        cfg = self.cfg
+        special = special_tokens_mask(input_ids, cfg.all_special_ids(), padding_mask)  # (B, T) never select
+        if cfg.text_masking == "bert":
+            corrupted, selected = bert_mask(
+                input_ids, mask_id=cfg.mask_id, vocab_size=cfg.encoder.vocab_size, special_mask=special,
+                mask_prob=cfg.mask_prob, random_prob=cfg.random_prob, keep_prob=cfg.keep_prob,
+                special_ids=cfg.all_special_ids(), generator=generator)
+        else:
+            corrupted, selected = span_mask(input_ids, mask_id=cfg.mask_id, special_mask=special,
+                                            mask_prob=cfg.mask_prob, span=cfg.span_length, generator=generator)
+        positions = selected & (corrupted == cfg.mask_id) if cfg.loss_on == "mask_token" else selected
+        return corrupted, positions, selected
+
+    def mask_images(self, images: Tensor, generator=None) -> Tensor:
+        """bool (B, N) row-major patch mask, True = masked."""
+        rows, cols = self.backbone.embed.grid_of(images)
+        num_masked, min_block = self.cfg.block_sizes(rows * cols)
+        masks = block_masks(images.shape[0], rows, cols, num_masked, min_block=min_block,
+                            max_block=self.cfg.max_block, aspect=(self.cfg.mask_aspect, 1 / self.cfg.mask_aspect),
+                            generator=generator)  # (B, rows, cols)
+        return masks.flatten(1).to(images.device)  # (B, N)
+
+    # --- the training step -------------------------------------------------------------------------
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        cfg = self.cfg
+        if cfg.modality == "text":
+            if "input_ids" not in batch:
+                raise ValueError("a text data2vec batch needs 'input_ids' (B, T) and 'padding_mask' (B, T)")
+            input_ids = batch["input_ids"]
+            padding_mask = batch.get("padding_mask")
+            if padding_mask is None:
+                padding_mask = input_ids == cfg.encoder.pad_id
+            corrupted, positions, _ = self.mask_text(input_ids, padding_mask, generator)
+            x = self.backbone(corrupted, padding_mask)  # (B, T, D) student on the masked input
+            _, layers = self.teacher(input_ids, padding_mask, return_layers=cfg.target)  # K x (B, T, D), unmasked
+            eligible = (~padding_mask).sum().item()
+        else:
+            if "images" not in batch:
+                raise ValueError("a vision data2vec batch needs 'images' (B, C, H, W)")
+            images = batch["images"]
+            positions = self.mask_images(images, generator)  # (B, N)
+            padding_mask = None
+            x = self.backbone(images, positions)[:, 1:]  # (B, 1 + N, D) -> (B, N, D): CLS dropped
+            _, layers = self.teacher(images, return_layers=cfg.target)  # the teacher never sees the mask
+            layers = [layer[:, 1:] for layer in layers]  # K x (B, N, D), patch tokens only
+            eligible = positions.numel()
+        with torch.no_grad():
+            # Eq. (targets): y_t = 1/K sum_l norm(a_t^l), then the optional final norm
+            y = build_targets(layers, cfg.top_k, layer_norm=cfg.layer_norm, final_norm=cfg.final_norm,
+                              padding_mask=padding_mask)  # (B, T, D)
+            target = y[positions]  # (M, D): M masked positions
+        pred = self.head(x[positions])  # (M, D): gather first, then the head
+        count = int(target.shape[0])
+        if count == 0:  # nothing selected in this batch (very short sequences): a zero loss keeps the graph
+            loss = pred.sum() * 0.0
+        else:
+            loss = regression_loss(pred, target, beta=cfg.loss_beta, reduction=cfg.loss_reduction,
+                                   scale=cfg.loss_scale)
+        stats = {
+            "loss": loss.item(),
+            "target_std": spread(target),
+            "pred_std": spread(pred.detach()),
+            "tau": float(self.tau),
+            "masked_fraction": count / max(eligible, 1),
+        }
+        if self.training and count > 1:
+            self._check_collapse(stats)
+        return loss, stats
+
+    def _check_collapse(self, stats: dict) -> None:
+        cfg = self.cfg
+        if self.num_updates < cfg.collapse_warmup_steps:
+            return
+        low = stats["target_std"] < cfg.collapse_min_target_std or stats["pred_std"] < cfg.collapse_min_pred_std
+        self._below = self._below + 1 if low else 0
+        if self._below >= cfg.collapse_patience:
+            raise CollapseError(
+                f"data2vec collapsed at update {self.num_updates}: target_std={stats['target_std']:.4g} "
+                f"(min {cfg.collapse_min_target_std}), pred_std={stats['pred_std']:.4g} (min {cfg.collapse_min_pred_std}) "
+                f"for {self._below} steps; the teacher now produces (nearly) the same target for every token. "
+                f"Try: a lower learning rate or a longer lr warm-up; a slower teacher (tau closer to 1, e.g. "
+                f"tau_start/tau_end nearer 0.999-0.9999, or a longer tau ramp); loss_reduction='mean' "
+                f"(the 'sum' over D multiplies the effective step size by D); more top_k layers with layer_norm on. "
+                f"Set collapse_min_target_std=0 to disable this check."
+            )
+
+    # --- after the optimiser step -----------------------------------------------------------------------
+    def step_hook(self, step: int, total_steps: int) -> dict:
+        """EMA update of the teacher with tau(step); returns {"tau": tau}."""
+        self.tau = self.cfg.tau_at(step, total_steps)
+        self.teacher.update(self.backbone, self.tau)
+        self.num_updates = step + 1
+        return {"tau": self.tau}
