@@ -27,8 +27,8 @@ Differences from `transformers`: q/k/v are one fused projection (the import conc
 attention mask is our bool `padding_mask` (True = pad). `export_hf` writes the same layout back for the
 text (RoBERTa / data2vec-text / BERT) and vision (ViT / data2vec-vision / BEiT) encoders.
 
-Our own format (`save_backbone` / `load_backbone`): `model.safetensors` with our state-dict keys (head
-weights under `head.`) and `config.json` = {"encoder": EncoderConfig.to_dict(), "family": ..., "head": ...}.
+Our own format (`save_backbone` / `load_backbone`): `model.safetensors` with the state-dict keys of a
+`TaskModel` (`backbone.*`, `head.*`) and `config.json` = {"encoder": EncoderConfig.to_dict(), "family": ..., "head": ...}.
 """
 
 from __future__ import annotations
@@ -499,12 +499,13 @@ def build_head(spec: dict | None, dim: int) -> nn.Module | None:
 
 def save_backbone(path: str | Path, backbone: nn.Module, extra_config: dict | None = None,
                   head: nn.Module | None = None) -> Path:
-    """Write our format: model.safetensors (our keys, head under `head.`) + config.json."""
+    """Write our format: model.safetensors (TaskModel keys: `backbone.*`, `head.*`) + config.json, which
+    `data2vec finetune --init` and `load_pretrained` read."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    state = {f"backbone.{k}": v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
     if head is not None:
         state.update({f"head.{k}": v.detach().contiguous().cpu() for k, v in head.state_dict().items()})
     config = {"family": None, **(extra_config or {}), "encoder": backbone.cfg.to_dict(), "head": head_spec(head)}
@@ -514,31 +515,71 @@ def save_backbone(path: str | Path, backbone: nn.Module, extra_config: dict | No
     return path
 
 
+def find_encoder_dict(config) -> dict | None:
+    """The EncoderConfig fields inside a saved config: top-level "encoder", or nested in a run config
+    (`data2vec pretrain` / `data2vec finetune` write the method's or fine-tuning's config around it)."""
+    fields = set(EncoderConfig.__dataclass_fields__)
+    if isinstance(config, dict):
+        if "modality" in config and "dim" in config and set(config) <= fields:
+            return config
+        for value in ([config["encoder"]] if isinstance(config.get("encoder"), dict) else []) + list(config.values()):
+            found = find_encoder_dict(value)
+            if found is not None:
+                return found
+    return None
+
+
 def is_own_format(folder: str | Path) -> bool:
     path = Path(folder) / "config.json"
-    return path.is_file() and "encoder" in read_json(path)
+    return path.is_file() and "model_type" not in read_json(path) and find_encoder_dict(read_json(path)) is not None
+
+
+def infer_head(head_state: dict[str, Tensor], cfg: EncoderConfig) -> nn.Module | None:
+    """Rebuild a head from its tensors when config.json does not describe it (a `data2vec finetune` best/
+    folder): dense+out = sequence head (bert style for position_offset 0, else roberta), qa = span head,
+    classifier (+ norm) = image head (norm -> mean pooling, no norm -> CLS)."""
+    if not head_state:
+        return None
+    if {"dense.weight", "out.weight"} <= set(head_state):
+        style = "bert" if cfg.position_offset == 0 else "roberta"
+        return SequenceClassificationHead(cfg.dim, head_state["out.weight"].shape[0], style=style)
+    if "qa.weight" in head_state:
+        return QuestionAnsweringHead(cfg.dim)
+    if "classifier.weight" in head_state:
+        norm = "norm.weight" in head_state
+        return ImageClassificationHead(cfg.dim, head_state["classifier.weight"].shape[0],
+                                       pooling="mean" if norm else "cls", norm=norm, eps=cfg.norm_eps)
+    raise ValueError(f"head tensors {sorted(head_state)[:4]} match none of data2vec.heads")
 
 
 def load_own(folder: str | Path) -> PretrainedModel:
-    """Read our format back (strict: every key must match)."""
+    """Read our format back (strict: every key must match). Also reads the `checkpoint/` or `best/` folder
+    of a `data2vec pretrain` / `finetune` run (student backbone under `backbone.` or `student.backbone.`)."""
     folder = Path(folder)
     config = read_json(folder / "config.json")
-    if "encoder" not in config:
-        raise ValueError(f"{folder}/config.json has no 'encoder' entry: it is not a data2vec checkpoint "
-                         f"(for a HuggingFace folder use load_pretrained)")
-    cfg = EncoderConfig.from_dict(config["encoder"])
+    encoder = find_encoder_dict(config)
+    if encoder is None:
+        raise ValueError(f"{folder}/config.json names no encoder configuration: it is not a data2vec checkpoint "
+                         f"(a HuggingFace folder has 'model_type'; see load_pretrained)")
+    cfg = EncoderConfig.from_dict(encoder)
     backbone = build_backbone(cfg)
-    head = build_head(config.get("head"), cfg.dim)
     state = read_weights(folder)
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    body_state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    prefixes = sorted({k[:k.index("backbone.") + len("backbone.")] for k in state if "backbone." in k}, key=len)
+    if prefixes:  # TaskModel / method layout: the (shortest, i.e. student) `...backbone.` prefix
+        body_state = {k[len(prefixes[0]):]: v for k, v in state.items() if k.startswith(prefixes[0])}
+    else:  # a bare backbone state dict
+        body_state = {k: v for k, v in state.items() if not k.startswith("head.")}
     _strict_load(backbone, body_state, folder)
+    spec = config.get("head") if "head" in config else "infer"
+    head = infer_head(head_state, cfg) if spec == "infer" else build_head(spec, cfg.dim)
     if head is not None:
         _strict_load(head, head_state, folder, prefix="head.")
     elif head_state:
-        raise ValueError(f"{folder} holds head weights {sorted(head_state)[:4]} but config.json has no 'head'")
+        raise ValueError(f"{folder} holds head weights {sorted(head_state)[:4]} but config.json has head: null")
     extra = {k: v for k, v in config.items() if k not in ("encoder", "head")}
-    return PretrainedModel(backbone, head, config.get("family") or cfg.modality, extra=extra).eval()
+    family = config.get("family") if isinstance(config.get("family"), str) else cfg.modality
+    return PretrainedModel(backbone, head, family, extra=extra).eval()
 
 
 def _strict_load(module: nn.Module, state: dict[str, Tensor], folder: Path, prefix: str = "") -> None:

@@ -346,3 +346,63 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "b" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"encoder\.layer\.0\.intermediate\.dense\.weight.*\(64, 32\).*\(48, 32\)"):
         load_pretrained(tmp_path / "b")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line: convert both ways, and fine-tuning from a HuggingFace folder
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_convert_cli_both_ways(tmp_path, capsys):
+    from data2vec.cli import main
+
+    hf_cfg = transformers.RobertaConfig(**TEXT, num_labels=2, attn_implementation="eager", pad_token_id=1)
+    hf = build_hf(transformers.RobertaForSequenceClassification, hf_cfg, tmp_path / "hf")
+    (tmp_path / "hf" / "vocab.json").write_text("{}")  # stands for the tokenizer files: copied along
+    assert main(["convert", "--from-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")]) == 0
+    assert (tmp_path / "ours" / "vocab.json").is_file()
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert config["family"] == "roberta" and config["head"]["style"] == "roberta"
+    assert main(["convert", "--to-hf", str(tmp_path / "ours"), "--out", str(tmp_path / "back")]) == 0
+    again = transformers.RobertaForSequenceClassification.from_pretrained(tmp_path / "back",
+                                                                          attn_implementation="eager").eval()
+    ids, attention, _ = text_batch(1)
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids, attention_mask=attention).logits,
+                                   hf(input_ids=ids, attention_mask=attention).logits, atol=ATOL, rtol=0)
+    # the fine-tuning CLI's --init reads our export (backbone.* keys, encoder config) as well
+    from data2vec.cli.finetune import load_init
+
+    init = load_init(str(tmp_path / "ours"), "text", "tiny")
+    assert init.encoder_config == load_pretrained(tmp_path / "ours").encoder_config
+    capsys.readouterr()
+    assert main(["convert", "--to-hf", str(tmp_path / "ours"), "--out", str(tmp_path / "x"), "--family", "vit"]) == 2
+    assert "vit" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    assert main(["convert", "--from-hf", str(tmp_path / "bad"), "--out", str(tmp_path / "y")]) == 2
+    assert "t5" in capsys.readouterr().err
+
+
+def test_finetune_sst2_from_a_huggingface_folder(tmp_path):
+    """The README path: a downloaded RoBERTa-style folder (weights + tokenizer) -> `data2vec finetune --init`."""
+    from data2vec.cli import main
+    from tasks.text.tokenizer import train_tokenizer
+
+    sentences = ["a good film", "a bad film", "really good fun", "really bad and dull", "good acting"] * 8
+    (tmp_path / "corpus.txt").write_text("\n".join(sentences))
+    tokenizer = train_tokenizer(tmp_path / "corpus.txt", kind="bpe", vocab_size=300, min_frequency=1)
+    hf_cfg = transformers.Data2VecTextConfig(**dict(TEXT, vocab_size=tokenizer.vocab_size),
+                                             pad_token_id=tokenizer.pad_id)
+    build_hf(transformers.Data2VecTextModel, hf_cfg, tmp_path / "d2v")
+    tokenizer.save(tmp_path / "d2v")
+    glue = tmp_path / "SST-2"
+    glue.mkdir()
+    rows = "".join(f"{s}\t{int('good' in s)}\n" for s in sentences)
+    (glue / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (glue / "dev.tsv").write_text("sentence\tlabel\n" + rows[:200])
+    code = main(["finetune", "--task", "sst2", "--data", str(glue), "--init", str(tmp_path / "d2v"), "--epochs", "1",
+                 "--batch-size", "8", "--max-length", "16", "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "huggingface:data2vec-text" in json.dumps(metrics)

@@ -1,0 +1,99 @@
+"""`data2vec convert`: HuggingFace-format checkpoints <-> our checkpoint format (DESIGN section 7).
+
+    data2vec convert --from-hf FOLDER --out DIR
+        imports a `save_pretrained` folder (bert, roberta, data2vec-text, vit, beit, data2vec-vision; task
+        heads included when they match ours) into our format: DIR/model.safetensors (`backbone.*`,
+        `head.*`) + DIR/config.json {"encoder", "family", "head"}; the tokenizer files are copied along.
+    data2vec convert --to-hf OURDIR --out FOLDER --family {roberta,data2vec-text,bert,vit,data2vec-vision,beit}
+        exports our checkpoint (a convert output, a `data2vec finetune` best/ folder or a `data2vec pretrain`
+        run) so that `transformers`' `AutoModel.from_pretrained(FOLDER)` loads it.
+
+Neither direction touches the network; `data2vec finetune --init` also accepts a HuggingFace folder
+directly, so converting first is optional.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import CliError
+
+EXPORT_FAMILIES = ("roberta", "data2vec-text", "bert", "vit", "data2vec-vision", "beit")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="import/export HuggingFace-format checkpoints (bert, roberta, data2vec-text, vit, beit, data2vec-vision)",
+        description="Convert between HuggingFace `save_pretrained` folders and our checkpoint format. "
+        "Download the official weights yourself (e.g. `huggingface-cli download facebook/data2vec-text-base "
+        "--local-dir d2v-text`); nothing here uses the network.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    direction = p.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from-hf", metavar="FOLDER",
+                           help="a HuggingFace folder (config.json + model.safetensors or pytorch_model.bin)")
+    direction.add_argument("--to-hf", metavar="OURDIR",
+                           help="our checkpoint folder (convert output, finetune best/, pretrain run or checkpoint/)")
+    p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
+    p.add_argument("--family", choices=EXPORT_FAMILIES, default=None,
+                   help="--to-hf layout: roberta/data2vec-text for our text encoders (bert for position_offset 0), "
+                   "data2vec-vision/beit for relative-bias + layer-scale encoders, vit for learned positions. "
+                   "Default: the family recorded in the checkpoint, else roberta (text) / data2vec-vision (vision)")
+    p.add_argument("--tokenizer", default=None,
+                   help="--to-hf: folder whose tokenizer files (tokenizer.json, vocab.json+merges.txt, vocab.txt) "
+                   "are copied next to the weights (default: those found next to OURDIR)")
+    p.set_defaults(run=run)
+
+
+def _our_folder(path: Path) -> Path:
+    """The folder holding our config.json + model.safetensors for a run folder or checkpoint folder."""
+    for cand in (path, path / "checkpoint", path / "best", path / "final"):
+        if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
+            return cand
+    raise CliError(f"--to-hf {path}: no config.json + model.safetensors here or in checkpoint/, best/, final/; "
+                   "fix: point it at a `data2vec convert --from-hf` output, a finetune best/ or a pretrain run")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import hub
+
+    out = Path(args.out)
+    if args.from_hf:
+        src = Path(args.from_hf)
+        if not src.is_dir():
+            raise CliError(f"--from-hf {src}: no such folder; fix: download the model files into a folder first")
+        if hub.is_own_format(src):
+            raise CliError(f"--from-hf {src} is already in our format; fix: use it directly or --to-hf to export it")
+        model = hub.load_hf(src)
+        hub.save_backbone(out, model.backbone, {"family": model.family, "source": str(src)}, head=model.head)
+        copied = hub.copy_tokenizer_files(src, out)
+        print(f"convert: imported {model.family} from {src} -> {out}")
+        print(f"  encoder: {model.encoder_config.depth} x {model.encoder_config.dim}, "
+              f"head: {type(model.head).__name__ if model.head is not None else 'none'}")
+        print("  " + str(model.report).replace("\n", "\n  "))
+        print(f"  tokenizer files: {copied or 'none found (pass --tokenizer to finetune)'}")
+        return 0
+
+    src = _our_folder(Path(args.to_hf))
+    model = hub.load_own(src)
+    cfg = model.encoder_config
+    family = args.family or (model.family if model.family in hub.FAMILIES else None)
+    if family is None:  # our own runs record no HF family: pick the layout that holds the encoder
+        family = ("bert" if cfg.position_offset == 0 else "roberta") if cfg.modality == "text" else \
+            ("vit" if cfg.position == "learned" and cfg.layer_scale is None else "data2vec-vision")
+    hub.export_hf(out, model, family)
+    candidates = [Path(args.tokenizer)] if args.tokenizer else [src, src / "tokenizer", src.parent,
+                                                                  src.parent / "tokenizer"]
+    tokenizer_src = None
+    for folder in candidates:
+        if folder.is_dir() and hub.copy_tokenizer_files(folder, out):
+            tokenizer_src = folder
+            break
+    if args.tokenizer and tokenizer_src is None:
+        raise CliError(f"--tokenizer {args.tokenizer}: no tokenizer files ({', '.join(hub.TOKENIZER_FILES[:5])}) there")
+    print(f"convert: exported {src} as {family} -> {out} (head: "
+          f"{type(model.head).__name__ if model.head is not None else 'none'}); tokenizer from "
+          f"{tokenizer_src or 'nowhere (pass --tokenizer)'}")
+    return 0
