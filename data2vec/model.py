@@ -356,6 +356,14 @@ class Data2Vec(nn.Module):
                 f"Set collapse_min_target_std=0 to disable this check."
             )
 
+    # --- checkpoints: the EMA bookkeeping travels with the state dict -------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"tau": float(self.tau), "num_updates": int(self.num_updates)}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.tau = float(state["tau"])
+        self.num_updates = int(state["num_updates"])
+
     # --- after the optimiser step -----------------------------------------------------------------------
     def step_hook(self, step: int, total_steps: int) -> dict:
         """EMA update of the teacher with tau(step); returns {"tau": tau}."""

@@ -13,6 +13,15 @@ from data2vec.model import CollapseError, Data2Vec, Data2VecConfig
 PAD, MASK = 1, 4
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine they only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def text_batch(B=6, T=20, vocab=1000, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, vocab, (B, T), generator=g)
@@ -255,6 +264,17 @@ def test_step_hook_moves_blocks_by_the_formula_and_shares_text_embeddings():
         assert all(p.grad is None for p in model.teacher.parameters())
     _, stats = model(text_batch())
     assert stats["tau"] == pytest.approx(model.cfg.tau_at(1, 100))
+
+
+def test_state_dict_restores_teacher_and_ema_bookkeeping():
+    model = tiny("text")
+    model.step_hook(41, 100)
+    with torch.no_grad():
+        model.teacher.module.encoder.blocks[0].ffn.fc1.weight.add_(1.0)
+    other = tiny("text")
+    other.load_state_dict(model.state_dict())
+    assert other.num_updates == 42 and other.tau == model.tau
+    assert torch.equal(other.teacher.module.encoder.blocks[0].ffn.fc1.weight, model.teacher.module.encoder.blocks[0].ffn.fc1.weight)
 
 
 def test_collapse_guard_raises_after_warmup_with_advice():
