@@ -317,8 +317,8 @@ def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tens
     """Copy a normalised HF state dict into backbone (+ head). Returns the report of missing/unused names."""
     hf = dict(hf)
     report = ImportReport()
-    for key in IGNORED_BUFFERS:
-        if key in hf:
+    for key in list(hf):  # index buffers (recomputed here, never trained), e.g. in older checkpoints
+        if key in IGNORED_BUFFERS or key.endswith("relative_position_index"):
             hf.pop(key)
             report.ignored_buffers.append(key)
     ours = backbone.state_dict()
@@ -437,6 +437,8 @@ class PretrainedModel(nn.Module):
             position_pad = input_ids == cfg.pad_id if cfg.position_offset > 0 else None
             x = self.backbone.embed(input_ids, position_pad, token_type_ids)  # (B, T, D)
             return self.backbone.encoder(x, padding_mask=padding_mask, return_layers=return_layers)
+        if pixel_values is None and input_ids is not None and input_ids.is_floating_point():
+            pixel_values = input_ids  # called positionally, model(images)
         if pixel_values is None:
             raise ValueError(f"this {self.family} model is a vision encoder: pass pixel_values (B, C, H, W)")
         mask = None if bool_masked_pos is None else bool_masked_pos.bool()

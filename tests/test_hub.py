@@ -406,3 +406,24 @@ def test_finetune_sst2_from_a_huggingface_folder(tmp_path):
     assert code == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "huggingface:data2vec-text" in json.dumps(metrics)
+
+
+def test_sharded_safetensors_and_pytorch_bin_folders(tmp_path):
+    """`save_pretrained` shards big models (an index + several files); older folders hold pytorch_model.bin."""
+    hf_cfg = transformers.ViTConfig(**VISION, attn_implementation="eager")
+    torch.manual_seed(0)
+    hf = randomise_(transformers.ViTModel(hf_cfg)).eval()
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((tmp_path / "sharded" / "config.json").read_text())
+    state = {f"vit.{k}": v for k, v in hf.state_dict().items()}  # a task model's prefix, in a pickle
+    state["vit.encoder.layer.0.attention.attention.relative_position_index"] = torch.zeros(3, dtype=torch.long)
+    torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = hf(pixel_values=images).last_hidden_state
+        for folder in ("sharded", "bin"):
+            torch.testing.assert_close(load_pretrained(tmp_path / folder)(images), ref, atol=ATOL, rtol=0)
+    assert load_pretrained(tmp_path / "bin").report.ignored_buffers == [
+        "encoder.layer.0.attention.attention.relative_position_index"]
