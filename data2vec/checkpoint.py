@@ -2,7 +2,7 @@
 
 A checkpoint is a folder holding three files:
 - `model.safetensors`: every tensor of `model.state_dict()` (student, teacher, heads, buffers); tensors
-  shared inside the model (tied embeddings) are stored once (`safetensors.torch.save_model`);
+  shared inside the model (tied embeddings) are stored once (see `_split_state`; non-tensor module "extra states" go to state.pt);
 - `state.pt`: optimiser state, schedule description, step, RNG states (python, numpy, torch, CUDA), the
   data position and counters — loaded with `torch.load(weights_only=True)`, so no pickled code runs;
 - `config.json`: the resolved run configuration (human-readable).
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file
 
 WEIGHTS, STATE, CONFIG = "model.safetensors", "state.pt", "config.json"
 FORMAT_VERSION = 1
@@ -105,8 +105,10 @@ def save_checkpoint(path_dir, *, model: torch.nn.Module, optimizer: torch.optim.
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / WEIGHTS))
+    tensors, module_extra = _split_state(model)
+    save_file(tensors, str(tmp / WEIGHTS))
     state = {
+        "module_extra": module_extra,
         "format": FORMAT_VERSION,
         "step": int(step),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -181,7 +183,6 @@ def load_checkpoint(path_dir, *, model: torch.nn.Module, optimizer: torch.optim.
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ValueError(f"checkpoint file {path / WEIGHTS} is corrupt or not a safetensors file ({error}); "
                          "fix: restore it from a backup or start a new run (different --out, no --resume)") from None
-    _load_weights(model, tensors, path / WEIGHTS)
     try:
         state = torch.load(path / STATE, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - unpickling errors have many types; all mean "corrupt"
@@ -190,6 +191,7 @@ def load_checkpoint(path_dir, *, model: torch.nn.Module, optimizer: torch.optim.
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise ValueError(f"checkpoint file {path / STATE} has an unknown format; fix: it was written by another "
                          "version of this project; start a new run")
+    _load_weights(model, tensors, state.get("module_extra", {}), path / WEIGHTS)
     if optimizer is not None:
         if state["optimizer"] is None:
             raise ValueError(f"checkpoint {path} holds no optimiser state; fix: use it for fine-tuning, not --resume")
@@ -201,8 +203,26 @@ def load_checkpoint(path_dir, *, model: torch.nn.Module, optimizer: torch.optim.
     return {"step": state["step"], "config": config, "rng": state["rng"], "extra": state["extra"], "path": path}
 
 
-def _load_weights(model: torch.nn.Module, tensors: dict, file: Path) -> None:
-    own = model.state_dict()
+def _split_state(model: torch.nn.Module) -> tuple[dict, dict]:
+    """state_dict -> (tensors stored once each, for safetensors; non-tensor module extra states).
+
+    Tensors shared inside the model (tied embeddings: same storage, shape and strides) keep their first name.
+    """
+    tensors, extra, seen = {}, {}, set()
+    for key, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            extra[key] = value  # e.g. `get_extra_state()` of a module (python numbers)
+            continue
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride())
+        if value.numel() and ident in seen:
+            continue
+        seen.add(ident)
+        tensors[key] = value.detach().contiguous().cpu()
+    return tensors, extra
+
+
+def _load_weights(model: torch.nn.Module, tensors: dict, module_extra: dict, file: Path) -> None:
+    own = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     unexpected = sorted(set(tensors) - set(own))
     if unexpected:
         raise ValueError(f"{file} holds tensors this model does not have (e.g. {unexpected[0]!r}); fix: build the "
@@ -217,4 +237,4 @@ def _load_weights(model: torch.nn.Module, tensors: dict, file: Path) -> None:
     if missing:
         raise ValueError(f"{file} lacks the tensor {missing[0]!r} (and {len(missing) - 1} more); fix: build the model "
                          "with the method and preset the checkpoint was trained with")
-    model.load_state_dict(tensors, strict=False)
+    model.load_state_dict({**tensors, **module_extra}, strict=False)

@@ -1,0 +1,168 @@
+"""Helpers shared by the subcommands: device choice, seeding, run folders, and the text/vision data.
+
+This module belongs to the CLI layer, so it may import `tasks/` (data) — lazily, inside the functions,
+so that `data2vec --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..checkpoint import set_seed  # noqa: F401  (re-exported for the subcommands)
+from .errors import CliError
+
+TEXT_SUFFIXES = (".txt", ".raw", ".tokens", ".text")
+
+
+# ---- devices and folders -----------------------------------------------------------------------------
+def choose_device(name: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; a GPU request without CUDA is a CliError."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {name}: CUDA is not available on this machine; fix: use --device cpu (or auto)")
+    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
+        raise CliError(f"--device {name!r} is not a device; fix: use auto, cpu, cuda or cuda:N")
+    return name
+
+
+def require_path(path: str | Path, what: str, fix: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CliError(f"{what} not found: {path}; fix: {fix}")
+    return path
+
+
+def prepare_run_dir(out: str | Path, resume: bool) -> Path:
+    """The run folder: must hold a checkpoint when resuming, must not hold one otherwise."""
+    out = Path(out)
+    has_ckpt = (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir()
+    if resume and not has_ckpt:
+        raise CliError(f"--resume: {out} holds no checkpoint (expected {out / 'checkpoint'}); fix: point --out at the "
+                       "folder of the run to continue, or drop --resume to start a new run")
+    if not resume and has_ckpt:
+        raise CliError(f"{out} already holds a run with a checkpoint; fix: add --resume to continue it, or choose a "
+                       "new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def positive(name: str, value, allow_zero: bool = False):
+    if value is None:
+        return value
+    if value < 0 or (value == 0 and not allow_zero):
+        raise CliError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}; fix: pass a "
+                       f"{'non-negative' if allow_zero else 'positive'} value")
+    return value
+
+
+# ---- text ---------------------------------------------------------------------------------------------
+def text_files(path: str | Path) -> list[Path]:
+    """A text file, or every text file (*.txt, *.raw, *.tokens, *.text) under a folder, sorted."""
+    path = require_path(path, "text data", "pass --data a .txt file or a folder of .txt files")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+    if not files:
+        raise CliError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {path}; fix: pass --data a text file or a "
+                       "folder that holds some")
+    return files
+
+
+def build_text_data(data: str | Path, out: Path, *, tokenizer: str | None, vocab_size: int, seq_len: int,
+                    resume: bool) -> tuple[Dataset, object, dict]:
+    """Token blocks of `seq_len` from the text at `data`; the tokenizer is loaded (--tokenizer, or the run
+    folder's own when resuming) or trained (byte-level BPE) on the data and saved in out/tokenizer."""
+    from tasks.text.corpus import TokenBlockDataset
+    from tasks.text.tokenizer import load_tokenizer, train_tokenizer
+
+    files = text_files(data)
+    own = out / "tokenizer"
+    if tokenizer is not None:
+        tok = load_tokenizer(require_path(tokenizer, "tokenizer", "pass --tokenizer a tokenizer.json or its folder"))
+        source = str(tokenizer)
+    elif resume and (own / "tokenizer.json").is_file():
+        tok, source = load_tokenizer(own), str(own)
+    else:
+        tok = train_tokenizer(files, kind="bpe", vocab_size=vocab_size)
+        tok.save(own)
+        source = f"trained on --data (byte-level BPE, vocab {vocab_size}), saved in {own}"
+    dataset = TokenBlockDataset([str(f) for f in files], tok, block_size=seq_len, cache_dir=out / "cache")
+    if len(dataset) == 0:
+        raise CliError(f"{data} produced no text blocks; fix: pass a file with some text in it")
+    info = {"kind": "text", "path": str(data), "files": len(files), "blocks": len(dataset), "seq_len": seq_len,
+            "tokenizer": source, "vocab_size": tok.vocab_size, "style": tok.style}
+    return dataset, tok, info
+
+
+def text_overrides(tok) -> dict:
+    """Method/encoder fields that must come from the tokenizer."""
+    return {"vocab_size": tok.vocab_size, "pad_id": tok.pad_id, "mask_id": tok.mask_id,
+            "special_ids": tuple(sorted(set(tok.special_ids)))}
+
+
+# ---- vision -------------------------------------------------------------------------------------------
+class Mapped(Dataset):
+    """dataset[i] -> fn(dataset[i]) (picklable when fn is, for DataLoader workers)."""
+
+    def __init__(self, dataset, fn):
+        self.dataset, self.fn = dataset, fn
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.fn(self.dataset[i])
+
+
+def images_only(sample) -> dict:
+    return {"images": sample[0]}
+
+
+class ApplyToImage:
+    """(image, label) -> transform(image): for transforms that produce several crops (DINO)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, sample):
+        return self.transform(sample[0])
+
+
+def vision_stats_name(data: str) -> str:
+    from tasks.vision.registry import _stats_name, detect_vision_layout
+
+    return _stats_name(detect_vision_layout(data), data)
+
+
+def build_vision_data(data: str, image_size: int, *, multicrop: dict | None = None) -> tuple[Dataset, dict]:
+    """Images for pretraining: a known data set name ("digits") or a folder (CIFAR-10, MNIST, ImageFolder).
+
+    Items are {"images": (C, H, W)} with the pretraining augmentation, or, with `multicrop` (keyword
+    arguments of `baselines.multicrop.MultiCropTransform`), a list of crops for `collate_crops`.
+    """
+    from tasks.vision.registry import build_vision_dataset
+
+    if str(data).lower() != "digits":
+        require_path(data, "image data", "pass --data digits, a CIFAR-10/MNIST folder or an image folder "
+                                         "(<root>/<class>/<image>)")
+    if multicrop is None:
+        base = build_vision_dataset(data, "train", image_size=image_size, augment=True)
+        dataset = Mapped(base, images_only)
+    else:
+        from baselines.multicrop import MultiCropTransform
+        from tasks.vision.transforms import DATASET_STATS
+
+        mean, std = DATASET_STATS[vision_stats_name(data)]
+        base = build_vision_dataset(data, "train", image_size=None)
+        dataset = Mapped(base, ApplyToImage(MultiCropTransform(global_size=image_size, mean=mean, std=std,
+                                                               **multicrop)))
+    if len(dataset) == 0:
+        raise CliError(f"{data} holds no images; fix: check the folder layout (<root>/<class>/<image>)")
+    first = base[0][0]
+    info = {"kind": "vision", "path": str(data), "images": len(dataset), "image_size": image_size,
+            "channels": int(first.shape[0])}
+    return dataset, info

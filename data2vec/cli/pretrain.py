@@ -1,0 +1,213 @@
+"""`data2vec pretrain`: self-supervised pretraining of data2vec, BERT (MLM) or DINO on text or images.
+
+Wires the data (`tasks/`), the method (`data2vec.model`, `baselines/`) and the loop (`data2vec.engine`).
+Under `torchrun --nproc_per_node N` it runs DDP: rank 0 trains the tokenizer and builds the token cache
+first, the other ranks then load them; only rank 0 writes metrics, plots and checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from .errors import CliError
+
+METHODS = ("data2vec", "bert", "dino")
+PRESETS = ("tiny", "mini", "small", "base")
+
+# Per-method defaults for the options left unset: (lr, weight decay, betas, clip) — small-scale starting points.
+DEFAULTS = {
+    ("data2vec", "text"): dict(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=5.0),  # paper: 2e-4 at 256x512
+    ("data2vec", "vision"): dict(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), clip_norm=3.0),  # released: 2e-3 at 2048
+    ("bert", "text"): dict(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=1.0),  # RoBERTa-style
+    ("dino", "vision"): dict(lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999), clip_norm=3.0),  # DINO: 5e-4 * B/256
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "pretrain", help="self-supervised pretraining (data2vec, BERT, DINO) on text or images",
+        description="Pretrain a method on unlabelled data, writing OUT/metrics.jsonl (one line per update), "
+        "OUT/config.json, OUT/plots/*.png and OUT/checkpoint/ (safetensors + optimiser state). Ctrl-C or SIGTERM "
+        "saves a checkpoint; rerun the same command with --resume to continue exactly where it stopped. "
+        "Multi-GPU: torchrun --nproc_per_node 8 -m data2vec pretrain ... (the global batch is "
+        "batch-size x grad-accum x processes).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--method", required=True, choices=METHODS,
+                   help="data2vec: regress the EMA teacher's averaged top-K layers (text or vision); bert: masked "
+                   "language modelling (text); dino: self-distillation with multi-crop (vision)")
+    p.add_argument("--modality", choices=("text", "vision"), default=None,
+                   help="text or vision; bert implies text, dino vision, data2vec needs it")
+    p.add_argument("--preset", choices=PRESETS, default="mini",
+                   help="model size: tiny (tests, seconds), mini (CPU, minutes), small (one GPU, hours), base (paper)")
+    p.add_argument("--data", required=True,
+                   help="text: a .txt file or a folder of them (one sentence per line, blank line between documents, "
+                   "WikiText files recognised); vision: 'digits' (bundled with scikit-learn), a CIFAR-10 or MNIST "
+                   "folder, or an image folder <root>/<class>/<image>")
+    p.add_argument("--out", required=True, help="run folder (created); must not hold a run unless --resume")
+    p.add_argument("--steps", type=int, default=1000, help="optimiser updates; tiny runs need a few hundred to move")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="samples per process per micro-batch; when you change the global batch, scale --lr with it")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per update: a larger global batch without more memory")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default per method: data2vec text 5e-4, vision 1e-3; bert 5e-4; dino "
+                   "5e-4). If the loss explodes or data2vec collapses, halve it and lengthen --warmup-steps")
+    p.add_argument("--min-lr", type=float, default=0.0, help="final learning rate of the cosine decay")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up updates (default 10%% of --steps); too short a warm-up is the most common "
+                   "cause of divergence and of data2vec collapse")
+    p.add_argument("--schedule", choices=("cosine", "tri_stage", "constant"), default="cosine",
+                   help="cosine: warm-up then cosine decay (data2vec/BEiT); tri_stage: fairseq's warm-up/hold/decay")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW decay, never applied to biases, norms, tokens or position tables (default text 0.01, "
+                   "vision 0.05, dino 0.04)")
+    p.add_argument("--clip-norm", type=float, default=None, help="gradient-norm clipping (0 = off; default text 5, "
+                   "vision 3, bert 1)")
+    p.add_argument("--seed", type=int, default=1, help="seeds init, data order, masks and augmentation")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: each rank's GPU)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="checkpoint every N updates (0 = at the end and on Ctrl-C/SIGTERM only); the checkpoint is "
+                   "replaced atomically, so an interrupted save never corrupts it")
+    p.add_argument("--log-every", type=int, default=10, help="console line every N updates when no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint; the losses equal those of an uninterrupted run")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU: faster; CPU: only on recent CPUs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; the first step is slow)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader workers (samples are seeded individually, so results do not depend on it)")
+    p.add_argument("--max-nonfinite", type=int, default=5,
+                   help="stop after this many non-finite losses in a row (each one skips its update)")
+    p.add_argument("--tokenizer", default=None,
+                   help="text: a tokenizer.json (or folder) to use instead of training a BPE on --data")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="text: vocabulary of the BPE trained on --data (default: the preset's; tiny 1000, mini 8192); "
+                   "a tiny corpus yields fewer tokens than asked")
+    p.add_argument("--seq-len", type=int, default=128,
+                   help="text: tokens per block (RoBERTa 512); at most the preset's positions (tiny/mini: 128/256)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="vision: input side in pixels (default: the preset's, 32 for tiny/mini/small)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method or encoder field, e.g. --set tau_end=0.9999 --set loss_reduction=mean "
+                   "--set dropout=0.0 (values parsed as JSON, else kept as text); see Data2VecConfig for the fields")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or console lines")
+    p.set_defaults(run=run)
+
+
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--set {item!r} is not KEY=VALUE; fix: e.g. --set tau_end=0.9999")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _fields(cls) -> set[str]:
+    from ..config import EncoderConfig
+
+    return {f.name for f in dataclasses.fields(cls)} | {f.name for f in dataclasses.fields(EncoderConfig)}
+
+
+def build_method(name: str, modality: str, preset: str, derived: dict, user: dict):
+    """The method object; `derived` overrides (from the data) are kept only where the config has the field,
+    `user` overrides (--set) must all exist."""
+    if name == "data2vec":
+        from ..model import Data2Vec as Method, Data2VecConfig as Config
+    elif name == "bert":
+        try:
+            from baselines.bert import BertMLM as Method, BertMLMConfig as Config
+        except ImportError:
+            raise CliError("the BERT baseline (baselines/bert.py) is not part of this installation; fix: use "
+                           "--method data2vec, or update the project") from None
+    else:
+        from baselines.dino import DINO as Method, DINOConfig as Config
+    known = _fields(Config)
+    unknown = sorted(set(user) - known)
+    if unknown:
+        raise CliError(f"--set: {Config.__name__} has no field(s) {unknown}; fix: use one of {sorted(known)}")
+    overrides = {k: v for k, v in derived.items() if k in known}
+    overrides.update(user)
+    cfg = Config.preset(modality, preset, **overrides)
+    return Method(cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import distributed as dist_utils
+    from ..config import get_preset
+    from ..engine import PretrainConfig, TrainingAborted, pretrain
+    from .common import build_text_data, build_vision_data, choose_device, positive, prepare_run_dir, set_seed, text_overrides
+
+    modality = args.modality or {"bert": "text", "dino": "vision"}.get(args.method)
+    if modality is None:
+        raise CliError("--method data2vec needs --modality text or --modality vision")
+    if (args.method, modality) not in DEFAULTS:
+        raise CliError(f"--method {args.method} does not train on {modality}; fix: bert is text-only, dino is "
+                       "vision-only, data2vec does both")
+    for flag in ("steps", "batch_size", "grad_accum", "seq_len", "max_nonfinite"):
+        positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    for flag in ("save_every", "log_every", "workers", "warmup_steps"):
+        positive(f"--{flag.replace('_', '-')}", getattr(args, flag), allow_zero=True)
+    if args.lr is not None and args.lr <= 0:
+        raise CliError(f"--lr must be > 0, got {args.lr}; fix: e.g. --lr 5e-4")
+    user = _parse_sets(args.set)
+    device = choose_device(args.device)
+    out = prepare_run_dir(args.out, args.resume)
+    rank, _, world = dist_utils.init_distributed(device)
+    defaults = DEFAULTS[(args.method, modality)]
+
+    # ---- data (rank 0 first: it trains the tokenizer / fills the caches the others then reuse) -------
+    enc = get_preset(modality, args.preset)
+    derived, collate = {}, None
+    for turn in (0, 1):
+        if (rank == 0) == (turn == 0):
+            if modality == "text":
+                if args.seq_len > enc.max_positions - enc.position_offset:
+                    raise CliError(f"--seq-len {args.seq_len} exceeds the {args.preset} preset's "
+                                   f"{enc.max_positions - enc.position_offset} positions; fix: lower --seq-len")
+                vocab = args.vocab_size or enc.vocab_size
+                dataset, tok, data_info = build_text_data(args.data, out, tokenizer=args.tokenizer, vocab_size=vocab,
+                                                          seq_len=args.seq_len, resume=args.resume or rank > 0)
+                derived = text_overrides(tok)
+            else:
+                size = args.image_size or enc.image_size
+                multicrop = None
+                if args.method == "dino":
+                    from baselines.dino import DINOConfig
+                    from baselines.multicrop import collate_crops
+
+                    dcfg = DINOConfig.preset("vision", args.preset, image_size=size)
+                    multicrop = dict(local_size=dcfg.local_size, n_local=dcfg.n_local,
+                                     global_scale=dcfg.global_scale, local_scale=dcfg.local_scale)
+                    collate = collate_crops
+                    # DINO's schedules are given in ImageNet steps: scale them to this run
+                    derived.update(teacher_temp_warmup_steps=max(1, int(0.3 * args.steps)),
+                                   freeze_last_layer_steps=min(dcfg.freeze_last_layer_steps, args.steps // 10))
+                dataset, data_info = build_vision_data(args.data, size, multicrop=multicrop)
+                derived.update(image_size=size, in_chans=data_info["channels"])
+        dist_utils.barrier()
+
+    set_seed(args.seed)  # the same initial weights on every rank
+    method = build_method(args.method, modality, args.preset, derived, user)
+    cfg = PretrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        lr=args.lr if args.lr is not None else defaults["lr"], min_lr=args.min_lr, warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay if args.weight_decay is not None else defaults["weight_decay"],
+        betas=defaults["betas"], clip_norm=args.clip_norm if args.clip_norm is not None else defaults["clip_norm"],
+        schedule=args.schedule, bf16=args.bf16, compile=args.compile, save_every=args.save_every,
+        log_every=args.log_every, max_nonfinite=args.max_nonfinite, seed=args.seed, device=device,
+        num_workers=args.workers, find_unused_parameters=args.method == "dino", quiet=args.quiet or rank > 0)
+    run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
+                  "data": data_info, "overrides": user}
+    try:
+        pretrain(method, dataset, cfg, out, resume=args.resume, collate_fn=collate, run_config=run_config)
+    except TrainingAborted as error:
+        raise CliError(str(error)) from None
+    finally:
+        dist_utils.cleanup()
+    return 0
