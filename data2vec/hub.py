@@ -156,20 +156,29 @@ def family_of(hf_config: dict) -> str:
 
 
 def normalise_keys(state: dict[str, Tensor], family: str) -> dict[str, Tensor]:
-    """Strip the task model's prefix (`roberta.` ...), rename TF-era gamma/beta and newer module names."""
+    """Strip the task model's prefix (`roberta.` ...), rename TF-era gamma/beta and newer module names.
+
+    In a task model's checkpoint the keys without the prefix belong to the task head; one that would
+    collide with a backbone key after stripping (BeitForMaskedImageModeling's own `layernorm`) is kept
+    apart as `task.<key>` and reported unused."""
     prefix = PREFIX[family] + "."
-    out = {}
-    for key, value in state.items():
-        if key.startswith(prefix):
-            key = key[len(prefix):]
+    prefixed = any(key.startswith(prefix) for key in state)
+
+    def rename(key: str) -> str:
         key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
         key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
         for pattern, repl in NEW_STYLE_RENAMES:
             if re.match(pattern, key):
-                key = re.sub(pattern, repl, key)
-                break
-        out[key] = value
-    return out
+                return re.sub(pattern, repl, key)
+        return key
+
+    body = {rename(k[len(prefix):]): v for k, v in state.items() if k.startswith(prefix)} if prefixed else \
+        {rename(k): v for k, v in state.items()}
+    if prefixed:
+        for key, value in state.items():
+            if not key.startswith(prefix):
+                body["task." + key if rename(key) in body else rename(key)] = value
+    return body
 
 
 # ---------------------------------------------------------------------------------------------------

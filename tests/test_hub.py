@@ -427,3 +427,18 @@ def test_sharded_safetensors_and_pytorch_bin_folders(tmp_path):
             torch.testing.assert_close(load_pretrained(tmp_path / folder)(images), ref, atol=ATOL, rtol=0)
     assert load_pretrained(tmp_path / "bin").report.ignored_buffers == [
         "encoder.layer.0.attention.attention.relative_position_index"]
+
+
+def test_masked_image_modeling_checkpoint_keeps_its_own_layernorm_apart(tmp_path):
+    """BeitForMaskedImageModeling has `beit.layernorm` (final norm) and its own `layernorm` (MIM head)."""
+    hf_cfg = transformers.BeitConfig(**VISION, use_mean_pooling=False, use_mask_token=True,
+                                     use_shared_relative_position_bias=True, attn_implementation="eager")
+    hf = build_hf(transformers.BeitForMaskedImageModeling, hf_cfg, tmp_path)
+    model = load_pretrained(tmp_path)
+    assert model.head is None and model.report.missing == []
+    assert set(model.report.unused) == {"task.layernorm.weight", "task.layernorm.bias", "lm_head.weight",
+                                        "lm_head.bias"}
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=images), hf.beit(pixel_values=images).last_hidden_state,
+                                   atol=ATOL, rtol=0)
