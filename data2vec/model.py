@@ -65,8 +65,9 @@ class Data2VecConfig:
     random_prob: float = 0.1  # paper (BERT): 10% of the selected tokens become a random token
     keep_prob: float = 0.1  # paper (BERT): 10% of the selected tokens stay unchanged
     span_length: int = 4  # released config: mask_multiple_length = 4 (text_masking="span" only)
-    mask_id: int = 4  # <mask> id: 4 in our trained vocabularies (tasks/text/tokenizer), 50264 in RoBERTa's
-    special_ids: tuple[int, ...] = (0, 1, 2, 3, 4)  # never selected, never drawn as random ids (+ pad, mask)
+    mask_id: int = 50264  # <mask> id: 50264 in RoBERTa's vocabulary, 4 in ours (tasks/text/tokenizer); CLI: tokenizer.mask_id
+    special_ids: tuple[int, ...] = (0, 1, 2, 3, 50264)  # RoBERTa <s> <pad> </s> <unk> <mask>; never selected, never
+    #                                                     drawn as random ids (pad_id and mask_id are always added)
     # --- vision masking (BEiT block-wise) --------------------------------------------------------
     mask_ratio: float = 120 / 196  # data2vec-vision: 120 of 196 patches; reduced scale: 0.6
     min_block: int = 0  # smallest block in patches; 0 = scaled to the grid (16/196 of it: 16 at 14x14, 5 at 8x8)
