@@ -545,7 +545,7 @@ def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, 
     }
     if main:
         atomic_write_text(out / "summary.json", json.dumps({k: _json_value(v) for k, v in summary.items()}, indent=2))
-        if show and stop_reason:
+        if stop_reason:  # printed even with --quiet: the user must learn how to continue
             print(f"pretrain: stopped by {stop_reason} after update {steps_done}; checkpoint saved in {ckpt_dir}. "
                   "Resume with the same command plus --resume.", flush=True)
         elif show:

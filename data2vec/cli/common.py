@@ -83,18 +83,18 @@ def build_text_data(data: str | Path, out: Path, *, tokenizer: str | None, vocab
     own = out / "tokenizer"
     if tokenizer is not None:
         tok = load_tokenizer(require_path(tokenizer, "tokenizer", "pass --tokenizer a tokenizer.json or its folder"))
-        source = str(tokenizer)
+        source, trained = str(tokenizer), False
     elif resume and (own / "tokenizer.json").is_file():
-        tok, source = load_tokenizer(own), str(own)
+        tok, source, trained = load_tokenizer(own), str(own), True
     else:
-        tok = train_tokenizer(files, kind="bpe", vocab_size=vocab_size)
+        tok = train_tokenizer(files, kind="bpe", vocab_size=vocab_size)  # byte-level BPE on --data
         tok.save(own)
-        source = f"trained on --data (byte-level BPE, vocab {vocab_size}), saved in {own}"
+        source, trained = str(own), True
     dataset = TokenBlockDataset([str(f) for f in files], tok, block_size=seq_len, cache_dir=out / "cache")
     if len(dataset) == 0:
         raise CliError(f"{data} produced no text blocks; fix: pass a file with some text in it")
     info = {"kind": "text", "path": str(data), "files": len(files), "blocks": len(dataset), "seq_len": seq_len,
-            "tokenizer": source, "vocab_size": tok.vocab_size, "style": tok.style}
+            "tokenizer": source, "tokenizer_trained_on_data": trained, "vocab_size": tok.vocab_size, "style": tok.style}
     return dataset, tok, info
 
 

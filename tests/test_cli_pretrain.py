@@ -1,0 +1,119 @@
+"""`data2vec pretrain` end to end on data written here: text and vision runs, SIGTERM + --resume equality,
+clear one-line errors for bad input, and a 2-process torchrun launch of the real command."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data2vec.cli import main
+
+WORDS = "the cat sat on a mat while dogs ran over hills and birds sang in green trees near old rivers".split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    with open(path, "w") as fh:
+        for _ in range(30):
+            for _ in range(6):
+                fh.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + ".\n")
+            fh.write("\n")
+    return path
+
+
+def text_args(corpus, out, steps=6, *extra):
+    return ["pretrain", "--method", "data2vec", "--modality", "text", "--preset", "tiny", "--data", str(corpus),
+            "--steps", str(steps), "--batch-size", "4", "--seq-len", "32", "--seed", "2", "--out", str(out),
+            "--device", "cpu", "--quiet", *extra]
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_text_run_writes_the_run_folder(corpus, tmp_path):
+    assert main(text_args(corpus, tmp_path / "run")) == 0
+    out = tmp_path / "run"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(k in records[0] for k in ("loss", "lr", "tau", "target_std", "pred_std", "throughput"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "data2vec" and config["data"]["kind"] == "text"
+    assert config["method_config"]["encoder"]["vocab_size"] == config["data"]["vocab_size"]
+    assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "plots" / "loss.png").is_file()
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_sigterm_then_resume_equals_uninterrupted_run(corpus, tmp_path):
+    steps = 30
+    assert main(text_args(corpus, tmp_path / "full", steps)) == 0
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "data2vec", *text_args(corpus, out, steps)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-2000:]
+    done = len(losses(out))
+    assert 2 <= done < steps, "the run finished before SIGTERM arrived"
+    assert "--resume" in stdout
+    assert main(text_args(corpus, out, steps, "--resume")) == 0
+    assert losses(out) == losses(tmp_path / "full")  # exact equality on CPU
+
+
+def test_bad_input_gives_one_clear_line(corpus, tmp_path, capsys):
+    assert main(text_args(tmp_path / "missing.txt", tmp_path / "a")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not found" in err[0] and "fix:" in err[0]
+    assert main(text_args(corpus, tmp_path / "b", 3)) == 0
+    (tmp_path / "b" / "checkpoint" / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    assert main(text_args(corpus, tmp_path / "b", 3, "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors is corrupt" in err[0] and "Traceback" not in err[0]
+    assert main(text_args(corpus, tmp_path / "b", 3)) == 2  # a fresh run must not overwrite a run
+    assert "--resume" in capsys.readouterr().err
+    assert main(text_args(corpus, tmp_path / "c", 3, "--resume")) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+    assert main(text_args(corpus, tmp_path / "d", 3, "--warmup-steps", "5")) == 2
+    assert "warm-up" in capsys.readouterr().err
+    assert main(["pretrain", "--method", "dino", "--modality", "text", "--data", str(corpus), "--out",
+                 str(tmp_path / "e")]) == 2
+    assert "vision-only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--method", "mae", "--data", str(corpus), "--out", str(tmp_path / "f")])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("method", ["data2vec", "dino"])
+def test_vision_digits_runs(method, tmp_path):
+    out = tmp_path / method
+    args = ["pretrain", "--method", method, "--modality", "vision", "--preset", "tiny", "--data", "digits",
+            "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["loss"] is not None for r in records)
+    assert json.loads((out / "config.json").read_text())["data"]["channels"] == 1
+
+
+def test_torchrun_two_processes(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "data2vec", *text_args(corpus, out, 3)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch"] == 8 and summary["steps_done"] == 3
+    assert summary["teacher_checksums"][0] == summary["teacher_checksums"][1]
+    assert len(losses(out)) == 3
