@@ -86,8 +86,10 @@ class Attention(nn.Module):
         """x: (B, T, D); mask: as returned by `padding_to_attn_mask`."""
         B, T, D = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias_vector())  # (B, T, 3D)
-        qkv = qkv.view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D/H)
-        q, k, v = qkv.unbind(0)  # each (B, H, T, D/H)
+        qkv = qkv.view(B, T, 3, self.heads, D // self.heads)  # (B, T, 3, H, D/H)
+        # split on the q/k/v axis, then (B, T, H, D/H) -> (B, H, T, D/H); unbinding dim 2 (not a permuted dim 0)
+        # lets backward stack the three gradients straight into qkv's layout, saving one (B, T, 3D) copy
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each (B, H, T, D/H)
         dropout_p = self.attn_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D/H)
         out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, D): heads concatenated

@@ -1,0 +1,112 @@
+"""Smoke and parity tests of benchmarks/speed.py at toy size (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SPEED_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+@pytest.fixture(scope="module")
+def speed():
+    spec = importlib.util.spec_from_file_location("bench_speed", SPEED_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_sizes(speed):
+    sizes = speed.parse_sizes("4x256:32, 12x768:8")
+    assert [(s.depth, s.dim, s.batch, s.heads) for s in sizes] == [(4, 256, 32, 4), (12, 768, 8, 12)]
+    assert sizes[0].name == "4x256_b32"
+    for bad in ("4x256", "4-256:32", "4x100:8", "0x256:8", "4x256:0"):
+        with pytest.raises(ValueError, match="--sizes"):
+            speed.parse_sizes(bad)
+
+
+def test_pad_inputs(speed):
+    size = speed.Size(1, 64, 6)
+    x, padding_mask, g = speed.make_inputs(size, 10, "pad", "cpu")
+    assert x.shape == g.shape == (6, 10, 64) and x.requires_grad
+    assert padding_mask.dtype == torch.bool and padding_mask.shape == (6, 10)
+    assert not padding_mask[0].any()  # the first sequence is full length
+    assert (padding_mask.sum(1) <= 5).all()  # at most half of every sequence is padding
+    # padding is a tail: once padded, padded to the end
+    assert (padding_mask.int().diff(dim=1) >= 0).all()
+    with pytest.raises(ValueError, match="variant"):
+        speed.make_inputs(size, 10, "ragged", "cpu")
+
+
+@pytest.mark.parametrize("variant", ["nopad", "pad"])
+def test_same_function_and_gradients(speed, variant):
+    """With our weights copied in, BertEncoder and nn.TransformerEncoder compute our Encoder's function."""
+    size = speed.Size(2, 64, 3)
+    models = speed.build_all(size, "cpu")
+    x, padding_mask, g = speed.make_inputs(size, 9, variant, "cpu")
+    keep = torch.ones(3, 9, dtype=torch.bool) if padding_mask is None else ~padding_mask
+    outputs, input_grads, fc1_grads = {}, {}, {}
+    for name, model in models.items():
+        x.grad = None
+        y = speed.forward_fn(name, model, padding_mask)(x)
+        (y * g * keep[..., None]).sum().backward()  # loss over real tokens only
+        outputs[name], input_grads[name] = y.detach(), x.grad.clone()
+        first = {"ours": lambda m: m.blocks[0].ffn.fc1, "hf": lambda m: m.layer[0].intermediate.dense,
+                 "torch": lambda m: m.layers[0].linear1}[name](model)
+        fc1_grads[name] = first.weight.grad.clone()
+    for other in ("hf", "torch"):
+        torch.testing.assert_close(outputs[other][keep], outputs["ours"][keep], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(input_grads[other], input_grads["ours"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fc1_grads[other], fc1_grads["ours"], atol=1e-5, rtol=1e-4)
+    diffs = speed.max_abs_diff(models, x, padding_mask)
+    assert set(diffs) == {"hf", "torch"} and max(diffs.values()) < 1e-5
+
+
+def test_max_abs_diff_detects_a_mismatch(speed):
+    size = speed.Size(1, 64, 2)
+    models = speed.build_all(size, "cpu")
+    with torch.no_grad():
+        models["torch"].layers[0].linear2.bias[0] += 0.5  # one channel: a constant shift would vanish in the LayerNorm
+    x, _, _ = speed.make_inputs(size, 5, "nopad", "cpu")
+    diffs = speed.max_abs_diff(models, x, None)
+    assert diffs["hf"] < 1e-5 and diffs["torch"] > 0.1
+
+
+def test_time_interleaved_rotates_order(speed):
+    calls = []
+    steps = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    times = speed.time_interleaved(steps, reps=3, warmup=1, device="cpu")
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    assert all(len(ts) == 3 and min(ts) >= 0 for ts in times.values())
+    summary = speed.summarise({"ours": [1.0, 3.0, 2.0], "hf": [4.0, 4.0, 4.0], "torch": [2.0, 1.0, 2.0]})
+    assert summary["median_s"]["ours"] == 2.0 and summary["ours_over_hf"] == 0.5
+    assert summary["ours_over_torch"] == 1.0 and summary["ours_over_torch_min"] == 1.0
+
+
+def test_main_writes_json(speed, tmp_path):
+    out = tmp_path / "speed.json"
+    speed.main(["--sizes", "1x64:2", "--tokens", "8", "--reps", "2", "--warmup", "0", "--no-memory",
+                "--threads", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    entry = report["results"]["1x64_b2"]
+    assert set(entry["variants"]) == {"nopad", "pad"}
+    for summary in entry["variants"].values():
+        assert set(summary["median_s"]) == {"ours", "hf", "torch"}
+        assert summary["ours_over_hf"] > 0 and summary["ours_over_torch"] > 0
+        assert len(summary["times_s"]["ours"]) == 2
+    assert report["environment"]["threads"] == 1 and report["environment"]["torch"] == torch.__version__
+    with pytest.raises(ValueError, match="--variants"):
+        speed.main(["--variants", "nopad,odd", "--out", str(out)])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="CPU peak memory is measured via Linux /proc")
+def test_peak_memory_subprocess(speed):
+    # one step of a 1 x 256 block at B=8, T=64 keeps several (8, 64, 1024) float tensors: well over 1 MiB
+    peak = speed.measure_peak_memory("ours", speed.Size(1, 256, 8), 64, "nopad", "cpu", threads=1)
+    assert peak > 2**20
