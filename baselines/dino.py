@@ -33,6 +33,14 @@ Differences from the original
   tables; `freeze_last_layer_steps` and `teacher_temp_warmup_steps` are given in optimiser steps (the CLI
   converts epochs to steps).
 - The teacher is kept in float32 and eval mode (the original runs it in the same autocast as the student).
+
+Tuning notes. With the vision presets' layer scale (1e-4) the CLS token starts almost independent of the
+image, and in short tiny runs the centre first removes the initially dominant prototype and the teacher
+then drifts towards the uniform distribution (teacher_entropy -> log K, loss -> log K) while the student
+matches it (loss - teacher_entropy falls). Watch `teacher_batch_entropy` (0 = one prototype) and
+`teacher_entropy` (log K = uniform); against the uniform drift: a lower teacher temperature, a shorter
+teacher momentum time constant for short runs (momentum_base 0.99), `layer_scale=None` (DINO's ViT has
+none), and more steps: DINO's recipe assumes hundreds of thousands of them.
 """
 
 from __future__ import annotations
@@ -180,6 +188,11 @@ class DINOConfig:
             raise ValueError(f"unknown DINO/encoder field(s) {sorted(unknown)}")
         encoder = get_preset("vision", name, **{k: v for k, v in overrides.items() if k in enc_fields})
         values = dict(cls.HEADS[name])
+        values.setdefault("local_size", cls.local_size)
+        p, size = encoder.patch_size, encoder.image_size
+        if values["local_size"] > size or values["local_size"] % p:  # e.g. image_size overridden to 8 or 28 px
+            # about DINO's 96/224 of the global side, a multiple of the patch, at least one patch
+            values["local_size"] = max(p, round(size * 96 / 224 / p) * p)
         values.update({k: v for k, v in overrides.items() if k in own})
         return cls(encoder=encoder, **values)
 

@@ -17,6 +17,7 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 PAD, MASK, SPECIALS = 1, 4, (0, 1, 2, 3, 4)
 
 

@@ -198,6 +198,8 @@ def test_multicrop_transform_and_collate():
         MultiCropTransform(32, 16, 1, mean=(0.5,), std=(0.25,))(image)
     with pytest.raises(ValueError, match="local_size"):
         DINOConfig.preset("vision", "tiny", local_size=12)  # not a multiple of the 8 px patch
+    # a preset whose local crops do not fit a smaller image gets about 96/224 of it, in whole patches
+    assert DINOConfig.preset("vision", "tiny", image_size=8, patch_size=4).local_size == 4
 
 
 def test_tiny_run_student_matches_teacher_and_teacher_does_not_collapse_to_one_prototype():
