@@ -1,23 +1,359 @@
-"""`data2vec demo` (placeholder until the engine lands: a smoke run of the core on random data)."""
+"""`data2vec demo`: pretrain data2vec on real images that ship with scikit-learn and show what it learned.
+
+What it does (no download, no arguments, a few minutes on 2 CPU cores)
+1. Data: scikit-learn's handwritten digits (1,797 grey 8 x 8 images, 10 classes), split by
+   `tasks.vision.load_digits_dataset` into a 1,438-image train pool and a 359-image test set (seeded,
+   stratified). Pretraining sees only the train pool's images, never a label.
+2. Pretraining: data2vec (DESIGN section 4, vision recipe at reduced scale, section 8) on a small
+   pre-LN ViT: 8 x 8 images cut into 2 x 2 patches (a 4 x 4 grid), width 64, 4 blocks, learned absolute
+   positions; 40% of the patches masked in blocks; targets = average of the teacher's top 3 block
+   outputs, each layer-normed; 1,000 updates of 128 images, lr 5e-3.
+   The loop is `engine.pretrain`, which writes metrics.jsonl, plots and a checkpoint per method.
+   Optional (`--baselines`): DINO (DESIGN section 6) on the same encoder and data.
+3. Evaluation of frozen features, few labels: for L labels per class (10 and 50) and several random
+   label subsets, a linear probe (logistic regression, L2 strength chosen by cross-validation on the
+   labelled subset only) and DINO's weighted k-NN (k = 20, T = 0.07) on mean-pooled patch features;
+   scored on the test set. The same protocol runs on a randomly initialised encoder of the same
+   architecture (the floor pretraining must beat) and, as a reference, on the raw pixels.
+4. Output: a results table (mean ± std over label subsets), `results.json`, `plots/` (pretraining
+   loss curves, accuracy vs. labels per class) in `--out` (default runs/demo).
+
+Every number printed comes from this run. `--quick` is a ~30 s version (fewer steps, fewer subsets)
+used by the tests; its numbers are not meaningful.
+
+Differences from the paper's recipe (why): absolute learned positions instead of BEiT's relative bias and
+a 40% mask instead of 60% (on a 4 x 4 patch grid both measured better in a sweep of this demo: linear
+probe with 50 labels/class 89% vs 63-68% after 600 updates); no augmentation besides masking; 1,000 updates.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CliError
+
+
+@dataclass
+class DemoConfig:
+    """The demo's settings; defaults tuned to finish in about 3 minutes on 2 CPU cores."""
+
+    steps: int = 1000  # data2vec updates (about 89 passes over the 1,438 training images at batch 128)
+    batch_size: int = 128  # images per update
+    lr: float = 5e-3  # peak lr; swept on this demo: 2e-3 < 5e-3 (data2vec-vision: 2e-3 at batch 2048)
+    warmup_steps: int = 100  # 10% of the run
+    weight_decay: float = 0.05  # data2vec-vision
+    dim: int = 64  # encoder width
+    depth: int = 4  # blocks
+    heads: int = 4  # attention heads (16-wide)
+    patch_size: int = 2  # 8 x 8 digits -> a 4 x 4 grid of 2 x 2 patches
+    position: str = "learned"  # absolute learned positions (ViT); on a 4 x 4 grid they beat BEiT's relative bias
+    mask_ratio: float = 0.4  # 6 of 16 patches masked in blocks; swept: 0.4 > 0.6 on this tiny grid
+    label_budgets: tuple[int, ...] = (10, 50)  # labelled images per class for the probes
+    label_seeds: int = 5  # random label subsets per budget (mean ± std over them)
+    knn_k: int = 20  # DINO's k
+    knn_temperature: float = 0.07  # DINO's T
+    baselines: tuple[str, ...] = ()  # extra pretraining methods: "dino"
+    data2vec_overrides: dict = field(default_factory=dict)  # Data2VecConfig fields to change (experiments)
+    seed: int = 0  # seeds model init, masks, data order and the label subsets
+
+    @classmethod
+    def quick(cls, **overrides) -> "DemoConfig":
+        values = dict(steps=20, warmup_steps=2, label_seeds=2, label_budgets=(5, 20))
+        values.update(overrides)
+        return cls(**values)
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+
+
+def digits_tensors():
+    """(train images (N, 1, 8, 8) normalised, train labels, test images, test labels) as torch tensors."""
+    import torch
+
+    from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
+
+    out = []
+    for split in ("train", "test"):
+        ds = load_digits_dataset(split)
+        images = torch.from_numpy(np.asarray(ds.images, dtype=np.float32)).unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
+        out += [(images - DIGITS_MEAN[0]) / DIGITS_STD[0], torch.from_numpy(ds.labels)]
+    return tuple(out)
+
+
+class _Images:
+    """Map-style dataset of {"images": (1, 8, 8)} for engine.pretrain (labels withheld)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"images": self.images[i]}
+
+
+class _Crops:
+    """Map-style dataset of DINO multi-crop views of the digits (labels withheld)."""
+
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i])
+
+
+# ---- methods -----------------------------------------------------------------------------------------------
+
+
+def encoder_overrides(cfg: DemoConfig) -> dict:
+    return dict(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, image_size=8, patch_size=cfg.patch_size, in_chans=1,
+                position=cfg.position)
+
+
+def build_method(name: str, cfg: DemoConfig):
+    """The pretraining method and its collate function; all share one encoder architecture."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    if name == "data2vec":
+        from ..model import Data2Vec, Data2VecConfig
+
+        values = dict(mask_ratio=cfg.mask_ratio, **cfg.data2vec_overrides)
+        return Data2Vec(Data2VecConfig.preset("vision", "mini", **encoder_overrides(cfg), **values)), None
+    if name == "dino":
+        from baselines.dino import DINO, DINOConfig
+        from baselines.multicrop import collate_crops
+
+        dcfg = DINOConfig.preset("vision", "tiny", **encoder_overrides(cfg), local_size=4, n_local=2,
+                                 teacher_temp_warmup_steps=max(1, cfg.steps // 3), freeze_last_layer_steps=0,
+                                 momentum_base=0.99)
+        return DINO(dcfg), collate_crops
+    raise CliError(f"unknown demo method {name!r}; fix: use --baselines dino (or none)")
+
+
+def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: bool) -> dict:
+    """Pretrain one method with engine.pretrain; returns {"backbone", "seconds", "final_loss", "metrics"}."""
+    import shutil
+
+    from ..engine import PretrainConfig, pretrain, read_metrics
+
+    method, collate = build_method(name, cfg)
+    data = _Images(train_images)
+    if name == "dino":
+        from tasks.vision import DIGITS_MEAN, DIGITS_STD
+
+        # the images are already normalised: undo it for the crop pipeline, which normalises itself
+        raw = train_images * DIGITS_STD[0] + DIGITS_MEAN[0]
+        data = _Crops(raw, method.multicrop_transform(mean=DIGITS_MEAN, std=DIGITS_STD, flip=False))
+    run_dir = out / f"pretrain-{name}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo always starts afresh
+    pcfg = PretrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 100,
+                          warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                          clip_norm=3.0, seed=cfg.seed, device="cpu", quiet=True, plots=True, log_every=0,
+                          find_unused_parameters=name == "dino")
+    t0 = time.time()
+    summary = pretrain(method, data, pcfg, run_dir, collate_fn=collate,
+                       run_config={"method": name, "data": "sklearn digits (train pool)", "demo": dataclasses.asdict(cfg)})
+    seconds = time.time() - t0
+    records = read_metrics(run_dir / "metrics.jsonl")
+    if not quiet:
+        print(f"  {name:10s} {cfg.steps} updates in {seconds:5.1f} s, final loss {summary.get('final_loss'):.4g}",
+              flush=True)
+    return {"backbone": method.backbone, "seconds": seconds, "final_loss": summary.get("final_loss"),
+            "metrics": records, "run_dir": str(run_dir)}
+
+
+# ---- evaluation --------------------------------------------------------------------------------------------
+
+
+def evaluate_features(train_x, train_y, test_x, test_y, cfg: DemoConfig) -> dict:
+    """{"linear": {L: [acc per subset]}, "knn": {L: [...]}} for every label budget L."""
+    from ..probe import few_label_indices, knn_classify, linear_probe
+
+    res: dict[str, dict[int, list[float]]] = {"linear": {}, "knn": {}}
+    for budget in cfg.label_budgets:
+        for s in range(cfg.label_seeds):
+            idx = few_label_indices(train_y, budget, seed=cfg.seed + 1000 * budget + s)
+            x, y = train_x[idx], train_y[idx]
+            res["linear"].setdefault(budget, []).append(linear_probe(x, y, test_x, test_y, seed=s)["accuracy"])
+            res["knn"].setdefault(budget, []).append(
+                knn_classify(x, y, test_x, test_y, k=cfg.knn_k, temperature=cfg.knn_temperature)["accuracy"])
+    return res
+
+
+def _features(backbone, images, labels):
+    from ..probe import extract_features
+
+    return extract_features(backbone, [{"images": images[i : i + 512], "labels": labels[i : i + 512]}
+                                       for i in range(0, len(images), 512)], pooling="mean")
+
+
+# ---- report ----------------------------------------------------------------------------------------------
+
+
+def _cell(values: list[float]) -> str:
+    return f"{np.mean(values):5.1f} ± {np.std(values):3.1f}"
+
+
+def format_table(rows: dict[str, dict], budgets) -> str:
+    cols = [(p, b) for b in budgets for p in ("linear", "knn")]
+    head = f"{'features':22s}" + "".join(f"{p + ' @' + str(b) + '/class':>16s}" for p, b in cols)
+    lines = [head, "-" * len(head)]
+    for name, res in rows.items():
+        lines.append(f"{name:22s}" + "".join(f"{_cell(res[p][b]):>16s}" for p, b in cols))
+    return "\n".join(lines)
+
+
+def write_plots(out: Path, rows: dict[str, dict], curves: dict[str, list[dict]], budgets) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig = Figure(figsize=(6, 3.5), tight_layout=True)
+    ax = fig.add_subplot()
+    for name, records in curves.items():
+        pts = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
+    ax.set_xlabel("update")
+    ax.set_ylabel("pretraining loss")
+    ax.set_yscale("log")
+    ax.set_title("pretraining loss on digits (each method's own objective)")
+    ax.legend()
+    fig.savefig(plots / "pretrain_loss.png", dpi=100)
+    written.append(plots / "pretrain_loss.png")
+    fig = Figure(figsize=(9, 3.5), tight_layout=True)
+    for i, protocol in enumerate(("linear", "knn")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for name, res in rows.items():
+            means = [np.mean(res[protocol][b]) for b in budgets]
+            stds = [np.std(res[protocol][b]) for b in budgets]
+            ax.errorbar(list(budgets), means, yerr=stds, marker="o", capsize=3, label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(list(budgets), [str(b) for b in budgets])
+        ax.set_xlabel("labels per class")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("linear probe" if protocol == "linear" else "weighted k-NN")
+        ax.legend(fontsize=7)
+    fig.savefig(plots / "accuracy_vs_labels.png", dpi=100)
+    written.append(plots / "accuracy_vs_labels.png")
+    return written
+
+
+# ---- the command ---------------------------------------------------------------------------------------
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="a short tour on the CPU (placeholder: a smoke run of the core)")
+    p = sub.add_parser(
+        "demo",
+        help="pretrain data2vec on scikit-learn's digits and compare its frozen features with a random encoder "
+        "(a few minutes on a CPU, no download)",
+        description="Pretrain data2vec (optionally DINO) on the 8x8 digits that ship with scikit-learn, then score "
+        "frozen features with a linear probe and k-NN using 10 and 50 labels per class, against a randomly "
+        "initialised encoder of the same architecture and raw pixels. Prints a table, writes results.json and "
+        "plots/ in --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (results.json, plots/, one run folder per method)")
+    p.add_argument("--quick", action="store_true",
+                   help="a ~30 s smoke version (30 updates, 2 label subsets): checks the pipeline, numbers not meaningful")
+    p.add_argument("--steps", type=int, default=None,
+                   help="pretraining updates (default 1000). More steps keep improving the features; the teacher's "
+                   "EMA ramp and the lr schedule scale with it")
+    p.add_argument("--baselines", default="",
+                   help="comma-separated extra methods pretrained on the same encoder: 'dino' (adds about a minute)")
+    p.add_argument("--label-seeds", type=int, default=None, help="random label subsets per budget (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, masks, data order and label subsets")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, usually the number of cores)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..backbone import build_backbone
-    from ..config import vision_preset
+    t_start = time.time()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    overrides = {"seed": args.seed}
+    if args.steps is not None:
+        if args.steps < 2:
+            raise CliError(f"--steps must be >= 2, got {args.steps}; fix: use e.g. 1000")
+        overrides.update(steps=args.steps, warmup_steps=max(1, args.steps // 10))
+    if args.label_seeds is not None:
+        if args.label_seeds < 1:
+            raise CliError(f"--label-seeds must be >= 1, got {args.label_seeds}")
+        overrides["label_seeds"] = args.label_seeds
+    baselines = tuple(b.strip().lower() for b in args.baselines.split(",") if b.strip())
+    for b in baselines:
+        if b not in ("dino",):
+            raise CliError(f"--baselines: unknown method {b!r}; fix: use 'dino' or leave it out")
+    overrides["baselines"] = baselines
+    cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
-    model = build_backbone(vision_preset("tiny"))
-    out = model(torch.randn(2, 3, 32, 32))
-    out.square().mean().backward()
-    print(f"demo: tiny vision encoder forward/backward ok, output {tuple(out.shape)}")
+    train_x, train_y, test_x, test_y = digits_tensors()
+    print(f"data2vec demo: scikit-learn digits, {len(train_x)} unlabeled training images (8x8, grey), "
+          f"{len(test_x)} test images")
+    print(f"encoder: ViT {cfg.depth} blocks x {cfg.dim} wide, {cfg.patch_size}x{cfg.patch_size} patches "
+          f"({(8 // cfg.patch_size) ** 2} tokens + CLS); torch threads: {torch.get_num_threads()}")
+    print("pretraining (labels unused):", flush=True)
+    trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False) for name in ("data2vec",) + baselines}
+
+    print("evaluating frozen features (mean-pooled patch tokens):", flush=True)
+    from ..backbone import build_backbone
+
+    torch.manual_seed(cfg.seed)
+    random_encoder = build_backbone(trained["data2vec"]["backbone"].cfg)  # same architecture, untrained
+    ytr, yte = train_y.numpy(), test_y.numpy()
+    rows: dict[str, dict] = {}
+    t_eval = time.time()
+    for name, model in [("random init (no training)", random_encoder)] + [(n, t["backbone"]) for n, t in trained.items()]:
+        fx_train, _ = _features(model, train_x, train_y)
+        fx_test, _ = _features(model, test_x, test_y)
+        rows[name] = evaluate_features(fx_train, ytr, fx_test, yte, cfg)
+    rows["raw pixels (reference)"] = evaluate_features(train_x.flatten(1).numpy(), ytr, test_x.flatten(1).numpy(), yte, cfg)
+    eval_seconds = time.time() - t_eval
+
+    table = format_table(rows, cfg.label_budgets)
+    print()
+    print(f"test accuracy (%) on {len(test_x)} digits, mean ± std over {cfg.label_seeds} random label subsets")
+    print(table)
+    plots = write_plots(out, rows, {n: t["metrics"] for n, t in trained.items()}, cfg.label_budgets)
+    elapsed = time.time() - t_start
+    results = {
+        "config": dataclasses.asdict(cfg),
+        "quick": bool(args.quick),
+        "data": {"train_images": len(train_x), "test_images": len(test_x), "source": "sklearn.datasets.load_digits"},
+        "protocol": {"features": "mean of patch tokens (final norm applied)", "linear": "logistic regression, C by "
+                     "3-fold CV on the labelled subset", "knn": f"weighted k-NN, k={cfg.knn_k}, T={cfg.knn_temperature}"},
+        "pretraining": {n: {"seconds": round(t["seconds"], 2), "final_loss": t["final_loss"], "run_dir": t["run_dir"]}
+                        for n, t in trained.items()},
+        "results": {name: {p: {str(b): {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v}
+                               for b, v in res[p].items()} for p in res} for name, res in rows.items()},
+        "eval_seconds": round(eval_seconds, 2),
+        "wall_time_s": round(elapsed, 2),
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.txt").write_text(table + "\n")
+    print()
+    print(f"wrote {out / 'results.json'}, {out / 'results.txt'}, " + ", ".join(str(p) for p in plots))
+    print(f"total time {elapsed:.0f} s (pretraining {sum(t['seconds'] for t in trained.values()):.0f} s, "
+          f"evaluation {eval_seconds:.0f} s)")
     return 0

@@ -1,0 +1,41 @@
+"""`data2vec demo --quick`: the whole pipeline runs on scikit-learn's digits and writes its table, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_demo_quick_writes_table_json_and_plots(tmp_path, capsys):
+    from data2vec.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "random init" in printed and "data2vec" in printed and "raw pixels" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True
+    rows = results["results"]
+    assert set(rows) == {"random init (no training)", "data2vec", "raw pixels (reference)"}
+    for row in rows.values():
+        for protocol in ("linear", "knn"):
+            for budget, cell in row[protocol].items():
+                assert len(cell["runs"]) == results["config"]["label_seeds"]
+                assert 0.0 <= cell["mean"] <= 100.0
+    # the printed table is the one in results.txt, and its numbers are the JSON's means
+    table = (out / "results.txt").read_text()
+    assert table.strip() in printed
+    mean = rows["data2vec"]["linear"]["5"]["mean"]
+    assert f"{mean:5.1f}" in table
+    for plot in ("pretrain_loss.png", "accuracy_vs_labels.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+    # engine.pretrain wrote the data2vec run folder (metrics + checkpoint)
+    assert (out / "pretrain-data2vec" / "metrics.jsonl").is_file()
+    assert (out / "pretrain-data2vec" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_demo_rejects_bad_options(capsys):
+    from data2vec.cli import main
+
+    assert main(["demo", "--baselines", "simclr"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "simclr" in err[0] and "fix" in err[0]
