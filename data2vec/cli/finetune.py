@@ -9,7 +9,7 @@ Where the backbone comes from (`--init`):
 - nothing: a randomly initialised encoder of `--preset` (a "from scratch" baseline).
 
 Outputs in `--out`: `eval.jsonl` (one line per epoch), `metrics.json` (best and final metrics, config),
-`best/` (the best epoch's weights, loadable again with `--init`).
+`best/` (the best epoch's weights, loadable again with `--init`), `tokenizer/` (text tasks).
 """
 
 from __future__ import annotations
@@ -316,6 +316,8 @@ def _text_backbone(args, default_preset_overrides: dict | None = None):
             raise CliError(f"the tokenizer has {tokenizer.vocab_size} tokens but the encoder only "
                            f"{init.encoder_config.vocab_size}; fix: use the tokenizer the model was pretrained with")
     cfg = init.encoder_config
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    tokenizer.save(Path(args.out) / "tokenizer")  # so that <out>/best works as --init on its own
     limit = cfg.max_positions - cfg.position_offset
     if args.max_length > limit:
         raise CliError(f"--max-length {args.max_length} exceeds the encoder's {limit} positions; fix: use "
