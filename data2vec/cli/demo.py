@@ -209,10 +209,10 @@ def _cell(values: list[float]) -> str:
 
 def format_table(rows: dict[str, dict], budgets) -> str:
     cols = [(p, b) for b in budgets for p in ("linear", "knn")]
-    head = f"{'features':22s}" + "".join(f"{p + ' @' + str(b) + '/class':>16s}" for p, b in cols)
+    head = f"{'features':27s}" + "".join(f"{p + ' @' + str(b) + '/class':>18s}" for p, b in cols)
     lines = [head, "-" * len(head)]
     for name, res in rows.items():
-        lines.append(f"{name:22s}" + "".join(f"{_cell(res[p][b]):>16s}" for p, b in cols))
+        lines.append(f"{name:27s}" + "".join(f"{_cell(res[p][b]):>18s}" for p, b in cols))
     return "\n".join(lines)
 
 
@@ -241,7 +241,6 @@ def write_plots(out: Path, rows: dict[str, dict], curves: dict[str, list[dict]],
             means = [np.mean(res[protocol][b]) for b in budgets]
             stds = [np.std(res[protocol][b]) for b in budgets]
             ax.errorbar(list(budgets), means, yerr=stds, marker="o", capsize=3, label=name)
-        ax.set_xscale("log")
         ax.set_xticks(list(budgets), [str(b) for b in budgets])
         ax.set_xlabel("labels per class")
         ax.set_ylabel("test accuracy (%)")
