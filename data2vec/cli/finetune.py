@@ -259,7 +259,22 @@ def add_parser(sub) -> None:
 # ---- the command ---------------------------------------------------------------------------------------
 
 
+def check_device(name: str) -> None:
+    """A clear error for a device this machine does not have (instead of torch's traceback)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CliError(f"--device {name!r} is not a device name; fix: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {name}: no CUDA GPU is available here; fix: use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CliError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here; fix: use cuda:0")
+
+
 def _check_positive(args) -> None:
+    check_device(args.device)
     for name in ("epochs", "batch_size", "max_length", "max_train_examples", "max_eval_examples", "image_size"):
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..probe import extract_features, few_label_indices, knn_classify, linear_probe
-    from .finetune import _subset, image_datasets, load_init
+    from .finetune import _subset, check_device, image_datasets, load_init
+
+    check_device(args.device)
 
     for name in ("k", "batch_size", "label_seeds", "labels_per_class", "max_train_examples", "max_eval_examples"):
         value = getattr(args, name)
