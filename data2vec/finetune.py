@@ -220,18 +220,6 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
 # ---- the loop ------------------------------------------------------------------------------------------
 
 
-def _set_seed(seed: int) -> None:
-    try:
-        from .engine import set_seed
-    except ImportError:  # pragma: no cover - engine not importable
-        set_seed = None
-    if set_seed is not None:
-        set_seed(seed)
-    else:
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-
-
 def _build_optimizer(model: nn.Module, cfg: FinetuneConfig):
     from .engine import build_optimizer
 
@@ -269,7 +257,9 @@ def finetune(
         raise ValueError("finetune: the training set is empty; check --data and --max-train-examples")
     if len(eval_set) == 0:
         raise ValueError("finetune: the evaluation set is empty; check --data and --max-eval-examples")
-    _set_seed(cfg.seed)
+    from .engine import set_seed
+
+    set_seed(cfg.seed)
     device = torch.device(cfg.device)
     model.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
