@@ -415,9 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=15,
                    help="timed repetitions per implementation for sizes narrower than 512 (default 15); more reps "
                         "= steadier medians on a busy machine")
-    p.add_argument("--reps-large", type=int, default=5,
-                   help="repetitions for widths >= 512 (default 5; a 12x768 step takes seconds on a laptop CPU)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per implementation first (default 2)")
+    p.add_argument("--reps-large", type=int, default=3,
+                   help="repetitions for widths >= 512 (default 3; a 12x768 step takes seconds on a laptop CPU)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation first (default 1)")
     p.add_argument("--threads", type=int, default=available_cores(),
                    help="torch.set_num_threads (default: the cores this process may use)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses (faster)")
