@@ -1,0 +1,16 @@
+"""Test-session settings shared by every test file.
+
+One torch thread everywhere, in this process and in the subprocesses the end-to-end tests start
+(`OMP_NUM_THREADS` is inherited): results that are compared bit for bit (resume equality, 1 vs 2
+processes) then come from the same reduction order, and the tiny models of the tests run faster on one
+thread than on two when the machine is shared.
+"""
+
+import os
+
+import torch
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(1)
