@@ -17,6 +17,9 @@ import dataclasses
 from dataclasses import dataclass
 
 MODALITIES = ("text", "vision")
+_FIELD_TYPES = {  # annotation -> accepted Python types (an int is a valid float)
+    "str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "float | None": (float, int, type(None)),
+}
 POSITION_SCHEMES = ("learned", "sincos", "relative", "none")
 INIT_SCHEMES = ("bert", "beit")
 
@@ -78,6 +81,13 @@ class EncoderConfig:
 
         def fail(field_name: str, problem: str, fix: str) -> None:
             raise ValueError(f"EncoderConfig.{field_name}: {problem}; {fix}")
+
+        for f in dataclasses.fields(self):  # types first, so a string from the command line is named clearly
+            value = getattr(self, f.name)
+            allowed = _FIELD_TYPES[f.type]
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                fail(f.name, f"expected {f.type}, got {value!r} ({type(value).__name__})",
+                     "pass a value of that type (on the command line: --set KEY=VALUE, null for None)")
 
         if self.modality not in MODALITIES:
             fail("modality", f"unknown modality {self.modality!r}", f"use one of {MODALITIES}")

@@ -90,7 +90,7 @@ def add_parser(sub) -> None:
                    help="vision: input side in pixels (default: the preset's, 32 for tiny/mini/small)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method or encoder field, e.g. --set tau_end=0.9999 --set loss_reduction=mean "
-                   "--set dropout=0.0 (values parsed as JSON, else kept as text); see Data2VecConfig for the fields")
+                   "--set dropout=0.0 (values parsed as JSON, else kept as text; none or null = None); see Data2VecConfig for the fields")
     p.add_argument("--quiet", action="store_true", help="no progress bar or console lines")
     p.set_defaults(run=run)
 
@@ -101,6 +101,9 @@ def _parse_sets(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CliError(f"--set {item!r} is not KEY=VALUE; fix: e.g. --set tau_end=0.9999")
+        if value.strip().lower() == "none":
+            out[key.strip()] = None
+            continue
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
