@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .errors import CliError
+from .errors import CliError, HelpFormatter
 
 EXPORT_FAMILIES = ("roberta", "data2vec-text", "bert", "vit", "data2vec-vision", "beit")
 
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
         description="Convert between HuggingFace `save_pretrained` folders and our checkpoint format. "
         "Download the official weights yourself (e.g. `huggingface-cli download facebook/data2vec-text-base "
         "--local-dir d2v-text`); nothing here uses the network.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     direction = p.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from-hf", metavar="FOLDER",

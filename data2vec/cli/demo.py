@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CliError
+from .errors import CliError, HelpFormatter
 
 
 @dataclass
@@ -263,7 +263,7 @@ def add_parser(sub) -> None:
         "frozen features with a linear probe and k-NN using 10 and 50 labels per class, against a randomly "
         "initialised encoder of the same architecture and raw pixels. Prints a table, writes results.json and "
         "plots/ in --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", help="output folder (results.json, plots/, one run folder per method)")
     p.add_argument("--quick", action="store_true",

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CliError
+from .errors import CliError, HelpFormatter
 
 TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 TASKS = TEXT_TASKS + ("squad", "xquad", "image")
@@ -189,7 +189,7 @@ def add_parser(sub) -> None:
         help="fine-tune on GLUE, SQuAD/XQuAD or images (evaluation each epoch, best checkpoint kept)",
         description="Fine-tune a pretrained (or random) backbone with a task head; evaluates after every epoch, "
         "keeps the best epoch in <out>/best and writes <out>/metrics.json and <out>/eval.jsonl.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--task", required=True, choices=TASKS,
                    help="GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte wnli: trains on train.tsv, evaluates on "

@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import json
 
-from .errors import CliError
+from .errors import CliError, HelpFormatter
 
 METHODS = ("data2vec", "bert", "dino")
 PRESETS = ("tiny", "mini", "small", "base")
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
         "saves a checkpoint; rerun the same command with --resume to continue exactly where it stopped. "
         "Multi-GPU: torchrun --nproc_per_node 8 -m data2vec pretrain ... (the global batch is "
         "batch-size x grad-accum x processes).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--method", required=True, choices=METHODS,
                    help="data2vec: regress the EMA teacher's averaged top-K layers (text or vision); bert: masked "
                    "language modelling (text); dino: self-distillation with multi-crop (vision)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CliError
+from .errors import CliError, HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
         description="Freeze a backbone, extract pooled features and score a linear probe and a weighted k-NN "
         "classifier. A good pretrained encoder beats a random one of the same size by a wide margin; compare "
         "with `--init` left out (random init) to see the gain.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--init", default=None,
                    help="the encoder: a `data2vec pretrain` run folder (or its checkpoint/), a fine-tuned <out>/best "
