@@ -21,7 +21,8 @@ DEFAULTS = {
     ("data2vec", "text"): dict(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=5.0),  # paper: 2e-4 at 256x512
     ("data2vec", "vision"): dict(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), clip_norm=3.0),  # released: 2e-3 at 2048
     ("bert", "text"): dict(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=1.0),  # RoBERTa-style
-    ("dino", "vision"): dict(lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999), clip_norm=3.0),  # DINO: 5e-4 * B/256
+    # DINO: lr is per 256 samples; run() scales it by the global batch (linear scaling rule, main_dino.py)
+    ("dino", "vision"): dict(lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999), clip_norm=3.0),
 }
 
 
@@ -53,7 +54,9 @@ def add_parser(sub) -> None:
                    help="micro-batches per update: a larger global batch without more memory")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default per method: data2vec text 5e-4, vision 1e-3; bert 5e-4; dino "
-                   "5e-4). If the loss explodes or data2vec collapses, halve it and lengthen --warmup-steps")
+                   "5e-4 * global batch / 256, DINO's linear scaling rule, e.g. 1.25e-4 at 64; larger rates drive "
+                   "tiny DINO runs to the uniform collapse). If the loss explodes or data2vec collapses, halve it and "
+                   "lengthen --warmup-steps")
     p.add_argument("--min-lr", type=float, default=0.0, help="final learning rate of the cosine decay")
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="linear warm-up updates (default 10%% of --steps); too short a warm-up is the most common "
@@ -163,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_run_dir(args.out, args.resume)
     rank, _, world = dist_utils.init_distributed(device)
     defaults = DEFAULTS[(args.method, modality)]
+    if args.method == "dino":  # DINO's linear scaling rule: lr = 5e-4 * global batch / 256
+        defaults = dict(defaults, lr=defaults["lr"] * args.batch_size * args.grad_accum * world / 256)
 
     # ---- data (rank 0 first: it trains the tokenizer / fills the caches the others then reuse) -------
     enc = get_preset(modality, args.preset)
