@@ -202,31 +202,59 @@ def test_multicrop_transform_and_collate():
     assert DINOConfig.preset("vision", "tiny", image_size=8, patch_size=4).local_size == 4
 
 
-def test_tiny_run_student_matches_teacher_and_teacher_does_not_collapse_to_one_prototype():
-    """40 steps on 8 kinds of smooth random images. What DINO does this early at tiny scale: the centre
-    removes the initially dominant prototype, so the teacher's entropy (and with it the loss) rises towards
-    log K; the student's part of the loss, KL(P_t || P_s) = loss - H(P_t), falls several-fold."""
+def test_reduced_presets_drop_layer_scale_because_it_makes_the_cls_token_ignore_the_image():
+    """The cause of the uniform collapse on tiny runs: with layer scale 1e-4 every block's update is scaled
+    by 1e-4 at init, so the CLS output is the same vector for every image; without it images differ."""
+    assert DINOConfig.preset("vision", "tiny").encoder.layer_scale is None  # DINO's ViT has none
+    assert DINOConfig.preset("vision", "mini").encoder.layer_scale is None
+    assert DINOConfig.preset("vision", "tiny", layer_scale=1e-4).encoder.layer_scale == 1e-4  # override wins
+    assert DINOConfig.preset("vision", "base").encoder.layer_scale == 1e-4  # the data2vec backbone, unchanged
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    off_diagonal = ~torch.eye(8, dtype=torch.bool)
+    cosines = {}
+    for layer_scale in (1e-4, None):
+        torch.manual_seed(0)
+        model = DINO(DINOConfig.preset("vision", "tiny", layer_scale=layer_scale))
+        with torch.no_grad():
+            cls = F.normalize(model.backbone(x)[:, 0], dim=-1)  # (B, D) CLS features
+        cosines[layer_scale] = (cls @ cls.T)[off_diagonal]  # cosine between different images
+    assert cosines[1e-4].min() > 0.9999  # practically one output for all images: nothing to bootstrap from
+    assert cosines[None].max() < 0.995  # distinguishable images
+
+
+def test_tiny_run_loss_falls_and_teacher_neither_uniform_nor_one_prototype():
+    """DINO on tiny images (issue 4), DINO's own ViT (learned positions, no layer scale) at DINO's lr rule
+    (5e-4 * 64 / 256). The loss first rises towards log K while the centre catches up (~20 steps), then
+    falls; the teacher ends clearly below log K per image (not uniform) with a batch entropy near log K
+    (different images on different prototypes, not one)."""
     torch.manual_seed(0)
-    model = tiny(freeze_last_layer_steps=3)
-    g = torch.Generator().manual_seed(0)
-    protos = F.avg_pool2d(torch.randn(8, 3, 32, 32, generator=g), 5, 1, 2) * 3  # (8, C, H, W)
+    model = tiny(position="learned", init="bert", out_dim=64, momentum_base=0.99, teacher_temp_start=0.04,
+                 teacher_temp=0.04)
+    g = torch.Generator().manual_seed(1)
+    images = F.interpolate(torch.randn(256, 3, 4, 4, generator=g), size=32, mode="bilinear")  # smooth, (N, C, H, W)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.04)
-    T, B, kl, batch_entropy = 40, 16, [], []
+    T, B, losses, kl = 100, 64, [], []
+    opt = torch.optim.AdamW(params, lr=5e-4 * B / 256, weight_decay=0.04)
     for step in range(T):
-        for group in opt.param_groups:  # linear warm-up over 10 steps, as DINO warms up its lr
-            group["lr"] = 5e-4 * min(1.0, (step + 1) / 10)
-        x = protos[torch.randint(0, 8, (B,), generator=g)] + 0.3 * torch.randn(B, 3, 32, 32, generator=g)
-        views = [x.flip(-1), 1.1 * x, x[:, :, :16, :16], x[:, :, 16:, 16:]]  # 2 global + 2 local crops
+        x = images[torch.randint(0, 256, (B,), generator=g)]
+        views = [x + 0.3 * torch.randn(x.shape, generator=g) for _ in range(2)]  # 2 global crops
+        for _ in range(2):  # 2 local 16 px crops at random places
+            i, j = torch.randint(0, 17, (2,), generator=g).tolist()
+            views.append(x[:, :, i:i + 16, j:j + 16] + 0.3 * torch.randn(B, 3, 16, 16, generator=g))
         loss, stats = model({"crops": views})
         opt.zero_grad()
         loss.backward()
         opt.step()
         model.step_hook(step, T)
         assert math.isfinite(stats["loss"])
+        losses.append(stats["loss"])
         kl.append(stats["loss"] - stats["teacher_entropy"])
-        batch_entropy.append(stats["teacher_batch_entropy"])
     log_k = math.log(model.cfg.out_dim)
-    early, late = sum(kl[10:15]) / 5, sum(kl[-5:]) / 5
-    assert late < 0.5 * early, (early, late)  # the student learns to match the teacher
-    assert min(batch_entropy[5:]) > 0.5 * log_k  # not every image on one prototype (that gives 0)
+    mean = lambda values: sum(values) / len(values)
+    settled, last = mean(losses[20:30]), mean(losses[-10:])
+    # seeds 0-2 measured: falls by 0.06 / 0.13 / 0.26; per-image entropy 3.61 / 3.72 / 3.33 (log K = 4.16);
+    # batch entropy 4.08 / 4.12 / 3.95
+    assert last < settled - 0.03, (settled, last)  # the loss falls once the centre has settled
+    assert stats["teacher_entropy"] < log_k - 0.2, stats  # sharper than uniform
+    assert stats["teacher_batch_entropy"] > 0.8 * log_k, stats  # far from one prototype (0)
+    assert mean(kl[-10:]) < mean(kl[20:30]), kl  # and the student matches the teacher better
