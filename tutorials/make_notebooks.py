@@ -73,6 +73,7 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
     import torch
 
     from data2vec import Data2Vec, Data2VecConfig, bert_mask, block_mask, build_targets, regression_loss
+    from data2vec.engine import param_groups
     from data2vec.masking import special_tokens_mask
     from data2vec.model import CollapseError
     from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
@@ -151,7 +152,7 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
     """),
     code("""
     g = torch.Generator().manual_seed(0)
-    fig, axes = plt.subplots(2, 4, figsize=(10, 5.4))
+    fig, axes = plt.subplots(2, 4, figsize=(10, 6.2))
     for ax in axes[0]:
         m = block_mask(14, 14, 120, min_block=16, generator=g)  # (14, 14) bool, True = masked
         assert int(m.sum()) <= 120
@@ -338,8 +339,10 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
 
     The schedule (paper, section 3.2): $\tau$ rises linearly from $\tau_0$ to $\tau_e$ over the first
     $\tau_n$ updates, then stays at $\tau_e$. The reduced presets use $0.99 \to 0.999$ over the first
-    30% of the run. AdamW with the released vision settings ($\beta = (0.9, 0.999)$, weight decay 0.05,
-    clip 3), a 5-step linear warm-up to lr $5 \cdot 10^{-3}$, batches of 64 digits, 30 steps.
+    30% of the run. AdamW with the released vision settings ($\beta = (0.9, 0.999)$, weight decay 0.05
+    except on biases, norms and the CLS / mask tokens - `engine.param_groups` - and gradient clipping at 3),
+    a 5-step linear warm-up to lr $5 \cdot 10^{-3}$ (the `data2vec demo` value), batches of 64 digits,
+    30 steps.
     """),
     code("""
     def lr_at(step: int, peak: float = 5e-3, warmup: int = 5) -> float:
@@ -349,8 +352,9 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
 
     def train(model: Data2Vec, steps: int = 30, batch_size: int = 64, seed: int = 0) -> list[dict]:
         torch.manual_seed(seed)  # fixes the batches and the masks (drawn from the global RNG)
-        params = [p for p in model.parameters() if p.requires_grad]  # student + head, never the teacher
-        opt = torch.optim.AdamW(params, lr=lr_at(0), betas=(0.9, 0.999), weight_decay=0.05)
+        groups = param_groups(model, weight_decay=0.05)  # trainable only: student + head, never the teacher
+        params = [p for g in groups for p in g["params"]]
+        opt = torch.optim.AdamW(groups, lr=lr_at(0), betas=(0.9, 0.999))
         model.train()
         history = []
         for step in range(steps):
@@ -404,8 +408,9 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
     masked student has to predict a *different* target at each position. When training collapses anyway
     (too high a learning rate, too fast a teacher, a `"sum"` reduction that multiplies the step size by
     $D$), the targets and predictions become the same for every token: `target_std` and `pred_std` fall
-    towards 0 while the loss looks excellent. fairseq logs these two numbers for that reason and stops
-    below `min_target_var=0.1` / `min_pred_var=0.01` after 5,000 updates. `Data2Vec` does the same
+    towards 0 while the loss looks excellent. fairseq logs these two numbers for that reason (as
+    `target_var` / `pred_var`) and stops below `min_target_var=0.1` / `min_pred_var=0.01` after 5,000
+    updates. `Data2Vec` does the same
     (`collapse_min_target_std`, `collapse_min_pred_std`, `collapse_warmup_steps`, `collapse_patience`
     consecutive steps) and raises `CollapseError` with advice. The warm-up matters: as seen above,
     `pred_std` starts below 0.01 in a healthy run.
