@@ -170,7 +170,7 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
         ax.set_title(f"digit: {int(m.sum())}/16 masked")
     for ax in axes.flat:
         ax.set_xticks([]); ax.set_yticks([])
-    fig.suptitle("BEiT block masks (top: ViT-B size, bottom: our 4x4 grid on digits)")
+    fig.suptitle("BEiT block masks (top: ViT-B size, black = masked; bottom: our 4x4 grid, red = masked)")
     plt.tight_layout(); plt.show()
     """),
     # ------------------------------------------------------------------------------------------------
