@@ -29,7 +29,7 @@ reset just before the step (/proc/self/clear_refs), and the mark after the step 
 is the step's own peak (activations kept for backward, gradients, temporaries) as the operating system
 sees it; glibc is told to mmap every block >= 64 KiB so that freed tensors leave the RSS at once.
 
-Run:  python benchmarks/speed.py                    (CPU, both default sizes, ~5 min on 2 cores)
+Run:  python benchmarks/speed.py                    (CPU, both default sizes, ~7 min on 2 cores)
       python benchmarks/speed.py --device cuda --reps 30
       python benchmarks/speed.py --sizes 4x256:32 --reps 5 --no-memory --out /tmp/speed.json
 
@@ -356,7 +356,8 @@ def environment(device: str) -> dict:
 
 
 def summarise(times: dict[str, list[float]]) -> dict:
-    """Medians and minima (seconds per step), the ratios ours/hf and ours/torch of both, and the raw times."""
+    """Medians and minima (seconds per step), the ratios ours/hf and ours/torch of both and paired per
+    repetition, and the raw times."""
     med = {name: statistics.median(ts) for name, ts in times.items()}
     best = {name: min(ts) for name, ts in times.items()}
     out = {"median_s": med, "min_s": best, "times_s": times}
@@ -364,7 +365,24 @@ def summarise(times: dict[str, list[float]]) -> dict:
         if other in med:
             out[f"ours_over_{other}"] = med["ours"] / med[other]
             out[f"ours_over_{other}_min"] = best["ours"] / best[other]  # best-of: less sensitive to a busy machine
+            # paired: the median over repetitions of ours / other within the same repetition (run seconds
+            # apart), which cancels the slow drifts of a shared host that move both times together
+            out[f"ours_over_{other}_paired"] = statistics.median(a / b for a, b in zip(times["ours"], times[other]))
     return out
+
+
+def add_headline(entry: dict) -> None:
+    """Copy one variant's medians and ratios to the top of a size's entry (``nopad`` when measured).
+
+    ``results[size]["median_s"]``, ``["ours_over_hf"]`` and ``["ours_over_torch"]`` are then the headline
+    figures; ``["headline_variant"]`` says which variant they come from; ``["variants"]`` keeps them all.
+    """
+    variant = "nopad" if "nopad" in entry["variants"] else next(iter(entry["variants"]))
+    summary = entry["variants"][variant]
+    entry["headline_variant"] = variant
+    entry["median_s"] = dict(summary["median_s"])
+    entry["ours_over_hf"] = summary["ours_over_hf"]
+    entry["ours_over_torch"] = summary["ours_over_torch"]
 
 
 def run_benchmark(sizes: list[Size], tokens: int, variants: list[str], reps: int, warmup: int, device: str,
@@ -391,6 +409,7 @@ def run_benchmark(sizes: list[Size], tokens: int, variants: list[str], reps: int
                 + f"  | ours/hf={summary['ours_over_hf']:.3f}  ours/torch={summary['ours_over_torch']:.3f}"
                 + f"  (max |diff| {max(diff.values()):.1e}, {n_reps} reps)")
         del models
+        add_headline(entry)
         if memory:
             peak = {impl: measure_peak_memory(impl, size, tokens, "nopad", device, threads) for impl in IMPLEMENTATIONS}
             entry["peak_step_memory_mib"] = {k: v / 2**20 for k, v in peak.items()}
@@ -415,8 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=15,
                    help="timed repetitions per implementation for sizes narrower than 512 (default 15); more reps "
                         "= steadier medians on a busy machine")
-    p.add_argument("--reps-large", type=int, default=3,
-                   help="repetitions for widths >= 512 (default 3; a 12x768 step takes seconds on a laptop CPU)")
+    p.add_argument("--reps-large", type=int, default=8,
+                   help="repetitions for widths >= 512 (default 8; a 12x768 step takes seconds on a laptop CPU, and "
+                        "on a shared host single steps vary by +-20%%, so fewer reps cannot settle a 5%% difference)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per implementation first (default 1)")
     p.add_argument("--threads", type=int, default=available_cores(),
                    help="torch.set_num_threads (default: the cores this process may use)")
@@ -472,7 +492,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("ratios (median time ours / other; < 1 = ours faster):")
     for name, entry in results.items():
         for variant, s in entry["variants"].items():
-            print(f"  {name} {variant:5s} ours_over_hf={s['ours_over_hf']:.3f}  ours_over_torch={s['ours_over_torch']:.3f}")
+            print(f"  {name} {variant:5s} ours_over_hf={s['ours_over_hf']:.3f}  ours_over_torch={s['ours_over_torch']:.3f}"
+                  f"  (paired per repetition: {s['ours_over_hf_paired']:.3f}, {s['ours_over_torch_paired']:.3f})")
     print(f"wrote {args.out}")
     return report
 

@@ -87,6 +87,8 @@ def test_time_interleaved_rotates_order(speed):
     summary = speed.summarise({"ours": [1.0, 3.0, 2.0], "hf": [4.0, 4.0, 4.0], "torch": [2.0, 1.0, 2.0]})
     assert summary["median_s"]["ours"] == 2.0 and summary["ours_over_hf"] == 0.5
     assert summary["ours_over_torch"] == 1.0 and summary["ours_over_torch_min"] == 1.0
+    assert summary["ours_over_hf_paired"] == 0.5  # median of 1/4, 3/4, 2/4
+    assert summary["ours_over_torch_paired"] == 1.0  # median of 1/2, 3/1, 2/2
 
 
 def test_main_writes_json(speed, tmp_path):
@@ -100,6 +102,11 @@ def test_main_writes_json(speed, tmp_path):
         assert set(summary["median_s"]) == {"ours", "hf", "torch"}
         assert summary["ours_over_hf"] > 0 and summary["ours_over_torch"] > 0
         assert len(summary["times_s"]["ours"]) == 2
+    # the headline figures at the top of each size are the nopad variant's
+    assert entry["headline_variant"] == "nopad"
+    assert entry["median_s"] == entry["variants"]["nopad"]["median_s"]
+    assert entry["ours_over_hf"] == entry["variants"]["nopad"]["ours_over_hf"]
+    assert entry["ours_over_torch"] == entry["variants"]["nopad"]["ours_over_torch"]
     assert report["environment"]["threads"] == 1 and report["environment"]["torch"] == torch.__version__
     with pytest.raises(ValueError, match="--variants"):
         speed.main(["--variants", "nopad,odd", "--out", str(out)])
