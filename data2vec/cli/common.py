@@ -15,6 +15,7 @@ from ..checkpoint import set_seed  # noqa: F401  (re-exported for the subcommand
 from .errors import CliError
 
 TEXT_SUFFIXES = (".txt", ".raw", ".tokens", ".text")
+PYTHON_DOCS = "python-docs"  # --data value of the built-in text corpus (tasks/text/python_docs.py)
 
 
 # ---- devices and folders -----------------------------------------------------------------------------
@@ -61,8 +62,13 @@ def positive(name: str, value, allow_zero: bool = False):
 
 # ---- text ---------------------------------------------------------------------------------------------
 def text_files(path: str | Path) -> list[Path]:
-    """A text file, or every text file (*.txt, *.raw, *.tokens, *.text) under a folder, sorted."""
-    path = require_path(path, "text data", "pass --data a .txt file or a folder of .txt files")
+    """A text file, every text file (*.txt, *.raw, *.tokens, *.text) under a folder (sorted), or the
+    built-in corpus "python-docs" (the standard library's docstrings, built on first use)."""
+    if str(path) == PYTHON_DOCS:
+        from tasks.text.python_docs import python_docs_file
+
+        return [python_docs_file()]
+    path = require_path(path, "text data", f"pass --data a .txt file, a folder of .txt files or {PYTHON_DOCS}")
     if path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
