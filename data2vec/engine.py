@@ -535,6 +535,9 @@ def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, 
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
+    if not last and main:  # resumed a finished run: nothing new, report the last logged update
+        logged = read_metrics(metrics_path)
+        last = logged[-1] if logged else {}
     steps_done = last.get("step", start_step)
     summary = {
         "steps_done": steps_done, "steps": cfg.steps, "final_loss": last.get("loss"), "world_size": world,

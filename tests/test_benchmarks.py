@@ -1,4 +1,4 @@
-"""Smoke and parity tests of benchmarks/speed.py at toy size (no timing is asserted)."""
+"""Smoke and parity tests of benchmarks/speed.py and benchmarks/methods.py at toy size (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -117,3 +117,34 @@ def test_peak_memory_subprocess(speed):
     # one step of a 1 x 256 block at B=8, T=64 keeps several (8, 64, 1024) float tensors: well over 1 MiB
     peak = speed.measure_peak_memory("ours", speed.Size(1, 256, 8), 64, "nopad", "cpu", threads=1)
     assert peak > 2**20
+
+
+# ---- benchmarks/methods.py -----------------------------------------------------------------------------
+METHODS_PATH = SPEED_PATH.with_name("methods.py")
+
+
+@pytest.fixture(scope="module")
+def methods():
+    spec = importlib.util.spec_from_file_location("bench_methods", METHODS_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_methods_summarise_and_bad_arguments(methods):
+    s = methods.summarise([0.5, 0.25, 1.0], batch=8)
+    assert s["median_s_per_update"] == 0.5 and s["min_s_per_update"] == 0.25
+    assert s["samples_per_s"] == 16.0 and s["updates_timed"] == 3
+    with pytest.raises(ValueError, match="--steps must exceed --skip"):
+        methods.main(["--steps", "3", "--skip", "3"])
+
+
+def test_methods_run_one_times_every_update(methods, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(preset="tiny", batch_size=4, seq_len=16, steps=3, seed=0, device="cpu",
+                              text_data="python-docs", vision_data="digits")
+    result = methods.run_one("data2vec", "vision", args, tmp_path / "run", tokenizer=None)
+    assert len(result["step_times_s"]) == 3 and min(result["step_times_s"]) > 0
+    assert result["config"]["method"] == "data2vec" and result["config"]["global_batch"] == 4

@@ -166,6 +166,10 @@ def test_resume_gives_identical_losses(tmp_path):
     torch.manual_seed(1234)
     pretrain(TinyMethod(), NoisyData(), small_cfg(), tmp_path / "half", resume=True)
     assert losses(tmp_path / "half") == losses(tmp_path / "full")  # exact equality on CPU
+    # resuming a finished run does nothing and still reports the last update
+    summary = pretrain(TinyMethod(), NoisyData(), small_cfg(), tmp_path / "half", resume=True)
+    assert losses(tmp_path / "half") == losses(tmp_path / "full")
+    assert summary["steps_done"] == 8 and summary["final_loss"] == losses(tmp_path / "full")[-1]
 
 
 def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
