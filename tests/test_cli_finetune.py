@@ -67,6 +67,20 @@ def test_finetune_sst2_end_to_end(tmp_path, tokenizer_dir, capsys):
     assert again["final"]["accuracy"] == pytest.approx(metrics["best"]["accuracy"])
 
 
+def test_same_seed_same_run_whatever_the_global_rng(tmp_path, tokenizer_dir):
+    # the task head is built by the CLI before training starts: --seed must fix it, not the caller's RNG state
+    data = _write_sst2(tmp_path / "glue")
+    histories = []
+    for i, outside_seed in enumerate((123, 456)):
+        torch.manual_seed(outside_seed)
+        rc = main(["finetune", "--task", "sst2", "--data", str(data), "--lr", "1e-3", "--seed", "7"]
+                  + _tiny_args(tmp_path, tokenizer_dir, f"run{i}"))
+        assert rc == 0
+        histories.append([(h["train_loss"], h["accuracy"])
+                          for h in json.loads((tmp_path / f"run{i}" / "metrics.json").read_text())["history"]])
+    assert histories[0] == histories[1]
+
+
 def test_finetune_stsb_regression_with_subsets(tmp_path, tokenizer_dir):
     folder = tmp_path / "STS-B"
     folder.mkdir()

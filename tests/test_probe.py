@@ -176,6 +176,26 @@ def test_probe_command_on_image_folder_with_random_checkpoint(tmp_path, capsys):
     assert "knn" in capsys.readouterr().out
 
 
+def test_probe_random_encoder_follows_seed_not_the_global_rng(tmp_path):
+    from data2vec.cli import main
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)  # pure-noise images: the scores depend on the encoder's random weights
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    results = []
+    for i, outside_seed in enumerate((123, 456)):
+        torch.manual_seed(outside_seed)
+        rc = main(["probe", "--data", str(tmp_path / "imgs"), "--preset", "tiny", "--image-size", "8", "--k", "1",
+                   "--seed", "5", "--out", str(tmp_path / f"p{i}")])
+        assert rc == 0
+        results.append(json.loads((tmp_path / f"p{i}" / "metrics.json").read_text())["results"])
+    assert results[0] == results[1]
+
+
 def test_probe_command_bad_input_gives_one_clear_line(tmp_path, capsys):
     from data2vec.cli import main
 

@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-train-examples", type=int, default=None, help="use at most this many training images")
     p.add_argument("--max-eval-examples", type=int, default=None, help="use at most this many test images")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass during extraction")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subsets and the probe's CV folds")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random encoder (without --init), the subsets and the probe's CV folds")
     p.add_argument("--out", default="runs/probe", help="output folder for metrics.json")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(run=run)
@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
     if data.lower() != "digits" and not Path(data).exists():
         raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
     if args.init is None:
+        from ..checkpoint import set_seed
         from ..config import get_preset
+
+        set_seed(args.seed)  # the random encoder's weights come from --seed
 
         size = args.image_size or (8 if data.lower() == "digits" else get_preset("vision", args.preset).image_size)
         chans = image_datasets(data, size, args.seed, augment_train=False)[3]
