@@ -209,3 +209,22 @@ def test_probe_command_bad_input_gives_one_clear_line(tmp_path, capsys):
     rc = main(["probe", "--init", str(corrupt), "--data", "digits"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "corrupt" in err[0]
+
+
+def test_probe_image_size_and_channel_mismatch_are_explained(tmp_path, capsys):
+    from data2vec.backbone import build_backbone
+    from data2vec.checkpoint import save_checkpoint
+    from data2vec.cli import main
+    from data2vec.config import vision_preset
+
+    cfg = vision_preset("tiny", image_size=8, patch_size=4, in_chans=3)  # an RGB encoder with 4 x 4 patches
+    holder = torch.nn.Module()
+    holder.backbone = build_backbone(cfg)
+    save_checkpoint(tmp_path / "run" / "checkpoint", model=holder, optimizer=None, step=0,
+                    config={"method": {"encoder": cfg.to_dict()}})
+    rc = main(["probe", "--init", str(tmp_path / "run"), "--data", "digits", "--image-size", "6"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not divisible by the encoder's patch size 4" in err[0]
+    rc = main(["probe", "--init", str(tmp_path / "run"), "--data", "digits"])  # digits are grey, 1 channel
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "1 channel(s) but the encoder expects 3" in err[0]

@@ -599,31 +599,43 @@ def image_collate(batch):
     return {"images": torch.stack([b[0] for b in batch]), "labels": torch.tensor([int(b[1]) for b in batch])}
 
 
+def vision_init(data: str, init_path: str | None, preset: str, image_size: int | None, seed: int) -> tuple[Init, int]:
+    """The vision encoder (`--init`, or a random `--preset` fitted to the data's size and channels) and the
+    input size to use (--image-size, else the encoder's; digits: 8 px for a random encoder)."""
+    from ..config import get_preset
+
+    if init_path is None:
+        size = image_size or (8 if str(data).lower() == "digits" else get_preset("vision", preset).image_size)
+        chans = image_datasets(data, size, seed, augment_train=False)[3]
+        overrides = {"image_size": size, "in_chans": chans}
+        if size % get_preset("vision", preset).patch_size:
+            overrides["patch_size"] = 2 if size % 2 == 0 else 1  # small images: the largest patch that fits
+        init = load_init(None, "vision", preset, overrides)
+    else:
+        init = load_init(init_path, "vision", preset)
+    patch = init.encoder_config.patch_size
+    size = image_size or init.encoder_config.image_size
+    if size % patch:
+        raise CliError(f"--image-size {size} is not divisible by the encoder's patch size {patch}; "
+                       f"fix: use a multiple of {patch}")
+    return init, size
+
+
+def check_channels(data_chans: int, encoder_chans: int) -> None:
+    if data_chans != encoder_chans:
+        raise CliError(f"the images have {data_chans} channel(s) but the encoder expects {encoder_chans}; fix: use "
+                       "a data set with matching channels or an encoder trained on such images")
+
+
 def _run_image(args) -> int:
     from ..finetune import FinetuneConfig, finetune
     from ..heads import ImageClassificationHead, TaskModel
 
     args.out = args.out or "runs/finetune-image"
-    if args.init is None:
-        from ..config import get_preset
-
-        size = args.image_size or (8 if str(args.data).lower() == "digits" else get_preset("vision", args.preset).image_size)
-        probe_chans = image_datasets(args.data, size, args.seed, augment_train=False)[3]
-        overrides = {"image_size": size, "in_chans": probe_chans}
-        if size % get_preset("vision", args.preset).patch_size:
-            overrides["patch_size"] = 2 if size % 2 == 0 else 1
-        init = load_init(None, "vision", args.preset, overrides)
-    else:
-        init = load_init(args.init, "vision", args.preset)
+    init, size = vision_init(args.data, args.init, args.preset, args.image_size, args.seed)
     cfg_enc = init.encoder_config
-    size = args.image_size or cfg_enc.image_size
-    if size % cfg_enc.patch_size:
-        raise CliError(f"--image-size {size} is not divisible by the encoder's patch size {cfg_enc.patch_size}; "
-                       f"fix: use a multiple of {cfg_enc.patch_size}")
     train_set, eval_set, num_classes, in_chans = image_datasets(args.data, size, args.seed)
-    if in_chans != cfg_enc.in_chans:
-        raise CliError(f"the images have {in_chans} channel(s) but the encoder expects {cfg_enc.in_chans}; fix: use "
-                       "a data set with matching channels or an encoder trained on such images")
+    check_channels(in_chans, cfg_enc.in_chans)
     head = ImageClassificationHead(cfg_enc.dim, num_classes, pooling=args.pooling)
     model = TaskModel(init.backbone, head)
     _maybe_load_head(model, init)

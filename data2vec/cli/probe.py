@@ -70,8 +70,9 @@ def _loader(dataset, batch_size: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..checkpoint import set_seed
     from ..probe import extract_features, few_label_indices, knn_classify, linear_probe
-    from .finetune import _subset, check_device, image_datasets, load_init
+    from .finetune import _subset, check_channels, check_device, image_datasets, vision_init
 
     check_device(args.device)
 
@@ -85,27 +86,11 @@ def run(args: argparse.Namespace) -> int:
     data = str(args.data)
     if data.lower() != "digits" and not Path(data).exists():
         raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
-    if args.init is None:
-        from ..checkpoint import set_seed
-        from ..config import get_preset
-
-        set_seed(args.seed)  # the random encoder's weights come from --seed
-
-        size = args.image_size or (8 if data.lower() == "digits" else get_preset("vision", args.preset).image_size)
-        chans = image_datasets(data, size, args.seed, augment_train=False)[3]
-        overrides = {"image_size": size, "in_chans": chans}
-        if size % get_preset("vision", args.preset).patch_size:
-            overrides["patch_size"] = 2 if size % 2 == 0 else 1
-        init = load_init(None, "vision", args.preset, overrides)
-    else:
-        init = load_init(args.init, "vision", args.preset)
+    set_seed(args.seed)  # without --init, the random encoder's weights come from --seed
+    init, size = vision_init(data, args.init, args.preset, args.image_size, args.seed)
     cfg = init.encoder_config
-    size = args.image_size or cfg.image_size
-    if size % cfg.patch_size:
-        raise CliError(f"--image-size {size} is not divisible by the patch size {cfg.patch_size}; fix: use a multiple")
     train, test, num_classes, chans = image_datasets(data, size, args.seed, augment_train=False)
-    if chans != cfg.in_chans:
-        raise CliError(f"the images have {chans} channel(s) but the encoder expects {cfg.in_chans}; fix: use matching data")
+    check_channels(chans, cfg.in_chans)
     train = _subset(train, args.max_train_examples, args.seed)
     test = _subset(test, args.max_eval_examples, args.seed)
     device = torch.device(args.device)
