@@ -9,7 +9,8 @@ from .config import EncoderConfig, get_preset, text_preset, vision_preset
 from .ema import EMATeacher, cosine_momentum, ema_update_, linear_tau
 from .embeddings import PatchEmbedding, RelativePositionBias, TextEmbedding
 from .heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead, TaskModel
-from .hub import export_hf, load_pretrained
+from .hub import load_pretrained
+from .hub_export import export_hf
 from .losses import regression_loss
 from .masking import bert_mask, block_mask, block_masks, span_mask
 from .model import CollapseError, Data2Vec, Data2VecConfig

@@ -1,4 +1,4 @@
-"""Import and export of HuggingFace-format checkpoints (DESIGN section 7), and our own checkpoint format.
+"""Import of HuggingFace-format checkpoints (DESIGN section 7), and our own checkpoint format.
 
 A HuggingFace folder is what `save_pretrained` writes: `config.json` plus `model.safetensors` (or
 `pytorch_model.bin`, or a sharded `*.index.json`). `load_pretrained(folder)` builds our backbone
@@ -24,8 +24,9 @@ Families and the facts that matter (read from `transformers`' modelling code):
   and the pooler is LN(mean of patch tokens) = our `ImageClassificationHead(pooling="mean")`.
 
 Differences from `transformers`: q/k/v are one fused projection (the import concatenates them), and an
-attention mask is our bool `padding_mask` (True = pad). `export_hf` writes the same layout back for the
-text (RoBERTa / data2vec-text / BERT) and vision (ViT / data2vec-vision / BEiT) encoders.
+attention mask is our bool `padding_mask` (True = pad). `data2vec.hub_export.export_hf` writes the same
+layout back for the text (RoBERTa / data2vec-text / BERT) and vision (ViT / data2vec-vision / BEiT)
+encoders, from the name tables defined here.
 
 Our own format (`save_backbone` / `load_backbone`): `model.safetensors` with the state-dict keys of a
 `TaskModel` (`backbone.*`, `head.*`) and `config.json` = {"encoder": EncoderConfig.to_dict(), "family": ..., "head": ...}.
@@ -268,7 +269,7 @@ def encoder_config_from_hf(hf: dict, family: str, state: dict[str, Tensor]) -> E
 # ---------------------------------------------------------------------------------------------------
 
 
-def _pairs(backbone: nn.Module) -> list[tuple[str, str]]:
+def key_pairs(backbone: nn.Module) -> list[tuple[str, str]]:
     """(our key, HF key) for every 1:1 weight of this backbone (q/k/v and relative bias handled apart)."""
     ours = set(backbone.state_dict())
     text = isinstance(backbone, TextTransformer)
@@ -283,12 +284,12 @@ def _pairs(backbone: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def _qkv_names(i: int, text: bool) -> dict[str, str]:
+def qkv_key_names(i: int, text: bool) -> dict[str, str]:
     base = f"encoder.layer.{i}.{TEXT_QKV if text else VISION_QKV}"
     return {part: f"{base}.{name}" for part, name in (("q", "query"), ("k", "key"), ("v", "value"))}
 
 
-def _head_pairs(head: nn.Module | None) -> list[tuple[str, str]]:
+def head_key_pairs(head: nn.Module | None) -> list[tuple[str, str]]:
     """(our key, HF key after prefix stripping) for the head's weights."""
     if head is None:
         return []
@@ -338,10 +339,10 @@ def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tens
         if hf_key in hf:
             new[our_key] = _fit(hf_key, hf.pop(hf_key), target)
 
-    for our_key, hf_key in _pairs(backbone):
+    for our_key, hf_key in key_pairs(backbone):
         take(our_key, hf_key, ours[our_key])
     for i in range(len(backbone.encoder.blocks)):
-        names = _qkv_names(i, text)
+        names = qkv_key_names(i, text)
         qkv_key = f"encoder.blocks.{i}.attn.qkv.weight"
         D = ours[qkv_key].shape[1]
         if all(f"{names[p]}.weight" in hf for p in "qkv"):
@@ -369,7 +370,7 @@ def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tens
     if head is not None:
         head_state = head.state_dict()
         head_new = {}
-        for our_key, hf_key in _head_pairs(head):
+        for our_key, hf_key in head_key_pairs(head):
             leaf = our_key[len("head."):]
             if hf_key in hf:
                 head_new[leaf] = _fit(hf_key, hf.pop(hf_key), head_state[leaf])
@@ -618,180 +619,6 @@ def load_backbone(path: str | Path) -> nn.Module:
     return load_pretrained(path).backbone
 
 
-# ---------------------------------------------------------------------------------------------------
-# Export to the HuggingFace layout
-# ---------------------------------------------------------------------------------------------------
-
-
-def _export_error(family: str, problem: str, fix: str) -> ValueError:
-    return ValueError(f"cannot export to the {family!r} layout: {problem}; {fix}")
-
-
-def hf_config_for(cfg: EncoderConfig, family: str, head: nn.Module | None) -> dict:
-    """config.json of the `transformers` model that reproduces our encoder (checks that it can)."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown export family {family!r}; use one of {FAMILIES}")
-    if (family in TEXT_FAMILIES) != (cfg.modality == "text"):
-        raise _export_error(family, f"the encoder is a {cfg.modality} encoder",
-                            f"use one of {TEXT_FAMILIES if cfg.modality == 'text' else VISION_FAMILIES}")
-    common = {
-        "model_type": family, "hidden_size": cfg.dim, "num_hidden_layers": cfg.depth,
-        "num_attention_heads": cfg.heads, "intermediate_size": int(cfg.dim * cfg.mlp_ratio), "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.attn_dropout,
-        "layer_norm_eps": cfg.norm_eps, "initializer_range": cfg.init_std,
-    }
-    if family in TEXT_FAMILIES:
-        if cfg.norm_first:
-            raise _export_error(family, "the encoder is pre-LN", "BERT/RoBERTa layouts are post-LN (norm_first=False)")
-        if family == "bert" and cfg.position_offset != 0:
-            raise _export_error(family, f"position_offset={cfg.position_offset}", "use --family roberta")
-        if family != "bert" and cfg.position_offset != cfg.pad_id + 1:
-            raise _export_error(family, f"positions start at {cfg.position_offset}, RoBERTa's at pad_id + 1 = "
-                                f"{cfg.pad_id + 1}", "use --family bert for position_offset=0 encoders")
-        config = dict(common, vocab_size=cfg.vocab_size, max_position_embeddings=cfg.max_positions,
-                      type_vocab_size=max(cfg.type_vocab_size, 1), pad_token_id=cfg.pad_id,
-                      position_embedding_type="absolute")
-    else:
-        if cfg.patch_norm:
-            raise _export_error(family, "the encoder has a LayerNorm after the patch embedding (data2vec 2.0)",
-                                "no transformers model has it; keep this checkpoint in our format")
-        config = dict(common, image_size=cfg.image_size, patch_size=cfg.patch_size, num_channels=cfg.in_chans)
-        if family == "vit":
-            if cfg.position == "relative":
-                raise _export_error(family, "ViT has no relative position bias", "use --family data2vec-vision")
-            if cfg.layer_scale is not None:
-                raise _export_error(family, "ViT has no layer scale", "use --family data2vec-vision")
-            if not cfg.final_norm:
-                raise _export_error(family, "ViT ends with a final LayerNorm, this encoder has none",
-                                    "use --family data2vec-vision (mean pooling)")
-            config.update(qkv_bias=cfg.qkv_bias, encoder_stride=cfg.patch_size)
-        else:
-            absolute = cfg.position in ("learned", "sincos")
-            relative = cfg.position == "relative"
-            config.update(
-                use_mask_token=cfg.use_mask_token, use_absolute_position_embeddings=absolute,
-                use_relative_position_bias=relative and not cfg.shared_rel_pos,
-                use_shared_relative_position_bias=relative and cfg.shared_rel_pos,
-                layer_scale_init_value=cfg.layer_scale or 0.0, drop_path_rate=cfg.drop_path,
-                use_mean_pooling=not cfg.final_norm,
-            )
-    arch = BASE_CLASS[family] + "Model"
-    if head is not None:
-        _check_head_exportable(head, family, cfg)
-        task = {SequenceClassificationHead: "ForSequenceClassification", QuestionAnsweringHead: "ForQuestionAnswering",
-                ImageClassificationHead: "ForImageClassification"}[type(head)]
-        arch = BASE_CLASS[family] + task
-        n = getattr(head, "num_labels", getattr(head, "num_classes", None))
-        if n is not None:
-            config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
-            config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
-        if isinstance(head, SequenceClassificationHead):
-            config["classifier_dropout"] = head.dropout.p
-    config["architectures"] = [arch]
-    return config
-
-
-def _check_head_exportable(head: nn.Module, family: str, cfg: EncoderConfig) -> None:
-    if isinstance(head, SequenceClassificationHead):
-        wanted = "bert" if family == "bert" else "roberta"
-        if head.style != wanted:
-            raise _export_error(family, f"its sequence head is {head.style!r}-style, the family's is {wanted!r}",
-                                f"fine-tune with the {wanted!r} head or export to a matching family")
-    elif isinstance(head, ImageClassificationHead):
-        if family == "vit" and (head.pooling != "cls" or head.norm is not None):
-            raise _export_error(family, "ViT classifies the CLS token without an extra norm",
-                                "use --family data2vec-vision for a mean-pooling head")
-        if family != "vit":
-            mean_ok = head.pooling == "mean" and head.norm is not None and not cfg.final_norm
-            cls_ok = head.pooling == "cls" and head.norm is None and cfg.final_norm
-            if not (mean_ok or cls_ok):
-                raise _export_error(family, "BEiT pools either LN(mean of patches) without a final norm or the CLS "
-                                    "token after the final norm", "build the head and final_norm accordingly")
-    elif not isinstance(head, QuestionAnsweringHead) or family in VISION_FAMILIES:
-        raise _export_error(family, f"a {type(head).__name__} has no {family} counterpart", "export the backbone alone")
-
-
-def export_state(backbone: nn.Module, family: str, head: nn.Module | None = None) -> dict[str, Tensor]:
-    """Our weights under `transformers`' names (task models prefix the backbone with `roberta.` etc.)."""
-    ours = {k: v.detach() for k, v in backbone.state_dict().items()}
-    cfg: EncoderConfig = backbone.cfg
-    text = cfg.modality == "text"
-    out: dict[str, Tensor] = {}
-    for our_key, hf_key in _pairs(backbone):
-        if our_key == "embed.mask_token" and family == "vit":
-            continue  # ViTModel's config cannot declare a mask token; it is only used in pretraining
-        out[hf_key] = ours[our_key]
-    if text and cfg.type_vocab_size == 0:
-        out["embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.dim)  # adds nothing, as ours
-    if not text and family == "vit" and cfg.position in ("sincos", "none"):
-        table = backbone.embed.positions_for((cfg.grid_size, cfg.grid_size))
-        out["embeddings.position_embeddings"] = torch.zeros(1, cfg.num_patches + 1, cfg.dim) if table is None else table
-    if not text and family != "vit" and cfg.position == "sincos":
-        out["embeddings.position_embeddings"] = backbone.embed.pos_embed.detach()
-    for i in range(cfg.depth):
-        names = _qkv_names(i, text)
-        D = cfg.dim
-        w = ours[f"encoder.blocks.{i}.attn.qkv.weight"]  # (3D, D) = [Wq; Wk; Wv]
-        for j, p in enumerate("qkv"):
-            out[f"{names[p]}.weight"] = w[j * D:(j + 1) * D]
-        attn = backbone.encoder.blocks[i].attn
-        for p in "qkv":
-            bias = getattr(attn, f"{p}_bias")  # None when qkv_bias=False; k: zero buffer when k_bias=False
-            if p == "k" and not text and family != "vit":  # BEiT: the key projection has no bias
-                if bias is not None and bias.abs().max() > 0:
-                    raise _export_error(family, f"block {i} has a non-zero key bias", "BEiT has no key bias")
-                continue
-            if family == "vit" and not cfg.qkv_bias:  # ViT(qkv_bias=False) has no q/k/v biases
-                continue
-            out[f"{names[p]}.bias"] = torch.zeros(D) if bias is None else bias.detach()
-    if not text and backbone.rel_pos is not None:
-        if isinstance(backbone.rel_pos, nn.ModuleList):
-            for i, rel in enumerate(backbone.rel_pos):
-                out[LAYER_REL.format(i=i)] = rel.table.detach()
-        else:
-            out[SHARED_REL] = backbone.rel_pos.table.detach()
-    head_out: dict[str, Tensor] = {}
-    if head is not None:
-        head_state = head.state_dict()
-        for our_key, hf_key in _head_pairs(head):
-            head_out[hf_key] = head_state[our_key[len("head."):]].detach()
-    if not text and family != "vit" and not cfg.final_norm and "pooler.layernorm.weight" not in head_out:
-        # the BEiT pooler's LayerNorm exists in the model; give it its initial values (it does not touch
-        # last_hidden_state)
-        out["pooler.layernorm.weight"], out["pooler.layernorm.bias"] = torch.ones(cfg.dim), torch.zeros(cfg.dim)
-    if head is None:
-        return {k: v.contiguous().clone() for k, v in out.items()}
-    prefix = PREFIX[family] + "."
-    full = {prefix + k: v for k, v in out.items()}
-    for k, v in head_out.items():
-        full[(prefix + k) if k.startswith("pooler.") else k] = v
-    return {k: v.contiguous().clone() for k, v in full.items()}
-
-
-def export_hf(folder: str | Path, model: nn.Module, family: str, head: nn.Module | None = None,
-              tokenizer_dir: str | Path | None = None) -> Path:
-    """Write `model` (a backbone or a PretrainedModel, whose head is exported too) as a `transformers`
-    folder: config.json + model.safetensors, plus the tokenizer files found in `tokenizer_dir`."""
-    from safetensors.torch import save_file
-
-    if isinstance(model, PretrainedModel):
-        head = model.head if head is None else head
-        model = model.backbone
-    if not isinstance(model, (TextTransformer, VisionTransformer)):
-        raise ValueError(f"export_hf needs a TextTransformer/VisionTransformer, got {type(model).__name__}")
-    family = ALIASES.get(family, family)
-    config = hf_config_for(model.cfg, family, head)
-    state = export_state(model, family, head)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    with open(folder / "config.json", "w") as f:
-        json.dump(config, f, indent=2)
-    if tokenizer_dir is not None:
-        copy_tokenizer_files(tokenizer_dir, folder)
-    return folder
-
-
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
     """Copy the tokenizer files of a folder (tokenizer.json, vocab/merges, ...) next to the weights."""
     import shutil
@@ -806,6 +633,6 @@ def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
 
 
 __all__ = [
-    "FAMILIES", "ImportReport", "PretrainedModel", "export_hf", "load_backbone", "load_hf", "load_own",
+    "FAMILIES", "ImportReport", "PretrainedModel", "copy_tokenizer_files", "load_backbone", "load_hf", "load_own",
     "load_pretrained", "save_backbone",
 ]

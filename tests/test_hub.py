@@ -15,7 +15,8 @@ transformers = pytest.importorskip("transformers")  # the dev extra; the referen
 
 from data2vec import EncoderConfig, build_backbone, get_preset  # noqa: E402
 from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead  # noqa: E402
-from data2vec.hub import export_hf, load_backbone, load_pretrained, save_backbone  # noqa: E402
+from data2vec.hub import load_backbone, load_pretrained, save_backbone  # noqa: E402
+from data2vec.hub_export import export_hf  # noqa: E402
 
 ATOL = 1e-5
 TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,

@@ -57,7 +57,7 @@ def _our_folder(path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import hub
+    from .. import hub, hub_export
 
     out = Path(args.out)
     if args.from_hf:
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if family is None:  # our own runs record no HF family: pick the layout that holds the encoder
         family = ("bert" if cfg.position_offset == 0 else "roberta") if cfg.modality == "text" else \
             ("vit" if cfg.position == "learned" and cfg.layer_scale is None else "data2vec-vision")
-    hub.export_hf(out, model, family)
+    hub_export.export_hf(out, model, family)
     candidates = [Path(args.tokenizer)] if args.tokenizer else [src, src / "tokenizer", src.parent,
                                                                   src.parent / "tokenizer"]
     tokenizer_src = None
