@@ -27,7 +27,6 @@ Differences from the original:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch

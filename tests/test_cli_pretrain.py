@@ -49,6 +49,14 @@ def test_text_run_writes_the_run_folder(corpus, tmp_path):
     assert config["method_config"]["encoder"]["vocab_size"] == config["data"]["vocab_size"]
     assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "plots" / "loss.png").is_file()
     assert (out / "checkpoint" / "model.safetensors").is_file()
+    # a run given --tokenizer carries a copy too, with the same ids, so `finetune --init` finds it
+    from tasks.text.tokenizer import load_tokenizer
+
+    assert main(text_args(corpus, tmp_path / "given", 2, "--tokenizer", str(out / "tokenizer"))) == 0
+    copied = load_tokenizer(tmp_path / "given" / "tokenizer")
+    original = load_tokenizer(out / "tokenizer")
+    sentence = "the cat sat on a mat"
+    assert copied.encode(sentence) == original.encode(sentence) and copied.vocab_size == original.vocab_size
 
 
 def test_sigterm_then_resume_equals_uninterrupted_run(corpus, tmp_path):

@@ -4,7 +4,6 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from baselines import METHODS, BertMLMConfig, DINOConfig
 from baselines.supervised import Supervised, SupervisedConfig

@@ -81,7 +81,7 @@ def text_files(path: str | Path) -> list[Path]:
 def build_text_data(data: str | Path, out: Path, *, tokenizer: str | None, vocab_size: int, seq_len: int,
                     resume: bool) -> tuple[Dataset, object, dict]:
     """Token blocks of `seq_len` from the text at `data`; the tokenizer is loaded (--tokenizer, or the run
-    folder's own when resuming) or trained (byte-level BPE) on the data and saved in out/tokenizer."""
+    folder's own when resuming) or trained (byte-level BPE) on the data, and saved in out/tokenizer."""
     from tasks.text.corpus import TokenBlockDataset
     from tasks.text.tokenizer import load_tokenizer, train_tokenizer
 
@@ -90,6 +90,8 @@ def build_text_data(data: str | Path, out: Path, *, tokenizer: str | None, vocab
     if tokenizer is not None:
         tok = load_tokenizer(require_path(tokenizer, "tokenizer", "pass --tokenizer a tokenizer.json or its folder"))
         source, trained = str(tokenizer), False
+        if not resume:
+            tok.save(own)  # the run folder carries its tokenizer, so `finetune --init OUT` finds it
     elif resume and (own / "tokenizer.json").is_file():
         tok, source, trained = load_tokenizer(own), str(own), True
     else:
