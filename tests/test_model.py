@@ -51,6 +51,17 @@ def ref_ln(x, eps=1e-5):
     return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + eps)
 
 
+def ref_instance_norm(x, padding_mask, eps=1e-5):
+    """Per sample and channel, over the real tokens only (biased variance), written out token by token."""
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        real = x[b][~padding_mask[b]]  # (T_real, D)
+        mu = real.mean(0)
+        var = ((real - mu) ** 2).mean(0)
+        out[b][~padding_mask[b]] = (real - mu) / torch.sqrt(var + eps)
+    return out
+
+
 def ref_smooth_l1(d, beta):
     return torch.where(d.abs() <= beta, 0.5 * d ** 2 / beta, d.abs() - 0.5 * beta)
 
@@ -73,6 +84,13 @@ def test_base_presets_follow_the_paper_table():
     assert (vision.loss_beta, vision.loss_reduction, vision.ema_scope) == (2.0, "mean", "encoder")
     assert vision.tau_at(0, 10) == vision.tau_at(10**6, 10) == 0.9998
     assert vision.block_sizes(196) == (120, 16)
+
+
+def test_reduced_text_presets_use_instance_norm_targets():
+    for name in ("tiny", "mini", "small"):
+        assert Data2VecConfig.preset("text", name).layer_norm == "instance"
+        assert Data2VecConfig.preset("vision", name).layer_norm == "layer"
+    assert Data2VecConfig.preset("text", "mini", layer_norm="layer").layer_norm == "layer"  # an override wins
 
 
 def test_reduced_presets_scale_k_tau_ramp_and_blocks():
@@ -159,15 +177,17 @@ def reference_text_loss(model, batch, seed):
         model.teacher.module(batch["input_ids"], batch["padding_mask"])
     for h in hooks:
         h.remove()
-    y = sum(ref_ln(a) for a in ffn_out[-cfg.top_k:]) / cfg.top_k  # (B, T, D)
+    norm = {"layer": ref_ln, "instance": lambda a: ref_instance_norm(a, batch["padding_mask"])}[cfg.layer_norm]
+    y = sum(norm(a) for a in ffn_out[-cfg.top_k:]) / cfg.top_k  # (B, T, D)
     x = model.backbone(corrupted, batch["padding_mask"])
     pred = model.head(x)[positions]
     elem = ref_smooth_l1(pred - y[positions], cfg.loss_beta)
     return elem.sum(1).mean(), y[positions], pred  # "sum" reduction: sum over D, mean over tokens
 
 
-def test_text_loss_and_targets_match_reference():
-    model = tiny("text", loss_beta=0.5, depth=3, top_k=2)
+@pytest.mark.parametrize("layer_norm", ["layer", "instance"])  # paper / reduced presets
+def test_text_loss_and_targets_match_reference(layer_norm):
+    model = tiny("text", loss_beta=0.5, depth=3, top_k=2, layer_norm=layer_norm)
     with torch.no_grad():  # give the teacher different weights than the student
         for p in model.teacher.module.encoder.parameters():
             p.add_(torch.randn_like(p) * 0.05)

@@ -519,8 +519,10 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
     print(f"vocabulary {tok.vocab_size}; <s>={tok.cls_id} <pad>={tok.pad_id} </s>={tok.sep_id} <mask>={tok.mask_id}")
 
     text_cfg = Data2VecConfig.preset("text", "tiny", depth=4, vocab_size=tok.vocab_size, pad_id=tok.pad_id,
-                                     mask_id=tok.mask_id, special_ids=tok.special_ids)
+                                     mask_id=tok.mask_id, special_ids=tok.special_ids,
+                                     layer_norm="layer")  # the paper's per-layer norm (reduced presets: instance)
     print(f"text: target={text_cfg.target!r}, top_k={text_cfg.top_k} of {text_cfg.encoder.depth}, "
+          f"layer_norm={text_cfg.layer_norm!r}, "
           f"final_norm={text_cfg.final_norm!r}, beta={text_cfg.loss_beta}, reduction={text_cfg.loss_reduction!r}, "
           f"ema_scope={text_cfg.ema_scope!r}")
 
@@ -558,7 +560,10 @@ HOW_DATA2VEC_BUILDS_TARGETS = [
     md(r"""
     **Text targets and loss by hand.** The teacher reads the clean sentence and returns the FFN outputs
     (`return_layers="ffn"`); each of the top $K$ is layer-normed per token, averaged, and not normed
-    again. Padded positions never enter the loss. The loss is Smooth L1 with $\beta = 4$, **summed**
+    again. (That is the paper's recipe, which we chose above with `layer_norm="layer"`. The reduced text
+    presets default to `"instance"`: each channel normalised over the real tokens of its sentence, which
+    removes the direction all tokens share; at small scale layer-norm targets let the token outputs drift
+    towards one direction. The README's "Differences" section has the measurement.) Padded positions never enter the loss. The loss is Smooth L1 with $\beta = 4$, **summed**
     over the $D$ features and averaged over the selected tokens. The text encoder has dropout 0.1, so for
     an exact comparison with `model(batch)` we put the model in eval mode (the teacher always is).
     """),
