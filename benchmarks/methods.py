@@ -67,7 +67,8 @@ def summarise(times: list[float], batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="mini", help="encoder preset shared by all methods (default mini)")
     p.add_argument("--batch-size", type=int, default=32, help="samples (sequences or images) per update (default 32)")
     p.add_argument("--seq-len", type=int, default=128, help="text: tokens per sequence (default 128)")
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
         "preset": args.preset, "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
         "skip": args.skip, "repeats": args.repeats, "text_data": args.text_data, "vision_data": args.vision_data,
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": args.device,
-                        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()},
+                        "cores_available": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                            else os.cpu_count())},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -220,7 +220,7 @@ class Data2VecConfig:
                 # instance norm per layer (over tokens, per channel: data2vec 2.0's text choice) instead of layer
                 # norm: it removes the direction all tokens share from the targets. With layer norm, 300 mini
                 # updates on python-docs left the tokens anisotropic (mean cosine 0.66 between tokens vs 0.16)
-                # and SST-2 fine-tuning at chance (50.9 % vs 67.8 %); see README "Reduced scale"
+                # and SST-2 fine-tuning at chance (50.9 % vs 67.8 %); see README "Differences"
                 values["layer_norm"] = "instance"
         values.update(own_over)
         return cls(encoder=encoder, **values)

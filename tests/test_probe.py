@@ -185,7 +185,8 @@ def test_probe_random_encoder_follows_seed_not_the_global_rng(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "imgs" / name).mkdir(parents=True)
         for i in range(40):
-            Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+            noise = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+            Image.fromarray(noise).save(tmp_path / "imgs" / name / f"{i}.png")
     results = []
     for i, outside_seed in enumerate((123, 456)):
         torch.manual_seed(outside_seed)

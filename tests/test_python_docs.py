@@ -44,7 +44,8 @@ def test_write_corpus_one_document_per_module(tmp_path):
             def count(self):
                 """Count every apple in this barn and return the total number that was found inside."""
         ''')
-    _write(root / "pears" / "__init__.py", '"""Pears are sweet fruits that grow on trees in the gardens of many farmers."""\n')
+    pears = "Pears are sweet fruits that grow on trees in the gardens of many farmers."
+    _write(root / "pears" / "__init__.py", f'"""{pears}"""\n')
     _write(root / "test" / "test_apples.py", f'"""{PROSE} (a test suite: skipped)"""\n')
     _write(root / "_private.py", f'"""{PROSE} (private: skipped)"""\n')
     _write(root / "broken.py", f'"""{PROSE}"""\ndef (:\n')  # cannot be parsed: skipped

@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True,
                    help="text: a .txt file or a folder of them (one sentence per line, blank line between documents, "
                    "WikiText files recognised), or 'python-docs' (the docstrings of Python's standard library, about "
-                   "170k words, built on first use: for trying the pipeline, far too small to learn much); vision: 'digits' (bundled with scikit-learn), a CIFAR-10 or MNIST "
+                   "170k words, built on first use: for trying the pipeline, far too small to learn much); "
+                   "vision: 'digits' (bundled with scikit-learn), a CIFAR-10 or MNIST "
                    "folder, or an image folder <root>/<class>/<image>")
     p.add_argument("--out", required=True, help="run folder (created); must not hold a run unless --resume")
     p.add_argument("--steps", type=int, default=1000, help="optimiser updates; tiny runs need a few hundred to move")

@@ -53,7 +53,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-train-examples", type=int, default=None, help="use at most this many training images")
     p.add_argument("--max-eval-examples", type=int, default=None, help="use at most this many test images")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass during extraction")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random encoder (without --init), the subsets and the probe's CV folds")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random encoder (without --init), the subsets and the probe's CV folds")
     p.add_argument("--out", default="runs/probe", help="output folder for metrics.json")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(run=run)

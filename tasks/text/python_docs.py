@@ -7,8 +7,9 @@ one source of real English prose: the documentation strings that ship inside eve
 
 What it does
 - Walks the standard library's `.py` files (`sysconfig.get_paths()["stdlib"]`) in sorted order, skipping
-  test suites, IDLE, 2to3, site-packages and private modules (`_name.py`, but not `__init__.py`); parses each with `ast` (nothing is imported
-  or executed) and takes the docstrings of the module, its classes and its functions.
+  test suites, IDLE, 2to3, site-packages and private modules (`_name.py`, but not `__init__.py`); parses
+  each with `ast` (nothing is imported or executed) and takes the docstrings of the module, its classes
+  and its functions.
 - Keeps prose only: a docstring is split into paragraphs at blank lines; a paragraph is kept when it
   looks like a sentence (at least `min_words` words, mostly letters, no doctest `>>>` prompts, no
   indented code or tables), and its lines are joined into one line.
@@ -35,7 +36,7 @@ from .corpus import default_cache_dir
 NAME = "python-docs"  # the --data value that selects this corpus
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
-              "turtledemo", "ensurepip", "config-3"}  # test suites, IDE, tools and vendored code
+              "turtledemo", "ensurepip"}  # test suites, IDE, tools and vendored code (plus config-*, below)
 _WORD = re.compile(r"[A-Za-z]+")
 
 
