@@ -24,6 +24,51 @@ POSITION_SCHEMES = ("learned", "sincos", "relative", "none")
 INIT_SCHEMES = ("bert", "beit")
 
 
+# ---- helpers shared by every configuration class (EncoderConfig, Data2VecConfig, the baselines') ----
+def config_error(owner: str, field_name: str, problem: str, fix: str) -> ValueError:
+    """The one error format of every config: "Owner.field: problem; fix" (the caller raises it)."""
+    return ValueError(f"{owner}.{field_name}: {problem}; {fix}")
+
+
+def check_choices(config, choices: dict[str, tuple]) -> None:
+    """Raise `config_error` for the first field whose value is not among its allowed choices."""
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise config_error(type(config).__name__, name, f"unknown value {value!r}", f"use one of {allowed}")
+
+
+def field_names(cls) -> set[str]:
+    """The dataclass fields of `cls`, without the nested `encoder` field."""
+    return {f.name for f in dataclasses.fields(cls)} - {"encoder"}
+
+
+def split_overrides(cls, overrides: dict) -> tuple[dict, dict]:
+    """Split `preset(**overrides)` keywords into (encoder fields, fields of the method config `cls`).
+
+    A name that is neither raises a ValueError listing both sets, so a typo on the command line
+    (`--set tau_ned=...`) is named instead of silently ignored."""
+    encoder_fields, own_fields = field_names(EncoderConfig), field_names(cls)
+    unknown = set(overrides) - encoder_fields - own_fields
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; {cls.__name__} fields: {sorted(own_fields)}; "
+                         f"encoder fields: {sorted(encoder_fields)}")
+    encoder = {k: v for k, v in overrides.items() if k in encoder_fields and k not in own_fields}
+    own = {k: v for k, v in overrides.items() if k in own_fields}
+    return encoder, own
+
+
+def from_dict_checked(cls, values: dict):
+    """`cls(**values)` for a saved config, naming the fields this version does not know."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; is this config from another version?")
+    values = dict(values)
+    if isinstance(values.get("encoder"), dict):
+        values["encoder"] = EncoderConfig.from_dict(values["encoder"])
+    return cls(**values)
+
+
 @dataclass
 class EncoderConfig:
     """Everything needed to build an embedding + Transformer encoder."""
