@@ -1,14 +1,23 @@
-"""Execute every tutorial notebook end to end and fail on any error; check the notebooks match their source.
+"""The tutorials: each `.py` source has its notebook and the notebook is exactly what the source generates;
+both run end to end without error.
 
-Each notebook runs in a fresh `python3` kernel (this interpreter, through a kernel spec written into
-tmp_path, so a machine without a registered kernel works too), with the working directory set to a
-temporary folder and `MPLBACKEND=Agg`. The notebooks carry their own asserts (targets vs
+The source of `tutorials/NN_topic.ipynb` is the jupytext percent-format script `tutorials/NN_topic.py`,
+converted by `tutorials/make_notebooks.py`. The sources carry their own asserts (targets vs
 `build_targets`, loss by hand vs `regression_loss`, ...), so an assertion failure inside a cell fails here.
+
+Two runs, both `slow`:
+* the notebook in a fresh `python3` kernel (this interpreter, through a kernel spec written into
+  tmp_path, so a machine without a registered kernel works too): what a learner runs in Jupyter;
+* the `.py` as a plain script in a subprocess: what `python tutorials/NN_topic.py` does, the way the
+  README tells people to run it, where IPython-only code (magics, `display`, top-level `await`) fails.
+Both run with the working directory set to a temporary folder and `MPLBACKEND=Agg`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +28,17 @@ import pytest
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+SOURCES = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 CELL_TIMEOUT_S = 120
+SCRIPT_TIMEOUT_S = 300
+
+
+def load_generator():
+    """tutorials/make_notebooks.py as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location("make_notebooks", TUTORIALS / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
@@ -41,9 +60,54 @@ def python3_kernel(tmp_path, monkeypatch):
 
 
 def test_there_are_tutorials():
-    assert NOTEBOOKS, f"no notebooks in {TUTORIALS}; run python tutorials/make_notebooks.py"
+    assert SOURCES, f"no tutorial sources tutorials/NN_topic.py in {TUTORIALS}"
 
 
+def test_every_notebook_has_its_source_and_every_source_its_notebook():
+    notebooks, sources = {p.stem for p in NOTEBOOKS}, {p.stem for p in SOURCES}
+    assert not notebooks - sources, f"notebooks without a tutorials/NN_topic.py source: {sorted(notebooks - sources)}"
+    assert not sources - notebooks, \
+        f"sources without a notebook: {sorted(sources - notebooks)}; run python tutorials/make_notebooks.py"
+
+
+def test_notebooks_match_their_source(capsys):
+    """The committed .ipynb files are exactly what tutorials/make_notebooks.py writes from the .py files."""
+    assert load_generator().main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_generator_is_deterministic_and_strips_outputs():
+    generator = load_generator()
+    for source in SOURCES:
+        text = generator.notebook_text(source)
+        assert generator.notebook_text(source) == text, f"{source.name}: two conversions differ"
+        nb = nbformat.reads(text, as_version=4)
+        ids = [cell.id for cell in nb.cells]
+        assert len(set(ids)) == len(ids), f"{source.name}: repeated cell ids"
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+        assert "jupytext" not in nb.metadata  # the pairing header of a .py saved from Jupyter is not copied
+
+
+def test_check_names_each_stale_missing_or_orphan_notebook(tmp_path, monkeypatch, capsys):
+    """--check fails, naming the notebook, for each way a notebook can drift from its source."""
+    generator = load_generator()
+    source = tmp_path / "01_topic.py"
+    source.write_text("# %% [markdown]\n# # A title\n\n# %%\nx = 1\n", encoding="utf-8")
+    monkeypatch.setattr(generator, "HERE", tmp_path)
+    assert generator.main(["--check"]) == 1 and "01_topic.ipynb is missing" in capsys.readouterr().err
+    assert generator.main([]) == 0
+    assert generator.main(["--check"]) == 0
+    with source.open("a", encoding="utf-8") as f:
+        f.write("y = 2\n")
+    assert generator.main(["--check"]) == 1
+    assert "01_topic.ipynb differs from 01_topic.py" in capsys.readouterr().err
+    generator.main([])
+    shutil.copy(tmp_path / "01_topic.ipynb", tmp_path / "02_orphan.ipynb")
+    assert generator.main(["--check"]) == 1
+    assert "02_orphan.ipynb has no source 02_orphan.py" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_without_error(path, tmp_path, python3_kernel):
     nb = nbformat.read(path, as_version=4)
@@ -61,8 +125,10 @@ def test_notebook_runs_without_error(path, tmp_path, python3_kernel):
     assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
 
 
-def test_notebooks_match_their_generator():
-    """The committed .ipynb files are exactly what tutorials/make_notebooks.py writes."""
-    result = subprocess.run([sys.executable, str(TUTORIALS / "make_notebooks.py"), "--check"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_source_runs_as_a_script(path, tmp_path):
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=SCRIPT_TIMEOUT_S)
+    assert result.returncode == 0, f"python {path.name} failed:\n{result.stderr[-4000:]}"

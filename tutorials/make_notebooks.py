@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check:
             target.write_text(text, encoding="utf-8")
             print(f"wrote {target.name} from {source.name}")
-        elif not target.is_file() or target.read_text(encoding="utf-8") != text:
+        elif not target.is_file():
+            problems.append(f"{target.name} is missing (run python tutorials/make_notebooks.py)")
+        elif target.read_text(encoding="utf-8") != text:
             problems.append(f"{target.name} differs from {source.name} (run python tutorials/make_notebooks.py)")
     for problem in problems:
         print(problem, file=sys.stderr)
