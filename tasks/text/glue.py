@@ -11,24 +11,39 @@ What it implements
   * CoLA train/dev have no header (source, label, original mark, sentence); CoLA test has `index sentence`;
   * MRPC starts with a UTF-8 byte-order mark; label = `Quality`, texts = `#1 String`, `#2 String`;
   * MNLI: sentence1/sentence2 in columns 8/9 and the gold label last (`gold_label`; dev adds label1..5);
-  * QQP has malformed rows (a question broken over lines): rows with fewer fields than the header are
-    skipped, as the HuggingFace `datasets` GLUE loader does (train 363,846, dev 40,430);
+  * QQP has malformed rows (a question broken over lines): they are skipped, as the HuggingFace `datasets`
+    GLUE loader does (train 363,846, dev 40,430); see "Malformed rows" below;
   * STS-B: sentence1/2 in columns 7/8, float `score` in 0..5; RTE/QNLI labels are words, WNLI's 0/1.
   Columns are found by header name (falling back to the official positions).
 - Encoding (`encode_glue`) for both tokenizer styles with longest-first pair truncation, and a collate
   (`GlueCollator`) padding each batch to its own longest sequence (`padding_mask` True = pad).
-- Metrics (`glue_metrics`, percentages), written from the definitions and checked in the tests against
-  scikit-learn/scipy: accuracy; F1 of the positive class (MRPC, QQP); Matthews correlation (CoLA);
-  Pearson and Spearman (STS-B, Spearman = Pearson of average ranks). Each result has a "score": the
-  number the data2vec paper (Table 2) puts in its GLUE table: MRPC/QQP mean of accuracy and F1, STS-B mean
-  of Pearson and Spearman, CoLA Matthews, else accuracy.
+- Metrics (`glue_metrics`, percentages) computed by scikit-learn (accuracy; F1 of the positive class 1 for
+  MRPC and QQP; Matthews correlation for CoLA, multi-class for AX) and scipy (Pearson and Spearman for
+  STS-B), as the GLUE scorer does. Each result has a "score": the number the data2vec paper (Table 2) puts
+  in its GLUE table: MRPC/QQP mean of accuracy and F1, STS-B mean of Pearson and Spearman, CoLA Matthews,
+  else accuracy. Degenerate inputs: F1 with no positive label or prediction is 0, Matthews correlation of a
+  one-class prediction (or label set) is 0 (both as sklearn); Pearson/Spearman of a constant side, which
+  scipy reports as NaN, are 0 here (see `pearson`).
 - `glue_average`: the paper's "Avg.": mean over the 8 tasks MNLI, QNLI, RTE, MRPC, QQP, STS-B, CoLA,
   SST-2 (WNLI excluded, as in BERT/RoBERTa/data2vec), MNLI counted once as the mean of matched and
   mismatched accuracy.
 
 Differences from the originals
 - Example ids (`idx`) are the file's `index`/`id` column where it has one, else the 0-based row number.
-- A label that is not one of the task's labels raises a ValueError naming the file and line.
+
+Malformed rows (our choice)
+- A row with the wrong number of tab-separated fields (other than the header's; 4 for header-less CoLA
+  train/dev) is skipped and counted: one warning per file gives the count and the first bad line. Skipping,
+  because the official QQP release has such rows (a question broken over lines leaves two fragments whose
+  text cannot be recovered) and an error would make that file unloadable; counting and reporting, so that a
+  damaged file is noticed. A file in which no row is well-formed is a ValueError (wrong file or task).
+- A well-formed row whose content is wrong is a ValueError naming the file and line, with the fix: a label
+  that is not one of the task's labels, or an STS-B score that is not a finite number. No official file has
+  such a row, so it means a corrupted file or another task's file, and skipping it would quietly train or
+  evaluate on a different set.
+- A file that is not UTF-8 text is a ValueError naming the file.
+Checked on the official CoLA, SST-2, MRPC, STS-B, QNLI, RTE, WNLI and AX files: every row well-formed, the
+same example counts as before this rule (e.g. SST-2 train 67,349, CoLA train 8,551, STS-B train 5,749).
 """
 
 from __future__ import annotations
@@ -36,12 +51,15 @@ from __future__ import annotations
 import csv
 import math
 import sys
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy import stats as scipy_stats
+from sklearn import metrics as sk_metrics
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -154,9 +172,14 @@ def find_task_file(task: str, split: str, data_dir: str | Path) -> Path:
 
 
 def _read_tsv(path: Path) -> list[list[str]]:
+    """All rows of a tab-separated file, one per line; a file that is not UTF-8 text is a ValueError."""
     # utf-8-sig drops MRPC's byte-order mark; QUOTE_NONE keeps the texts' quote characters as they are
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        return list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        try:
+            return list(reader)
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text ({error}); fix: re-download the official GLUE file") from None
 
 
 def load_glue(task: str, split: str, data_dir: str | Path) -> list[GlueExample]:
@@ -187,11 +210,17 @@ def load_glue(task: str, split: str, data_dir: str | Path) -> list[GlueExample]:
     if header is not None:
         iidx = next((header.index(n) for n in ("index", "id") if n in header), None)
     needed = max(list(cols.values()) + [iidx or 0]) + 1
+    width = len(header) if header is not None else needed  # the number of fields of a well-formed row
     out: list[GlueExample] = []
+    malformed: list[int] = []  # file line numbers of rows with the wrong number of fields (skipped)
     first_line = 2 if header is not None else 1
     for n, row in enumerate(rows):
-        if len(row) < needed:
-            continue  # malformed row (QQP): fewer fields than the header, skipped as HF datasets does
+        line = n + first_line  # QUOTE_NONE: one row per line of the file
+        if not row:
+            continue  # a blank line
+        if len(row) != width or len(row) < needed:
+            malformed.append(line)  # e.g. QQP: a question broken over two lines makes two short rows
+            continue
         label: int | float | None = None
         if labelled:
             raw = row[cols["label"]].strip()
@@ -199,12 +228,14 @@ def load_glue(task: str, split: str, data_dir: str | Path) -> list[GlueExample]:
                 try:
                     label = float(raw)
                 except ValueError:
-                    raise ValueError(f"{path} line {n + first_line}: score {raw!r} is not a number") from None
+                    label = math.nan
+                if not math.isfinite(label):
+                    raise ValueError(f"{path} line {line}: score {raw!r} is not a number; fix: correct or delete "
+                                     "that row (STS-B scores are numbers in 0..5)")
             else:
                 if raw not in spec.labels:
-                    raise ValueError(
-                        f"{path} line {n + first_line}: label {raw!r} is not one of {spec.labels} for {spec.folder}"
-                    )
+                    raise ValueError(f"{path} line {line}: label {raw!r} is not one of {spec.labels} for "
+                                     f"{spec.folder}; fix: correct or delete that row, or use this task's own file")
                 label = spec.labels.index(raw)
         idx = n
         if iidx is not None:
@@ -214,6 +245,12 @@ def load_glue(task: str, split: str, data_dir: str | Path) -> list[GlueExample]:
                 idx = n
         text_b = row[cols["text_b"]] if "text_b" in cols else None
         out.append(GlueExample(idx, row[cols["text_a"]], text_b, label))
+    if malformed and not out:
+        raise ValueError(f"{path}: no row has the {width} tab-separated fields {spec.folder} {split} needs (first "
+                         f"bad row at line {malformed[0]}); fix: check that this is the official GLUE file")
+    if malformed:
+        warnings.warn(f"{path}: skipped {len(malformed)} malformed row(s) with a number of fields other than {width} "
+                      f"(first at line {malformed[0]}); kept {len(out)}", stacklevel=2)
     return out
 
 
@@ -301,50 +338,57 @@ def glue_collate(batch: Sequence[dict], pad_id: int, regression: bool = False) -
 
 
 def accuracy(predictions, labels) -> float:
-    p, y = np.asarray(predictions), np.asarray(labels)
-    return float((p == y).mean())
+    """Fraction of predictions equal to the label: (1/N) sum_i [p_i = y_i]."""
+    return float(sk_metrics.accuracy_score(np.asarray(labels), np.asarray(predictions)))
 
 
 def f1_binary(predictions, labels) -> float:
-    """F1 of the positive class 1: 2 TP / (2 TP + FP + FN); 0 when there are no positives at all."""
-    p, y = np.asarray(predictions) == 1, np.asarray(labels) == 1
-    tp, fp, fn = np.sum(p & y), np.sum(p & ~y), np.sum(~p & y)
-    denom = 2 * tp + fp + fn
-    return float(2 * tp / denom) if denom else 0.0
+    """F1 of the positive class 1: 2 TP / (2 TP + FP + FN).
+
+    0 when there are no positives at all (TP = FP = FN = 0: no label and no prediction is 1), as the GLUE
+    scorer (sklearn's `f1_score`) reports it; we pass `zero_division=0` so that case is explicit, not a warning.
+    """
+    return float(sk_metrics.f1_score(np.asarray(labels), np.asarray(predictions), pos_label=1, average="binary",
+                                     zero_division=0.0))
 
 
 def matthews_corrcoef(predictions, labels) -> float:
-    """Matthews correlation (binary): (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)); 0 if undefined."""
-    p, y = np.asarray(predictions) == 1, np.asarray(labels) == 1
-    tp, tn = float(np.sum(p & y)), float(np.sum(~p & ~y))
-    fp, fn = float(np.sum(p & ~y)), float(np.sum(~p & y))
-    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return (tp * tn - fp * fn) / denom if denom else 0.0
+    """Matthews correlation; binary: (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)).
+
+    More than two classes (the AX diagnostic) use sklearn's multi-class form (Gorodkin's R_K), which reduces
+    to the binary formula for two classes. 0 when the denominator is 0, i.e. when the predictions or the labels
+    are all one class (a constant classifier carries no information), as sklearn and the GLUE scorer report it.
+    """
+    return float(sk_metrics.matthews_corrcoef(np.asarray(labels), np.asarray(predictions)))
+
+
+def _is_constant(x: np.ndarray) -> bool:
+    return len(x) < 2 or bool(np.all(x == x[0]))
 
 
 def pearson(x, y) -> float:
+    """Pearson r = sum (x - mean x)(y - mean y) / sqrt(sum (x - mean x)^2 sum (y - mean y)^2).
+
+    Undefined (0/0) when either side is constant, e.g. a regressor that predicts the same score for every pair;
+    scipy returns NaN there. We return 0.0 instead (no linear relation measurable, the same convention as the
+    Matthews correlation above), so a collapsed model scores 0 rather than poisoning the best-epoch choice
+    (NaN compares false with everything) and metrics.json (NaN is not JSON).
+    """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((xc**2).sum() * (yc**2).sum()))
-    return float((xc * yc).sum() / denom) if denom else 0.0
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    xs = x[order]
-    i = 0
-    while i < len(x):  # ties get the mean of the ranks they span (1-based)
-        j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    if _is_constant(x) or _is_constant(y):
+        return 0.0
+    return float(scipy_stats.pearsonr(x, y).statistic)
 
 
 def spearman(x, y) -> float:
-    return pearson(_average_ranks(np.asarray(x, dtype=np.float64)), _average_ranks(np.asarray(y, dtype=np.float64)))
+    """Spearman rho: the Pearson r of the average ranks (tied values share the mean of the ranks they span).
+
+    0.0 when either side is constant (all ranks tied), as for `pearson`.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if _is_constant(x) or _is_constant(y):
+        return 0.0
+    return float(scipy_stats.spearmanr(x, y).statistic)
 
 
 def glue_metrics(task: str, predictions, labels) -> dict[str, float]:
