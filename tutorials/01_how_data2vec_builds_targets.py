@@ -68,8 +68,8 @@ print("torch", torch.__version__)
 #
 # **The model here.** `Data2VecConfig.preset("vision", "tiny", ...)` is the released data2vec-vision
 # recipe at reduced scale (the project's DESIGN section 8): a pre-LN ViT with BEiT's relative position
-# bias, layer scale 1e-4 and a learned mask embedding, targets from the top 3/4 of the blocks, a layer norm after
-# averaging, Smooth L1 with $\beta = 2$ averaged over tokens and features. We shrink it to the digits:
+# bias, layer scale 1e-4 and a learned mask embedding, targets from the top 3/4 of the blocks, a layer
+# norm after averaging, Smooth L1 with $\beta = 2$ averaged over tokens and features. We shrink it to the digits:
 # 8 x 8 grey images cut into 2 x 2 patches (a 4 x 4 grid, $N = 16$ patch tokens plus CLS), width
 # $D = 64$, $L = 4$ blocks, so $K = 3$.
 
@@ -355,7 +355,7 @@ def train(model: Data2Vec, steps: int = 30, batch_size: int = 64, seed: int = 0)
 @torch.no_grad()
 def teacher_followed(model: Data2Vec, start: dict) -> float:
     """|teacher - start| / |student - start|: which fraction of the student's way the teacher went."""
-    def moved(params) -> torch.Tensor:  # |params - start|, over all the student's parameter tensors
+    def moved(params) -> torch.Tensor:  # |params - start| over all the tensors (teacher's or student's)
         return sum(((p - start[n]) ** 2).sum() for n, p in params) ** 0.5
 
     return float(moved(model.teacher.module.named_parameters()) / moved(model.backbone.named_parameters()))

@@ -8,7 +8,7 @@ derived from the notebook's name and the cell's index, so regenerating gives an 
     python tutorials/make_notebooks.py           # rewrite tutorials/NN_*.ipynb from tutorials/NN_*.py
     python tutorials/make_notebooks.py --check   # exit 1 naming each notebook that is not its source's
 
-tests/test_tutorials.py runs `--check` and executes every notebook.
+tests/test_tutorials.py runs `--check`, executes every notebook and runs every source as a script.
 """
 
 from __future__ import annotations
