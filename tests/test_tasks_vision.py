@@ -132,6 +132,26 @@ def test_image_folder_and_cifar_folder_layout_and_tarball(tmp_path):
         load_image_folder(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("damage", ["not_an_image", "truncated", "empty"])
+def test_unreadable_image_names_the_file(tmp_path, damage):
+    _image_folder(tmp_path)
+    good = tmp_path / "dog" / "0000.png"
+    bad = tmp_path / "dog" / "0001.png"  # sorted last: samples are cat/0000, cat/0001, dog/0000, dog/0001
+    if damage == "not_an_image":
+        bad.write_bytes(b"<html>404 Not Found</html>")
+    elif damage == "truncated":
+        bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    else:
+        bad.write_bytes(b"")
+    ds = load_image_folder(tmp_path)
+    assert ds[2][1] == 1  # the intact images still load
+    with pytest.raises(ValueError) as caught:
+        ds[3]
+    message = str(caught.value)
+    assert str(bad) in message and "fix: remove or replace that file" in message
+    assert "\n" not in message and caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
 def test_digits_split_is_deterministic_and_stratified():
     train, test = load_digits_dataset("train"), load_digits_dataset("test")
     assert len(train) + len(test) == 1797

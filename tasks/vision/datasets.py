@@ -20,7 +20,10 @@ given; with a transform, the transform receives a uint8 `tv_tensors.Image` (digi
 
 Differences from the originals
 - Digits are scaled from 0..16 to [0, 1] (divided by 16) so every data set has the same value range.
-- Image files are decoded with PIL and converted to RGB (grey ImageFolder images become 3 channels).
+- Image files are decoded with PIL and converted to RGB (grey ImageFolder images become 3 channels). A file
+  with an image extension that PIL cannot open or decode (not an image, truncated, corrupt) is a ValueError
+  naming the file, raised when that image is first read (checking every file up front would read a whole
+  ImageNet before the first step); torchvision's ImageFolder lets PIL's error through.
 """
 
 from __future__ import annotations
@@ -31,14 +34,17 @@ import os
 import pickle
 import struct
 import tarfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+# What PIL raises for a file it cannot identify or decode: UnidentifiedImageError and "image file is truncated" are
+# OSErrors; some decoders raise SyntaxError ("broken PNG file"), ValueError, EOFError or struct.error.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _SPLIT_ALIASES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test", "dev": "test"}
@@ -110,8 +116,12 @@ class ImageFolderDataset(Dataset):
         from PIL import Image
 
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
+        except _DECODE_ERRORS as error:  # not an image, truncated, or corrupt: name the file, not PIL's traceback
+            raise ValueError(f"cannot read the image {path} ({type(error).__name__}: {error}); fix: remove or replace "
+                             "that file") from None
         img = tv_tensors.Image(torch.from_numpy(arr.copy()).permute(2, 0, 1))  # (3, H, W)
         img = self.transform(img) if self.transform is not None else img.float() / 255.0
         return img.as_subclass(torch.Tensor) if isinstance(img, tv_tensors.Image) else img, label
@@ -193,7 +203,8 @@ def load_cifar10(root: str | Path, split: str = "train", transform: Callable | N
                 batch = pickle.load(fh, encoding="bytes")
             data = batch.get(b"data", batch.get("data"))
             lab = batch.get(b"labels", batch.get("labels"))
-            images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
+            rows = np.asarray(data, dtype=np.uint8)  # (N, 3072): 1024 red, 1024 green, 1024 blue values per image
+            images.append(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 3, 32, 32) -> (N, 32, 32, 3)
             labels.extend(int(x) for x in lab)
         classes = CIFAR10_CLASSES
         meta = pdir / "batches.meta"
