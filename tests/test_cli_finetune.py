@@ -11,8 +11,6 @@ import torch
 
 from data2vec.cli import main
 
-torch.set_num_threads(1)
-
 WORDS = "the a good bad movie film great awful plot actor was is very not fun boring".split()
 
 

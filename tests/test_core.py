@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import assert_close_scaled, attention, ffn, layer_norm_of, randomise_
 
 from data2vec import (
     Attention, Block, Encoder, EncoderConfig, PatchEmbedding, RelativePositionBias, TextEmbedding, build_backbone,
@@ -12,35 +13,6 @@ from data2vec import (
 )
 from data2vec.config import PRESETS
 from data2vec.embeddings import sincos_2d
-
-
-def reference_attention(attn: Attention, x, padding_mask=None, bias=None):
-    """softmax(Q K^T / sqrt(d) + bias + pad) V, spelled out head by head."""
-    B, T, D = x.shape
-    H = attn.heads
-    d = D // H
-    W = attn.qkv.weight
-    b = torch.zeros(3 * D) if attn.q_bias is None else torch.cat([attn.q_bias, attn.k_bias, attn.v_bias])
-    q = x @ W[:D].T + b[:D]
-    k = x @ W[D:2 * D].T + b[D:2 * D]
-    v = x @ W[2 * D:].T + b[2 * D:]
-    heads = []
-    for h in range(H):
-        sl = slice(h * d, (h + 1) * d)
-        logits = q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d)  # (B, T, T)
-        if bias is not None:
-            logits = logits + bias[:, h]
-        if padding_mask is not None:
-            logits = logits.masked_fill(padding_mask[:, None, :], float("-inf"))
-        heads.append(torch.softmax(logits, dim=-1) @ v[..., sl])
-    return torch.cat(heads, dim=-1) @ attn.proj.weight.T + attn.proj.bias
-
-
-def randomise_(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def small_cfg(**kw):
@@ -65,23 +37,10 @@ def test_attention_matches_explicit_softmax_with_padding_and_bias(k_bias):
     for pm, bs in [(None, None), (padding, None), (None, bias), (padding, bias)]:
         mask = padding_to_attn_mask(pm, bs, x.dtype)
         ours = attn(x, mask)
-        ref = reference_attention(attn, x, pm, bs)
-        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+        ref = attention(attn, x, pm, bs)
+        assert_close_scaled(ours, ref)
     if not k_bias:
         assert not any("k_bias" in n for n, _ in attn.named_parameters())
-
-
-def layer_norm(x, ln):
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
-
-
-def ffn_ref(block, h):
-    f = block.ffn
-    a = h @ f.fc1.weight.T + f.fc1.bias
-    a = 0.5 * a * (1 + torch.erf(a / math.sqrt(2)))  # exact GELU
-    return a @ f.fc2.weight.T + f.fc2.bias
 
 
 def test_post_ln_block_equals_its_equation():
@@ -90,11 +49,11 @@ def test_post_ln_block_equals_its_equation():
     randomise_(block)
     x = torch.randn(2, 6, 32)
     out, f = block(x)
-    h = layer_norm(x + reference_attention(block.attn, x), block.norm1)  # h = LN1(x + Attn(x))
-    f_ref = ffn_ref(block, h)  # f = FFN(h)
-    out_ref = layer_norm(h + f_ref, block.norm2)  # out = LN2(h + f)
-    torch.testing.assert_close(f, f_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+    h = layer_norm_of(block.norm1, x + attention(block.attn, x))  # h = LN1(x + Attn(x))
+    f_ref = ffn(block.ffn, h)  # f = FFN(h)
+    out_ref = layer_norm_of(block.norm2, h + f_ref)  # out = LN2(h + f)
+    assert_close_scaled(f, f_ref)
+    assert_close_scaled(out, out_ref)
 
 
 def test_pre_ln_block_with_layer_scale_equals_its_equation():
@@ -103,11 +62,11 @@ def test_pre_ln_block_with_layer_scale_equals_its_equation():
     randomise_(block)
     x = torch.randn(2, 6, 32)
     out, f = block(x)
-    x1 = x + block.gamma1 * reference_attention(block.attn, layer_norm(x, block.norm1))
-    f_ref = ffn_ref(block, layer_norm(x1, block.norm2))
+    x1 = x + block.gamma1 * attention(block.attn, layer_norm_of(block.norm1, x))
+    f_ref = ffn(block.ffn, layer_norm_of(block.norm2, x1))
     out_ref = x1 + block.gamma2 * f_ref
-    torch.testing.assert_close(f, f_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+    assert_close_scaled(f, f_ref)
+    assert_close_scaled(out, out_ref)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -155,10 +114,10 @@ def test_real_token_outputs_do_not_change_with_padding(offset):
     padding = torch.zeros(2, 10, dtype=torch.bool)
     padding[:, 6:] = True
     out_padded, layers = model(padded, padding_mask=padding, return_layers="ffn")
-    torch.testing.assert_close(out_padded[:, :6], out, atol=1e-5, rtol=1e-5)
+    assert_close_scaled(out_padded[:, :6], out)
     _, layers_unpadded = model(ids, return_layers="ffn")
     for a, b in zip(layers, layers_unpadded):
-        torch.testing.assert_close(a[:, :6], b, atol=1e-5, rtol=1e-5)
+        assert_close_scaled(a[:, :6], b)
 
 
 def test_text_embedding_equation_and_roberta_positions():
@@ -170,11 +129,11 @@ def test_text_embedding_equation_and_roberta_positions():
     out = emb(ids, padding)
     positions = torch.tensor([[2, 3, 4, 5, 1, 1]])  # real tokens from 2, padding at padding_idx = 1
     ref = emb.tokens.weight[ids] + emb.positions.weight[positions] + emb.token_types.weight[torch.zeros_like(ids)]
-    torch.testing.assert_close(out, layer_norm(ref, emb.norm), atol=1e-5, rtol=1e-5)
+    assert_close_scaled(out, layer_norm_of(emb.norm, ref))
     bert = TextEmbedding(small_cfg(position_offset=0, type_vocab_size=2, pad_id=0)).eval()
     types = torch.tensor([[0, 0, 0, 1, 1, 1]])
     ref = bert.tokens.weight[ids] + bert.positions.weight[torch.arange(6)] + bert.token_types.weight[types]
-    torch.testing.assert_close(bert(ids, padding, types), layer_norm(ref, bert.norm), atol=1e-5, rtol=1e-5)
+    assert_close_scaled(bert(ids, padding, types), layer_norm_of(bert.norm, ref))
 
 
 def test_patch_embedding_mask_token_cls_and_positions():
@@ -192,7 +151,7 @@ def test_patch_embedding_mask_token_cls_and_positions():
             r, c = divmod(n, 4)
             patch = images[b, :, 8 * r:8 * r + 8, 8 * c:8 * c + 8].reshape(-1)
             token = emb.mask_token[0, 0] if mask[b, n] else W @ patch + emb.proj.bias
-            torch.testing.assert_close(out[b, 1 + n], token + emb.pos_embed[0, 1 + n], atol=1e-4, rtol=1e-4)
+            assert_close_scaled(out[b, 1 + n], token + emb.pos_embed[0, 1 + n])
         torch.testing.assert_close(out[b, 0], emb.cls_token[0, 0] + emb.pos_embed[0, 0])
 
 

@@ -12,15 +12,6 @@ from baselines.dino_loss import DINOLoss, teacher_temp_schedule
 from baselines.multicrop import MultiCropTransform, collate_crops
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and several threads stall on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def reference_dino_loss(student, teacher, center, tau_s, tau_t):
     """Eq. (3) with explicit loops over (teacher view i, student view v != i) pairs and batch rows, float64."""
     total, pairs = 0.0, 0

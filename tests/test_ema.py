@@ -10,15 +10,6 @@ from data2vec import build_backbone, get_preset
 from data2vec.ema import EMATeacher, cosine_momentum, ema_update_, linear_tau
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine they only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class WithBuffer(nn.Module):
     def __init__(self):
         super().__init__()

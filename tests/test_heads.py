@@ -2,16 +2,10 @@
 
 import pytest
 import torch
+from reference import layer_norm_of, randomise_
 
 from data2vec import build_backbone, get_preset
 from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead, TaskModel
-
-
-def randomise_(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 @pytest.mark.parametrize("num_labels", [1, 3])
@@ -79,9 +73,8 @@ def test_image_head_mean_pooling_equation():
     randomise_(head)
     x = torch.randn(2, 1 + 4, 16)
     pooled = x[:, 1:].sum(1) / 4  # mean over the 4 patch tokens, CLS dropped
-    mu = pooled.mean(-1, keepdim=True)
-    var = ((pooled - mu) ** 2).mean(-1, keepdim=True)
-    normed = (pooled - mu) / torch.sqrt(var + 1e-6) * head.norm.weight + head.norm.bias
+    assert head.norm.eps == 1e-6
+    normed = layer_norm_of(head.norm, pooled)
     torch.testing.assert_close(head(x), normed @ head.classifier.weight.T + head.classifier.bias)
 
 

@@ -6,20 +6,12 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import instance_norm, layer_norm, smooth_l1
 
 from data2vec.ema import linear_tau
 from data2vec.model import CollapseError, Data2Vec, Data2VecConfig
 
 PAD, MASK = 1, 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine they only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def text_batch(B=6, T=20, vocab=1000, seed=0):
@@ -44,26 +36,6 @@ def tiny(modality, **kw):
     if modality == "text":  # deterministic student, so references can recompute its output
         kw = {"dropout": 0.0, "attn_dropout": 0.0, **kw}
     return Data2Vec(Data2VecConfig.preset(modality, "tiny", **kw))
-
-
-def ref_ln(x, eps=1e-5):
-    mu = x.mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + eps)
-
-
-def ref_instance_norm(x, padding_mask, eps=1e-5):
-    """Per sample and channel, over the real tokens only (biased variance), written out token by token."""
-    out = torch.zeros_like(x)
-    for b in range(x.shape[0]):
-        real = x[b][~padding_mask[b]]  # (T_real, D)
-        mu = real.mean(0)
-        var = ((real - mu) ** 2).mean(0)
-        out[b][~padding_mask[b]] = (real - mu) / torch.sqrt(var + eps)
-    return out
-
-
-def ref_smooth_l1(d, beta):
-    return torch.where(d.abs() <= beta, 0.5 * d ** 2 / beta, d.abs() - 0.5 * beta)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,11 +149,11 @@ def reference_text_loss(model, batch, seed):
         model.teacher.module(batch["input_ids"], batch["padding_mask"])
     for h in hooks:
         h.remove()
-    norm = {"layer": ref_ln, "instance": lambda a: ref_instance_norm(a, batch["padding_mask"])}[cfg.layer_norm]
+    norm = {"layer": layer_norm, "instance": lambda a: instance_norm(a, batch["padding_mask"])}[cfg.layer_norm]
     y = sum(norm(a) for a in ffn_out[-cfg.top_k:]) / cfg.top_k  # (B, T, D)
     x = model.backbone(corrupted, batch["padding_mask"])
     pred = model.head(x)[positions]
-    elem = ref_smooth_l1(pred - y[positions], cfg.loss_beta)
+    elem = smooth_l1(pred - y[positions], cfg.loss_beta)
     return elem.sum(1).mean(), y[positions], pred  # "sum" reduction: sum over D, mean over tokens
 
 
@@ -217,9 +189,9 @@ def test_vision_loss_and_targets_match_reference():
         model.teacher.module(images)
     for h in hooks:
         h.remove()
-    y = ref_ln(sum(ref_ln(a) for a in outs[-cfg.top_k:]) / cfg.top_k)  # released: final layer norm
+    y = layer_norm(sum(layer_norm(a) for a in outs[-cfg.top_k:]) / cfg.top_k)  # released: final layer norm
     pred = model.head(model.backbone(images, mask)[:, 1:][mask])
-    ref = ref_smooth_l1(pred - y[mask], cfg.loss_beta).mean()  # "mean" reduction
+    ref = smooth_l1(pred - y[mask], cfg.loss_beta).mean()  # "mean" reduction
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
 
 

@@ -5,17 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from baselines import METHODS, BertMLMConfig, DINOConfig
+from baselines import BertMLMConfig, DINOConfig
+from data2vec.cli.methods import METHODS
 from baselines.supervised import Supervised, SupervisedConfig
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and several threads stall on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_loss_and_accuracy_equal_the_reference():
@@ -73,7 +65,7 @@ def test_learns_a_separable_toy_problem():
 @pytest.mark.parametrize("name, modality", [("bert", "text"), ("dino", "vision"), ("supervised", "vision"),
                                             ("supervised", "text")])
 def test_every_method_shares_the_interface(name, modality):
-    config_cls, method_cls = METHODS[name]
+    config_cls, method_cls = METHODS[name].config_class, METHODS[name].method_class
     cfg = config_cls.preset(modality, "tiny")
     assert dataclasses.asdict(cfg)["encoder"]["modality"] == modality
     method = method_cls(cfg)

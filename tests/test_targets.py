@@ -2,26 +2,10 @@
 
 import pytest
 import torch
+from reference import instance_norm, layer_norm
 
 from data2vec import build_backbone, get_preset
 from data2vec.targets import build_targets
-
-
-def ref_layer_norm(x, eps=1e-5):
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + eps)
-
-
-def ref_instance_norm(x, padding_mask, eps=1e-5):
-    """Per sample: statistics over the real tokens only, sample by sample, channel by channel."""
-    out = torch.zeros_like(x)
-    for b in range(x.shape[0]):
-        real = x[b][~padding_mask[b]] if padding_mask is not None else x[b]  # (T_b, D)
-        mu = real.mean(0)
-        var = real.var(0, unbiased=False)
-        out[b] = (x[b] - mu) / torch.sqrt(var + eps)
-    return out
 
 
 def hooked_layers(model, kind, run):
@@ -64,7 +48,7 @@ def test_layer_norm_targets_match_hooks(kind, top_k):
         ref_layers = hooked_layers(model, kind, lambda: model(ids, padding))
     assert len(layers) == len(ref_layers) == 4
     ours = build_targets(layers, top_k, layer_norm="layer", final_norm="none", padding_mask=padding)
-    ref = sum(ref_layer_norm(x) for x in ref_layers[-top_k:]) / top_k
+    ref = sum(layer_norm(x) for x in ref_layers[-top_k:]) / top_k
     ref[padding] = 0.0
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
@@ -84,7 +68,7 @@ def test_final_layer_norm_after_averaging():
     g = torch.Generator().manual_seed(0)
     layers = [torch.randn(2, 7, 16, generator=g) * (i + 1) + i for i in range(4)]
     ours = build_targets(layers, 3, layer_norm="layer", final_norm="layer")
-    ref = ref_layer_norm(sum(ref_layer_norm(x) for x in layers[-3:]) / 3)
+    ref = layer_norm(sum(layer_norm(x) for x in layers[-3:]) / 3)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     per_token = ours.mean(-1)
     assert per_token.abs().max() < 1e-5
@@ -95,7 +79,7 @@ def test_instance_norm_ignores_padding():
     _, padding = batch(B=3, T=12)
     layers = [torch.randn(3, 12, 8, generator=g) * 3 + 2 for _ in range(3)]
     ours = build_targets(layers, 2, layer_norm="instance", final_norm="instance", padding_mask=padding)
-    ref = ref_instance_norm(sum(ref_instance_norm(x, padding) for x in layers[-2:]) / 2, padding)
+    ref = instance_norm(sum(instance_norm(x, padding) for x in layers[-2:]) / 2, padding)
     ref[padding] = 0.0
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     # changing the padded positions' values changes no target

@@ -1,0 +1,168 @@
+"""Independent references shared by the tests (DESIGN section 9, rule 14).
+
+Each function here restates one equation of the papers (or of PyTorch's documentation) with plain
+tensor arithmetic or loops; none of them calls into `data2vec`, `baselines` or `tasks`, so a test that
+compares our code with one of them compares two independent writings of the same formula. A module
+argument (`attention`, `ffn`) is read only for its weights, by attribute name.
+
+`assert_close_scaled` is the tolerance of every parity assertion: float32 results of the same
+function computed by different kernels (ours vs `transformers`, a fused kernel vs the equation written
+out, two CPU types) differ by a few units in the last place of the largest values involved, so the
+allowed error is scaled by the reference's magnitude instead of being a fixed absolute number.
+"""
+
+import math
+
+import torch
+
+# --------------------------------------------------------------------------------------------------
+# tolerance
+# --------------------------------------------------------------------------------------------------
+
+REL = 2e-5  # allowed max |actual - expected| as a fraction of max |expected|: ~170 float32 ulps (eps 1.19e-7)
+FLOOR = 1e-6  # absolute floor, so a reference that is (nearly) all zeros does not demand exact equality
+
+
+def scaled_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected|: the error in units of the reference's scale (float64)."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    scale = expected.abs().max().item()
+    return (actual - expected).abs().max().item() / max(scale, FLOOR)
+
+
+def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float = REL, floor: float = FLOOR):
+    """Parity at float32 precision: max |actual - expected| <= rel * max |expected| + floor.
+
+    Reference for: every comparison of our model with `transformers` or with an equation written out.
+    A plain `atol=1e-5, rtol=0` rejects correct code on some CPUs (values near 3.6 carry a rounding
+    error of ~1e-5 after a few layers); `rel=2e-5` still fails on a single weight off by 0.1 %
+    (`tests/test_hub.py::test_scaled_tolerance_catches_a_perturbed_weight`).
+    """
+    assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != expected {expected.dtype}"
+    a, e = actual.detach().double(), expected.detach().double()
+    assert torch.isfinite(a).all() == torch.isfinite(e).all(), "non-finite values differ"
+    scale = e.abs().max().item() if e.numel() else 0.0
+    allowed = rel * scale + floor
+    err = (a - e).abs().max().item() if e.numel() else 0.0
+    assert err <= allowed, (f"max |diff| {err:.3g} > allowed {allowed:.3g} (rel {rel:g} x max |expected| "
+                            f"{scale:.3g} + floor {floor:g}); scaled error {err / max(scale, floor):.3g}")
+
+
+# --------------------------------------------------------------------------------------------------
+# normalisations
+# --------------------------------------------------------------------------------------------------
+
+
+def layer_norm(x: torch.Tensor, eps: float = 1e-5, weight=None, bias=None) -> torch.Tensor:
+    """Layer norm over the last (feature) dimension, biased variance: (x - mu) / sqrt(var + eps) [* w + b].
+
+    Reference for: the targets' per-layer norm (data2vec Sec. 3.3), the LayerNorms of the Transformer
+    blocks and embeddings (with `weight`/`bias`), the heads' norms, the BERT MLM head.
+    """
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    out = (x - mu) / torch.sqrt(var + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def layer_norm_of(ln: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`layer_norm` with the eps, gain and bias of the LayerNorm module `ln` (read by attribute name)."""
+    return layer_norm(x, ln.eps, ln.weight, ln.bias)
+
+
+def instance_norm(x: torch.Tensor, padding_mask: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Instance norm of (B, T, D): per sample and channel over the real tokens, biased variance, sample by sample.
+
+    Reference for: the instance-norm targets (data2vec Sec. 3.3, speech/reduced text). `padding_mask` is
+    bool (B, T), True = padding: padded tokens take no part in the statistics and are zero in the output.
+    """
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        real = torch.ones(x.shape[1], dtype=torch.bool) if padding_mask is None else ~padding_mask[b]  # (T,)
+        tokens = x[b][real]  # (T_real, D)
+        mu = tokens.mean(0)
+        var = ((tokens - mu) ** 2).mean(0)
+        out[b][real] = (tokens - mu) / torch.sqrt(var + eps)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# loss
+# --------------------------------------------------------------------------------------------------
+
+
+def smooth_l1(d: torch.Tensor, beta: float) -> torch.Tensor:
+    """Element-wise regression loss of data2vec Sec. 3.4 on d = prediction - target.
+
+    0.5 d^2 / beta where |d| <= beta, |d| - 0.5 beta elsewhere; beta = 0 means the squared error d^2
+    (fairseq's `loss_beta == 0` branch, not PyTorch's Smooth L1 with beta = 0, which is L1).
+    Reference for: `data2vec.losses.regression_loss` and the model's loss.
+    """
+    if beta == 0:
+        return d ** 2
+    return torch.where(d.abs() <= beta, 0.5 * d ** 2 / beta, d.abs() - 0.5 * beta)
+
+
+# --------------------------------------------------------------------------------------------------
+# Transformer pieces
+# --------------------------------------------------------------------------------------------------
+
+
+def attention(attn, x: torch.Tensor, padding_mask: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+    """Multi-head self-attention softmax(Q K^T / sqrt(d) + bias + pad) V, then the output projection, head by head.
+
+    Reference for: `data2vec.transformer.Attention`, read for `heads`, `qkv.weight` (3D, D), `q_bias`,
+    `k_bias`, `v_bias` (each (D,) or None for no bias) and `proj`.
+    x: (B, T, D); padding_mask: bool (B, T), True = padding (a key nobody attends to); bias: (1 or B, H, T, T).
+    """
+    B, T, D = x.shape
+    H = attn.heads
+    d = D // H
+    W = attn.qkv.weight  # (3D, D): rows [Q; K; V]
+    zeros = torch.zeros(D)
+    q_bias = zeros if attn.q_bias is None else attn.q_bias
+    k_bias = zeros if attn.k_bias is None else attn.k_bias
+    v_bias = zeros if attn.v_bias is None else attn.v_bias
+    q = x @ W[:D].T + q_bias  # (B, T, D)
+    k = x @ W[D:2 * D].T + k_bias
+    v = x @ W[2 * D:].T + v_bias
+    heads = []
+    for h in range(H):
+        sl = slice(h * d, (h + 1) * d)
+        logits = q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d)  # (B, T, T)
+        if bias is not None:
+            logits = logits + bias[:, h]
+        if padding_mask is not None:
+            logits = logits.masked_fill(padding_mask[:, None, :], float("-inf"))
+        heads.append(torch.softmax(logits, dim=-1) @ v[..., sl])  # (B, T, d)
+    return torch.cat(heads, dim=-1) @ attn.proj.weight.T + attn.proj.bias  # (B, T, D)
+
+
+def gelu(a: torch.Tensor) -> torch.Tensor:
+    """Exact GELU: a * Phi(a) = 0.5 a (1 + erf(a / sqrt 2)) (Hendrycks & Gimpel 2016)."""
+    return 0.5 * a * (1 + torch.erf(a / math.sqrt(2)))
+
+
+def ffn(ffn_module, h: torch.Tensor) -> torch.Tensor:
+    """Position-wise feed-forward W2 GELU(W1 h + b1) + b2 (read for `fc1`, `fc2`). Reference for the blocks' FFN."""
+    return gelu(h @ ffn_module.fc1.weight.T + ffn_module.fc1.bias) @ ffn_module.fc2.weight.T + ffn_module.fc2.bias
+
+
+# --------------------------------------------------------------------------------------------------
+# test helpers (not references)
+# --------------------------------------------------------------------------------------------------
+
+
+def randomise_(module: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
+    """Every parameter ~ N(0, std^2) from a fixed seed: constant initial values (zero biases, unit norm
+    gains) would hide a swapped or missing term in an equation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
