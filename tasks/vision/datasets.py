@@ -113,15 +113,15 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
         path, label = self.samples[i]
         try:
             with Image.open(path) as im:
                 arr = np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
         except _DECODE_ERRORS as error:  # not an image, truncated, or corrupt: name the file, not PIL's traceback
-            raise ValueError(f"cannot read the image {path} ({type(error).__name__}: {error}); fix: remove or replace "
-                             "that file") from None
+            reason = "not an image format PIL recognises" if isinstance(error, UnidentifiedImageError) else error
+            raise ValueError(f"cannot read the image {path} ({reason}); fix: remove or replace that file") from None
         img = tv_tensors.Image(torch.from_numpy(arr.copy()).permute(2, 0, 1))  # (3, H, W)
         img = self.transform(img) if self.transform is not None else img.float() / 255.0
         return img.as_subclass(torch.Tensor) if isinstance(img, tv_tensors.Image) else img, label
