@@ -4,6 +4,12 @@
 data2vec-vision without heads. Both return what `Encoder.forward` returns: the final output (B, T, D),
 and with `return_layers="ffn"|"block"` also the per-block tensors. `build_backbone(cfg)` picks one by
 `cfg.modality` and applies the configured initialisation.
+
+`forward_visible(inputs, visible)` is the visible-only student of data2vec 2.0 (arXiv 2212.07525, section 3;
+MAE's encoder): the embedding keeps only the tokens marked visible (M masks per sample, clones adjacent)
+and the encoder runs on those alone, with a padding mask for the filler slots of rows that keep fewer.
+An encoder with BEiT's relative position bias cannot take this path (its bias is indexed by grid position,
+which the gathered sequence no longer has): it raises.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ class TextTransformer(nn.Module):
         x = self.embed(input_ids, padding_mask, token_type_ids)  # (B, T, D)
         return self.encoder(x, padding_mask=padding_mask, return_layers=return_layers)
 
+    def forward_visible(self, input_ids: Tensor, visible: Tensor, padding_mask: Tensor | None = None,
+                        return_layers: str | None = None):
+        """input_ids (B, T); visible: bool (B * M, T), True = the token enters the student (never a pad).
+        Returns the encoder output (B * M, K, D) over the visible tokens of each row, in order."""
+        check_padding_mask(padding_mask, input_ids.shape)
+        x, filler = self.embed.forward_visible(input_ids, visible, padding_mask)  # (B * M, K, D)
+        return self.encoder(x, padding_mask=filler, return_layers=return_layers)
+
 
 class VisionTransformer(nn.Module):
     """images (B, C, H, W) -> tokens (B, 1 + N, D), CLS first."""
@@ -69,6 +83,16 @@ class VisionTransformer(nn.Module):
         grid = self.embed.grid_of(images)
         x = self.embed(images, mask)  # (B, 1 + N, D)
         return self.encoder(x, attn_bias=self.attn_bias(grid), return_layers=return_layers)
+
+    def forward_visible(self, images: Tensor, visible: Tensor, return_layers: str | None = None):
+        """images (B, C, H, W); visible: bool (B * M, N), True = the patch enters the student.
+        Returns the encoder output (B * M, 1 + K, D): CLS, then the visible patches in row-major order."""
+        if self.rel_pos is not None:
+            raise ValueError("the visible-only path needs absolute positions: a relative position bias is indexed "
+                             "by grid position, which the gathered patches no longer have; build the encoder "
+                             "with position='sincos' (data2vec 2.0) or 'learned'")
+        x, filler = self.embed.forward_visible(images, visible)  # (B * M, 1 + K, D)
+        return self.encoder(x, padding_mask=filler, return_layers=return_layers)
 
 
 def build_backbone(cfg: EncoderConfig) -> TextTransformer | VisionTransformer:

@@ -104,6 +104,10 @@ class EncoderConfig:
     shared_rel_pos: bool = True  # relative bias shared by all blocks (data2vec-vision) or one per block
     patch_norm: bool = False  # LayerNorm right after the patch embedding (data2vec 2.0 images)
     use_mask_token: bool = False  # learned embedding that replaces masked patches (student of data2vec)
+    embed_norm: bool = False  # LayerNorm over [CLS, patches] after the CLS prepend (and after the visible-token
+    #                           gather): data2vec 2.0 images (released: the norm before the prenet blocks)
+    cls_init_std: float | None = None  # CLS init: None = truncated normal(init_std) (ViT/BEiT); a value = plain
+    #                                    normal with that std (data2vec 2.0 released: N(0, 1))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -188,6 +192,12 @@ class EncoderConfig:
                 fail("position", f"unknown position scheme {self.position!r}", f"use one of {POSITION_SCHEMES}")
             if self.in_chans < 1:
                 fail("in_chans", f"must be positive, got {self.in_chans}", "use 3 for RGB or 1 for grey images")
+            if self.cls_init_std is not None and self.cls_init_std <= 0:
+                fail("cls_init_std", f"must be > 0 or None, got {self.cls_init_std}",
+                     "use None (truncated normal with init_std) or 1.0 (data2vec 2.0)")
+        if self.modality == "text" and self.embed_norm:
+            fail("embed_norm", "is a vision option (the text embedding always ends in its LayerNorm)",
+                 "set embed_norm=False for text encoders")
 
     def replace(self, **changes) -> "EncoderConfig":
         """A validated copy with some fields changed."""

@@ -11,18 +11,46 @@
 - `RelativePositionBias`: BEiT's learned bias per head and relative offset (dh, dw), plus three entries
   for CLS->patch, patch->CLS and CLS->CLS, added to the attention logits of every block (shared) or of
   one block (per-layer).
+- The visible-only path of data2vec 2.0 (arXiv 2212.07525, section 3; MAE's encoder, He et al. 2022,
+  section 3): `forward_visible` adds positions to every token, repeats each sample for its M masks, keeps
+  only the visible tokens (`masking.visible_index`), then (images) prepends CLS, which carries no position,
+  and applies the optional `embed_norm` LayerNorm. Text: token + position -> LayerNorm, repeat, gather,
+  dropout (each clone draws its own dropout, as in the released code where dropout follows the gather).
 
 Differences from the originals: BEiT multiplies the patch embedding by (1 - w) and adds w * mask_token;
-with a bool mask that is the same as replacing, which is what we do with `torch.where`.
+with a bool mask that is the same as replacing, which is what we do with `torch.where`. The visible tokens
+of a row keep their original order (fairseq gathers them in `argsort` order; attention does not care).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from .config import EncoderConfig
+from .masking import visible_index
+
+
+def repeat_for_masks(x: Tensor, visible: Tensor) -> Tensor:
+    """Repeat every sample of x (B, ...) M = visible.shape[0] / B times, clones of one sample adjacent."""
+    B = x.shape[0]
+    if visible.dim() != 2 or visible.shape[0] % B != 0:
+        raise ValueError(f"visible must be bool (B * M, T) for a batch of {B} (M masks per sample, clones of "
+                         f"a sample adjacent), got {tuple(visible.shape)}")
+    M = visible.shape[0] // B
+    return x if M == 1 else x.repeat_interleave(M, dim=0)  # (B * M, ...)
+
+
+def gather_visible(x: Tensor, visible: Tensor) -> tuple[Tensor, Tensor | None]:
+    """x (B, T, D), visible bool (B, T) -> (visible tokens (B, K, D) in order, padding (B, K) or None)."""
+    if visible.dtype != torch.bool or tuple(visible.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"visible must be bool (B, T) = {tuple(x.shape[:2])} with True = enters the student, "
+                         f"got {visible.dtype} {tuple(visible.shape)}")
+    index, padding = visible_index(visible)  # (B, K), (B, K) or None
+    x = torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))  # (B, K, D)
+    return x, padding
 
 
 class TextEmbedding(nn.Module):
@@ -47,7 +75,13 @@ class TextEmbedding(nn.Module):
         real = torch.ones_like(input_ids, dtype=torch.long) if padding_mask is None else (~padding_mask).long()
         return torch.cumsum(real, dim=1) * real + (self.position_offset - 1)  # (B, T)
 
-    def forward(self, input_ids: Tensor, padding_mask: Tensor | None = None, token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, padding_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        return self.dropout(self.features(input_ids, padding_mask, token_type_ids))
+
+    def features(self, input_ids: Tensor, padding_mask: Tensor | None = None,
+                 token_type_ids: Tensor | None = None) -> Tensor:
+        """LN(tokens + positions + types) (B, T, D), before the dropout."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
         T = input_ids.shape[1]
@@ -60,7 +94,19 @@ class TextEmbedding(nn.Module):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
             x = x + self.token_types(token_type_ids)
-        return self.dropout(self.norm(x))
+        return self.norm(x)
+
+    def forward_visible(self, input_ids: Tensor, visible: Tensor, padding_mask: Tensor | None = None,
+                        token_type_ids: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The visible-only student input: (x (B * M, K, D), padding (B * M, K) True = filler, or None).
+
+        input_ids (B, T); visible: bool (B * M, T), True = the token enters the student (M masks per sample,
+        clones adjacent); it must exclude padding. Positions are numbered on the full sequence."""
+        if padding_mask is not None and (visible & repeat_for_masks(padding_mask, visible)).any():
+            raise ValueError("visible marks padded tokens; build it as ~mask & ~padding_mask")
+        x = self.features(input_ids, padding_mask, token_type_ids)  # (B, T, D): LN(tokens + positions)
+        x, padding = gather_visible(repeat_for_masks(x, visible), visible)  # (B * M, K, D)
+        return self.dropout(x), padding
 
 
 def sincos_2d(grid: int | tuple[int, int], dim: int) -> Tensor:
@@ -89,6 +135,7 @@ class PatchEmbedding(nn.Module):
         self.cfg = cfg
         self.proj = nn.Conv2d(cfg.in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.patch_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if cfg.patch_norm else None
+        self.embed_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if cfg.embed_norm else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.use_mask_token else None
         n = cfg.num_patches + 1
@@ -102,7 +149,10 @@ class PatchEmbedding(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def reset_parameters(self, std: float = 0.02) -> None:
-        nn.init.trunc_normal_(self.cls_token, std=std)
+        if self.cfg.cls_init_std is None:
+            nn.init.trunc_normal_(self.cls_token, std=std)
+        else:  # data2vec 2.0 released: nn.init.normal_ (std 1)
+            nn.init.normal_(self.cls_token, std=self.cfg.cls_init_std)
         if self.mask_token is not None:
             nn.init.trunc_normal_(self.mask_token, std=std)
         if isinstance(self.pos_embed, nn.Parameter):
@@ -138,28 +188,58 @@ class PatchEmbedding(nn.Module):
             table = torch.cat([torch.zeros(1, self.cfg.dim), sincos_2d(grid, self.cfg.dim)])  # (1 + N', D)
             return table[None].to(self.pos_embed.device)
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]  # (1, 1, D), (1, N, D)
-        patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)  # (1, D, g, g)
+        patch_pos = rearrange(patch_pos, "1 (h w) d -> 1 d h w", h=g, w=g)
         patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)  # (1, D, rows, cols)
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)  # (1, N', D)
+        patch_pos = rearrange(patch_pos, "1 d h w -> 1 (h w) d")  # (1, N', D)
         return torch.cat([cls_pos, patch_pos], dim=1)
 
     def forward(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
         """images: (B, C, H, W); mask: bool (B, N), True = this patch is masked (replaced by the mask token)."""
         grid = self.grid_of(images)
-        x = self.proj(images).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D), row-major patches
-        if self.patch_norm is not None:
-            x = self.patch_norm(x)
+        x = self.patches(images)  # (B, N, D)
         if mask is not None:
             if self.mask_token is None:
                 raise ValueError("a patch mask was given but the encoder has no mask token; set use_mask_token=True")
             if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
-                raise ValueError(f"mask must be bool (B, N) = {tuple(x.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+                raise ValueError(f"mask must be bool (B, N) = {tuple(x.shape[:2])}, "
+                                 f"got {mask.dtype} {tuple(mask.shape)}")
             x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)  # (B, N, D)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + N, D)
         positions = self.positions_for(grid)
         if positions is not None:
             x = x + positions.to(x.dtype)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         return self.dropout(x)
+
+    def patches(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> patch embeddings (B, N, D), row-major, after the optional patch norm."""
+        x = rearrange(self.proj(images), "b d h w -> b (h w) d")  # (B, N, D)
+        return x if self.patch_norm is None else self.patch_norm(x)
+
+    def forward_visible(self, images: Tensor, visible: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The visible-only student input (data2vec 2.0): (x (B * M, 1 + K, D), padding (B * M, 1 + K) or None).
+
+        images (B, C, H, W); visible: bool (B * M, N), True = the patch enters the student (M masks per
+        sample, clones adjacent). Order: patches + positions (all N) -> repeat M -> keep the visible ones
+        -> prepend CLS (no position: the CLS row of the table, zero for sin-cos) -> embed_norm -> dropout."""
+        if self.mask_token is not None:
+            raise ValueError("the visible-only path drops masked patches; an encoder with use_mask_token=True "
+                             "replaces them instead (data2vec v1): set use_mask_token=False")
+        grid = self.grid_of(images)
+        x = self.patches(images)  # (B, N, D)
+        cls = self.cls_token.to(x.dtype)  # (1, 1, D)
+        positions = self.positions_for(grid)  # (1, 1 + N, D) or None
+        if positions is not None:
+            x = x + positions[:, 1:].to(x.dtype)  # positions before the gather
+            cls = cls + positions[:, :1].to(x.dtype)
+        x, padding = gather_visible(repeat_for_masks(x, visible), visible)  # (B * M, K, D)
+        x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B * M, 1 + K, D): CLS after the gather
+        if padding is not None:
+            padding = F.pad(padding, (1, 0), value=False)  # (B * M, 1 + K): CLS is never padding
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return self.dropout(x), padding
 
 
 class RelativePositionBias(nn.Module):
@@ -202,4 +282,4 @@ class RelativePositionBias(nn.Module):
             self.build_index(grid).to(self.table.device)
         n = index.shape[0]
         bias = self.table[index.reshape(-1)].reshape(n, n, -1)  # (1 + N, 1 + N, H)
-        return bias.permute(2, 0, 1)[None]  # (1, H, 1 + N, 1 + N)
+        return rearrange(bias, "i j h -> 1 h i j")  # (1, H, 1 + N, 1 + N)

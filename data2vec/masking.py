@@ -8,6 +8,12 @@
 - `block_mask` / `block_masks`: BEiT's block-wise masking (Bao et al. 2021, section 2.2, Algorithm 1;
   used unchanged by data2vec-vision): rectangles of random area and aspect ratio are added until the
   requested number of patches is reached; never more, possibly slightly fewer.
+- `inverse_block_mask` (data2vec 2.0, arXiv 2212.07525, section 3 "Multi-mask training" / "inverse block
+  masking"; released fairseq `compute_block_mask_2d(..., inverse_mask=True)`): the *kept* patches are grown
+  as k x k blocks around random centres, then trimmed or filled at random to an exact kept count per row.
+- `random_mask` (data2vec 2.0 text; MAE's `random_masking`, He et al. 2022, section 3): sort uniform noise
+  and keep the first `int(T (1 - R))` tokens; the rest are masked, i.e. dropped from the student.
+- `visible_index`: the gather indices of the tokens a visible-only student keeps.
 
 Every random function takes an optional `torch.Generator`; without one it uses the global torch RNG, so
 the engine's seeding and RNG checkpoints fix the masks. Masks are bool and True means "masked/selected".
@@ -22,18 +28,27 @@ Differences from the originals:
   rectangle slightly smaller; here such a try is rejected, so the count may fall short by a few cells.
   The random numbers come from a Python `random.Random` seeded from the torch generator (fast and
   reproducible), not from Python's global RNG as in BEiT.
+- `inverse_block_mask` takes any rows x cols grid (fairseq assumes a square one) and fixes the count with one
+  sort of random keys per row (kept cells first), not a loop of `torch.multinomial` calls; the result has the
+  same law: an over-full kept set loses a uniformly random subset, an under-full one gains one.
+- `random_mask(padding_mask=...)`: padded positions are never masked and never kept; each row keeps
+  `max(1, int(n_b (1 - R)))` of its n_b real tokens, so rows of different lengths keep different counts
+  (the student pads the gathered rows; see `visible_index`). fairseq's text pretraining has no padding.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["bert_mask", "span_mask", "block_mask", "block_masks", "special_tokens_mask"]
+__all__ = [
+    "bert_mask", "span_mask", "block_mask", "block_masks", "special_tokens_mask", "inverse_block_mask", "random_mask",
+    "visible_index",
+]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -52,7 +67,8 @@ def _check_ids_and_mask(input_ids: Tensor, special_mask: Tensor) -> None:
         )
 
 
-def special_tokens_mask(input_ids: Tensor, special_ids: Sequence[int] = (), padding_mask: Tensor | None = None) -> Tensor:
+def special_tokens_mask(input_ids: Tensor, special_ids: Sequence[int] = (),
+                        padding_mask: Tensor | None = None) -> Tensor:
     """bool (B, T), True where the token is one of `special_ids` or padding: positions never to select."""
     special = torch.isin(input_ids, torch.as_tensor(list(special_ids), dtype=input_ids.dtype, device=input_ids.device))
     return special if padding_mask is None else special | padding_mask
@@ -110,7 +126,8 @@ def bert_mask(
         raise ValueError(f"random_prob={random_prob} and keep_prob={keep_prob} must be >= 0 and sum to at most 1; "
                          f"BERT uses 0.1 and 0.1")
     if not 0 <= mask_id < vocab_size:
-        raise ValueError(f"mask_id={mask_id} is outside the vocabulary [0, {vocab_size}); pass the tokenizer's <mask> id")
+        raise ValueError(f"mask_id={mask_id} is outside the vocabulary [0, {vocab_size}); "
+                         f"pass the tokenizer's <mask> id")
     device = input_ids.device
     mask = _select_exact_per_row(~special_mask, mask_prob, generator)  # (B, T)
     # Of the selected tokens: u < 1 - r - k -> <mask>; next r -> random token; last k -> unchanged.
@@ -123,7 +140,8 @@ def bert_mask(
     allowed_ids = allowed.nonzero().squeeze(1).to(device)  # (V',) ids a random replacement may take
     if len(allowed_ids) == 0:
         raise ValueError("special_ids cover the whole vocabulary; no id is left for random replacement")
-    pick = torch.floor(_rand(input_ids.shape, generator, device) * len(allowed_ids)).long().clamp(max=len(allowed_ids) - 1)
+    pick = torch.floor(_rand(input_ids.shape, generator, device) * len(allowed_ids)).long()
+    pick = pick.clamp(max=len(allowed_ids) - 1)
     random_ids = allowed_ids[pick].to(input_ids.dtype)  # (B, T) uniform over the allowed ids
     corrupted = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
     corrupted = torch.where(to_random, random_ids, corrupted)
@@ -250,3 +268,138 @@ def block_masks(
     rng = random.Random(_torch_seed(generator))
     return torch.stack([_block_mask_with(rng, height, width, num_masked, min_block, max_block, log_aspect)
                         for _ in range(batch_size)])  # (B, height, width)
+
+
+# ---------------------------------------------------------------------------------------------------
+# data2vec 2.0: inverse block masks (images), exact-ratio random masks (text), the visible-token gather
+# ---------------------------------------------------------------------------------------------------
+
+
+def _randint(high: int, shape, generator: torch.Generator | None, device) -> Tensor:
+    if generator is None:
+        return torch.randint(0, high, shape, device=device)
+    return torch.randint(0, high, shape, generator=generator, device=generator.device).to(device)
+
+
+def _check_ratio(mask_ratio: float, fix: str) -> None:
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must lie in (0, 1), got {mask_ratio}; {fix}")
+
+
+def _keep_first(keys: Tensor, count: Tensor) -> Tensor:
+    """bool (B, L): True at the `count[b]` positions of row b with the smallest keys."""
+    B, L = keys.shape
+    order = keys.argsort(dim=1)  # (B, L) positions sorted by key
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=keys.device).expand(B, L))  # (B, L)
+    return rank < count[:, None]
+
+
+def inverse_block_mask(
+    batch_size: int,
+    rows: int,
+    cols: int,
+    mask_ratio: float,
+    *,
+    block: int = 3,  # data2vec 2.0 released: mask_length = 3 (3 x 3 kept blocks on a 14 x 14 grid)
+    adjust: float = 0.07,  # released: mask_prob_adjust = 0.07 (more centres, because blocks overlap)
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """data2vec 2.0 inverse block masks: bool (B, rows * cols), row-major, True = masked.
+
+    With L = rows * cols and keep fraction p = 1 - mask_ratio:
+    1. draw int(L (p + adjust) / block^2) centres per row uniformly with replacement;
+    2. keep the block x block square around each centre (offsets -block//2 .. block - 1 - block//2,
+       clamped at the border, so border blocks shrink and blocks may overlap);
+    3. trim a uniformly random subset of the kept cells, or add uniformly random masked cells, until
+       exactly int(L p) cells are kept in every row; the mask is the complement.
+    ViT-B/16 at 224 px (14 x 14, R = 0.8): 5 centres, 39 kept, 157 masked in every row.
+    """
+    _check_ratio(mask_ratio, "data2vec 2.0 masks 0.8 of the patches")
+    if rows < 1 or cols < 1:
+        raise ValueError(f"inverse_block_mask needs a positive grid, got {rows} x {cols}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}; data2vec 2.0 uses 3 (2 suits an 8 x 8 grid)")
+    if block > min(rows, cols):
+        raise ValueError(f"a {block} x {block} block does not fit the {rows} x {cols} patch grid; "
+                         f"use block <= {min(rows, cols)} (e.g. 2 for grids of 8 x 8 or smaller)")
+    if adjust < 0:
+        raise ValueError(f"adjust must be >= 0, got {adjust}; data2vec 2.0 uses 0.07")
+    L = rows * cols
+    keep = int(L * (1 - mask_ratio))  # the released count: 39 of 196 at R = 0.8
+    if keep < 1:
+        raise ValueError(f"mask_ratio={mask_ratio} keeps no patch of a {rows} x {cols} grid; lower the ratio "
+                         f"to at most {1 - 1 / L:.3f} or use a finer patch grid")
+    num_centres = int(L * ((1 - mask_ratio) + adjust) / block**2)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    kept = torch.zeros(batch_size, rows, cols, dtype=torch.bool, device=device)  # (B, rows, cols)
+    if num_centres > 0:
+        centres = _randint(L, (batch_size, num_centres), generator, device)  # (B, C) with replacement
+        centre_row, centre_col = centres // cols, centres % cols  # (B, C) each
+        sample = torch.arange(batch_size, device=device)[:, None].expand_as(centres)  # (B, C)
+        offsets = range(-(block // 2), block - block // 2)  # k = 3: -1, 0, 1 (centred); k = 2: -1, 0
+        for di in offsets:
+            for dj in offsets:
+                r = (centre_row + di).clamp(0, rows - 1)
+                c = (centre_col + dj).clamp(0, cols - 1)
+                kept[sample, r, c] = True
+    kept = kept.reshape(batch_size, L)  # (B, L) row-major
+    # Exact count: kept cells get keys in [0, 1), the others [1, 2); the `keep` smallest keys stay kept.
+    # Too many kept -> a uniform subset of them survives; too few -> all survive plus uniform extra cells.
+    keys = _rand((batch_size, L), generator, device) + (~kept).to(torch.float32)  # (B, L)
+    final_kept = _keep_first(keys, torch.full((batch_size,), keep, device=device))
+    return ~final_kept
+
+
+def random_mask(
+    batch_size: int,
+    length: int,
+    mask_ratio: float,
+    *,
+    padding_mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Exact-ratio random masks: bool (B, length), True = masked (MAE's random_masking, data2vec 2.0 text).
+
+    Without padding every row keeps exactly int(length (1 - R)) uniformly placed tokens and masks the rest.
+    padding_mask: bool (B, length), True = pad. Then pads are never masked (and never kept: the student
+    drops them too), and row b keeps max(1, int(n_b (1 - R))) of its n_b real tokens, uniformly placed,
+    masking the others; a row without real tokens masks nothing."""
+    _check_ratio(mask_ratio, "data2vec 2.0 text masks 0.48 of the tokens")
+    if length < 1:
+        raise ValueError(f"random_mask needs length >= 1, got {length}")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    noise = _rand((batch_size, length), generator, device)  # (B, T) uniform: sort and keep the first
+    if padding_mask is None:
+        keep = int(length * (1 - mask_ratio))
+        if keep < 1:
+            raise ValueError(f"mask_ratio={mask_ratio} keeps no token of a sequence of {length}; lower the ratio "
+                             f"or use longer sequences")
+        return ~_keep_first(noise, torch.full((batch_size,), keep, device=device))
+    if padding_mask.dtype != torch.bool or tuple(padding_mask.shape) != (batch_size, length):
+        raise ValueError(f"padding_mask must be bool (B, T) = {(batch_size, length)} with True = pad, "
+                         f"got {padding_mask.dtype} {tuple(padding_mask.shape)}")
+    padding_mask = padding_mask.to(device)
+    real = (~padding_mask).sum(dim=1)  # (B,) n_b
+    keep = torch.floor(real.double() * (1 - mask_ratio)).long().clamp(min=1)  # (B,) int(n_b (1 - R)), >= 1
+    kept = _keep_first(noise.masked_fill(padding_mask, 2.0), keep)  # pads sort last, never kept
+    return ~kept & ~padding_mask
+
+
+def visible_index(visible: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Gather indices of the tokens a visible-only student keeps.
+
+    visible: bool (B, T), True = the token enters the student. Returns (index long (B, K), padding bool
+    (B, K) True = filler slot, or None when every row keeps the same count) with K = the largest kept count:
+    row b lists its visible positions in ascending order, then filler positions marked as padding.
+    Syncs with the device once (K is a shape)."""
+    if visible.dtype != torch.bool or visible.dim() != 2:
+        raise ValueError(f"visible must be bool (B, T) with True = enters the student, got {visible.dtype} "
+                         f"{tuple(visible.shape)}")
+    count = visible.sum(dim=1)  # (B,) kept per row
+    order = torch.sort((~visible).to(torch.uint8), dim=1, stable=True).indices  # (B, T) visible first, in order
+    K = int(count.max())
+    index = order[:, :K]  # (B, K)
+    padding = torch.arange(K, device=visible.device)[None, :] >= count[:, None]  # (B, K) True = filler
+    return index, (padding if bool(padding.any()) else None)

@@ -21,10 +21,11 @@ inside the FFN (none of BERT, RoBERTa, ViT or BEiT-as-used-by-data2vec has it at
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from .config import EncoderConfig
@@ -86,13 +87,13 @@ class Attention(nn.Module):
         """x: (B, T, D); mask: as returned by `padding_to_attn_mask`."""
         B, T, D = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias_vector())  # (B, T, 3D)
-        qkv = qkv.view(B, T, 3, self.heads, D // self.heads)  # (B, T, 3, H, D/H)
-        # split on the q/k/v axis, then (B, T, H, D/H) -> (B, H, T, D/H); unbinding dim 2 (not a permuted dim 0)
-        # lets backward stack the three gradients straight into qkv's layout, saving one (B, T, 3D) copy
-        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each (B, H, T, D/H)
+        qkv = rearrange(qkv, "b t (three h e) -> b t three h e", three=3, h=self.heads)  # a view
+        # split on the q/k/v axis, then move heads forward; unbinding dim 2 (not a permuted dim 0) lets
+        # backward stack the three gradients straight into qkv's layout, saving one (B, T, 3D) copy
+        q, k, v = (rearrange(t, "b t h e -> b h t e") for t in qkv.unbind(2))  # each (B, H, T, D/H)
         dropout_p = self.attn_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D/H)
-        out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, D): heads concatenated
+        out = rearrange(out, "b h t e -> b t (h e)")  # (B, T, D): heads concatenated
         return self.proj(out)
 
 
