@@ -100,14 +100,33 @@ def load_squad(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SQuAD file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as error:  # a ValueError, but one that does not name the file
+        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); fix: "
+                         "re-download the file or pass the SQuAD/XQuAD .json itself") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); fix: pass the SQuAD/XQuAD "
+                         ".json file (UTF-8 JSON)") from None
+    fix = "fix: pass a SQuAD v1.1 / XQuAD file ({'data': [{'title', 'paragraphs': [{'context', 'qas'}]}]})"
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ValueError(f"{path}: not SQuAD format (expected a top-level object with a 'data' list of articles)")
-    for article in data["data"]:
-        for paragraph in article.get("paragraphs", ()):
-            if "context" not in paragraph or "qas" not in paragraph:
-                raise ValueError(f"{path}: a paragraph of {article.get('title')!r} lacks 'context' or 'qas'")
+        raise ValueError(f"{path}: not SQuAD format (no top-level object with a 'data' list of articles); {fix}")
+    for k, article in enumerate(data["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise ValueError(f"{path}: article {k} of 'data' has no 'paragraphs' list; {fix}")
+        for paragraph in article["paragraphs"]:
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str) \
+                    or not isinstance(paragraph.get("qas"), list):
+                raise ValueError(f"{path}: a paragraph of {article.get('title')!r} lacks 'context' or 'qas'; {fix}")
+            for qa in paragraph["qas"]:
+                answers = qa.get("answers", []) if isinstance(qa, dict) else None  # test files may have none
+                well_formed = isinstance(answers, list) and "id" in qa and "question" in qa and all(
+                    isinstance(a, dict) and "text" in a and "answer_start" in a for a in answers)
+                if not well_formed:
+                    qid = qa.get("id") if isinstance(qa, dict) else None
+                    raise ValueError(f"{path}: question {qid!r} of {article.get('title')!r} lacks 'id', 'question' or "
+                                     f"answers with 'text' and 'answer_start'; {fix}")
     return data
 
 
