@@ -3,13 +3,15 @@
 For every family a `transformers` model is built from a tiny random config, every parameter is
 randomised (HF initialises biases, LayerNorms, layer scale and relative-bias tables to constants, which
 would hide mapping errors), saved with `save_pretrained`, imported with `load_pretrained`, and every
-block's output, the final output and (for data2vec-text) every FFN output are compared at 1e-5.
+block's output, the final output and (for data2vec-text) every FFN output are compared at float32
+precision for the tensors' scale (`reference.assert_close_scaled`: max error <= 1e-5 x max |reference|).
 """
 
 import json
 
 import pytest
 import torch
+from reference import assert_close_scaled
 
 transformers = pytest.importorskip("transformers")  # the dev extra; the reference of every test here
 
@@ -18,7 +20,6 @@ from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, Seque
 from data2vec.hub import load_backbone, load_pretrained, save_backbone  # noqa: E402
 from data2vec.hub_export import export_hf  # noqa: E402
 
-ATOL = 1e-5
 TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
@@ -65,9 +66,9 @@ def text_batch(pad_id, vocab=99, seed=1):
 def assert_layers_match(hf_out, ours, layers, real=None):
     """last_hidden_state vs our final output, hidden_states[1:] vs our per-block outputs."""
     assert len(layers) == len(hf_out.hidden_states) - 1
-    torch.testing.assert_close(ours, hf_out.last_hidden_state, atol=ATOL, rtol=0)
+    assert_close_scaled(ours, hf_out.last_hidden_state)
     for ref, got in zip(hf_out.hidden_states[1:], layers):
-        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+        assert_close_scaled(got, ref)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def test_data2vec_text_ffn_targets_match_hooks(tmp_path):
         hook.remove()
     assert len(ffn) == len(captured) == 2
     for ref, got in zip(captured, ffn):
-        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+        assert_close_scaled(got, ref)
 
 
 @pytest.mark.parametrize("family,style", [("bert", "bert"), ("roberta", "roberta"), ("data2vec-text", "roberta")])
@@ -133,7 +134,7 @@ def test_sequence_classification_head_imported(family, style, tmp_path):
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=attention, token_type_ids=types).logits
         got = model.logits(input_ids=ids, attention_mask=attention, token_type_ids=types)
-    torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+    assert_close_scaled(got, ref)
 
 
 def test_question_answering_head_imported_and_lm_head_reported(tmp_path):
@@ -145,8 +146,8 @@ def test_question_answering_head_imported_and_lm_head_reported(tmp_path):
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=attention)
         start, end = model.logits(input_ids=ids, attention_mask=attention)
-    torch.testing.assert_close(start, ref.start_logits, atol=ATOL, rtol=0)
-    torch.testing.assert_close(end, ref.end_logits, atol=ATOL, rtol=0)
+    assert_close_scaled(start, ref.start_logits)
+    assert_close_scaled(end, ref.end_logits)
 
     build_hf(transformers.RobertaForMaskedLM, hf_cfg, tmp_path / "mlm")
     mlm = load_pretrained(tmp_path / "mlm")
@@ -208,7 +209,25 @@ def test_beit_mask_token_imported_and_used(tmp_path):
     with torch.no_grad():
         ref = hf(pixel_values=images, bool_masked_pos=masked).last_hidden_state
         got = model(pixel_values=images, bool_masked_pos=masked)
-    torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+    assert_close_scaled(got, ref)
+
+
+@pytest.mark.parametrize("where", ["first block qkv", "last block proj"])
+def test_scaled_tolerance_catches_a_perturbed_attention_weight(where, tmp_path):
+    """The parity tolerance is not too loose: one attention weight matrix off by 0.1 % fails it."""
+    hf_cfg = transformers.ViTConfig(**VISION, layer_norm_eps=1e-6, attn_implementation="eager")
+    hf = build_hf(transformers.ViTModel, hf_cfg, tmp_path)
+    model = load_pretrained(tmp_path)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = hf(pixel_values=images, output_hidden_states=True)
+        assert_layers_match(ref, *model(pixel_values=images, return_layers="block"))  # passes unperturbed
+        blocks = model.backbone.encoder.blocks
+        weight = blocks[0].attn.qkv.weight if where == "first block qkv" else blocks[-1].attn.proj.weight
+        weight.mul_(1.001)
+        final = model(pixel_values=images)
+    with pytest.raises(AssertionError, match="max \\|diff\\|"):
+        assert_close_scaled(final, ref.last_hidden_state)
 
 
 @pytest.mark.parametrize("family,mean", [("vit", False), ("beit", True), ("data2vec-vision", True),
@@ -227,8 +246,7 @@ def test_image_classification_head_imported(family, mean, tmp_path):
     assert model.report.missing == [] and model.report.unused == []
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        torch.testing.assert_close(model.logits(pixel_values=images), hf(pixel_values=images).logits,
-                                   atol=ATOL, rtol=0)
+        assert_close_scaled(model.logits(pixel_values=images), hf(pixel_values=images).logits)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -262,14 +280,14 @@ def test_export_text_round_trip_with_head(family, tmp_path):
         ref = hf(input_ids=ids, attention_mask=attention, output_hidden_states=True)
         final, layers = backbone(ids, padding_mask=padding, return_layers="block")
         logits = head(final)
-    torch.testing.assert_close(ref.hidden_states[-1], final, atol=ATOL, rtol=0)
+    assert_close_scaled(final, ref.hidden_states[-1])
     for got, want in zip(layers, ref.hidden_states[1:]):
-        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
-    torch.testing.assert_close(ref.logits, logits, atol=ATOL, rtol=0)
+        assert_close_scaled(got, want)
+    assert_close_scaled(logits, ref.logits)
     # and back again through the importer
     again = load_pretrained(tmp_path)
     with torch.no_grad():
-        torch.testing.assert_close(again.logits(input_ids=ids, attention_mask=attention), logits, atol=ATOL, rtol=0)
+        assert_close_scaled(again.logits(input_ids=ids, attention_mask=attention), logits)
 
 
 @pytest.mark.parametrize("family,overrides,hf_cls", [
@@ -295,7 +313,7 @@ def test_export_mean_pooling_head_to_data2vec_vision(tmp_path):
     hf = transformers.Data2VecVisionForImageClassification.from_pretrained(tmp_path, attn_implementation="eager")
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        torch.testing.assert_close(hf.eval()(pixel_values=images).logits, head(backbone(images)), atol=ATOL, rtol=0)
+        assert_close_scaled(head(backbone(images)), hf.eval()(pixel_values=images).logits)
 
 
 def test_export_refuses_what_the_layout_cannot_hold(tmp_path):
@@ -369,8 +387,8 @@ def test_convert_cli_both_ways(tmp_path, capsys):
                                                                           attn_implementation="eager").eval()
     ids, attention, _ = text_batch(1)
     with torch.no_grad():
-        torch.testing.assert_close(again(input_ids=ids, attention_mask=attention).logits,
-                                   hf(input_ids=ids, attention_mask=attention).logits, atol=ATOL, rtol=0)
+        assert_close_scaled(again(input_ids=ids, attention_mask=attention).logits,
+                            hf(input_ids=ids, attention_mask=attention).logits)
     # the fine-tuning CLI's --init reads our export (backbone.* keys, encoder config) as well
     from data2vec.cli.finetune import load_init
 
@@ -425,7 +443,7 @@ def test_sharded_safetensors_and_pytorch_bin_folders(tmp_path):
     with torch.no_grad():
         ref = hf(pixel_values=images).last_hidden_state
         for folder in ("sharded", "bin"):
-            torch.testing.assert_close(load_pretrained(tmp_path / folder)(images), ref, atol=ATOL, rtol=0)
+            assert_close_scaled(load_pretrained(tmp_path / folder)(images), ref)
     assert load_pretrained(tmp_path / "bin").report.ignored_buffers == [
         "encoder.layer.0.attention.attention.relative_position_index"]
 
@@ -441,5 +459,4 @@ def test_masked_image_modeling_checkpoint_keeps_its_own_layernorm_apart(tmp_path
                                         "lm_head.bias"}
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model(pixel_values=images), hf.beit(pixel_values=images).last_hidden_state,
-                                   atol=ATOL, rtol=0)
+        assert_close_scaled(model(pixel_values=images), hf.beit(pixel_values=images).last_hidden_state)
