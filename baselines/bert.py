@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data2vec.backbone import build_backbone
-from data2vec.config import EncoderConfig, get_preset
+from data2vec.config import EncoderConfig, config_error, get_preset, split_overrides
 from data2vec.masking import bert_mask, special_tokens_mask
 
 __all__ = ["MLMHead", "BertMLMConfig", "BertMLM"]
@@ -77,7 +77,7 @@ class BertMLMConfig:
 
     def validate(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:
-            raise ValueError(f"BertMLMConfig.{name}: {problem}; {fix}")
+            raise config_error("BertMLMConfig", name, problem, fix)
 
         if self.encoder.modality != "text":
             fail("encoder", f"BERT MLM needs a text encoder, got modality={self.encoder.modality!r}",
@@ -99,16 +99,12 @@ class BertMLMConfig:
         "base" uses the official RoBERTa vocabulary's ids (<mask> = 50264) unless overridden."""
         if modality != "text":
             raise ValueError(f"BERT MLM is a text method; got modality={modality!r} (use DINO for images)")
-        own = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
-        enc_fields = {f.name for f in dataclasses.fields(EncoderConfig)}
-        unknown = set(overrides) - own - enc_fields
-        if unknown:
-            raise ValueError(f"unknown BertMLM/encoder field(s) {sorted(unknown)}")
-        encoder = get_preset("text", name, **{k: v for k, v in overrides.items() if k in enc_fields})
+        enc_over, own_over = split_overrides(cls, overrides)
+        encoder = get_preset("text", name, **enc_over)
         values: dict = {}
         if name == "base" and encoder.vocab_size == 50265:  # RoBERTa's vocabulary: <mask> is the last id
             values = dict(mask_id=50264, special_ids=(0, 1, 2, 3, 50264))
-        values.update({k: v for k, v in overrides.items() if k in own})
+        values.update(own_over)
         return cls(encoder=encoder, **values)
 
 

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from data2vec.backbone import build_backbone
-from data2vec.config import EncoderConfig, get_preset
+from data2vec.config import EncoderConfig, config_error, get_preset, split_overrides
 from data2vec.ema import EMATeacher, cosine_momentum
 
 from .dino_loss import DINOLoss, entropy, teacher_temp_schedule
@@ -144,7 +144,7 @@ class DINOConfig:
 
     def validate(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:
-            raise ValueError(f"DINOConfig.{name}: {problem}; {fix}")
+            raise config_error("DINOConfig", name, problem, fix)
 
         if self.encoder.modality != "vision":
             fail("encoder", f"DINO needs a vision encoder, got modality={self.encoder.modality!r}",
@@ -187,12 +187,7 @@ class DINOConfig:
             raise ValueError(f"DINO is a vision method; got modality={modality!r} (use BertMLM for text)")
         if name not in cls.HEADS:
             raise ValueError(f"unknown DINO preset {name!r}; choose one of {tuple(cls.HEADS)}")
-        own = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
-        enc_fields = {f.name for f in dataclasses.fields(EncoderConfig)}
-        unknown = set(overrides) - own - enc_fields
-        if unknown:
-            raise ValueError(f"unknown DINO/encoder field(s) {sorted(unknown)}")
-        enc_overrides = {k: v for k, v in overrides.items() if k in enc_fields}
+        enc_overrides, own_overrides = split_overrides(cls, overrides)
         if name != "base":
             # DINO's ViT has no layer scale, and the vision presets' 1e-4 makes the CLS token practically
             # independent of the image at init: the teacher then gives every image the same output, the
@@ -206,7 +201,7 @@ class DINOConfig:
         if values["local_size"] > size or values["local_size"] % p:  # e.g. image_size overridden to 8 or 28 px
             # about DINO's 96/224 of the global side, a multiple of the patch, at least one patch
             values["local_size"] = max(p, round(size * 96 / 224 / p) * p)
-        values.update({k: v for k, v in overrides.items() if k in own})
+        values.update(own_overrides)
         return cls(encoder=encoder, **values)
 
 

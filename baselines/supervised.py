@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data2vec.backbone import build_backbone
-from data2vec.config import EncoderConfig, get_preset
+from data2vec.config import EncoderConfig, config_error, get_preset, split_overrides
 from data2vec.heads import ImageClassificationHead, SequenceClassificationHead
 
 __all__ = ["SupervisedConfig", "Supervised"]
@@ -53,7 +53,7 @@ class SupervisedConfig:
 
     def validate(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:
-            raise ValueError(f"SupervisedConfig.{name}: {problem}; {fix}")
+            raise config_error("SupervisedConfig", name, problem, fix)
 
         if self.num_classes < 1:
             fail("num_classes", f"must be >= 1, got {self.num_classes}", "set it to the data set's class count")
@@ -69,14 +69,10 @@ class SupervisedConfig:
     @classmethod
     def preset(cls, modality: str = "vision", name: str = "base", **overrides) -> "SupervisedConfig":
         """The named encoder preset + a classification head; overrides may name head or encoder fields."""
-        own = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
-        enc_fields = {f.name for f in dataclasses.fields(EncoderConfig)}
-        unknown = set(overrides) - own - enc_fields
-        if unknown:
-            raise ValueError(f"unknown Supervised/encoder field(s) {sorted(unknown)}")
-        encoder = get_preset(modality, name, **{k: v for k, v in overrides.items() if k in enc_fields})
-        values: dict = {} if modality == "vision" else dict(num_classes=2, label_smoothing=0.0)
-        values.update({k: v for k, v in overrides.items() if k in own})
+        enc_overrides, own_overrides = split_overrides(cls, overrides)
+        encoder = get_preset(modality, name, **enc_overrides)
+        values: dict = {} if modality == "vision" else dict(num_classes=2, label_smoothing=0.0)  # SST-2-like
+        values.update(own_overrides)
         return cls(encoder=encoder, **values)
 
 

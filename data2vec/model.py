@@ -14,7 +14,10 @@ Collapse watch (fairseq logs `target_var` / `pred_var` and stops below `min_targ
 `min_pred_var = 0.01` after 5000 updates): `target_std` and `pred_std` are the standard deviations
 across the masked tokens of every feature, averaged over the features, sqrt(var_n(y_nd) + 1e-6) averaged
 over d. When either stays below its threshold for `collapse_patience` training steps after
-`collapse_warmup_steps` updates, `CollapseError` stops the run with advice.
+`collapse_warmup_steps` updates, `CollapseError` stops the run with advice (`diagnostics.CollapseGuard`).
+
+The step reads as `make_masks` -> `forward_student` -> `forward_teacher` -> `forward_loss` (MAE's
+`forward_encoder` / `forward_decoder` / `forward_loss`; data2vec 2.0 in `v2.py` uses the same names).
 
 Differences from the original:
 - text: the teacher encodes the unmasked input (the paper), not the masked one (released code, fairseq
@@ -33,10 +36,11 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import build_backbone
-from .config import EncoderConfig, get_preset
+from .config import EncoderConfig, check_choices, config_error, from_dict_checked, get_preset, split_overrides
 from .ema import EMA_SCOPES, EMATeacher, linear_tau
 from .losses import REDUCTIONS, regression_loss
 from .masking import bert_mask, block_masks, span_mask, special_tokens_mask
+from .diagnostics import CollapseError, CollapseGuard, spread
 from .targets import TARGET_NORMS, build_targets
 
 __all__ = ["Data2VecConfig", "Data2Vec", "CollapseError"]
@@ -46,10 +50,6 @@ HEADS = ("linear", "mlp")
 TARGETS = ("ffn", "block")
 LOSS_ON = ("selected", "mask_token")
 BEIT_MIN_BLOCK_FRACTION = 16 / 196  # BEiT: blocks of at least 16 of 196 patches (about 8% of the grid)
-
-
-class CollapseError(RuntimeError):
-    """The targets or predictions became (nearly) constant across tokens: representation collapse."""
 
 
 @dataclass
@@ -109,13 +109,11 @@ class Data2VecConfig:
 
     def validate(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:
-            raise ValueError(f"Data2VecConfig.{name}: {problem}; {fix}")
+            raise config_error("Data2VecConfig", name, problem, fix)
 
-        choices = dict(text_masking=TEXT_MASKINGS, target=TARGETS, layer_norm=TARGET_NORMS, final_norm=TARGET_NORMS,
-                       head=HEADS, loss_reduction=REDUCTIONS, loss_on=LOSS_ON, ema_scope=EMA_SCOPES)
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                fail(name, f"unknown value {getattr(self, name)!r}", f"use one of {allowed}")
+        check_choices(self, dict(text_masking=TEXT_MASKINGS, target=TARGETS, layer_norm=TARGET_NORMS,
+                                 final_norm=TARGET_NORMS, head=HEADS, loss_reduction=REDUCTIONS, loss_on=LOSS_ON,
+                                 ema_scope=EMA_SCOPES))
         depth = self.encoder.depth
         if not 1 <= self.top_k <= depth:
             fail("top_k", f"{self.top_k} is outside [1, {depth}] (the encoder depth)",
@@ -168,60 +166,22 @@ class Data2VecConfig:
 
     # --- presets and (de)serialisation -------------------------------------------------------------
     @classmethod
-    def preset(cls, modality: str, name: str = "base", **overrides) -> "Data2VecConfig":
-        """"base": the paper's recipe (DESIGN section 4); "tiny" / "mini" / "small": the reduced-scale
-        recipe of DESIGN section 8. Overrides may name method fields or encoder fields."""
-        enc_fields = {f.name for f in dataclasses.fields(EncoderConfig)}
-        own_fields = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
-        unknown = set(overrides) - enc_fields - own_fields
-        if unknown:
-            raise ValueError(f"unknown field(s) {sorted(unknown)}; method fields: {sorted(own_fields)}; "
-                             f"encoder fields: {sorted(enc_fields)}")
-        enc_over = {k: v for k, v in overrides.items() if k in enc_fields}
-        own_over = {k: v for k, v in overrides.items() if k in own_fields}
+    def preset(cls, modality: str, name: str = "base", **overrides) -> Data2VecConfig:
+        """"base": the paper's recipe (`RECIPES`, DESIGN section 4); "tiny" / "mini" / "small": that recipe
+        with the reduced-scale changes of `REDUCED` (DESIGN section 8). Overrides may name method fields or
+        encoder fields (a name both have, `final_norm`, is the method's)."""
+        if modality not in RECIPES:
+            raise ValueError(f"unknown modality {modality!r}; use 'text' or 'vision'")
+        enc_over, own_over = split_overrides(cls, overrides)
         if modality == "vision":
             enc_over.setdefault("use_mask_token", True)
         encoder = get_preset(modality, name, **enc_over)
-        depth, reduced = encoder.depth, name != "base"
-        if modality == "text":
-            values = dict(
-                text_masking="bert", mask_prob=0.15, random_prob=0.1, keep_prob=0.1,  # paper
-                mask_id=50264 if not reduced else 4,  # RoBERTa <mask>; ours: specials at 0..4
-                special_ids=(0, 1, 2, 3, 50264) if not reduced else (0, 1, 2, 3, 4),
-                target="ffn", layer_norm="layer", final_norm="none", head="linear",  # paper
-                top_k=round(depth * 10 / 12),  # paper: 10 of 12
-                loss_beta=4.0, loss_reduction="sum", loss_on="selected",  # paper
-                tau_start=0.999, tau_end=0.9999, tau_ramp_steps=100_000,  # paper
-                ema_scope="blocks",  # paper: embeddings shared
-            )
-            if own_over.get("text_masking") == "span":
-                values["mask_prob"] = 0.35  # released config
-        elif modality == "vision":
-            values = dict(
-                mask_ratio=120 / 196, min_block=0, max_block=None, mask_aspect=0.3,  # released (BEiT)
-                target="block", layer_norm="layer", final_norm="layer", head="linear",  # released
-                top_k=round(depth * 6 / 12),  # released: 6 of 12
-                loss_beta=2.0, loss_reduction="mean", loss_on="selected",  # released
-                tau_start=0.9998, tau_end=0.9998, tau_ramp_steps=0,  # released: constant 0.9998
-                ema_scope="encoder",  # released: everything averaged
-            )
-        else:
-            raise ValueError(f"unknown modality {modality!r}; use 'text' or 'vision'")
-        if reduced:  # DESIGN section 8
-            values.update(
-                top_k=min(depth, max(2, round(depth * (5 / 6 if modality == "text" else 3 / 4)))),  # top 5/6 or 3/4, >= 2
-                tau_start=0.99, tau_end=0.999,  # time constants of 100 -> 1000 steps, shorter than a CPU run
-                tau_ramp_steps=0.3,  # ramp over the first 30% of the run (released text: 300k of 1M)
-                collapse_warmup_steps=200,  # short runs: check after 200 updates
-            )
-            if modality == "vision":
-                values["mask_ratio"] = 0.6  # about 120/196; min_block 0 = 8% of the grid
-            else:
-                # instance norm per layer (over tokens, per channel: data2vec 2.0's text choice) instead of layer
-                # norm: it removes the direction all tokens share from the targets. With layer norm, 300 mini
-                # updates on python-docs left the tokens anisotropic (mean cosine 0.66 between tokens vs 0.16)
-                # and SST-2 fine-tuning at chance (50.9 % vs 67.8 %); see README "Differences"
-                values["layer_norm"] = "instance"
+        reduced = name != "base"
+        values = dict(RECIPES[modality], top_k=top_k_for(modality, encoder.depth, reduced))
+        if modality == "text" and own_over.get("text_masking") == "span":
+            values.update(SPAN_VARIANT)
+        if reduced:
+            values.update(REDUCED[modality])
         values.update(own_over)
         return cls(encoder=encoder, **values)
 
@@ -229,15 +189,65 @@ class Data2VecConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Data2VecConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown Data2VecConfig field(s) {sorted(unknown)}; is this config from another version?")
-        values = dict(values)
-        if isinstance(values.get("encoder"), dict):
-            values["encoder"] = EncoderConfig.from_dict(values["encoder"])
-        return cls(**values)
+    def from_dict(cls, values: dict) -> Data2VecConfig:
+        return from_dict_checked(cls, values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the recipes: one table per modality, the paper's / released values (DESIGN section 4), then what the
+# reduced-scale presets change (DESIGN section 8)
+# ---------------------------------------------------------------------------------------------------
+
+RECIPES: dict[str, dict] = {
+    "text": dict(
+        text_masking="bert", mask_prob=0.15, random_prob=0.1, keep_prob=0.1,  # paper: BERT's 15 %, 80/10/10
+        mask_id=50264, special_ids=(0, 1, 2, 3, 50264),  # RoBERTa's vocabulary: <s> <pad> </s> <unk> ... <mask>
+        target="ffn",  # paper: the FFN output before the last residual
+        layer_norm="layer", final_norm="none",  # paper: layer norm per layer, nothing after the average
+        head="linear",  # paper (released config: Linear-GELU-Linear)
+        loss_beta=4.0, loss_reduction="sum", loss_on="selected",  # paper: Smooth L1 beta 4, summed over D
+        tau_start=0.999, tau_end=0.9999, tau_ramp_steps=100_000,  # paper: 0.999 -> 0.9999 over 100k updates
+        ema_scope="blocks",  # paper: the embeddings are shared, only the blocks are averaged
+    ),
+    "vision": dict(
+        mask_ratio=120 / 196, min_block=0, max_block=None, mask_aspect=0.3,  # released: BEiT blocks, 120 of 196
+        target="block",  # released: the residual stream at the end of each block
+        layer_norm="layer", final_norm="layer",  # released: layer norm per layer and after the average
+        head="linear",  # released: linear on the final-LN output
+        loss_beta=2.0, loss_reduction="mean", loss_on="selected",  # released: Smooth L1 beta 2, mean over D
+        tau_start=0.9998, tau_end=0.9998, tau_ramp_steps=0,  # released: constant 0.9998
+        ema_scope="encoder",  # released: everything averaged
+    ),
+}
+
+SPAN_VARIANT = dict(mask_prob=0.35)  # released text config: spans of 4 (text_masking="span"), p = 0.35
+
+REDUCED: dict[str, dict] = {  # tiny / mini / small: what changes from RECIPES at small scale
+    "text": dict(
+        mask_id=4, special_ids=(0, 1, 2, 3, 4),  # our trained vocabularies put the specials at 0..4
+        tau_start=0.99, tau_end=0.999,  # time constants of 100 -> 1000 steps, shorter than a CPU run
+        tau_ramp_steps=0.3,  # ramp over the first 30 % of the run (released text: 300k of 1M)
+        collapse_warmup_steps=200,  # short runs: check after 200 updates
+        # instance norm per layer (over tokens, per channel: data2vec 2.0's text choice) instead of layer norm:
+        # it removes the direction all tokens share from the targets. With layer norm, 300 mini updates on
+        # python-docs left the tokens anisotropic (mean cosine 0.66 between tokens vs 0.16) and SST-2
+        # fine-tuning at chance (50.9 % vs 67.8 %); see README "Differences"
+        layer_norm="instance",
+    ),
+    "vision": dict(
+        mask_ratio=0.6,  # about 120/196; min_block 0 = 8 % of the grid
+        tau_start=0.99, tau_end=0.999,  # as for text
+        tau_ramp_steps=0.3,
+        collapse_warmup_steps=200,
+    ),
+}
+
+
+def top_k_for(modality: str, depth: int, reduced: bool) -> int:
+    """K, the number of top blocks averaged into the targets, for an encoder of `depth` blocks."""
+    if reduced:  # DESIGN section 8: the top 5/6 (text) or 3/4 (vision) of the blocks, at least 2
+        return min(depth, max(2, round(depth * (5 / 6 if modality == "text" else 3 / 4))))
+    return round(depth * 10 / 12) if modality == "text" else round(depth * 6 / 12)  # paper: 10 of 12, 6 of 12
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,16 +262,21 @@ def build_head(kind: str, dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
 
-def spread(x: Tensor) -> float:
-    """Std across the rows of x (N, D) for every feature, averaged: mean_d sqrt(var_n(x_nd) + 1e-6)."""
-    if x.shape[0] == 0:
-        return 0.0
-    return torch.sqrt(x.float().var(dim=0, unbiased=False) + 1e-6).mean().item()
+COLLAPSE_ADVICE = (
+    "the teacher now produces (nearly) the same target for every token. Try: a lower learning rate or a longer lr "
+    "warm-up; a slower teacher (tau closer to 1, e.g. tau_start/tau_end nearer 0.999-0.9999, or a longer tau ramp); "
+    "loss_reduction='mean' (the 'sum' over D multiplies the effective step size by D); more top_k layers with "
+    "layer_norm on. Set collapse_min_target_std=0 and collapse_min_pred_std=0 to disable this check."
+)
 
 
 class Data2Vec(nn.Module):
     """data2vec v1: `loss, stats = model(batch)`; call `model.step_hook(step, total_steps)` after each
-    optimiser step. `backbone` is the student (what fine-tuning keeps), `teacher` its EMA copy."""
+    optimiser step. `backbone` is the student (what fine-tuning keeps), `teacher` its EMA copy.
+
+    The training step reads in named steps: `make_masks` -> `forward_student` -> `forward_teacher` ->
+    `forward_loss`. Throughout, `loss_mask` is bool (B, N), True = a position whose target enters the loss
+    (the masked patches; for text the selected tokens, or only the `<mask>` ones with loss_on="mask_token")."""
 
     def __init__(self, cfg: Data2VecConfig):
         super().__init__()
@@ -271,11 +286,13 @@ class Data2Vec(nn.Module):
         self.head = build_head(cfg.head, cfg.encoder.dim)
         self.tau = cfg.tau_start  # the momentum of the last EMA step (for logging)
         self.num_updates = 0  # EMA updates so far (set by step_hook)
-        self._below = 0  # consecutive training steps under a collapse threshold
+        self.collapse_guard = CollapseGuard(
+            {"target_std": cfg.collapse_min_target_std, "pred_std": cfg.collapse_min_pred_std},
+            cfg.collapse_warmup_steps, cfg.collapse_patience, method="data2vec", advice=COLLAPSE_ADVICE)
 
     # --- masking -----------------------------------------------------------------------------------
     def mask_text(self, input_ids: Tensor, padding_mask: Tensor, generator=None) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (student ids, loss positions bool (B, T), selected bool (B, T))."""
+        """-> (student ids, loss_mask bool (B, T), selected bool (B, T))."""
         cfg = self.cfg
         special = special_tokens_mask(input_ids, cfg.all_special_ids(), padding_mask)  # (B, T) never select
         if cfg.text_masking == "bert":
@@ -286,8 +303,8 @@ class Data2Vec(nn.Module):
         else:
             corrupted, selected = span_mask(input_ids, mask_id=cfg.mask_id, special_mask=special,
                                             mask_prob=cfg.mask_prob, span=cfg.span_length, generator=generator)
-        positions = selected & (corrupted == cfg.mask_id) if cfg.loss_on == "mask_token" else selected
-        return corrupted, positions, selected
+        loss_mask = selected & (corrupted == cfg.mask_id) if cfg.loss_on == "mask_token" else selected
+        return corrupted, loss_mask, selected
 
     def mask_images(self, images: Tensor, generator=None) -> Tensor:
         """bool (B, N) row-major patch mask, True = masked."""
@@ -296,71 +313,79 @@ class Data2Vec(nn.Module):
         masks = block_masks(images.shape[0], rows, cols, num_masked, min_block=min_block,
                             max_block=self.cfg.max_block, aspect=(self.cfg.mask_aspect, 1 / self.cfg.mask_aspect),
                             generator=generator)  # (B, rows, cols)
-        return masks.flatten(1).to(images.device)  # (B, N)
+        return masks.flatten(1).to(images.device)  # (B, rows, cols) -> (B, N)
 
-    # --- the training step -------------------------------------------------------------------------
-    def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
-        cfg = self.cfg
-        if cfg.modality == "text":
+    def read_batch(self, batch: dict) -> dict:
+        """The batch with its required keys checked; text batches get a padding_mask if they lack one."""
+        if self.cfg.modality == "text":
             if "input_ids" not in batch:
                 raise ValueError("a text data2vec batch needs 'input_ids' (B, T) and 'padding_mask' (B, T)")
-            input_ids = batch["input_ids"]
-            padding_mask = batch.get("padding_mask")
-            if padding_mask is None:
-                padding_mask = input_ids == cfg.encoder.pad_id
-            corrupted, positions, _ = self.mask_text(input_ids, padding_mask, generator)
-            x = self.backbone(corrupted, padding_mask)  # (B, T, D) student on the masked input
-            _, layers = self.teacher(input_ids, padding_mask, return_layers=cfg.target)  # K x (B, T, D), unmasked
-            eligible = (~padding_mask).sum().item()
-        else:
-            if "images" not in batch:
-                raise ValueError("a vision data2vec batch needs 'images' (B, C, H, W)")
-            images = batch["images"]
-            positions = self.mask_images(images, generator)  # (B, N)
-            padding_mask = None
-            x = self.backbone(images, positions)[:, 1:]  # (B, 1 + N, D) -> (B, N, D): CLS dropped
-            _, layers = self.teacher(images, return_layers=cfg.target)  # the teacher never sees the mask
-            layers = [layer[:, 1:] for layer in layers]  # K x (B, N, D), patch tokens only
-            eligible = positions.numel()
-        with torch.no_grad():
-            # Eq. (targets): y_t = 1/K sum_l norm(a_t^l), then the optional final norm
-            y = build_targets(layers, cfg.top_k, layer_norm=cfg.layer_norm, final_norm=cfg.final_norm,
-                              padding_mask=padding_mask)  # (B, T, D)
-            target = y[positions]  # (M, D): M masked positions
-        pred = self.head(x[positions])  # (M, D): gather first, then the head
-        count = int(target.shape[0])
-        if count == 0:  # nothing selected in this batch (very short sequences): a zero loss keeps the graph
-            loss = pred.sum() * 0.0
-        else:
-            loss = regression_loss(pred, target, beta=cfg.loss_beta, reduction=cfg.loss_reduction,
-                                   scale=cfg.loss_scale)
-        stats = {
-            "loss": loss.item(),
-            "target_std": spread(target),
-            "pred_std": spread(pred.detach()),
-            "tau": float(self.tau),
-            "masked_fraction": count / max(eligible, 1),
-        }
-        if self.training and count > 1:
-            self._check_collapse(stats)
-        return loss, stats
+            if batch.get("padding_mask") is None:
+                batch = {**batch, "padding_mask": batch["input_ids"] == self.cfg.encoder.pad_id}
+        elif "images" not in batch:
+            raise ValueError("a vision data2vec batch needs 'images' (B, C, H, W)")
+        return batch
 
-    def _check_collapse(self, stats: dict) -> None:
+    def make_masks(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """-> (the student's input, loss_mask bool (B, N)). Text: BERT/span-corrupted ids (B, T); images: the
+        images themselves (the mask embedding is applied inside the patch embedding)."""
+        if self.cfg.modality == "text":
+            corrupted, loss_mask, _ = self.mask_text(batch["input_ids"], batch["padding_mask"], generator)
+            return corrupted, loss_mask
+        return batch["images"], self.mask_images(batch["images"], generator)
+
+    # --- the training step, in named steps -------------------------------------------------------------
+    def forward_student(self, student_input: Tensor, loss_mask: Tensor, batch: dict) -> Tensor:
+        """The student's final output for every position (B, N, D) (images: patch tokens, CLS dropped)."""
+        if self.cfg.modality == "text":
+            return self.backbone(student_input, batch["padding_mask"])  # (B, T, D) on the corrupted ids
+        return self.backbone(student_input, loss_mask)[:, 1:]  # (B, 1 + N, D) -> (B, N, D): CLS dropped
+
+    @torch.no_grad()
+    def forward_teacher(self, batch: dict) -> Tensor:
+        """Eq. (targets): y_t = 1/K sum_l norm(a_t^l), then the optional final norm, for every position
+        (B, N, D), from the EMA teacher on the unmasked input."""
         cfg = self.cfg
-        if self.num_updates < cfg.collapse_warmup_steps:
-            return
-        low = stats["target_std"] < cfg.collapse_min_target_std or stats["pred_std"] < cfg.collapse_min_pred_std
-        self._below = self._below + 1 if low else 0
-        if self._below >= cfg.collapse_patience:
-            raise CollapseError(
-                f"data2vec collapsed at update {self.num_updates}: target_std={stats['target_std']:.4g} "
-                f"(min {cfg.collapse_min_target_std}), pred_std={stats['pred_std']:.4g} (min {cfg.collapse_min_pred_std}) "
-                f"for {self._below} steps; the teacher now produces (nearly) the same target for every token. "
-                f"Try: a lower learning rate or a longer lr warm-up; a slower teacher (tau closer to 1, e.g. "
-                f"tau_start/tau_end nearer 0.999-0.9999, or a longer tau ramp); loss_reduction='mean' "
-                f"(the 'sum' over D multiplies the effective step size by D); more top_k layers with layer_norm on. "
-                f"Set collapse_min_target_std=0 to disable this check."
-            )
+        if cfg.modality == "text":
+            padding_mask = batch["padding_mask"]
+            _, layers = self.teacher(batch["input_ids"], padding_mask, return_layers=cfg.target)  # K x (B, T, D)
+        else:
+            padding_mask = None
+            _, layers = self.teacher(batch["images"], return_layers=cfg.target)  # the teacher never sees the mask
+            layers = [layer[:, 1:] for layer in layers]  # K x (B, N, D), patch tokens only
+        return build_targets(layers, cfg.top_k, layer_norm=cfg.layer_norm, final_norm=cfg.final_norm,
+                             padding_mask=padding_mask)  # (B, N, D)
+
+    def forward_loss(self, student_out: Tensor, targets: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Eq. (loss): Smooth L1 between head(student) and the targets at the loss positions.
+        -> (loss, predictions (M, D), targets (M, D)), M = loss_mask.sum()."""
+        cfg = self.cfg
+        target = targets[loss_mask]  # (B, N, D) -> (M, D)
+        pred = self.head(student_out[loss_mask])  # (M, D): gather first, then the head
+        if target.shape[0] == 0:  # nothing selected in this batch (very short sequences): a zero loss keeps the graph
+            return pred.sum() * 0.0, pred, target
+        return regression_loss(pred, target, beta=cfg.loss_beta, reduction=cfg.loss_reduction,
+                               scale=cfg.loss_scale), pred, target
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+        batch = self.read_batch(batch)
+        student_input, loss_mask = self.make_masks(batch, generator)
+        student_out = self.forward_student(student_input, loss_mask, batch)  # (B, N, D)
+        targets = self.forward_teacher(batch)  # (B, N, D)
+        loss, pred, target = self.forward_loss(student_out, targets, loss_mask)
+        # the positions that could have been masked: real tokens (text), all patches (images)
+        eligible = (~batch["padding_mask"]).sum().clamp(min=1) if self.cfg.modality == "text" else loss_mask.numel()
+        stats = {  # 0-dim tensors: the engine moves them to the host in one transfer
+            "loss": loss.detach(),
+            "target_std": spread(target),
+            "pred_std": spread(pred),
+            "tau": float(self.tau),
+            "masked_fraction": loss_mask.sum() / eligible,
+        }
+        if self.training and target.shape[0] > 1 and self.num_updates >= self.collapse_guard.warmup_steps:
+            target_std, pred_std = torch.stack([stats["target_std"], stats["pred_std"]]).tolist()  # one sync
+            self.collapse_guard.check(self.num_updates, {"target_std": target_std, "pred_std": pred_std})
+        return loss, stats
 
     # --- checkpoints: the EMA bookkeeping travels with the state dict -------------------------------------
     def get_extra_state(self) -> dict:

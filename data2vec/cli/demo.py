@@ -121,25 +121,29 @@ def encoder_overrides(cfg: DemoConfig) -> dict:
                 position=cfg.position)
 
 
+# The demo's settings per method, on top of the registry's "mini" (data2vec) / "tiny" (DINO) recipe.
+DEMO_RECIPES = {
+    "data2vec": lambda cfg: ("mini", dict(mask_ratio=cfg.mask_ratio, **cfg.data2vec_overrides)),
+    "dino": lambda cfg: ("tiny", dict(local_size=4, n_local=2, teacher_temp_warmup_steps=max(1, cfg.steps // 3),
+                                      freeze_last_layer_steps=0, momentum_base=0.99)),
+}
+DEMO_BASELINES = tuple(name for name in DEMO_RECIPES if name != "data2vec")
+
+
 def build_method(name: str, cfg: DemoConfig):
-    """The pretraining method and its collate function; all share one encoder architecture."""
+    """The pretraining method (from the registry) and its collate function; all share one encoder."""
     import torch
 
+    from .methods import METHODS
+
+    if name not in DEMO_RECIPES:
+        raise CliError(f"unknown demo method {name!r}; fix: use --baselines {','.join(DEMO_BASELINES)} (or none)")
+    spec = METHODS[name]
     torch.manual_seed(cfg.seed)
-    if name == "data2vec":
-        from ..model import Data2Vec, Data2VecConfig
-
-        values = dict(mask_ratio=cfg.mask_ratio, **cfg.data2vec_overrides)
-        return Data2Vec(Data2VecConfig.preset("vision", "mini", **encoder_overrides(cfg), **values)), None
-    if name == "dino":
-        from baselines.dino import DINO, DINOConfig
-        from baselines.multicrop import collate_crops
-
-        dcfg = DINOConfig.preset("vision", "tiny", **encoder_overrides(cfg), local_size=4, n_local=2,
-                                 teacher_temp_warmup_steps=max(1, cfg.steps // 3), freeze_last_layer_steps=0,
-                                 momentum_base=0.99)
-        return DINO(dcfg), collate_crops
-    raise CliError(f"unknown demo method {name!r}; fix: use --baselines dino (or none)")
+    preset, values = DEMO_RECIPES[name](cfg)
+    method = spec.build("vision", preset, **encoder_overrides(cfg), **values)
+    collate = spec.views(preset, 8, cfg.steps).collate if spec.views else None
+    return method, collate
 
 
 def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: bool) -> dict:
@@ -147,10 +151,11 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     import shutil
 
     from ..engine import PretrainConfig, pretrain, read_metrics
+    from .methods import METHODS
 
     method, collate = build_method(name, cfg)
     data = _Images(train_images)
-    if name == "dino":
+    if METHODS[name].views is not None:  # a method with its own views (DINO's multi-crop)
         from tasks.vision import DIGITS_MEAN, DIGITS_STD
 
         # the images are already normalised: undo it for the crop pipeline, which normalises itself
@@ -162,7 +167,7 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     pcfg = PretrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 100,
                           warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
                           clip_norm=3.0, seed=cfg.seed, device="cpu", quiet=True, plots=True, log_every=0,
-                          find_unused_parameters=name == "dino")
+                          find_unused_parameters=METHODS[name].find_unused_parameters)
     t0 = time.time()
     summary = pretrain(method, data, pcfg, run_dir, collate_fn=collate,
                        run_config={"method": name, "data": "sklearn digits (train pool)", "demo": dataclasses.asdict(cfg)})
@@ -299,8 +304,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["label_seeds"] = args.label_seeds
     baselines = tuple(b.strip().lower() for b in args.baselines.split(",") if b.strip())
     for b in baselines:
-        if b not in ("dino",):
-            raise CliError(f"--baselines: unknown method {b!r}; fix: use 'dino' or leave it out")
+        if b not in DEMO_BASELINES:
+            raise CliError(f"--baselines: unknown method {b!r}; fix: use {', '.join(map(repr, DEMO_BASELINES))} or "
+                           "leave it out")
     overrides["baselines"] = baselines
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     out = Path(args.out)

@@ -12,18 +12,9 @@ import dataclasses
 import json
 
 from .errors import CliError, HelpFormatter
+from .methods import METHODS, PRETRAINING_METHODS, get_method
 
-METHODS = ("data2vec", "bert", "dino")
 PRESETS = ("tiny", "mini", "small", "base")
-
-# Per-method defaults for the options left unset: (lr, weight decay, betas, clip) — small-scale starting points.
-DEFAULTS = {
-    ("data2vec", "text"): dict(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=5.0),  # paper: 2e-4 at 256x512
-    ("data2vec", "vision"): dict(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), clip_norm=3.0),  # released: 2e-3 at 2048
-    ("bert", "text"): dict(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=1.0),  # RoBERTa-style
-    # DINO: lr is per 256 samples; run() scales it by the global batch (linear scaling rule, main_dino.py)
-    ("dino", "vision"): dict(lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999), clip_norm=3.0),
-}
 
 
 def add_parser(sub) -> None:
@@ -35,11 +26,11 @@ def add_parser(sub) -> None:
         "Multi-GPU: torchrun --nproc_per_node 8 -m data2vec pretrain ... (the global batch is "
         "batch-size x grad-accum x processes).",
         formatter_class=HelpFormatter)
-    p.add_argument("--method", required=True, choices=METHODS,
-                   help="data2vec: regress the EMA teacher's averaged top-K layers (text or vision); bert: masked "
-                   "language modelling (text); dino: self-distillation with multi-crop (vision)")
+    p.add_argument("--method", required=True, choices=PRETRAINING_METHODS,
+                   help="; ".join(f"{name}: {METHODS[name].summary}" for name in PRETRAINING_METHODS))
     p.add_argument("--modality", choices=("text", "vision"), default=None,
-                   help="text or vision; bert implies text, dino vision, data2vec needs it")
+                   help="text or vision; may be left out for a method that trains on one modality only (bert: text, "
+                   "dino: vision)")
     p.add_argument("--preset", choices=PRESETS, default="mini",
                    help="model size: tiny (tests, seconds), mini (CPU, minutes), small (one GPU, hours), base (paper)")
     p.add_argument("--data", required=True,
@@ -116,33 +107,27 @@ def _parse_sets(items: list[str]) -> dict:
     return out
 
 
-def _fields(cls) -> set[str]:
-    from ..config import EncoderConfig
+def check_sets(spec, user: dict) -> None:
+    """Every --set name must be a field of the method's config or of the encoder (checked before any work)."""
+    from ..config import split_overrides
 
-    return {f.name for f in dataclasses.fields(cls)} | {f.name for f in dataclasses.fields(EncoderConfig)}
+    try:
+        split_overrides(spec.config_class, user)
+    except ValueError as error:
+        raise CliError(f"--set: {error}") from None
 
 
 def build_method(name: str, modality: str, preset: str, derived: dict, user: dict):
-    """The method object; `derived` overrides (from the data) are kept only where the config has the field,
-    `user` overrides (--set) must all exist."""
-    if name == "data2vec":
-        from ..model import Data2Vec as Method, Data2VecConfig as Config
-    elif name == "bert":
-        try:
-            from baselines.bert import BertMLM as Method, BertMLMConfig as Config
-        except ImportError:
-            raise CliError("the BERT baseline (baselines/bert.py) is not part of this installation; fix: use "
-                           "--method data2vec, or update the project") from None
-    else:
-        from baselines.dino import DINO as Method, DINOConfig as Config
-    known = _fields(Config)
-    unknown = sorted(set(user) - known)
-    if unknown:
-        raise CliError(f"--set: {Config.__name__} has no field(s) {unknown}; fix: use one of {sorted(known)}")
+    """The method object from the registry; `derived` overrides (from the data) are kept only where the config
+    has the field, `user` overrides (--set) must all exist."""
+    from ..config import EncoderConfig, field_names
+
+    spec = get_method(name)
+    check_sets(spec, user)
+    known = field_names(spec.config_class) | field_names(EncoderConfig)
     overrides = {k: v for k, v in derived.items() if k in known}
     overrides.update(user)
-    cfg = Config.preset(modality, preset, **overrides)
-    return Method(cfg)
+    return spec.build(modality, preset, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,12 +136,13 @@ def run(args: argparse.Namespace) -> int:
     from ..engine import PretrainConfig, TrainingAborted, pretrain
     from .common import build_text_data, build_vision_data, choose_device, positive, prepare_run_dir, set_seed, text_overrides
 
-    modality = args.modality or {"bert": "text", "dino": "vision"}.get(args.method)
-    if modality is None:
-        raise CliError("--method data2vec needs --modality text or --modality vision")
-    if (args.method, modality) not in DEFAULTS:
-        raise CliError(f"--method {args.method} does not train on {modality}; fix: bert is text-only, dino is "
-                       "vision-only, data2vec does both")
+    spec = get_method(args.method)
+    if args.modality is None and len(spec.modalities) > 1:
+        raise CliError(f"--method {args.method} needs --modality ({' or '.join(spec.modalities)})")
+    modality = args.modality or spec.modalities[0]
+    if modality not in spec.modalities:
+        trains_on = ", ".join(f"{name}: {'/'.join(METHODS[name].modalities)}" for name in PRETRAINING_METHODS)
+        raise CliError(f"--method {args.method} does not train on {modality}; fix: pick a method for it ({trains_on})")
     for flag in ("steps", "batch_size", "grad_accum", "seq_len", "max_nonfinite"):
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
     for flag in ("save_every", "log_every", "workers", "warmup_steps"):
@@ -164,12 +150,12 @@ def run(args: argparse.Namespace) -> int:
     if args.lr is not None and args.lr <= 0:
         raise CliError(f"--lr must be > 0, got {args.lr}; fix: e.g. --lr 5e-4")
     user = _parse_sets(args.set)
+    check_sets(spec, user)
     device = choose_device(args.device)
     out = prepare_run_dir(args.out, args.resume)
     rank, _, world = dist_utils.init_distributed(device)
-    defaults = DEFAULTS[(args.method, modality)]
-    if args.method == "dino":  # DINO's linear scaling rule: lr = 5e-4 * global batch / 256
-        defaults = dict(defaults, lr=defaults["lr"] * args.batch_size * args.grad_accum * world / 256)
+    defaults = spec.optim[modality]
+    global_batch = args.batch_size * args.grad_accum * world
 
     # ---- data (rank 0 first: it trains the tokenizer / fills the caches the others then reuse) -------
     enc = get_preset(modality, args.preset)
@@ -186,18 +172,11 @@ def run(args: argparse.Namespace) -> int:
                 derived = text_overrides(tok)
             else:
                 size = args.image_size or enc.image_size
-                multicrop = None
-                if args.method == "dino":
-                    from baselines.dino import DINOConfig
-                    from baselines.multicrop import collate_crops
-
-                    dcfg = DINOConfig.preset("vision", args.preset, image_size=size)
-                    multicrop = dict(local_size=dcfg.local_size, n_local=dcfg.n_local,
-                                     global_scale=dcfg.global_scale, local_scale=dcfg.local_scale)
-                    collate = collate_crops
-                    # DINO's schedules are given in ImageNet steps: scale them to this run
-                    derived.update(teacher_temp_warmup_steps=max(1, int(0.3 * args.steps)),
-                                   freeze_last_layer_steps=min(dcfg.freeze_last_layer_steps, args.steps // 10))
+                views = spec.views(args.preset, size, args.steps) if spec.views else None
+                multicrop = views.multicrop if views else None
+                if views:
+                    collate = views.collate
+                    derived.update(views.derived)
                 dataset, data_info = build_vision_data(args.data, size, multicrop=multicrop)
                 derived.update(image_size=size, in_chans=data_info["channels"])
         dist_utils.barrier()
@@ -206,12 +185,13 @@ def run(args: argparse.Namespace) -> int:
     method = build_method(args.method, modality, args.preset, derived, user)
     cfg = PretrainConfig(
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lr=args.lr if args.lr is not None else defaults["lr"], min_lr=args.min_lr, warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay if args.weight_decay is not None else defaults["weight_decay"],
-        betas=defaults["betas"], clip_norm=args.clip_norm if args.clip_norm is not None else defaults["clip_norm"],
+        lr=args.lr if args.lr is not None else defaults.scaled_lr(global_batch), min_lr=args.min_lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay if args.weight_decay is not None else defaults.weight_decay,
+        betas=defaults.betas, clip_norm=args.clip_norm if args.clip_norm is not None else defaults.clip_norm,
         schedule=args.schedule, bf16=args.bf16, compile=args.compile, save_every=args.save_every,
         log_every=args.log_every, max_nonfinite=args.max_nonfinite, seed=args.seed, device=device,
-        num_workers=args.workers, find_unused_parameters=args.method == "dino", quiet=args.quiet or rank > 0)
+        num_workers=args.workers, find_unused_parameters=spec.find_unused_parameters, quiet=args.quiet or rank > 0)
     run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
                   "data": data_info, "overrides": user}
     try:

@@ -1,0 +1,144 @@
+"""The one method registry: a method name -> everything the commands need to build and train it.
+
+`data2vec pretrain`, `data2vec demo` and `benchmarks/methods.py` read `METHODS`; nothing else keeps a table
+of methods. Adding a method = its module (with a `Config.preset(modality, name, **overrides)` and a
+`Method(cfg)` that follows `data2vec.engine.PretrainMethod`), its test file, and one entry below.
+
+An entry names the config and method classes (imported lazily, so `data2vec --help` stays fast), the
+modalities the method trains on, the optimiser defaults per modality (small-scale starting points, with the
+paper's values in the comments), and for methods that need their own data pipeline (DINO's multi-crop) a
+`views` hook that returns the transform settings, the collate function and the config fields derived from
+the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OptimDefaults:
+    """The optimiser settings a method uses when the command line leaves them unset."""
+
+    lr: float  # peak learning rate at the CLI's default batch
+    weight_decay: float  # AdamW decay (never on biases, norms, tokens, position tables)
+    betas: tuple[float, float]  # Adam betas
+    clip_norm: float  # gradient-norm clipping (0 = off)
+    lr_per_256: bool = False  # True: lr is given per 256 samples and scaled by the global batch (DINO's rule)
+
+    def scaled_lr(self, global_batch: int) -> float:
+        """lr for this global batch: DINO's linear scaling rule lr = base * global_batch / 256, else as is."""
+        return self.lr * global_batch / 256 if self.lr_per_256 else self.lr
+
+
+@dataclass(frozen=True)
+class Views:
+    """A method's own data pipeline for images: keyword arguments of `baselines.multicrop.MultiCropTransform`
+    (None = the standard single-view augmentation), the collate function, and config fields derived from the run."""
+
+    multicrop: dict | None = None
+    collate: Callable | None = None
+    derived: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the commands need to know about one method."""
+
+    name: str  # the --method value
+    summary: str  # one line for --help
+    config_path: str  # "module:Class" of the config (lazy import)
+    method_path: str  # "module:Class" of the method
+    optim: dict[str, OptimDefaults]  # modality -> defaults; its keys are the modalities the method trains on
+    needs_labels: bool = False  # True: a supervised floor, not a pretraining method (`pretrain` refuses it)
+    find_unused_parameters: bool = False  # DDP: parameters without a gradient in some steps (DINO's frozen last layer)
+    views: Callable[[str, int, int], Views] | None = None  # (preset, image_size, steps) -> Views, vision only
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.optim)
+
+    @property
+    def config_class(self) -> type:
+        return _load(self.config_path)
+
+    @property
+    def method_class(self) -> type:
+        return _load(self.method_path)
+
+    def build(self, modality: str, preset: str, **overrides):
+        """`Method(Config.preset(modality, preset, **overrides))`."""
+        return self.method_class(self.config_class.preset(modality, preset, **overrides))
+
+
+def _load(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def dino_views(preset: str, image_size: int, steps: int) -> Views:
+    """DINO's multi-crop pipeline for a run of `steps` updates at global crop size `image_size`."""
+    from baselines.dino import DINOConfig
+    from baselines.multicrop import collate_crops
+
+    cfg = DINOConfig.preset("vision", preset, image_size=image_size)
+    return Views(
+        multicrop=dict(local_size=cfg.local_size, n_local=cfg.n_local, global_scale=cfg.global_scale,
+                       local_scale=cfg.local_scale),
+        collate=collate_crops,
+        # DINO's schedules are given in ImageNet steps: scale them to this run
+        derived=dict(teacher_temp_warmup_steps=max(1, int(0.3 * steps)),
+                     freeze_last_layer_steps=min(cfg.freeze_last_layer_steps, steps // 10)),
+    )
+
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec(
+        name="data2vec",
+        summary="regress the EMA teacher's averaged top-K layers at the masked positions (text or vision)",
+        config_path="data2vec.model:Data2VecConfig", method_path="data2vec.model:Data2Vec",
+        optim={
+            # paper: 2e-4 at 256 x 512 tokens; Adam (0.9, 0.98); clip 5 (released)
+            "text": OptimDefaults(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=5.0),
+            # released: 2e-3 at batch 2048, AdamW (0.9, 0.999), wd 0.05, clip 3
+            "vision": OptimDefaults(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), clip_norm=3.0),
+        },
+    ),
+    MethodSpec(
+        name="bert",
+        summary="masked language modelling with BERT's 80/10/10 corruption and a tied decoder (text)",
+        config_path="baselines.bert:BertMLMConfig", method_path="baselines.bert:BertMLM",
+        optim={"text": OptimDefaults(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=1.0)},  # RoBERTa-style
+    ),
+    MethodSpec(
+        name="dino",
+        summary="self-distillation with multi-crop views and a centred, sharpened EMA teacher (vision)",
+        config_path="baselines.dino:DINOConfig", method_path="baselines.dino:DINO",
+        # main_dino.py: lr 5e-4 per 256 images (linear scaling rule), wd 0.04, clip 3
+        optim={"vision": OptimDefaults(lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999), clip_norm=3.0,
+                                       lr_per_256=True)},
+        find_unused_parameters=True,
+        views=dino_views,
+    ),
+    MethodSpec(
+        name="supervised",
+        summary="the floor: the same encoder trained on labels only",
+        config_path="baselines.supervised:SupervisedConfig", method_path="baselines.supervised:Supervised",
+        optim={  # what `data2vec finetune` uses for a random init (RoBERTa GLUE / BEiT recipes, no clipping)
+            "text": OptimDefaults(lr=1e-4, weight_decay=0.1, betas=(0.9, 0.98), clip_norm=0.0),
+            "vision": OptimDefaults(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), clip_norm=0.0),
+        },
+        needs_labels=True,
+    ),
+)}
+
+PRETRAINING_METHODS = tuple(name for name, spec in METHODS.items() if not spec.needs_labels)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registry entry of `name`, or a ValueError listing the known methods."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; fix: use one of {sorted(METHODS)}")
+    return METHODS[name]
