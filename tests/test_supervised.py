@@ -62,8 +62,7 @@ def test_learns_a_separable_toy_problem():
     assert model({"images": images, "labels": labels})[1]["accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("name, modality", [("bert", "text"), ("dino", "vision"), ("supervised", "vision"),
-                                            ("supervised", "text")])
+@pytest.mark.parametrize("name, modality", [(n, m) for n, spec in METHODS.items() for m in spec.modalities])
 def test_every_method_shares_the_interface(name, modality):
     config_cls, method_cls = METHODS[name].config_class, METHODS[name].method_class
     cfg = config_cls.preset(modality, "tiny")
