@@ -40,6 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(error: BaseException) -> str:
+    """The message of an error for the one-line report. An error raised inside a DataLoader worker arrives
+    re-raised with the worker's traceback in its message: only its last line (the original message) is kept."""
+    text = str(error)
+    if "in DataLoader worker process" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
-        print(f"data2vec {args.command}: error: {error}", file=sys.stderr)
+        print(f"data2vec {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"data2vec {args.command}: interrupted", file=sys.stderr)
