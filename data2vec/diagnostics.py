@@ -46,7 +46,7 @@ from .targets import TARGET_NORMS, build_targets
 
 __all__ = [
     "CollapseError", "CollapseGuard", "effective_rank", "knn_accuracy", "layer_target_stats",
-    "prediction_cosine", "real_tokens", "spread", "token_anisotropy",
+    "prediction_cosine", "real_tokens", "spread", "STATISTIC_ADVICE", "token_anisotropy",
 ]
 
 
@@ -212,6 +212,17 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
 
 # ---- the guard ----------------------------------------------------------------------------------------
 
+# What to change when a representation statistic is past its threshold, for every method (a guard's
+# `advice_for` entry replaces the one of the same name; its `advice` follows with the method's own hints).
+STATISTIC_ADVICE = {
+    "anisotropy": "the student's tokens point in (nearly) one direction (mean cosine near 1): for data2vec text "
+                  "use instance-norm targets (layer_norm=instance; layer-norm targets did this on small text "
+                  "runs), else a lower learning rate or a slower teacher (tau closer to 1)",
+    "effective_rank": "the features span only a few directions (RankMe effective rank near 1): a lower learning "
+                      "rate or a longer lr warm-up, a slower teacher (tau closer to 1); DINO: more centering "
+                      "(center_momentum) or a lower teacher temperature",
+}
+
 
 class CollapseGuard:
     """Stops a run whose statistics stay out of bounds for `patience` checks in a row after `warmup_steps`.
@@ -221,7 +232,8 @@ class CollapseGuard:
     every token one direction). A threshold of 0 disables that statistic. A check is out of bounds when any
     watched statistic is past its threshold (a NaN counts as past it); `patience` such checks in a row
     raise `CollapseError`, whose message names each statistic past its threshold, its value and the
-    threshold, then `advice_for[name]` for those statistics and `advice` (what to change for this method).
+    threshold, then `advice_for[name]` (default `STATISTIC_ADVICE[name]`) for those statistics and `advice`
+    (what to change for this method).
     Every watched statistic must be in every `check`'s stats: for statistics measured every N updates use
     a second guard, checked on those updates, with a patience counted in those checks.
     """
@@ -240,7 +252,7 @@ class CollapseGuard:
         self.patience = int(patience)
         self.method = method
         self.advice = advice
-        self.advice_for = dict(advice_for or {})
+        self.advice_for = {**STATISTIC_ADVICE, **(advice_for or {})}
         self.steps_below = 0  # consecutive checks with at least one statistic past its threshold
 
     def _past(self, stats: dict[str, float]) -> list[str]:

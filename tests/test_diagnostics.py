@@ -300,6 +300,9 @@ def test_guard_maximum_stops_anisotropic_tokens_with_advice():
     message = str(error.value)
     assert "anisotropy=0.97 (max 0.9)" in message
     assert "tokens share one direction: try layer_norm=instance; lower the lr" in message
+    g = guard(maximums={"anisotropy": 0.9})  # no advice_for: the generic advice names the statistic's fix
+    with pytest.raises(CollapseError, match="one direction.*layer_norm=instance.*; lower the lr"):
+        g.check(0, {"anisotropy": 0.99})
 
 
 def test_guard_watches_minimums_and_maximums_together():
