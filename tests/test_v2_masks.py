@@ -149,7 +149,7 @@ def test_random_mask_with_padding_masks_only_real_tokens_at_the_per_row_ratio():
     padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T) True = pad
     mask = random_mask(B, T, ratio, padding_mask=padding, generator=g)
     assert not (mask & padding).any()  # a pad is never masked
-    for n, row in zip(lengths.tolist(), mask):
+    for n, row in zip(lengths.tolist(), mask, strict=True):
         assert int(row.sum()) == n - max(1, int(n * (1 - ratio)))  # at least one real token stays visible
     # uniform among the real tokens: full-length rows mask each position equally often
     full = random_mask(5000, T, ratio, padding_mask=torch.zeros(5000, T, dtype=torch.bool), generator=g)
