@@ -116,16 +116,25 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; a checkpoint folder needs config.json next to the weights "
                                 f"(the layout `save_pretrained` writes)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is corrupt ({error}); fix: restore the checkpoint folder (or pretrain again)") from None
 
 
 def _load_weight_file(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from safetensors import SafetensorError
 
-        return load_file(str(path), device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as error:
+        raise ValueError(f"{path} is corrupt or not a weights file ({error}); fix: restore it or download / "
+                         "pretrain again") from None
 
 
 def read_weights(folder: Path) -> dict[str, Tensor]:
@@ -541,6 +550,11 @@ def find_encoder_dict(config) -> dict | None:
     return None
 
 
+def is_pretraining_run(config: dict) -> bool:
+    """A checkpoint written by `data2vec pretrain` (its config.json holds the method's configuration)."""
+    return config.get("command") == "pretrain" or isinstance(config.get("method_config"), dict)
+
+
 def is_own_format(folder: str | Path) -> bool:
     path = Path(folder) / "config.json"
     return path.is_file() and "model_type" not in read_json(path) and find_encoder_dict(read_json(path)) is not None
@@ -583,7 +597,11 @@ def load_own(folder: str | Path) -> PretrainedModel:
     else:  # a bare backbone state dict
         body_state = {k: v for k, v in state.items() if not k.startswith("head.")}
     _strict_load(backbone, body_state, folder)
-    spec = config.get("head") if "head" in config else "infer"
+    if is_pretraining_run(config):
+        spec = None  # the method's own heads (regression, MLM, DINO) are not task heads: fine-tuning adds one
+        head_state = {}
+    else:
+        spec = config.get("head") if "head" in config else "infer"
     head = infer_head(head_state, cfg) if spec == "infer" else build_head(spec, cfg.dim)
     if head is not None:
         _strict_load(head, head_state, folder, prefix="head.")
@@ -606,17 +624,61 @@ def _strict_load(module: nn.Module, state: dict[str, Tensor], folder: Path, pref
     module.load_state_dict(state)
 
 
-def load_pretrained(path: str | Path) -> PretrainedModel:
-    """Load a checkpoint folder: a HuggingFace one (`config.json` with `model_type`) or our own export."""
+RUN_SUBFOLDERS = ("checkpoint", "best", "final")  # where `pretrain` / `finetune` put their weights
+
+
+def locate_checkpoint(path: str | Path) -> tuple[Path, str]:
+    """The folder that holds the weights for `path`, and its format ("huggingface" or "own").
+
+    Accepted: a HuggingFace folder (config.json with "model_type"), one of our checkpoint folders
+    (model.safetensors + config.json: a `convert` output, a `pretrain` checkpoint/, a `finetune` best/), a run
+    folder holding one of those in checkpoint/ (or checkpoint.old/ after a crash mid-save), best/ or final/,
+    or a weights file inside such a folder. Anything else is a FileNotFoundError / ValueError naming the fix."""
+    from .checkpoint import resolve_checkpoint
+
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
-    return load_own(path) if is_own_format(path) else load_hf(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; fix: give a HuggingFace-format folder, a "
+                                "`data2vec pretrain` run folder (or its checkpoint/), or a `data2vec finetune` best/")
+    if path.is_file():
+        path = path.parent
+    if (path / "config.json").is_file() and "model_type" in read_json(path / "config.json"):
+        return path, "huggingface"
+    candidates = [path]
+    for name in RUN_SUBFOLDERS:
+        try:
+            candidates.append(resolve_checkpoint(path / name))
+        except FileNotFoundError:
+            continue
+    for folder in candidates:
+        if (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES):
+            return folder, "own"
+    raise FileNotFoundError(f"{path} is not a checkpoint (no model.safetensors + config.json here or in "
+                     f"{', '.join(n + '/' for n in RUN_SUBFOLDERS)}, and no config.json with \"model_type\"); fix: "
+                     "point it at a `data2vec pretrain` run folder, its checkpoint/ folder, a `data2vec finetune` "
+                     "best/ folder or a HuggingFace-format folder")
+
+
+def load_pretrained(path: str | Path) -> PretrainedModel:
+    """The one loader of the package: any folder `locate_checkpoint` accepts -> a `PretrainedModel`.
+
+    `data2vec finetune --init`, `data2vec probe --init` and `data2vec convert` all go through it."""
+    folder, kind = locate_checkpoint(path)
+    return load_hf(folder) if kind == "huggingface" else load_own(folder)
 
 
 def load_backbone(path: str | Path) -> nn.Module:
     """The encoder of a checkpoint folder (either format), ready for `TaskModel(backbone, head)`."""
     return load_pretrained(path).backbone
+
+
+def find_tokenizer_dir(*folders: str | Path) -> Path | None:
+    """The first of the folders (or their tokenizer/ sub-folder) that holds tokenizer files."""
+    for folder in map(Path, folders):
+        for candidate in (folder, folder / "tokenizer"):
+            if any((candidate / name).is_file() for name in ("tokenizer.json", "vocab.json", "vocab.txt")):
+                return candidate
+    return None
 
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
@@ -633,6 +695,6 @@ def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
 
 
 __all__ = [
-    "FAMILIES", "ImportReport", "PretrainedModel", "copy_tokenizer_files", "load_backbone", "load_hf", "load_own",
-    "load_pretrained", "save_backbone",
+    "FAMILIES", "ImportReport", "PretrainedModel", "copy_tokenizer_files", "find_tokenizer_dir", "load_backbone",
+    "load_hf", "load_own", "load_pretrained", "locate_checkpoint", "save_backbone",
 ]

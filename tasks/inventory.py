@@ -24,14 +24,14 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.text.corpus import iter_sentences
-from tasks.text.glue import DIAGNOSTIC, GLUE_TASKS, _split_file, load_glue
+from tasks.text.glue import DIAGNOSTIC, GLUE_TASKS, split_file, load_glue
 from tasks.text.squad import count_questions
 from tasks.vision.datasets import (
     IMAGE_EXTENSIONS,
-    _find_cifar_pickle_dir,
-    _find_idx,
-    _find_split_folder,
-    _is_archive,
+    find_cifar_pickle_dir,
+    find_idx,
+    find_split_folder,
+    is_archive,
     load_cifar10,
     load_image_folder,
     load_mnist,
@@ -42,14 +42,14 @@ _TEXT_SUFFIXES = (".txt", ".tokens", ".raw")
 
 
 def _idx_here(d: Path, prefix: str) -> bool:
-    p = _find_idx(d, f"{prefix}-images-idx3-ubyte")
+    p = find_idx(d, f"{prefix}-images-idx3-ubyte")
     return p is not None and p.parent == d
 
 
 def _glue_rows(folder: Path):
     spec = _GLUE_FOLDERS[folder.name.lower()]
     for split in spec.splits:
-        if (folder / _split_file(spec, split)).is_file():
+        if (folder / split_file(spec, split)).is_file():
             yield split, len(load_glue(spec.name, split, folder)), "examples"
 
 
@@ -106,12 +106,12 @@ def scan(root: Path, extract: bool = False):
         handler = None
         if d.name.lower() in _GLUE_FOLDERS and any(f.endswith(".tsv") for f in filenames):
             handler = _glue_rows(d)
-        elif _find_cifar_pickle_dir(d) == d:
+        elif find_cifar_pickle_dir(d) == d:
             handler = ((s, len(load_cifar10(d, s)), "images") for s in ("train", "test"))
         elif _idx_here(d, "train") or _idx_here(d, "t10k"):
             handler = ((s, len(load_mnist(d, s)), "images") for s in ("train", "test")
                        if _idx_here(d, "train" if s == "train" else "t10k"))
-        elif (d / "train").is_dir() and _find_split_folder(d, "train") == d / "train":
+        elif (d / "train").is_dir() and find_split_folder(d, "train") == d / "train":
             handler = ((s, len(load_image_folder(d / s)), "images") for s in sorted(dirnames) if
                        s in ("train", "test", "val", "valid", "validation"))
         if handler is not None:
@@ -130,7 +130,7 @@ def scan(root: Path, extract: bool = False):
             rows = None
             if f.endswith(".json"):
                 rows = _squad_rows(p)
-            elif _is_archive(p):
+            elif is_archive(p):
                 rows = _archive_rows(p, extract)
             elif f.endswith(_TEXT_SUFFIXES):
                 rows = _text_rows(p)

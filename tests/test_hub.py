@@ -390,7 +390,7 @@ def test_convert_cli_both_ways(tmp_path, capsys):
         assert_close_scaled(again(input_ids=ids, attention_mask=attention).logits,
                             hf(input_ids=ids, attention_mask=attention).logits)
     # the fine-tuning CLI's --init reads our export (backbone.* keys, encoder config) as well
-    from data2vec.cli.finetune import load_init
+    from data2vec.cli.common import load_init
 
     init = load_init(str(tmp_path / "ours"), "text", "tiny")
     assert init.encoder_config == load_pretrained(tmp_path / "ours").encoder_config
@@ -417,9 +417,9 @@ def test_finetune_sst2_from_a_huggingface_folder(tmp_path):
     tokenizer.save(tmp_path / "d2v")
     glue = tmp_path / "SST-2"
     glue.mkdir()
-    rows = "".join(f"{s}\t{int('good' in s)}\n" for s in sentences)
-    (glue / "train.tsv").write_text("sentence\tlabel\n" + rows)
-    (glue / "dev.tsv").write_text("sentence\tlabel\n" + rows[:200])
+    rows = [f"{s}\t{int('good' in s)}\n" for s in sentences]
+    (glue / "train.tsv").write_text("sentence\tlabel\n" + "".join(rows))
+    (glue / "dev.tsv").write_text("sentence\tlabel\n" + "".join(rows[:12]))
     code = main(["finetune", "--task", "sst2", "--data", str(glue), "--init", str(tmp_path / "d2v"), "--epochs", "1",
                  "--batch-size", "8", "--max-length", "16", "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 0

@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: device choice, seeding, run folders, and the text/vision data.
+"""Helpers shared by the subcommands: devices, run folders, the starting encoder (`--init`), and the data.
 
 This module belongs to the CLI layer, so it may import `tasks/` (data) — lazily, inside the functions,
 so that `data2vec --help` stays fast.
@@ -6,12 +6,17 @@ so that `data2vec --help` stays fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
+from ..config import EncoderConfig
+
 from ..checkpoint import set_seed  # noqa: F401  (re-exported for the subcommands)
+from ..devices import resolve_device
 from .errors import CliError
 
 TEXT_SUFFIXES = (".txt", ".raw", ".tokens", ".text")
@@ -20,14 +25,12 @@ PYTHON_DOCS = "python-docs"  # --data value of the built-in text corpus (tasks/t
 
 # ---- devices and folders -----------------------------------------------------------------------------
 def choose_device(name: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; a GPU request without CUDA is a CliError."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {name}: CUDA is not available on this machine; fix: use --device cpu (or auto)")
-    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
-        raise CliError(f"--device {name!r} is not a device; fix: use auto, cpu, cuda or cuda:N")
-    return name
+    """The --device value resolved ('auto' -> 'cuda' when a GPU is visible, else 'cpu'); a device this machine
+    does not have is a one-line CliError."""
+    try:
+        return str(resolve_device(name))
+    except ValueError as error:
+        raise CliError(str(error)) from None
 
 
 def require_path(path: str | Path, what: str, fix: str) -> Path:
@@ -141,9 +144,9 @@ class ApplyToImage:
 
 
 def vision_stats_name(data: str) -> str:
-    from tasks.vision.registry import _stats_name, detect_vision_layout
+    from tasks.vision.registry import detect_vision_layout, stats_name
 
-    return _stats_name(detect_vision_layout(data), data)
+    return stats_name(detect_vision_layout(data), data)
 
 
 def build_vision_data(data: str, image_size: int, *, multicrop: dict | None = None) -> tuple[Dataset, dict]:
@@ -174,3 +177,104 @@ def build_vision_data(data: str, image_size: int, *, multicrop: dict | None = No
     info = {"kind": "vision", "path": str(data), "images": len(dataset), "image_size": image_size,
             "channels": int(first.shape[0])}
     return dataset, info
+
+
+# ---- the starting encoder of finetune / probe (--init) ---------------------------------------------------
+@dataclass
+class Init:
+    """The encoder a fine-tuning or probing run starts from."""
+
+    backbone: nn.Module  # TextTransformer | VisionTransformer
+    encoder_config: EncoderConfig
+    source: str  # "huggingface:<family>", "checkpoint:<folder>" or "random:<preset>"
+    tokenizer_dir: Path | None = None  # where a tokenizer was found next to the weights
+    head_state: dict | None = None  # the task head's tensors of a fine-tuned checkpoint (a `finetune` best/)
+
+
+def load_init(init: str | None, modality: str, preset: str, overrides: dict | None = None) -> Init:
+    """A random encoder of `preset` (init None), or the encoder of any folder `hub.load_pretrained` reads: a
+    HuggingFace folder, a `pretrain` run folder or its checkpoint/, a `finetune` best/, a `convert` output."""
+    from ..backbone import build_backbone
+    from ..config import get_preset
+    from ..hub import find_tokenizer_dir, load_pretrained, locate_checkpoint
+
+    if init is None:
+        cfg = get_preset(modality, preset, **(overrides or {}))
+        return Init(build_backbone(cfg), cfg, f"random:{preset}")
+    try:
+        folder, kind = locate_checkpoint(init)
+        model = load_pretrained(folder)
+    except (ValueError, KeyError, OSError, RuntimeError) as error:
+        raise CliError(f"--init {init}: {error}") from None
+    cfg = model.encoder_config
+    if cfg.modality != modality:
+        raise CliError(f"--init {init} is a {cfg.modality} encoder but this task needs a {modality} encoder; "
+                       f"fix: use a {modality} checkpoint (or leave --init out for a random {modality} encoder)")
+    source = f"huggingface:{model.family}" if kind == "huggingface" else f"checkpoint:{folder}"
+    tokenizer_dir = find_tokenizer_dir(folder) if kind == "huggingface" else find_tokenizer_dir(folder, folder.parent)
+    head_state = model.head.state_dict() if model.head is not None and kind == "own" else None
+    return Init(model.backbone, cfg, source, tokenizer_dir, head_state)
+
+
+def load_text_tokenizer(tokenizer: str | None, init_tokenizer_dir: Path | None):
+    """--tokenizer wins; else the tokenizer found next to the --init weights."""
+    from tasks.text.tokenizer import load_tokenizer
+
+    source = tokenizer or init_tokenizer_dir
+    if source is None:
+        raise CliError("text tasks need a tokenizer; fix: pass --tokenizer PATH (a tokenizer.json or a folder with "
+                       "tokenizer.json / vocab.json+merges.txt / vocab.txt), or an --init folder that contains one")
+    try:
+        return load_tokenizer(source)
+    except Exception as error:  # the tokenizers library raises its own Exception type
+        raise CliError(f"cannot load the tokenizer {source} ({error}); fix: pass --tokenizer with a valid "
+                       "tokenizer.json (train one with tasks.text.tokenizer.train_tokenizer)") from None
+
+
+def vision_init(data: str, init_path: str | None, preset: str, image_size: int | None, seed: int) -> tuple[Init, int]:
+    """The vision encoder (`--init`, or a random `--preset` fitted to the data's size and channels) and the
+    input size to use (--image-size, else the encoder's; digits: 8 px for a random encoder)."""
+    from ..config import get_preset
+
+    if init_path is None:
+        size = image_size or (8 if str(data).lower() == "digits" else get_preset("vision", preset).image_size)
+        chans = image_splits(data, size, seed, augment_train=False)[3]
+        overrides = {"image_size": size, "in_chans": chans}
+        if size % get_preset("vision", preset).patch_size:
+            overrides["patch_size"] = 2 if size % 2 == 0 else 1  # small images: the largest patch that fits
+        init = load_init(None, "vision", preset, overrides)
+    else:
+        init = load_init(init_path, "vision", preset)
+    patch = init.encoder_config.patch_size
+    size = image_size or init.encoder_config.image_size
+    if size % patch:
+        raise CliError(f"--image-size {size} is not divisible by the encoder's patch size {patch}; "
+                       f"fix: use a multiple of {patch}")
+    return init, size
+
+
+def check_channels(data_chans: int, encoder_chans: int) -> None:
+    if data_chans != encoder_chans:
+        raise CliError(f"the images have {data_chans} channel(s) but the encoder expects {encoder_chans}; fix: use "
+                       "a data set with matching channels or an encoder trained on such images")
+
+
+def image_splits(data: str, image_size: int, seed: int, augment_train: bool = True):
+    """`tasks.vision.train_test_datasets`, with a missing or unknown --data reported as a CliError."""
+    from tasks.vision import train_test_datasets
+
+    try:
+        return train_test_datasets(data, image_size, seed, augment_train=augment_train)
+    except FileNotFoundError as error:
+        raise CliError(f"--data: {error}; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
+                       "(<class>/<image>)") from None
+
+
+def seeded_subset(dataset, n: int | None, seed: int):
+    """A seeded random subset of n examples (all of them if n is None or larger), in index order."""
+    from torch.utils.data import Subset
+
+    if n is None or n >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(dataset, sorted(order.tolist()))

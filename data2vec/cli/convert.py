@@ -47,15 +47,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _our_folder(path: Path) -> Path:
-    """The folder holding our config.json + model.safetensors for a run folder or checkpoint folder."""
-    for cand in (path, path / "checkpoint", path / "best", path / "final"):
-        if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
-            return cand
-    raise CliError(f"--to-hf {path}: no config.json + model.safetensors here or in checkpoint/, best/, final/; "
-                   "fix: point it at a `data2vec convert --from-hf` output, a finetune best/ or a pretrain run")
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import hub, hub_export
 
@@ -76,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  tokenizer files: {copied or 'none found (pass --tokenizer to finetune)'}")
         return 0
 
-    src = _our_folder(Path(args.to_hf))
+    src, kind = hub.locate_checkpoint(args.to_hf)
+    if kind == "huggingface":
+        raise CliError(f"--to-hf {args.to_hf} is already a HuggingFace folder; fix: use it as it is, or import it "
+                       "with --from-hf")
     model = hub.load_own(src)
     cfg = model.encoder_config
     family = args.family or (model.family if model.family in hub.FAMILIES else None)

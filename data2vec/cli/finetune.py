@@ -16,168 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+from .common import (Init, check_channels, choose_device, image_splits, load_init, load_text_tokenizer, seeded_subset,
+                     vision_init)
 from .errors import CliError, HelpFormatter
 
 TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 TASKS = TEXT_TASKS + ("squad", "xquad", "image")
-
-
-# ---- loading the initial backbone (shared with `data2vec probe`) -------------------------------------
-
-
-@dataclass
-class Init:
-    backbone: object  # TextTransformer | VisionTransformer
-    encoder_config: object  # EncoderConfig
-    source: str  # "huggingface:<family>", "checkpoint:<path>" or "random:<preset>"
-    tokenizer_dir: Path | None = None  # where a tokenizer was found next to the weights
-    head_state: dict | None = None  # "head.*" tensors of a fine-tuned checkpoint (prefix removed)
-
-
-def _find_encoder_dict(config) -> dict | None:
-    """The EncoderConfig fields inside a saved run config (searched depth-first for an "encoder" dict)."""
-    from ..config import EncoderConfig
-
-    fields = set(EncoderConfig.__dataclass_fields__)
-    if isinstance(config, dict):
-        if "modality" in config and "dim" in config and set(config) <= fields:
-            return config
-        if isinstance(config.get("encoder"), dict):
-            found = _find_encoder_dict(config["encoder"])
-            if found is not None:
-                return found
-        for value in config.values():
-            found = _find_encoder_dict(value)
-            if found is not None:
-                return found
-    return None
-
-
-def _checkpoint_dir(path: Path) -> Path | None:
-    """The folder holding model.safetensors + config.json for a run folder, checkpoint folder or file."""
-    if path.is_file():
-        path = path.parent
-    for cand in (path, path / "checkpoint", path / "best", path / "final"):
-        if (cand / "model.safetensors").is_file():
-            return cand
-    return None
-
-
-def _tokenizer_dir(*folders: Path) -> Path | None:
-    for folder in folders:
-        for cand in (folder, folder / "tokenizer"):
-            if (cand / "tokenizer.json").is_file() or (cand / "vocab.txt").is_file() or (cand / "vocab.json").is_file():
-                return cand
-    return None
-
-
-def load_init(init: str | None, modality: str, preset: str, overrides: dict | None = None) -> Init:
-    """Build the backbone that fine-tuning or probing starts from (see the module docstring)."""
-    from ..backbone import build_backbone
-    from ..config import EncoderConfig, get_preset
-
-    if init is None:
-        cfg = get_preset(modality, preset, **(overrides or {}))
-        return Init(build_backbone(cfg), cfg, f"random:{preset}")
-    path = Path(init)
-    if not path.exists():
-        raise CliError(f"--init {path}: no such file or folder; fix: give a HuggingFace-format folder, a "
-                       "`data2vec pretrain` run folder (or its checkpoint/), or leave --init out for a random init")
-    if path.is_dir() and (path / "config.json").is_file():
-        try:
-            hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CliError(f"--init {path}: config.json is corrupt ({error}); fix: restore the checkpoint folder") from None
-        if isinstance(hf_config, dict) and "model_type" in hf_config:
-            try:
-                from .. import hub
-            except ImportError:
-                raise CliError("--init: HuggingFace checkpoints need data2vec.hub, which this installation lacks; "
-                               "fix: update the package") from None
-            try:
-                wrapper = hub.load_pretrained(path)
-            except (ValueError, KeyError, OSError, RuntimeError) as error:
-                raise CliError(f"--init {path}: cannot import this HuggingFace checkpoint ({error}); fix: use a "
-                               "bert, roberta, data2vec-text, vit, beit or data2vec-vision folder") from None
-            cfg = wrapper.encoder_config
-            _check_modality(cfg, modality, path)
-            return Init(wrapper.backbone, cfg, f"huggingface:{wrapper.family}", _tokenizer_dir(path))
-    ckpt = _checkpoint_dir(path)
-    if ckpt is None or not (ckpt / "config.json").is_file():
-        raise CliError(f"--init {path}: not a checkpoint (no model.safetensors + config.json, and no config.json with "
-                       "\"model_type\"); fix: point it at a `data2vec pretrain` run folder, its checkpoint/ folder, "
-                       "a `data2vec finetune` best/ folder or a HuggingFace-format folder")
-    try:
-        run_config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CliError(f"--init: {ckpt / 'config.json'} is corrupt ({error}); fix: restore the checkpoint or "
-                       "pretrain again") from None
-    enc = _find_encoder_dict(run_config)
-    if enc is None:
-        raise CliError(f"--init: {ckpt / 'config.json'} names no encoder configuration; fix: use a checkpoint "
-                       "written by `data2vec pretrain` or `data2vec finetune`")
-    try:
-        cfg = EncoderConfig.from_dict(enc)
-    except (TypeError, ValueError) as error:
-        raise CliError(f"--init: the encoder configuration in {ckpt / 'config.json'} is invalid ({error}); fix: "
-                       "use a checkpoint written by this version") from None
-    _check_modality(cfg, modality, ckpt)
-    try:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(ckpt / "model.safetensors"))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CliError(f"--init: {ckpt / 'model.safetensors'} is corrupt or not a safetensors file ({error}); "
-                       "fix: restore it or pretrain again") from None
-    prefix = _backbone_prefix(tensors)
-    if prefix is None:
-        raise CliError(f"--init: {ckpt / 'model.safetensors'} holds no backbone weights (no 'backbone.' tensors); "
-                       "fix: use a checkpoint of a pretraining method or of a fine-tuned model")
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    backbone = build_backbone(cfg)
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    bad = [k for k in state if k not in own or tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or bad:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected or mis-shaped {bad[0]!r}"
-        raise CliError(f"--init: the backbone weights in {ckpt} do not fit its encoder configuration ({what}); "
-                       "fix: the checkpoint is incompatible with this version; pretrain again")
-    backbone.load_state_dict(state)
-    head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")} or None
-    return Init(backbone, cfg, f"checkpoint:{ckpt}", _tokenizer_dir(ckpt, ckpt.parent), head_state)
-
-
-def _backbone_prefix(tensors: dict) -> str | None:
-    """'backbone.' (method or TaskModel state dicts) or e.g. 'student.backbone.' if nested one deeper."""
-    if any(k.startswith("backbone.") for k in tensors):
-        return "backbone."
-    nested = sorted({k.split("backbone.")[0] + "backbone." for k in tensors if ".backbone." in k}, key=len)
-    return nested[0] if nested else None
-
-
-def _check_modality(cfg, modality: str, path: Path) -> None:
-    if cfg.modality != modality:
-        raise CliError(f"--init {path} is a {cfg.modality} encoder but this task needs a {modality} encoder; "
-                       f"fix: use a {modality} checkpoint (or leave --init out for a random {modality} encoder)")
-
-
-def load_text_tokenizer(args, init_tokenizer_dir: Path | None):
-    """--tokenizer wins; else the tokenizer found next to the --init weights."""
-    from tasks.text.tokenizer import load_tokenizer
-
-    source = args.tokenizer or init_tokenizer_dir
-    if source is None:
-        raise CliError("text tasks need a tokenizer; fix: pass --tokenizer PATH (a tokenizer.json or a folder with "
-                       "tokenizer.json / vocab.json+merges.txt / vocab.txt), or an --init folder that contains one")
-    try:
-        return load_tokenizer(source)
-    except (ValueError, FileNotFoundError, OSError, Exception) as error:  # tokenizers raises its own Exception type
-        raise CliError(f"cannot load the tokenizer {source} ({error}); fix: pass --tokenizer with a valid "
-                       "tokenizer.json (train one with tasks.text.tokenizer.train_tokenizer)") from None
 
 
 # ---- argument parsing ----------------------------------------------------------------------------------
@@ -261,22 +107,8 @@ def add_parser(sub) -> None:
 # ---- the command ---------------------------------------------------------------------------------------
 
 
-def check_device(name: str) -> None:
-    """A clear error for a device this machine does not have (instead of torch's traceback)."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CliError(f"--device {name!r} is not a device name; fix: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {name}: no CUDA GPU is available here; fix: use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise CliError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here; fix: use cuda:0")
-
-
 def _check_positive(args) -> None:
-    check_device(args.device)
+    args.device = choose_device(args.device)
     for name in ("epochs", "batch_size", "max_length", "max_train_examples", "max_eval_examples", "image_size"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -285,17 +117,6 @@ def _check_positive(args) -> None:
         raise CliError(f"--lr must be > 0, got {args.lr}; fix: try 2e-5 for pretrained text models")
     if args.layer_decay is not None and not 0 < args.layer_decay <= 1:
         raise CliError(f"--layer-decay must lie in (0, 1], got {args.layer_decay}; fix: use 0.65-0.75, or 1 for none")
-
-
-def _subset(dataset, n: int | None, seed: int):
-    """A seeded random subset of n examples (all of them if n is None or larger)."""
-    import torch
-    from torch.utils.data import Subset
-
-    if n is None or n >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    return Subset(dataset, sorted(order.tolist()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -324,14 +145,14 @@ def _finish(args, summary: dict) -> int:
 def _text_backbone(args, default_preset_overrides: dict | None = None):
     """Init + tokenizer for text tasks; a random init takes the vocabulary size from the tokenizer."""
     if args.init is None:
-        tokenizer = load_text_tokenizer(args, None)
+        tokenizer = load_text_tokenizer(args.tokenizer, None)
         style_overrides = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
         if tokenizer.style == "bert":
             style_overrides.update(position_offset=0, type_vocab_size=2)
         init = load_init(None, "text", args.preset, style_overrides)
     else:
         init = load_init(args.init, "text", args.preset)
-        tokenizer = load_text_tokenizer(args, init.tokenizer_dir)
+        tokenizer = load_text_tokenizer(args.tokenizer, init.tokenizer_dir)
         if tokenizer.vocab_size > init.encoder_config.vocab_size:
             raise CliError(f"the tokenizer has {tokenizer.vocab_size} tokens but the encoder only "
                            f"{init.encoder_config.vocab_size}; fix: use the tokenizer the model was pretrained with")
@@ -378,8 +199,8 @@ def _run_glue(args) -> int:
     head = SequenceClassificationHead(init.encoder_config.dim, spec.num_labels, style=tokenizer.style)
     model = TaskModel(init.backbone, head)
     _maybe_load_head(model, init)
-    train_set = _subset(glue.GlueDataset(train_examples, tokenizer, args.max_length), args.max_train_examples, args.seed)
-    eval_set = _subset(glue.GlueDataset(eval_examples, tokenizer, args.max_length), args.max_eval_examples, args.seed)
+    train_set = seeded_subset(glue.GlueDataset(train_examples, tokenizer, args.max_length), args.max_train_examples, args.seed)
+    eval_set = seeded_subset(glue.GlueDataset(eval_examples, tokenizer, args.max_length), args.max_eval_examples, args.seed)
     collate = glue.GlueCollator(tokenizer.pad_id, regression=spec.is_regression)
     task_type = "regression" if spec.is_regression else "classification"
 
@@ -477,52 +298,6 @@ def _squad_files(args):
             [a for i, a in enumerate(train_articles) if i in held], f"{train_path} (held-out articles)")
 
 
-@dataclass
-class SquadCollator:
-    """Pads SQuAD features to the batch's longest: input_ids, token_type_ids, padding_mask (True = pad),
-    start_positions, end_positions."""
-
-    pad_id: int
-
-    def __call__(self, feats):
-        import torch
-
-        T = max(len(f.input_ids) for f in feats)
-        B = len(feats)
-        ids = torch.full((B, T), self.pad_id, dtype=torch.long)  # (B, T)
-        types = torch.zeros((B, T), dtype=torch.long)  # (B, T)
-        pad = torch.ones((B, T), dtype=torch.bool)  # (B, T) True = pad
-        for i, f in enumerate(feats):
-            n = len(f.input_ids)
-            ids[i, :n] = torch.tensor(f.input_ids)
-            types[i, :n] = torch.tensor(f.token_type_ids)
-            pad[i, :n] = False
-        return {"input_ids": ids, "token_type_ids": types, "padding_mask": pad,
-                "start_positions": torch.tensor([f.start_position for f in feats]),
-                "end_positions": torch.tensor([f.end_position for f in feats])}
-
-
-def _limit_questions(articles: list, n: int | None, seed: int) -> list:
-    """Keep a seeded random subset of n questions (articles/paragraphs trimmed accordingly)."""
-    import copy
-    import random
-
-    if n is None:
-        return articles
-    ids = [qa["id"] for a in articles for p in a["paragraphs"] for qa in p["qas"]]
-    if n >= len(ids):
-        return articles
-    keep = set(random.Random(seed).sample(ids, n))
-    out = []
-    for article in articles:
-        a = copy.deepcopy(article)
-        a["paragraphs"] = [dict(p, qas=[qa for qa in p["qas"] if qa["id"] in keep]) for p in a["paragraphs"]]
-        a["paragraphs"] = [p for p in a["paragraphs"] if p["qas"]]
-        if a["paragraphs"]:
-            out.append(a)
-    return out
-
-
 def _run_squad(args) -> int:
     from tasks.text import squad
 
@@ -532,8 +307,8 @@ def _run_squad(args) -> int:
     args.out = args.out or f"runs/finetune-{args.task}"
     args.max_length = args.max_length or 384
     train_articles, eval_articles, eval_name = _squad_files(args)
-    train_articles = _limit_questions(train_articles, args.max_train_examples, args.seed)
-    eval_articles = _limit_questions(eval_articles, args.max_eval_examples, args.seed)
+    train_articles = squad.limit_questions(train_articles, args.max_train_examples, args.seed)
+    eval_articles = squad.limit_questions(eval_articles, args.max_eval_examples, args.seed)
     init, tokenizer = _text_backbone(args)
     model = TaskModel(init.backbone, QuestionAnsweringHead(init.encoder_config.dim))
     _maybe_load_head(model, init)
@@ -545,7 +320,7 @@ def _run_squad(args) -> int:
         eval_feats = squad.prepare_features(eval_examples, tokenizer, args.max_length, stride)
     except ValueError as error:
         raise CliError(f"{error}; fix: raise --max-length") from None
-    collate = SquadCollator(tokenizer.pad_id)
+    collate = squad.SquadCollator(tokenizer.pad_id)
 
     def metric_fn(outputs, _labels):
         answers = squad.postprocess_predictions(eval_examples, eval_feats, [s for s, _ in outputs],
@@ -566,81 +341,22 @@ def _run_squad(args) -> int:
 # ---- images --------------------------------------------------------------------------------------------
 
 
-def image_datasets(data: str, image_size: int, seed: int, augment_train: bool = True):
-    """(train, eval, num_classes, in_chans) for a vision data set; a plain ImageFolder (no split folders)
-    is split 80/20 with a seeded permutation."""
-    import torch
-    from torch.utils.data import Subset
-
-    from tasks.vision import build_vision_dataset, detect_vision_layout
-
-    try:
-        layout = detect_vision_layout(data)
-    except FileNotFoundError as error:
-        raise CliError(f"--data: {error}; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
-                       "(<class>/<image>)") from None
-    train = build_vision_dataset(data, "train", image_size, augment=augment_train)
-    if layout == "image-folder":
-        test = build_vision_dataset(data, "test", image_size, augment=False)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
-        n_test = max(1, len(order) // 5)
-        train, test = Subset(train, sorted(order[n_test:])), Subset(test, sorted(order[:n_test]))
-    else:
-        test = build_vision_dataset(data, "test", image_size, augment=False)
-    base = train.dataset if isinstance(train, Subset) else train
-    num_classes = len(getattr(base, "classes", [])) or int(max(base.labels)) + 1
-    in_chans = int(test[0][0].shape[0])
-    return train, test, num_classes, in_chans
-
-
-def image_collate(batch):
-    import torch
-
-    return {"images": torch.stack([b[0] for b in batch]), "labels": torch.tensor([int(b[1]) for b in batch])}
-
-
-def vision_init(data: str, init_path: str | None, preset: str, image_size: int | None, seed: int) -> tuple[Init, int]:
-    """The vision encoder (`--init`, or a random `--preset` fitted to the data's size and channels) and the
-    input size to use (--image-size, else the encoder's; digits: 8 px for a random encoder)."""
-    from ..config import get_preset
-
-    if init_path is None:
-        size = image_size or (8 if str(data).lower() == "digits" else get_preset("vision", preset).image_size)
-        chans = image_datasets(data, size, seed, augment_train=False)[3]
-        overrides = {"image_size": size, "in_chans": chans}
-        if size % get_preset("vision", preset).patch_size:
-            overrides["patch_size"] = 2 if size % 2 == 0 else 1  # small images: the largest patch that fits
-        init = load_init(None, "vision", preset, overrides)
-    else:
-        init = load_init(init_path, "vision", preset)
-    patch = init.encoder_config.patch_size
-    size = image_size or init.encoder_config.image_size
-    if size % patch:
-        raise CliError(f"--image-size {size} is not divisible by the encoder's patch size {patch}; "
-                       f"fix: use a multiple of {patch}")
-    return init, size
-
-
-def check_channels(data_chans: int, encoder_chans: int) -> None:
-    if data_chans != encoder_chans:
-        raise CliError(f"the images have {data_chans} channel(s) but the encoder expects {encoder_chans}; fix: use "
-                       "a data set with matching channels or an encoder trained on such images")
-
-
 def _run_image(args) -> int:
+    from tasks.vision import image_collate
+
     from ..finetune import FinetuneConfig, finetune
     from ..heads import ImageClassificationHead, TaskModel
 
     args.out = args.out or "runs/finetune-image"
     init, size = vision_init(args.data, args.init, args.preset, args.image_size, args.seed)
     cfg_enc = init.encoder_config
-    train_set, eval_set, num_classes, in_chans = image_datasets(args.data, size, args.seed)
+    train_set, eval_set, num_classes, in_chans = image_splits(args.data, size, args.seed)
     check_channels(in_chans, cfg_enc.in_chans)
     head = ImageClassificationHead(cfg_enc.dim, num_classes, pooling=args.pooling)
     model = TaskModel(init.backbone, head)
     _maybe_load_head(model, init)
-    train_set = _subset(train_set, args.max_train_examples, args.seed)
-    eval_set = _subset(eval_set, args.max_eval_examples, args.seed)
+    train_set = seeded_subset(train_set, args.max_train_examples, args.seed)
+    eval_set = seeded_subset(eval_set, args.max_eval_examples, args.seed)
 
     def metric_fn(outputs, labels):
         return {"accuracy": 100.0 * float((outputs.argmax(-1) == labels).mean())}

@@ -8,7 +8,6 @@ first, the other ranks then load them; only rank 0 writes metrics, plots and che
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 from .errors import CliError, HelpFormatter

@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
 def _loader(dataset, batch_size: int):
     from torch.utils.data import DataLoader
 
-    from .finetune import image_collate
+    from tasks.vision import image_collate
 
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=image_collate)
 
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import set_seed
     from ..probe import extract_features, few_label_indices, knn_classify, linear_probe
-    from .finetune import _subset, check_channels, check_device, image_datasets, vision_init
+    from .common import check_channels, choose_device, image_splits, seeded_subset, vision_init
 
-    check_device(args.device)
+    args.device = choose_device(args.device)
 
     for name in ("k", "batch_size", "label_seeds", "labels_per_class", "max_train_examples", "max_eval_examples"):
         value = getattr(args, name)
@@ -90,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     set_seed(args.seed)  # without --init, the random encoder's weights come from --seed
     init, size = vision_init(data, args.init, args.preset, args.image_size, args.seed)
     cfg = init.encoder_config
-    train, test, num_classes, chans = image_datasets(data, size, args.seed, augment_train=False)
+    train, test, num_classes, chans = image_splits(data, size, args.seed, augment_train=False)
     check_channels(chans, cfg.in_chans)
-    train = _subset(train, args.max_train_examples, args.seed)
-    test = _subset(test, args.max_eval_examples, args.seed)
+    train = seeded_subset(train, args.max_train_examples, args.seed)
+    test = seeded_subset(test, args.max_eval_examples, args.seed)
     device = torch.device(args.device)
     backbone = init.backbone.to(device)
     train_x, train_y = extract_features(backbone, _loader(train, args.batch_size), args.pooling, device)

@@ -142,7 +142,7 @@ def is_regression(task: str) -> bool:
     return get_task(task).is_regression
 
 
-def _split_file(spec: GlueTask, split: str) -> str:
+def split_file(spec: GlueTask, split: str) -> str:
     if spec.name == "mnli" and split in ("dev", "test"):
         split = split + "_matched"
     if split not in spec.splits:
@@ -153,7 +153,7 @@ def _split_file(spec: GlueTask, split: str) -> str:
 def find_task_file(task: str, split: str, data_dir: str | Path) -> Path:
     """Path of a task's split file under the GLUE root or the task folder; FileNotFoundError names it."""
     spec = get_task(task)
-    fname = _split_file(spec, split)
+    fname = split_file(spec, split)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"GLUE data folder not found: {data_dir}")
@@ -167,7 +167,7 @@ def find_task_file(task: str, split: str, data_dir: str | Path) -> Path:
     folder = folders[-1] if folders[-1] != data_dir or data_dir.name.lower() in wanted else data_dir / spec.folder
     raise FileNotFoundError(
         f"GLUE {spec.folder} {split}: missing file {folder / fname}; the task folder must hold the official "
-        f"{', '.join(_split_file(spec, s) for s in spec.splits)} (run GLUE's download_glue_data.py or copy them there)"
+        f"{', '.join(split_file(spec, s) for s in spec.splits)} (run GLUE's download_glue_data.py or copy them there)"
     )
 
 

@@ -15,6 +15,8 @@ What it implements
   of its windows, kept only when both tokens are context tokens, end >= start and the span has at most
   `max_answer_length` tokens; the best start+end score wins and its text is cut from the context by
   character offsets (so the answer is the exact original characters, whatever the language).
+- `SquadCollator(pad_id)`: pads a batch of features for the span head; `limit_questions(articles, n, seed)`:
+  a seeded random subset of n questions (for quick runs), articles and paragraphs trimmed to match.
 - `squad_scores(dataset, predictions)`: the official v1.1 evaluation script (`evaluate-v1.1.py`)
   re-implemented: answers normalised by lower-casing, removing ASCII punctuation, removing the
   articles a/an/the as whole words, and collapsing white space; EM and token F1 take the maximum over the
@@ -291,3 +293,53 @@ def postprocess_predictions(
                     break
             nbest[ex.id] = lst
     return (answers, nbest) if return_nbest else answers
+
+
+# ---- batches and subsets for fine-tuning --------------------------------------------------------------
+
+
+@dataclass
+class SquadCollator:
+    """Pads SQuAD features to the batch's longest: input_ids, token_type_ids, padding_mask (True = pad),
+    start_positions, end_positions."""
+
+    pad_id: int
+
+    def __call__(self, feats: Sequence[SquadFeature]) -> dict:
+        import torch
+
+        T = max(len(f.input_ids) for f in feats)
+        B = len(feats)
+        ids = torch.full((B, T), self.pad_id, dtype=torch.long)  # (B, T)
+        types = torch.zeros((B, T), dtype=torch.long)  # (B, T)
+        pad = torch.ones((B, T), dtype=torch.bool)  # (B, T) True = pad
+        for i, f in enumerate(feats):
+            n = len(f.input_ids)
+            ids[i, :n] = torch.tensor(f.input_ids)
+            types[i, :n] = torch.tensor(f.token_type_ids)
+            pad[i, :n] = False
+        return {"input_ids": ids, "token_type_ids": types, "padding_mask": pad,
+                "start_positions": torch.tensor([f.start_position for f in feats]),
+                "end_positions": torch.tensor([f.end_position for f in feats])}
+
+
+def limit_questions(articles: list, n: int | None, seed: int) -> list:
+    """A seeded random subset of n questions (all when n is None or larger); articles and paragraphs left
+    without a question are dropped. The input is not modified."""
+    import copy
+    import random
+
+    if n is None:
+        return articles
+    ids = [qa["id"] for a in articles for p in a["paragraphs"] for qa in p["qas"]]
+    if n >= len(ids):
+        return articles
+    keep = set(random.Random(seed).sample(ids, n))
+    out = []
+    for article in articles:
+        a = copy.deepcopy(article)
+        a["paragraphs"] = [dict(p, qas=[qa for qa in p["qas"] if qa["id"] in keep]) for p in a["paragraphs"]]
+        a["paragraphs"] = [p for p in a["paragraphs"] if p["qas"]]
+        if a["paragraphs"]:
+            out.append(a)
+    return out

@@ -11,7 +11,7 @@ from .datasets import (
     load_mnist,
     read_idx,
 )
-from .registry import build_vision_dataset, detect_vision_layout
+from .registry import build_vision_dataset, detect_vision_layout, image_collate, train_test_datasets
 from .transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -29,6 +29,6 @@ from .transforms import (
 __all__ = [
     "CIFAR10_CLASSES", "ArrayImageDataset", "ImageFolderDataset", "extract_archive", "load_cifar10",
     "load_digits_dataset", "load_image_folder", "load_mnist", "read_idx", "build_vision_dataset",
-    "detect_vision_layout", "DATASET_STATS", "CIFAR10_MEAN", "CIFAR10_STD", "DIGITS_MEAN", "DIGITS_STD",
+    "detect_vision_layout", "image_collate", "train_test_datasets", "DATASET_STATS", "CIFAR10_MEAN", "CIFAR10_STD", "DIGITS_MEAN", "DIGITS_STD",
     "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_MEAN", "MNIST_STD", "eval_transform", "pretrain_transform",
 ]

@@ -50,7 +50,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 _SPLIT_ALIASES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test", "dev": "test"}
 
 
-def _norm_split(split: str) -> str:
+def normalise_split(split: str) -> str:
     if split not in _SPLIT_ALIASES:
         raise ValueError(f"split must be 'train' or 'test' (or val/valid/validation/dev for test), got {split!r}")
     return _SPLIT_ALIASES[split]
@@ -158,21 +158,21 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
     return dest
 
 
-def _is_archive(path: Path) -> bool:
+def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar"))
 
 
 # ---- CIFAR-10 -----------------------------------------------------------------------------------------
 
 
-def _find_cifar_pickle_dir(root: Path) -> Path | None:
+def find_cifar_pickle_dir(root: Path) -> Path | None:
     for d in (root, root / "cifar-10-batches-py"):
         if (d / "data_batch_1").is_file() or (d / "test_batch").is_file():
             return d
     return None
 
 
-def _find_split_folder(root: Path, split: str) -> Path | None:
+def find_split_folder(root: Path, split: str) -> Path | None:
     """`<root>/<split>/<class>/` or one level below (e.g. `<root>/CIFAR-10-images/<split>/`)."""
     names = ("train",) if split == "train" else ("test", "val", "valid", "validation")
     for base in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
@@ -185,13 +185,13 @@ def _find_split_folder(root: Path, split: str) -> Path | None:
 def load_cifar10(root: str | Path, split: str = "train", transform: Callable | None = None,
                  cache_dir: str | Path | None = None) -> Dataset:
     """CIFAR-10 (50,000 train / 10,000 test 32x32 RGB) from the pickle or image-folder layout or a tarball."""
-    split = _norm_split(split)
+    split = normalise_split(split)
     root = Path(root)
-    if _is_archive(root):
+    if is_archive(root):
         root = extract_archive(root, cache_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"CIFAR-10 folder not found: {root}")
-    pdir = _find_cifar_pickle_dir(root)
+    pdir = find_cifar_pickle_dir(root)
     if pdir is not None:
         names = [f"data_batch_{k}" for k in range(1, 6)] if split == "train" else ["test_batch"]
         images, labels = [], []
@@ -215,7 +215,7 @@ def load_cifar10(root: str | Path, split: str = "train", transform: Callable | N
             if names_:
                 classes = tuple(n.decode() if isinstance(n, bytes) else n for n in names_)
         return ArrayImageDataset(np.concatenate(images), labels, transform, classes)
-    folder = _find_split_folder(root, split)
+    folder = find_split_folder(root, split)
     if folder is None:
         raise FileNotFoundError(
             f"{root}: not a CIFAR-10 folder: expected cifar-10-batches-py/{{data_batch_1..5,test_batch}} "
@@ -245,7 +245,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _find_idx(root: Path, stem: str) -> Path | None:
+def find_idx(root: Path, stem: str) -> Path | None:
     """stem like 'train-images-idx3-ubyte'; also dotted names, .gz, and MNIST/raw sub-folders."""
     prefix, rest = stem.split("-", 1)
     kind, idx = rest.rsplit("-idx", 1)
@@ -260,11 +260,11 @@ def _find_idx(root: Path, stem: str) -> Path | None:
 
 def load_mnist(root: str | Path, split: str = "train", transform: Callable | None = None) -> ArrayImageDataset:
     """MNIST (60,000 train / 10,000 test 28x28 grey) from IDX files (also Fashion-MNIST, same layout)."""
-    split = _norm_split(split)
+    split = normalise_split(split)
     root = Path(root)
     prefix = "train" if split == "train" else "t10k"
-    img_path = _find_idx(root, f"{prefix}-images-idx3-ubyte")
-    lab_path = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
+    img_path = find_idx(root, f"{prefix}-images-idx3-ubyte")
+    lab_path = find_idx(root, f"{prefix}-labels-idx1-ubyte")
     if img_path is None or lab_path is None:
         missing = f"{prefix}-images-idx3-ubyte" if img_path is None else f"{prefix}-labels-idx1-ubyte"
         raise FileNotFoundError(f"MNIST: missing {root / missing} (or its .gz); put the IDX files in {root}")
@@ -286,7 +286,7 @@ def load_digits_dataset(split: str = "train", test_fraction: float = 0.2, seed: 
     """
     from sklearn.datasets import load_digits
 
-    split = _norm_split(split)
+    split = normalise_split(split)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     d = load_digits()

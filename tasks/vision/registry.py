@@ -13,11 +13,11 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from .datasets import (
-    _find_cifar_pickle_dir,
-    _find_idx,
-    _find_split_folder,
-    _is_archive,
-    _norm_split,
+    find_cifar_pickle_dir,
+    find_idx,
+    find_split_folder,
+    is_archive,
+    normalise_split,
     extract_archive,
     load_cifar10,
     load_digits_dataset,
@@ -33,15 +33,15 @@ def detect_vision_layout(path: str | Path) -> str:
     if str(path).lower() == "digits":
         return "digits"
     path = Path(path)
-    if _is_archive(path):
+    if is_archive(path):
         return "archive"
     if not path.is_dir():
         raise FileNotFoundError(f"image data set not found: {path}")
-    if _find_cifar_pickle_dir(path) is not None:
+    if find_cifar_pickle_dir(path) is not None:
         return "cifar10-pickle"
-    if _find_idx(path, "train-images-idx3-ubyte") or _find_idx(path, "t10k-images-idx3-ubyte"):
+    if find_idx(path, "train-images-idx3-ubyte") or find_idx(path, "t10k-images-idx3-ubyte"):
         return "mnist"
-    if _find_split_folder(path, "train") is not None or _find_split_folder(path, "test") is not None:
+    if find_split_folder(path, "train") is not None or find_split_folder(path, "test") is not None:
         return "split-folders"
     if any(p.is_dir() for p in path.iterdir()):
         return "image-folder"
@@ -50,7 +50,7 @@ def detect_vision_layout(path: str | Path) -> str:
     )
 
 
-def _stats_name(layout: str, path: str | Path) -> str:
+def stats_name(layout: str, path: str | Path) -> str:
     if layout == "digits":
         return "digits"
     if layout == "mnist":
@@ -69,14 +69,14 @@ def build_vision_dataset(
 ) -> Dataset:
     """A (image, label) dataset by name ("digits") or path; transforms attached when image_size is set."""
     layout = detect_vision_layout(name_or_path)
-    split = _norm_split(split)
+    split = normalise_split(split)
     path = Path(name_or_path)
     if layout == "archive":
         path = extract_archive(path, cache_dir)
         layout = detect_vision_layout(path)
     transform = None
     if image_size is not None:
-        stats = _stats_name(layout, name_or_path)
+        stats = stats_name(layout, name_or_path)
         if augment:
             small = stats in ("digits", "mnist")  # digits/MNIST: no flips, milder crops, no colour jitter
             transform = pretrain_transform(image_size, stats, scale=(0.5, 1.0) if small else (0.08, 1.0),
@@ -89,6 +89,32 @@ def build_vision_dataset(
         return load_mnist(path, split, transform)
     if layout in ("cifar10-pickle", "split-folders"):
         if layout == "split-folders" and "cifar" not in str(name_or_path).lower():
-            return load_image_folder(_find_split_folder(path, split), transform)
+            return load_image_folder(find_split_folder(path, split), transform)
         return load_cifar10(path, split, transform)
     return load_image_folder(path, transform)
+
+
+def train_test_datasets(data: str | Path, image_size: int, seed: int, augment_train: bool = True):
+    """(train, test, num_classes, in_chans) for fine-tuning and probing. A plain ImageFolder (no split
+    folders) is split 80/20 with a permutation seeded by `seed`; the others use their own train/test splits."""
+    import torch
+    from torch.utils.data import Subset
+
+    layout = detect_vision_layout(data)
+    train = build_vision_dataset(data, "train", image_size, augment=augment_train)
+    test = build_vision_dataset(data, "test", image_size, augment=False)
+    if layout == "image-folder":
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_test = max(1, len(order) // 5)
+        train, test = Subset(train, sorted(order[n_test:])), Subset(test, sorted(order[:n_test]))
+    base = train.dataset if isinstance(train, Subset) else train
+    num_classes = len(getattr(base, "classes", [])) or int(max(base.labels)) + 1
+    in_chans = int(test[0][0].shape[0])
+    return train, test, num_classes, in_chans
+
+
+def image_collate(batch) -> dict:
+    """[(image (C, H, W), label), ...] -> {"images": (B, C, H, W), "labels": (B,)}."""
+    import torch
+
+    return {"images": torch.stack([b[0] for b in batch]), "labels": torch.tensor([int(b[1]) for b in batch])}
