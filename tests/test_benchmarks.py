@@ -112,6 +112,7 @@ def test_main_writes_json(speed, tmp_path):
         speed.main(["--variants", "nopad,odd", "--out", str(out)])
 
 
+@pytest.mark.slow  # a subprocess measurement (~3 s)
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="CPU peak memory is measured via Linux /proc")
 def test_peak_memory_subprocess(speed):
     # one step of a 1 x 256 block at B=8, T=64 keeps several (8, 64, 1024) float tensors: well over 1 MiB
@@ -140,6 +141,7 @@ def test_methods_summarise_and_bad_arguments(methods):
         methods.main(["--steps", "3", "--skip", "3"])
 
 
+@pytest.mark.slow  # times every method (~6 s)
 def test_methods_run_one_times_every_update(methods, tmp_path):
     import argparse
 

@@ -38,6 +38,7 @@ def losses(out):
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # a full CLI text run (~2 s)
 def test_text_run_writes_the_run_folder(corpus, tmp_path):
     assert main(text_args(corpus, tmp_path / "run")) == 0
     out = tmp_path / "run"
@@ -59,6 +60,7 @@ def test_text_run_writes_the_run_folder(corpus, tmp_path):
     assert copied.encode(sentence) == original.encode(sentence) and copied.vocab_size == original.vocab_size
 
 
+@pytest.mark.slow  # subprocess runs of the CLI (~7 s)
 def test_sigterm_then_resume_equals_uninterrupted_run(corpus, tmp_path):
     steps = 30
     assert main(text_args(corpus, tmp_path / "full", steps)) == 0
@@ -114,6 +116,7 @@ def test_vision_digits_runs(method, tmp_path):
     assert json.loads((out / "config.json").read_text())["data"]["channels"] == 1
 
 
+@pytest.mark.slow  # torchrun, 2 processes (~8 s)
 def test_torchrun_two_processes(corpus, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")

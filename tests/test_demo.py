@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow  # the whole demo pipeline (~7 s)
 def test_demo_quick_writes_table_json_and_plots(tmp_path, capsys):
     from data2vec.cli import main
 

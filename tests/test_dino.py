@@ -213,6 +213,7 @@ def test_reduced_presets_drop_layer_scale_because_it_makes_the_cls_token_ignore_
     assert cosines[None].max() < 0.995  # distinguishable images
 
 
+@pytest.mark.slow  # a multi-second training run (~5 s)
 def test_tiny_run_loss_falls_and_teacher_neither_uniform_nor_one_prototype():
     """DINO on tiny images (issue 4), DINO's own ViT (learned positions, no layer scale) at DINO's lr rule
     (5e-4 * 64 / 256). The loss first rises towards log K while the centre catches up (~20 steps), then

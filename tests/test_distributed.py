@@ -42,6 +42,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow  # two torchrun launches (~10 s)
 def test_two_process_gloo_matches_one_process(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)

@@ -84,6 +84,7 @@ def test_cli_text_files_builds_the_corpus_once(tmp_path, monkeypatch):
     assert text_files("python-docs") == [path] and path.stat().st_mtime_ns == stamp  # cached, not rebuilt
 
 
+@pytest.mark.slow  # reads the whole standard library (~5 s)
 def test_real_standard_library_gives_english_text(tmp_path):
     counts = python_docs.write_corpus(tmp_path / "docs.txt")
     assert counts["documents"] > 100 and counts["words"] > 100_000
