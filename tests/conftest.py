@@ -3,7 +3,12 @@
 One torch thread everywhere, in this process and in the subprocesses the end-to-end tests start
 (`OMP_NUM_THREADS` is inherited): results that are compared bit for bit (resume equality, 1 vs 2
 processes) then come from the same reduction order, and the tiny models of the tests run faster on one
-thread than on two when the machine is shared.
+thread than on two when the machine is shared. This is the only place that sets the thread count: a test
+file does not pin it again.
+
+The independent references the tests compare against (layer and instance norm, Smooth L1, attention,
+the float32 parity tolerance) live in `tests/reference.py`; markers: `slow` (subprocesses, torchrun,
+notebooks, multi-second runs; `python -m pytest -m "not slow"` is the fast loop) and `gpu`.
 """
 
 import os
