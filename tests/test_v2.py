@@ -236,6 +236,9 @@ def test_vision_targets_equal_instance_norm_top_k_average_layer_norm_from_the_te
     expected = norm_by_hand(sum(normed) / 2, dim=-1)  # average, then layer norm over D
     torch.testing.assert_close(targets, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cls_target, expected.mean(dim=1), rtol=1e-5, atol=1e-5)
+    # the top K never reaches a prenet block: a K that would is refused
+    with pytest.raises(ValueError, match=r"Data2Vec2Config\.top_k"):
+        Data2Vec2Config.preset("vision", "tiny", depth=3, prenet_depth=1, top_k=3)
 
 
 def test_text_targets_use_real_tokens_only_and_no_final_norm():
