@@ -89,6 +89,7 @@ def test_compiled_vision_run_on_cpu(tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow  # two CLI runs with a compile each
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the bf16 + compile path runs on a GPU only")
 def test_gpu_bf16_compile_then_resume(tmp_path):
     out = tmp_path / "run"
