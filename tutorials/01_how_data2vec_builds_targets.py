@@ -43,8 +43,8 @@ from data2vec import (
     build_targets,
     regression_loss,
 )
-from data2vec.engine import param_groups
 from data2vec.masking import special_tokens_mask
+from data2vec.optim import param_groups
 from tasks.text.tokenizer import train_tokenizer
 from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
 
@@ -289,7 +289,7 @@ with torch.no_grad():
 print(f"M = {pred.shape[0]} masked patches x D = {pred.shape[1]} features")
 print(f"by hand {by_hand:.6f} | regression_loss {library:.6f} | model(batch) {from_model:.6f}")
 assert torch.allclose(by_hand, library, atol=1e-6) and torch.allclose(by_hand, from_model, atol=1e-5)
-print("model statistics:", {k: round(v, 4) for k, v in stats.items()})
+print("model statistics:", {k: round(float(v), 4) for k, v in stats.items()})  # 0-dim tensors -> floats
 print(f"share of |y - f| inside the quadratic zone (<= beta): {(d.abs() <= beta).float().mean():.1%}")
 
 r = torch.linspace(-6, 6, 241)
@@ -321,7 +321,8 @@ plt.show()
 # The schedule (paper, section 3.2): $\tau$ rises linearly from $\tau_0$ to $\tau_e$ over the first
 # $\tau_n$ updates, then stays at $\tau_e$. The reduced presets use $0.99 \to 0.999$ over the first
 # 30% of the run. AdamW with the released vision settings ($\beta = (0.9, 0.999)$, weight decay 0.05
-# except on biases, norms and the CLS / mask tokens - `engine.param_groups` - and gradient clipping at 3),
+# except on biases, norms, layer-scale gammas, position tables and the CLS / mask tokens -
+# `data2vec.optim.param_groups` - and gradient clipping at 3),
 # a 5-step linear warm-up to lr $5 \cdot 10^{-3}$ (the `data2vec demo` value), batches of 64 digits,
 # 30 steps.
 
@@ -348,7 +349,7 @@ def train(model: Data2Vec, steps: int = 30, batch_size: int = 64, seed: int = 0)
         torch.nn.utils.clip_grad_norm_(params, 3.0)
         opt.step()
         stats.update(model.step_hook(step, steps))  # EMA: teacher <- tau * teacher + (1 - tau) * student
-        history.append(stats)
+        history.append({k: float(v) for k, v in stats.items()})  # 0-dim tensors -> floats, as the engine logs them
     return history
 
 
