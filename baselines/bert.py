@@ -156,12 +156,12 @@ class BertMLM(nn.Module):
         features = self.backbone(corrupted, padding_mask=padding_mask,
                                  token_type_ids=batch.get("token_type_ids"))  # (B, T, D)
         loss, correct = self.mlm_loss(features, input_ids, mask)
-        n_selected = int(mask.sum().item())
-        n_eligible = int((~special).sum().item())
-        stats = {
-            "loss": loss.item(),
-            "mlm_accuracy": correct.item() / max(n_selected, 1),  # of the predicted (selected) tokens
-            "masked_fraction": n_selected / max(n_eligible, 1),  # of the eligible (non-special, non-pad) tokens
+        n_selected = mask.sum().double().clamp(min=1)
+        n_eligible = (~special).sum().double().clamp(min=1)
+        stats = {  # 0-dim tensors: the engine moves them to the host in one transfer
+            "loss": loss.detach(),
+            "mlm_accuracy": correct.double() / n_selected,  # of the predicted (selected) tokens
+            "masked_fraction": mask.sum().double() / n_eligible,  # of the eligible (non-special, non-pad) tokens
         }
         return loss, stats
 

@@ -291,11 +291,11 @@ class DINO(nn.Module):
             teacher_entropy = entropy(probs).mean()  # mean_b H(P_t(b))
             batch_entropy = entropy(probs.mean(dim=0))  # H(mean_b P_t(b))
         loss = self.loss_fn(student_out, teacher_out, teacher_temp)  # the centre is updated inside
-        stats = {
-            "loss": loss.item(),
-            "teacher_entropy": teacher_entropy.item(),
-            "teacher_batch_entropy": batch_entropy.item(),
-            "center_norm": self.loss_fn.center.norm().item(),
+        stats = {  # 0-dim tensors (and floats known on the host): the engine moves them in one transfer
+            "loss": loss.detach(),
+            "teacher_entropy": teacher_entropy,
+            "teacher_batch_entropy": batch_entropy,
+            "center_norm": self.loss_fn.center.norm(),
             "teacher_temp": teacher_temp,
             "last_layer_frozen": float(self._last_layer_frozen),
         }

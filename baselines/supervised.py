@@ -119,12 +119,12 @@ class Supervised(nn.Module):
         if self.regression:
             pred = logits.reshape(-1).float()  # (B, 1) -> (B,)
             loss = F.mse_loss(pred, labels.to(pred.dtype))
-            return loss, {"loss": loss.item()}
+            return loss, {"loss": loss.detach()}
         if labels.dtype != torch.long or labels.dim() != 1:
             raise ValueError(f"labels must be class indices, long (B,), got {labels.dtype} {tuple(labels.shape)}")
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.label_smoothing)
         accuracy = (logits.argmax(dim=-1) == labels).float().mean()
-        return loss, {"loss": loss.item(), "accuracy": accuracy.item()}
+        return loss, {"loss": loss.detach(), "accuracy": accuracy.detach()}
 
     def step_hook(self, step: int, total_steps: int) -> dict:
         """Nothing to update after the optimiser step."""

@@ -139,7 +139,7 @@ def lr_at(cfg: FinetuneConfig, step: int, total_steps: int, warmup_steps: int) -
     """The configured schedule's learning rate at `step`."""
     if cfg.schedule == "linear":
         return warmup_linear(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-    from .engine import warmup_cosine
+    from .schedules import warmup_cosine
 
     return warmup_cosine(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
 
@@ -220,7 +220,7 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
 
 
 def _build_optimizer(model: nn.Module, cfg: FinetuneConfig):
-    from .engine import build_optimizer
+    from .optim import build_optimizer
 
     return build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps, layer_decay=cfg.layer_decay)
 
@@ -256,7 +256,7 @@ def finetune(
         raise ValueError("finetune: the training set is empty; check --data and --max-train-examples")
     if len(eval_set) == 0:
         raise ValueError("finetune: the evaluation set is empty; check --data and --max-eval-examples")
-    from .engine import set_seed
+    from .checkpoint import set_seed
 
     set_seed(cfg.seed)
     device = torch.device(cfg.device)
@@ -315,7 +315,7 @@ def finetune(
         if is_best:
             best = dict(row)
             if cfg.save_best:
-                from .engine import save_checkpoint
+                from .checkpoint import save_checkpoint
 
                 save_checkpoint(out_dir / "best", model=model, optimizer=None, step=step,
                                 config={"finetune": dataclasses.asdict(cfg), **(run_info or {})},

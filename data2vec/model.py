@@ -380,7 +380,7 @@ class Data2Vec(nn.Module):
             "target_std": spread(target),
             "pred_std": spread(pred),
             "tau": float(self.tau),
-            "masked_fraction": loss_mask.sum() / eligible,
+            "masked_fraction": loss_mask.sum().double() / eligible,
         }
         if self.training and target.shape[0] > 1 and self.num_updates >= self.collapse_guard.warmup_steps:
             target_std, pred_std = torch.stack([stats["target_std"], stats["pred_std"]]).tolist()  # one sync

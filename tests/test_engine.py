@@ -17,7 +17,8 @@ from torch import nn
 from data2vec.checkpoint import load_checkpoint
 from data2vec.config import get_preset
 from data2vec.backbone import build_backbone
-from data2vec.engine import PretrainConfig, TrainingAborted, build_optimizer, param_groups, pretrain
+from data2vec.engine import PretrainConfig, TrainingAborted, pretrain
+from data2vec.optim import build_optimizer, param_groups
 
 
 @dataclass
