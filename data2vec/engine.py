@@ -162,8 +162,7 @@ class Run:
 
     cfg: PretrainConfig
     method: nn.Module  # the PretrainMethod itself (checkpoints, step_hook)
-    model: nn.Module  # the method, wrapped by DDP when world > 1 (its no_sync skips the all-reduce)
-    forward: nn.Module  # what a micro-batch goes through: `model`, compiled when cfg.compile
+    model: nn.Module  # what a micro-batch goes through: the method, wrapped by DDP when world > 1
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     batches: Iterator  # this rank's micro-batches, from the first update still to do
@@ -252,7 +251,7 @@ def train_step(run: Run, step: int, stop: StopFlag) -> tuple[dict[str, float], b
             sync = run.model.no_sync() if run.world > 1 and micro < cfg.grad_accum - 1 else nullcontext()
             with sync:
                 with autocast():
-                    loss, stats = run.forward(batch)
+                    loss, stats = run.model(batch)
                 (loss / cfg.grad_accum).backward()
             for k, v in {**stats, "loss": loss.detach()}.items():  # float64 on the device: no host sync yet
                 v = v.detach() if isinstance(v, Tensor) else v
@@ -357,7 +356,7 @@ def start_run(method: nn.Module, data, cfg: PretrainConfig, out: Path, resume: b
     schedule = LRSchedule.build(cfg.schedule, total_steps=cfg.steps, base_lr=cfg.lr, warmup_steps=cfg.resolved_warmup,
                                 final_lr=cfg.min_lr, tri_stage_fracs=cfg.tri_stage_fracs)
     full_config = run_configuration(method, cfg, run_config, world)
-    run = Run(cfg=cfg, method=method, model=method, forward=method, optimizer=optimizer, schedule=schedule, batches=iter(()),
+    run = Run(cfg=cfg, method=method, model=method, optimizer=optimizer, schedule=schedule, batches=iter(()),
               sampler=None, out=out, full_config=full_config, rank=rank, world=world, device=device,
               trainable=[p for p in method.parameters() if p.requires_grad])
     if resume:
@@ -373,8 +372,20 @@ def start_run(method: nn.Module, data, cfg: PretrainConfig, out: Path, resume: b
         run.model = nn.parallel.DistributedDataParallel(
             method, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.find_unused_parameters)
-    run.forward = torch.compile(run.model) if cfg.compile else run.model
+    if cfg.compile:
+        compile_encoders(method)
     return run
+
+
+def compile_encoders(method: nn.Module) -> None:
+    """`torch.compile` the method's encoders in place (the student `backbone`, the EMA `teacher`): they do
+    nearly all the work, while the masks, targets and losses stay eager, so the masks come from the seeded
+    eager RNG (compiled and eager runs draw the same masks) and Python-side mask code (BEiT blocks) is never
+    traced. In place, so the state-dict keys (checkpoints) are those of an eager run."""
+    for name in ("backbone", "teacher"):
+        module = getattr(method, name, None)
+        if isinstance(module, nn.Module):
+            module.compile()
 
 
 def run_configuration(method: nn.Module, cfg: PretrainConfig, run_config: dict | None, world: int) -> dict:

@@ -17,10 +17,7 @@ import pytest
 import torch
 
 NO_DROPOUT = ["--set", "dropout=0.0", "--set", "attn_dropout=0.0"]  # eager and compiled draw dropout differently
-# torch.compile of the whole method traces into the Python RNG of the block masks (data2vec/masking.py) and
-# fails; reported with issue 12. The text masks are torch ops: compiled, they draw from inductor's RNG
-# (measured: equal to eager with torch._inductor.config.fallback_random = True).
-VISION_COMPILE_BUG = "AsPythonConstantNotImplementedError"
+# --compile compiles the encoders only (engine.compile_encoders): the masks stay eager, drawn from the seeded RNG
 
 
 def pretrain(out, *args, timeout=600):
@@ -67,8 +64,6 @@ def test_compiled_text_run_on_cpu_finishes(text_runs):
 
 
 @pytest.mark.slow  # shares the runs above
-@pytest.mark.xfail(strict=True, reason="--compile draws the text masks from inductor's RNG, not the seeded eager "
-                   "stream; passes once the masks are made outside the compiled region (issue 12 report)")
 def test_compiled_text_losses_equal_eager(text_runs):
     for name in ("eager", "compiled"):
         assert text_runs[name][0] == 0, text_runs[name][1][-3000:]
@@ -81,8 +76,6 @@ def test_compiled_text_losses_equal_eager(text_runs):
 def test_compiled_vision_run_on_cpu(tmp_path):
     code, err = pretrain(tmp_path / "run", "--method", "data2vec", "--modality", "vision", "--preset", "tiny",
                          "--data", "digits", "--steps", "2", "--batch-size", "8", "--device", "cpu", "--compile")
-    if code != 0 and VISION_COMPILE_BUG in err:
-        pytest.xfail("torch.compile fails inside block_masks (data2vec/masking.py); see the issue 12 report")
     assert code == 0, err[-3000:]
     rows = metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
@@ -96,8 +89,6 @@ def test_gpu_bf16_compile_then_resume(tmp_path):
     args = ["--method", "data2vec", "--modality", "vision", "--preset", "tiny", "--data", "digits",
             "--batch-size", "8", "--device", "cuda", "--bf16", "--compile", "--save-every", "2"]
     code, err = pretrain(out, *args, "--steps", "4")
-    if code != 0 and VISION_COMPILE_BUG in err:
-        pytest.xfail("torch.compile fails inside block_masks (data2vec/masking.py); see the issue 12 report")
     assert code == 0, err[-3000:]
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
     code, err = pretrain(out, *args, "--steps", "6", "--resume")

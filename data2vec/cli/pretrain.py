@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     modality = args.modality or spec.modalities[0]
     if modality not in spec.modalities:
         trains_on = ", ".join(f"{name}: {'/'.join(METHODS[name].modalities)}" for name in PRETRAINING_METHODS)
-        raise CliError(f"--method {args.method} does not train on {modality}; fix: pick a method for it ({trains_on})")
+        raise CliError(f"--method {args.method} does not train on {modality} ({args.method} is "
+                       f"{'/'.join(spec.modalities)}-only); fix: pick a method for it ({trains_on})")
     for flag in ("steps", "batch_size", "grad_accum", "seq_len", "max_nonfinite"):
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
     for flag in ("save_every", "log_every", "workers", "warmup_steps"):
