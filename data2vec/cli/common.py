@@ -6,6 +6,7 @@ so that `data2vec --help` stays fast.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,18 +41,22 @@ def require_path(path: str | Path, what: str, fix: str) -> Path:
     return path
 
 
-def prepare_run_dir(out: str | Path, resume: bool) -> Path:
-    """The run folder: must hold a checkpoint when resuming, must not hold one otherwise."""
+def prepare_run_dir(out: str | Path, resume: bool) -> tuple[Path, bool]:
+    """The run folder, and whether this launch continues a checkpoint.
+
+    --resume continues the checkpoint in `out` when there is one and otherwise starts a new run (with a
+    notice), so one command line serves the first launch and every relaunch (a scheduler's requeue,
+    `torchrun --max-restarts`, a kill before the first checkpoint). Without --resume a folder that already
+    holds a checkpoint is refused: a finished or running run is never overwritten by accident."""
     out = Path(out)
     has_ckpt = (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir()
-    if resume and not has_ckpt:
-        raise CliError(f"--resume: {out} holds no checkpoint (expected {out / 'checkpoint'}); fix: point --out at the "
-                       "folder of the run to continue, or drop --resume to start a new run")
     if not resume and has_ckpt:
         raise CliError(f"{out} already holds a run with a checkpoint; fix: add --resume to continue it, or choose a "
                        "new --out folder")
+    if resume and not has_ckpt and os.environ.get("RANK", "0") == "0":
+        print(f"pretrain: --resume: {out} holds no checkpoint yet; starting a new run there", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    return out, resume and has_ckpt
 
 
 def positive(name: str, value, allow_zero: bool = False):

@@ -67,7 +67,9 @@ def add_parser(sub) -> None:
                    "replaced atomically, so an interrupted save never corrupts it")
     p.add_argument("--log-every", type=int, default=10, help="console line every N updates when no progress bar")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint; the losses equal those of an uninterrupted run")
+                   help="continue the run in --out from its checkpoint (the losses equal those of an uninterrupted "
+                   "run); with no checkpoint there yet, start a new run. Put it in job scripts and torchrun "
+                   "--max-restarts launches, so the same command line serves the first launch and every relaunch")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU: faster; CPU: only on recent CPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; the first step is slow)")
     p.add_argument("--workers", type=int, default=0,
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     user = _parse_sets(args.set)
     check_sets(spec, user)
     device = choose_device(args.device)
-    out = prepare_run_dir(args.out, args.resume)
+    out, resuming = prepare_run_dir(args.out, args.resume)  # --resume without a checkpoint starts afresh
     rank, _, world = dist_utils.init_distributed(device)
     defaults = spec.optim[modality]
     global_batch = args.batch_size * args.grad_accum * world
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                                    f"{enc.max_positions - enc.position_offset} positions; fix: lower --seq-len")
                 vocab = args.vocab_size or enc.vocab_size
                 dataset, tok, data_info = build_text_data(args.data, out, tokenizer=args.tokenizer, vocab_size=vocab,
-                                                          seq_len=args.seq_len, resume=args.resume or rank > 0)
+                                                          seq_len=args.seq_len, resume=resuming or rank > 0)
                 derived = text_overrides(tok)
             else:
                 size = args.image_size or enc.image_size
@@ -195,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
                   "data": data_info, "overrides": user}
     try:
-        pretrain(method, dataset, cfg, out, resume=args.resume, collate_fn=collate, run_config=run_config)
+        pretrain(method, dataset, cfg, out, resume=resuming, collate_fn=collate, run_config=run_config)
     except TrainingAborted as error:
         raise CliError(str(error)) from None
     finally:
