@@ -25,8 +25,19 @@ from .backbone import TextTransformer, VisionTransformer
 from .config import EncoderConfig
 from .heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
 from .hub import (
-    ALIASES, BASE_CLASS, FAMILIES, LAYER_REL, PREFIX, SHARED_REL, TEXT_FAMILIES, VISION_FAMILIES, PretrainedModel,
-    copy_tokenizer_files, head_key_pairs, key_pairs, qkv_key_names,
+    ALIASES,
+    BASE_CLASS,
+    FAMILIES,
+    LAYER_REL,
+    PREFIX,
+    SHARED_REL,
+    TEXT_FAMILIES,
+    VISION_FAMILIES,
+    PretrainedModel,
+    copy_tokenizer_files,
+    head_key_pairs,
+    key_pairs,
+    qkv_key_names,
 )
 
 
@@ -41,6 +52,12 @@ def hf_config_for(cfg: EncoderConfig, family: str, head: nn.Module | None) -> di
     if (family in TEXT_FAMILIES) != (cfg.modality == "text"):
         raise _export_error(family, f"the encoder is a {cfg.modality} encoder",
                             f"use one of {TEXT_FAMILIES if cfg.modality == 'text' else VISION_FAMILIES}")
+    if cfg.modality == "vision" and (not cfg.norm_first or cfg.embed_norm):
+        # data2vec 2.0's image encoder: post-LN blocks, fixed sin-cos positions, a LayerNorm after the CLS prepend
+        raise _export_error(family, "the encoder is data2vec 2.0's post-LN ViT (a LayerNorm after the CLS prepend, "
+                            "post-LN blocks); transformers has no class for it (ViT, BEiT and Data2VecVision are "
+                            "pre-LN)", "keep it in our format (`data2vec finetune/probe --init RUN` read it), or "
+                            "export a text encoder, which is RoBERTa-shaped")
     common = {
         "model_type": family, "hidden_size": cfg.dim, "num_hidden_layers": cfg.depth,
         "num_attention_heads": cfg.heads, "intermediate_size": int(cfg.dim * cfg.mlp_ratio), "hidden_act": "gelu",

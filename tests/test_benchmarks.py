@@ -137,6 +137,11 @@ def test_methods_summarise_and_bad_arguments(methods):
     s = methods.summarise([0.5, 0.25, 1.0], batch=8)
     assert s["median_s_per_update"] == 0.5 and s["min_s_per_update"] == 0.25
     assert s["samples_per_s"] == 16.0 and s["updates_timed"] == 3
+    assert s["masked_views_per_s"] == 16.0  # one view per sample by default
+    assert methods.summarise([0.5], batch=8, views_per_sample=4)["masked_views_per_s"] == 64.0  # data2vec 2.0
+    # the runs come from the method registry: every pretraining method on each of its modalities
+    assert ("data2vec2", "vision") in methods.RUNS and ("data2vec2", "text") in methods.RUNS
+    assert ("bert", "vision") not in methods.RUNS and not any(m == "supervised" for m, _ in methods.RUNS)
     with pytest.raises(ValueError, match="--steps must exceed --skip"):
         methods.main(["--steps", "3", "--skip", "3"])
 
