@@ -1,0 +1,25 @@
+# Everyday commands; each is one line you can also type yourself.
+.PHONY: install test test-fast lint notebooks notebooks-check bench demo
+
+install:  ## the package with the test and lint tools
+	pip install -e ".[dev]"
+
+test:  ## the whole suite, as CI runs it (about 3-4 minutes on 2 CPU cores)
+	python -m pytest
+
+test-fast:  ## the inner loop: everything but the slow tests (subprocesses, torchrun, notebooks), under a minute
+	python -m pytest -m "not slow"
+
+lint:  ## ruff with the configuration in pyproject.toml, and the notebooks against their sources
+	ruff check .
+	python tutorials/make_notebooks.py --check
+
+notebooks:  ## regenerate tutorials/*.ipynb from their jupytext sources tutorials/NN_topic.py
+	python tutorials/make_notebooks.py
+
+bench:  ## speed of the core vs transformers / torch.nn, and the cost of one update of every method
+	python benchmarks/speed.py
+	python benchmarks/methods.py
+
+demo:  ## data2vec on scikit-learn's digits vs random init and raw pixels (about 3 minutes on a CPU)
+	data2vec demo
