@@ -21,6 +21,11 @@ D width, N rows (real tokens or examples), K layers.
 - `knn_accuracy(...)`: DINO's weighted k-NN vote (Caron et al. 2021, eval_knn.py), delegated to the one
   implementation in `data2vec.probe.knn_predict`.
 
+The engine's health pass (`data2vec.engine`, every `health_every` updates) reads any method's student
+through `backbone_features` (text tokens; image patch tokens, CLS dropped; DINO's first global crop),
+summarises them with `health_statistics` and, for labelled images, `online_knn` on a `LabelledProbe`
+(mean-pooled patch tokens, as DINO's k-NN uses the CLS token: we pool because data2vec trains no CLS).
+
 Guard: `CollapseGuard` raises `CollapseError` when a watched statistic stays below its minimum (std,
 effective rank) or above its maximum (anisotropy) for `patience` consecutive checks after `warmup_steps`
 updates. It lives here, not in a method module, so the engine (which receives a method object and never
@@ -36,17 +41,19 @@ features (RankMe does not; a shared mean direction is exactly what anisotropy mu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .probe import knn_predict
 from .targets import TARGET_NORMS, build_targets
 
 __all__ = [
-    "CollapseError", "CollapseGuard", "effective_rank", "knn_accuracy", "layer_target_stats",
-    "prediction_cosine", "real_tokens", "spread", "STATISTIC_ADVICE", "token_anisotropy",
+    "CollapseError", "CollapseGuard", "LabelledProbe", "backbone_features", "effective_rank", "health_statistics",
+    "knn_accuracy", "layer_target_stats", "mean_pooled", "online_knn", "prediction_cosine", "real_tokens",
+    "spread", "STATISTIC_ADVICE", "token_anisotropy",
 ]
 
 
@@ -210,6 +217,75 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
     return 100.0 * float(correct.double().mean())
 
 
+# ---- a backbone's features on a probe batch (the engine's health pass) -------------------------------
+
+
+def backbone_features(backbone: nn.Module, batch: dict) -> tuple[Tensor, Tensor | None]:
+    """The student's final features on a batch, for any method: -> (tokens (B, T, D), padding_mask or None).
+
+    Text batches {"input_ids" (B, T), "padding_mask" (B, T) bool, True = padding}: `backbone(input_ids,
+    padding_mask)`. Image batches {"images" (B, C, H, W)}: the patch tokens of `backbone(images)`, CLS dropped
+    (B, 1 + N, D) -> (B, N, D). Multi-crop batches {"crops": [global1, ...]} (DINO): the first global crop as
+    the images. Call it under torch.no_grad in eval mode (the engine does). Any other layout: ValueError."""
+    if not isinstance(batch, dict):
+        raise ValueError(f"the health pass reads dict batches, got {type(batch).__name__}")
+    if "input_ids" in batch:
+        padding_mask = batch.get("padding_mask")
+        return backbone(batch["input_ids"], padding_mask), padding_mask  # (B, T, D)
+    images = batch["crops"][0] if "crops" in batch else batch.get("images")
+    if images is None:
+        raise ValueError(f"the health pass needs 'input_ids', 'images' or 'crops' in the batch, got {sorted(batch)}")
+    return backbone(images)[:, 1:], None  # (B, 1 + N, D) -> (B, N, D): patch tokens only
+
+
+def mean_pooled(tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    """The mean over the real tokens of each example: tokens (B, T, D) -> (B, D)."""
+    if padding_mask is None:
+        return tokens.mean(dim=1)  # (B, T, D) -> (B, D)
+    real = (~padding_mask).unsqueeze(-1).to(tokens.dtype)  # (B, T, 1), 1 = real token
+    return (tokens * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)  # (B, T, D) -> (B, D)
+
+
+def health_statistics(tokens: Tensor, padding_mask: Tensor | None = None) -> dict[str, float]:
+    """The representation statistics of one probe batch's final tokens (B, T, D), real tokens only:
+
+    "anisotropy": `token_anisotropy` (mean cosine between distinct tokens; near 1 = one shared direction);
+    "effective_rank": RankMe of the (N, D) real tokens; "rank_fraction": that divided by min(N, D) (1 = all
+    directions used equally); "pooled_effective_rank": RankMe of the (B, D) mean-pooled examples (the
+    embedding RankMe was defined on); "feature_std": `spread` of the tokens (0 = every token the same)."""
+    rows = real_tokens(tokens, padding_mask)  # (N, D)
+    rank = effective_rank(rows)
+    return {"anisotropy": token_anisotropy(rows), "effective_rank": rank,
+            "rank_fraction": rank / min(rows.shape), "pooled_effective_rank": effective_rank(
+                mean_pooled(tokens, padding_mask)), "feature_std": float(spread(rows))}
+
+
+@dataclass
+class LabelledProbe:
+    """A small fixed labelled image subset for the online k-NN (evaluation transform, no augmentation):
+    the memory bank (train_*) and the held-out queries (test_*)."""
+
+    train_images: Tensor  # (Ntr, C, H, W)
+    train_labels: Tensor  # (Ntr,) int
+    test_images: Tensor  # (Nte, C, H, W)
+    test_labels: Tensor  # (Nte,) int
+    num_classes: int | None = None  # None: 1 + the largest label
+    k: int = 20  # DINO's k
+    temperature: float = 0.07  # DINO's T
+
+
+def online_knn(backbone: nn.Module, probe: LabelledProbe, batch_size: int, device: torch.device) -> float:
+    """`knn_accuracy` (percent) of the mean-pooled patch tokens of `backbone` on the labelled probe."""
+
+    def features(images: Tensor) -> Tensor:  # (N, C, H, W) -> (N, D), in chunks of batch_size
+        chunks = [mean_pooled(backbone_features(backbone, {"images": chunk.to(device)})[0])
+                  for chunk in images.split(batch_size)]
+        return torch.cat(chunks)
+
+    return knn_accuracy(features(probe.train_images), probe.train_labels, features(probe.test_images),
+                        probe.test_labels, k=probe.k, temperature=probe.temperature, num_classes=probe.num_classes)
+
+
 # ---- the guard ----------------------------------------------------------------------------------------
 
 # What to change when a representation statistic is past its threshold, for every method (a guard's
@@ -222,6 +298,7 @@ STATISTIC_ADVICE = {
                       "rate or a longer lr warm-up, a slower teacher (tau closer to 1); DINO: more centering "
                       "(center_momentum) or a lower teacher temperature",
 }
+STATISTIC_ADVICE["rank_fraction"] = STATISTIC_ADVICE["effective_rank"]  # effective rank / min(N, D)
 
 
 class CollapseGuard:
@@ -279,4 +356,4 @@ class CollapseGuard:
             values = ", ".join(text for _, text in past)
             hints = "; ".join(self.advice_for[name] for name, _ in past if name in self.advice_for)
             raise CollapseError(f"{self.method} collapsed at update {num_updates}: {values} for {self.steps_below} "
-                                f"steps; " + (f"{hints}; " if hints else "") + self.advice)
+                                f"checks in a row; " + (f"{hints}; " if hints else "") + self.advice)

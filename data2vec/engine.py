@@ -28,27 +28,28 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from . import distributed as dist_utils
 from .checkpoint import atomic_write_text, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state, set_seed
 from .config import config_error
 from .devices import resolve_device, to_device
-from .diagnostics import CollapseError
+from .diagnostics import CollapseError, CollapseGuard, LabelledProbe, backbone_features, health_statistics, online_knn
 from .metrics import MetricsLog, json_value, read_metrics, write_plots
 from .optim import build_optimizer
-from .sampling import SeededItems, ShardSampler, seed_all, shard_seed
+from .sampling import SeededItems, ShardSampler, mix_seed, seed_all, shard_seed
 from .schedules import SCHEDULES, LRSchedule
 
-__all__ = ["PretrainConfig", "PretrainMethod", "TrainingAborted", "pretrain", "read_metrics", "write_plots"]
+__all__ = ["LabelledProbe", "PretrainConfig", "PretrainMethod", "TrainingAborted", "pretrain", "read_metrics",
+           "write_plots"]
 
 
 class PretrainMethod(Protocol):
@@ -95,10 +96,24 @@ class PretrainConfig:
     find_unused_parameters: bool = False  # DDP: needed when some trainable parameter gets no gradient (DINO)
     quiet: bool = False  # no progress bar / console lines
     plots: bool = True  # write plots/*.png at each checkpoint and at the end
+    # representation health (docs/health.md): a pass over a fixed probe batch after update 1, every
+    # `health_every` updates and after the last one; it never touches the training RNG or the losses
+    health_every: int = 100  # updates between health passes (0 = off); measured overhead in docs/health.md
+    health_probe_size: int = 64  # samples in the fixed probe batch (seeded indices of the data, same on resume)
+    health_max_anisotropy: float = 0.7  # stop when the probe tokens' mean cosine stays above this (0 = off);
+    #   healthy runs measured 0.2-0.5, layer-norm text targets 0.9 (docs/health.md)
+    health_min_effective_rank: float = 0.02  # stop when RankMe / min(N, D) of the probe tokens (a FRACTION of the
+    #   width D for a probe of more tokens than D) stays below this (0 = off): 0.02 = about 1 direction in 50
+    health_warmup_steps: int | None = None  # updates before the health thresholds apply (None = 2 x the lr warm-up)
+    health_patience: int = 2  # consecutive health passes past a threshold before the run stops
 
     @property
     def resolved_warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
+
+    @property
+    def resolved_health_warmup(self) -> int:
+        return self.health_warmup_steps if self.health_warmup_steps is not None else 2 * self.resolved_warmup
 
     def validate(self) -> None:
         def fail(field_name, problem, fix):
@@ -117,6 +132,14 @@ class PretrainConfig:
             fail("schedule", f"unknown schedule {self.schedule!r}", f"use one of {SCHEDULES}")
         if self.clip_norm < 0 or self.weight_decay < 0 or self.save_every < 0 or self.log_every < 0:
             fail("clip_norm", "clip_norm, weight_decay, save_every and log_every must be >= 0", "use 0 to disable")
+        if self.health_every < 0 or self.resolved_health_warmup < 0:
+            fail("health_every", "health_every and health_warmup_steps must be >= 0", "use 0 to turn health off")
+        if self.health_probe_size < 2 or self.health_patience < 1:
+            fail("health_probe_size", f"need health_probe_size >= 2 and health_patience >= 1, got "
+                 f"{self.health_probe_size} and {self.health_patience}", "e.g. 64 samples, patience 2")
+        for name in ("health_max_anisotropy", "health_min_effective_rank"):
+            if not 0 <= getattr(self, name) <= 1:
+                fail(name, f"must be in [0, 1] (0 = off), got {getattr(self, name)}", "e.g. 0.7 / 0.02, or 0")
 
 
 class TrainingAborted(RuntimeError):
@@ -153,7 +176,18 @@ class StopFlag:
 
 # ---- the run's state --------------------------------------------------------------------------------
 VOLATILE_KEYS = ("steps", "save_every", "log_every", "quiet", "plots", "device", "compile", "num_workers",
-                 "max_nonfinite")  # may change between a run and its --resume
+                 "max_nonfinite", "health_every", "health_probe_size", "health_max_anisotropy",
+                 "health_min_effective_rank", "health_warmup_steps", "health_patience")  # may change on --resume
+
+
+@dataclass
+class Health:
+    """The health pass's fixed inputs (the same on every rank and on resume) and, on rank 0, its guard."""
+
+    probe: dict  # the fixed probe batch, collated and on the device
+    knn: LabelledProbe | None  # the labelled image subset of the online k-NN (None: no labels)
+    guard: CollapseGuard | None  # rank 0 only: the anisotropy / effective-rank thresholds
+    abort: str | None = None  # the guard's message once it fired (rank 0)
 
 
 @dataclass
@@ -177,6 +211,8 @@ class Run:
     in_a_row: int = 0  # ... of them in a row (reset by a finite update)
     log: MetricsLog | None = None  # rank 0 only
     trainable: list = field(default_factory=list)
+    health: Health | None = None  # the health pass's probe data and guard (None = off)
+    health_in_a_row: int = 0  # health passes past a threshold in a row, from the checkpoint
 
     @property
     def ckpt_dir(self) -> Path:
@@ -193,16 +229,18 @@ class Run:
 
 # ---- the loop -----------------------------------------------------------------------------------------
 def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = False,
-             collate_fn=None, run_config: dict | None = None) -> dict:
+             collate_fn=None, run_config: dict | None = None, health_data: LabelledProbe | None = None) -> dict:
     """Pretrain `method` (a `PretrainMethod`) on `data` for `cfg.steps` updates, writing the run folder `out_dir`.
 
     data: a map-style dataset (items collated by `collate_fn`, default torch's) — exact resume and DDP
     sharding — or any iterable of ready batches (dicts of tensors; resume skips by replaying).
     run_config: extra configuration (method name, data, tokenizer...) saved in config.json and checkpoints.
+    health_data: a labelled image subset for the online k-NN of the health pass (None: no k-NN).
     `method.step_hook(step, total_steps)` is called after each optimiser update with `step` = 0-based index of
     the update just taken. Returns the summary also written to out_dir/summary.json.
     """
     run = start_run(method, data, cfg, Path(out_dir), resume, collate_fn, run_config)
+    run.health = start_health(run, data, collate_fn, health_data)
     bar = progress_bar(run)
     stopped_by, last, step_times = None, {}, []
     method.train()
@@ -214,7 +252,9 @@ def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, 
                 stats, stop_now = train_step(run, step, stop)
                 hook_stats = step_or_skip(run, step, stats)
                 step_times.append(time.perf_counter() - t0)
-                last = log_step(run, step, lr, stats, hook_stats, step_times[-1], bar)
+                health = health_pass(run, step)  # {} except on health steps
+                last = log_step(run, step, lr, stats, {**hook_stats, **health}, step_times[-1], bar)
+                stop_if_collapsed(run, step)
                 stop_if_diverged(run, step)
                 if stop_now:
                     stopped_by = stop.signal_name or "signal on another rank"
@@ -318,6 +358,94 @@ def stop_if_diverged(run: Run, step: int) -> None:
             f"--clip-norm, or turn off --bf16; the last good weights are in {run.ckpt_dir}")
 
 
+# ---- representation health (diagnostics.py; docs/health.md) --------------------------------------------
+def start_health(run: Run, data, collate_fn, knn: LabelledProbe | None) -> Health | None:
+    """The fixed probe batch (`health_probe_size` seeded indices of a map-style data set, collated like the
+    training batches, drawn without touching the training RNG) and rank 0's guard; None (with a notice) when
+    health is off or the run's batches are not text / image / multi-crop dicts."""
+    cfg = run.cfg
+    if not cfg.health_every:
+        return None
+    if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        return health_off(run, "the data is an iterable, not a map-style data set the probe batch can index")
+    seed = mix_seed(cfg.seed, 3)  # the probe's own stream: no training order or augmentation draws from it
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: cfg.health_probe_size]
+    items = SeededItems(data, seed)
+    with preserved_rng():
+        probe = (collate_fn or default_collate)([items[(0, i)] for i in sorted(order.tolist())])
+    if not (isinstance(probe, dict) and {"input_ids", "images", "crops"} & set(probe)
+            and isinstance(getattr(run.method, "backbone", None), nn.Module)):
+        return health_off(run, "its batches have no 'input_ids', 'images' or 'crops' (or the method no backbone)")
+    guard = None
+    if run.main:
+        method_name = run.full_config.get("method") or type(run.method).__name__
+        guard = CollapseGuard({"rank_fraction": cfg.health_min_effective_rank}, cfg.resolved_health_warmup,
+                              cfg.health_patience, maximums={"anisotropy": cfg.health_max_anisotropy},
+                              method=method_name, advice="or, if this run is meant to look like that, raise the "
+                              "threshold (--health-max-anisotropy / --health-min-effective-rank; 0 = off)")
+        guard.steps_below = run.health_in_a_row
+    return Health(probe=to_device(probe, run.device), knn=knn, guard=guard)
+
+
+def health_off(run: Run, why: str) -> None:
+    if run.main and not run.cfg.quiet:
+        print(f"pretrain: representation health off: {why}", flush=True)
+    return None
+
+
+def is_health_step(run: Run, step: int) -> bool:
+    """After update 1, every `health_every` updates and after the last update (the same on every rank)."""
+    done = step + 1
+    return run.health is not None and (done == 1 or done % run.cfg.health_every == 0 or done == run.cfg.steps)
+
+
+def health_pass(run: Run, step: int) -> dict[str, float]:
+    """On health steps, rank 0: the student's final features on the probe batch -> health/* statistics
+    (anisotropy, effective rank, rank fraction, pooled rank, feature std), the online k-NN accuracy when
+    labelled images were given, the pass's duration; the guard sees them. In eval mode under no_grad with
+    the global RNG states saved and restored, so the training run is unchanged bit for bit."""
+    if not (is_health_step(run, step) and run.main):
+        return {}
+    t0 = time.perf_counter()
+    backbone, health = run.method.backbone, run.health
+    modes = [(module, module.training) for module in backbone.modules()]
+    backbone.eval()
+    try:
+        with preserved_rng(), torch.no_grad():
+            stats = health_statistics(*backbone_features(backbone, health.probe))
+            if health.knn is not None:
+                stats["knn_acc"] = online_knn(backbone, health.knn, run.cfg.batch_size, run.device)
+    finally:
+        for module, training in modes:
+            module.train(training)
+    try:
+        health.guard.check(step + 1, stats)
+    except CollapseError as error:
+        health.abort = str(error)
+    return {f"health/{k}": v for k, v in {**stats, "seconds": time.perf_counter() - t0}.items()}
+
+
+def stop_if_collapsed(run: Run, step: int) -> None:
+    """On health steps every rank learns whether rank 0's guard fired (one all-reduce), then all save and stop."""
+    if not is_health_step(run, step):
+        return
+    fired = torch.tensor(1.0 if run.health.abort else 0.0, device=run.device)
+    if float(dist_utils.all_reduce_max(fired)) > 0:
+        save(run, step + 1, "collapse")
+        raise TrainingAborted(f"{run.health.abort or 'rank 0 saw a collapse'} (checkpoint of update {step + 1} "
+                              f"saved in {run.ckpt_dir})")
+
+
+@contextmanager
+def preserved_rng():
+    """The python, numpy, torch (and CUDA) RNG states saved before and restored after the block."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
 def maybe_save(run: Run, step: int) -> None:
     """The periodic checkpoint (every `save_every` updates; the final one is written after the loop)."""
     every = run.cfg.save_every
@@ -335,7 +463,9 @@ def save(run: Run, step_done: int, reason: str) -> None:
     if run.main:
         extra = {"scheduler": run.schedule.state_dict(), "rng_per_rank": rngs, "reason": reason,
                  "data_position": run.sampler.position(step_done) if run.sampler else {"batches": step_done},
-                 "counters": {"nonfinite_skipped": run.skipped_total, "nonfinite_in_a_row": run.in_a_row}}
+                 "counters": {"nonfinite_skipped": run.skipped_total, "nonfinite_in_a_row": run.in_a_row,
+                              "health_in_a_row": run.health.guard.steps_below if run.health and run.health.guard
+                              else run.health_in_a_row}}
         save_checkpoint(run.ckpt_dir, model=run.method, optimizer=run.optimizer, step=step_done,
                         config=run.full_config, extra=extra)
         if run.cfg.plots:
@@ -413,6 +543,7 @@ def resume_from_checkpoint(run: Run) -> None:
     counters = info["extra"].get("counters", {})
     run.skipped_total = counters.get("nonfinite_skipped", 0)
     run.in_a_row = counters.get("nonfinite_in_a_row", 0)
+    run.health_in_a_row = counters.get("health_in_a_row", 0)
     per_rank = info["extra"].get("rng_per_rank")
     set_rng_state(per_rank[run.rank] if per_rank and len(per_rank) == run.world else info["rng"])
     if run.main:

@@ -285,7 +285,7 @@ def test_guard_minimum_keeps_its_behaviour():
         g.check(10, {"target_std": 0.05, "pred_std": 1.0})
     message = str(error.value)
     assert "data2vec collapsed at update 10" in message and "target_std=0.05 (min 0.1)" in message
-    assert "for 3 steps" in message and message.endswith("lower the lr")
+    assert "for 3 checks in a row" in message and message.endswith("lower the lr")
     assert "pred_std" not in message  # disabled (0) and in bounds
 
 
@@ -314,7 +314,7 @@ def test_guard_watches_minimums_and_maximums_together():
     message = str(error.value)
     assert "anisotropy=0.99 (max 0.9)" in message and "effective_rank" not in message
     g = guard(minimums={"effective_rank": 2.0}, patience=1, advice_for={"effective_rank": "rank advice"})
-    with pytest.raises(CollapseError, match=r"effective_rank=1\.5 \(min 2\) for 1 steps; rank advice; lower"):
+    with pytest.raises(CollapseError, match=r"effective_rank=1\.5 \(min 2\) for 1 checks in a row; rank advice; lower"):
         g.check(0, {"effective_rank": 1.5})
 
 

@@ -14,9 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import EncoderConfig
-
 from ..checkpoint import set_seed  # noqa: F401  (re-exported for the subcommands)
+from ..config import EncoderConfig
 from ..devices import resolve_device
 from .errors import CliError
 
@@ -182,6 +181,27 @@ def build_vision_data(data: str, image_size: int, *, multicrop: dict | None = No
     info = {"kind": "vision", "path": str(data), "images": len(dataset), "image_size": image_size,
             "channels": int(first.shape[0])}
     return dataset, info
+
+
+def health_knn_probe(data: str, image_size: int, n: int, seed: int):
+    """The online k-NN's labelled images (`data2vec.diagnostics.LabelledProbe`): a seeded 3/4 of `n` from the
+    train split as the memory bank, 1/4 from the test split as queries, both with the evaluation transform
+    (no augmentation). None (with a notice) when the data set has no labelled train/test split."""
+    from ..diagnostics import LabelledProbe
+
+    try:
+        train, test, num_classes, _ = image_splits(data, image_size, seed, augment_train=False)
+    except (CliError, ValueError, OSError) as error:
+        print(f"pretrain: no online k-NN ({error})", flush=True)
+        return None
+    n_test = max(1, n // 4)
+    parts = []
+    for split, count in ((train, n - n_test), (test, n_test)):
+        subset = seeded_subset(split, count, seed)
+        parts.append((torch.stack([subset[i][0] for i in range(len(subset))]),  # (n, C, H, W)
+                      torch.tensor([int(subset[i][1]) for i in range(len(subset))])))  # (n,)
+    (train_images, train_labels), (test_images, test_labels) = parts
+    return LabelledProbe(train_images, train_labels, test_images, test_labels, num_classes=num_classes)
 
 
 # ---- the starting encoder of finetune / probe (--init) ---------------------------------------------------
