@@ -25,7 +25,6 @@ Differences from the original
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -63,8 +62,10 @@ class BertMLMConfig:
     """BERT MLM hyper-parameters (defaults: BERT's 15% / 80-10-10 masking)."""
 
     encoder: EncoderConfig = field(default_factory=lambda: get_preset("text", "base"))
-    mask_id: int = 4  # <mask> of this project's trained vocabularies (specials first); the CLI sets it from the tokenizer
-    special_ids: tuple[int, ...] = (0, 1, 2, 3, 4)  # never selected nor used as random replacements (<s> <pad> </s> <unk> <mask>)
+    # <mask> of this project's trained vocabularies (specials first); the CLI sets it from the tokenizer
+    mask_id: int = 4
+    # never selected nor used as random replacements (<s> <pad> </s> <unk> <mask>)
+    special_ids: tuple[int, ...] = (0, 1, 2, 3, 4)
     mask_prob: float = 0.15  # fraction of tokens selected (BERT section 3.1)
     random_prob: float = 0.1  # of the selected: replaced by a random token (BERT)
     keep_prob: float = 0.1  # of the selected: left unchanged (BERT)
@@ -94,7 +95,7 @@ class BertMLMConfig:
                  f"sum to at most 1", "BERT uses 0.1 and 0.1")
 
     @classmethod
-    def preset(cls, modality: str = "text", name: str = "base", **overrides) -> "BertMLMConfig":
+    def preset(cls, modality: str = "text", name: str = "base", **overrides) -> BertMLMConfig:
         """The named text encoder preset with BERT's masking; overrides may name MLM or encoder fields.
         "base" uses the official RoBERTa vocabulary's ids (<mask> = 50264) unless overridden."""
         if modality != "text":

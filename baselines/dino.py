@@ -51,7 +51,6 @@ crops of smooth random images; tests/test_dino.py's tiny run checks the same beh
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -181,7 +180,7 @@ class DINOConfig:
     }
 
     @classmethod
-    def preset(cls, modality: str = "vision", name: str = "base", **overrides) -> "DINOConfig":
+    def preset(cls, modality: str = "vision", name: str = "base", **overrides) -> DINOConfig:
         """The named encoder preset with the matching head; overrides may name DINO or encoder fields."""
         if modality != "vision":
             raise ValueError(f"DINO is a vision method; got modality={modality!r} (use BertMLM for text)")
@@ -232,7 +231,7 @@ class DINO(nn.Module):
         if self._last_layer_frozen:
             param.grad = None
 
-    def train(self, mode: bool = True) -> "DINO":
+    def train(self, mode: bool = True) -> DINO:
         super().train(mode)  # EMATeacher keeps itself in eval mode
         return self
 

@@ -21,7 +21,6 @@ floor and the fine-tuned pretrained models differ only in their starting weights
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -67,7 +66,7 @@ class SupervisedConfig:
             fail("label_smoothing", f"must lie in [0, 1), got {self.label_smoothing}", "use 0.1 (images) or 0 (text)")
 
     @classmethod
-    def preset(cls, modality: str = "vision", name: str = "base", **overrides) -> "SupervisedConfig":
+    def preset(cls, modality: str = "vision", name: str = "base", **overrides) -> SupervisedConfig:
         """The named encoder preset + a classification head; overrides may name head or encoder fields."""
         enc_overrides, own_overrides = split_overrides(cls, overrides)
         encoder = get_preset(modality, name, **enc_overrides)

@@ -47,9 +47,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -96,7 +96,9 @@ def parse_sizes(text: str) -> list[Size]:
             depth, dim = shape.lower().split("x")
             size = Size(int(depth), int(dim), int(batch))
         except ValueError:
-            raise ValueError(f"--sizes: cannot parse {item!r}; write DEPTHxWIDTH:BATCH, e.g. 4x256:32,12x768:8") from None
+            raise ValueError(
+                f"--sizes: cannot parse {item!r}; write DEPTHxWIDTH:BATCH, e.g. 4x256:32,12x768:8"
+            ) from None
         if size.depth < 1 or size.batch < 1 or size.dim < 64 or size.dim % 64:
             raise ValueError(f"--sizes: {item!r} needs depth >= 1, batch >= 1 and a width that is a multiple of 64 "
                              "(heads are 64 wide)")
@@ -104,7 +106,9 @@ def parse_sizes(text: str) -> list[Size]:
     return sizes
 
 
-def make_inputs(size: Size, tokens: int, variant: str, device: str, seed: int = 0) -> tuple[Tensor, Tensor | None, Tensor]:
+def make_inputs(
+    size: Size, tokens: int, variant: str, device: str, seed: int = 0
+) -> tuple[Tensor, Tensor | None, Tensor]:
     """x (B, T, D) float with requires_grad, padding_mask bool (B, T) True = pad (None for "nopad"), g (B, T, D)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
@@ -196,7 +200,9 @@ def forward_fn(impl: str, model: nn.Module, padding_mask: Tensor | None) -> Call
         keep = None if padding_mask is None else (~padding_mask).long()  # (B, T), 1 = real token (HF convention)
 
         def hf_forward(x: Tensor) -> Tensor:
-            mask = None if keep is None else create_bidirectional_mask(config=config, inputs_embeds=x, attention_mask=keep)
+            mask = (
+                None if keep is None else create_bidirectional_mask(config=config, inputs_embeds=x, attention_mask=keep)
+            )
             return model(x, attention_mask=mask).last_hidden_state
 
         return hf_forward
@@ -250,7 +256,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], reps: int, warmup: int, device: str) -> dict[str, list[float]]:
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], reps: int, warmup: int, device: str
+) -> dict[str, list[float]]:
     """Seconds per step of each callable, run interleaved with a rotating order (ABC, BCA, CAB, ...)."""
     names = list(steps)
     for _ in range(warmup):
@@ -367,7 +375,8 @@ def summarise(times: dict[str, list[float]]) -> dict:
             out[f"ours_over_{other}_min"] = best["ours"] / best[other]  # best-of: less sensitive to a busy machine
             # paired: the median over repetitions of ours / other within the same repetition (run seconds
             # apart), which cancels the slow drifts of a shared host that move both times together
-            out[f"ours_over_{other}_paired"] = statistics.median(a / b for a, b in zip(times["ours"], times[other]))
+            ratios = (a / b for a, b in zip(times["ours"], times[other], strict=True))  # one time per name per rep
+            out[f"ours_over_{other}_paired"] = statistics.median(ratios)
     return out
 
 
@@ -492,7 +501,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("ratios (median time ours / other; < 1 = ours faster):")
     for name, entry in results.items():
         for variant, s in entry["variants"].items():
-            print(f"  {name} {variant:5s} ours_over_hf={s['ours_over_hf']:.3f}  ours_over_torch={s['ours_over_torch']:.3f}"
+            print(f"  {name} {variant:5s} ours_over_hf={s['ours_over_hf']:.3f}"
+                  f"  ours_over_torch={s['ours_over_torch']:.3f}"
                   f"  (paired per repetition: {s['ours_over_hf_paired']:.3f}, {s['ours_over_torch_paired']:.3f})")
     print(f"wrote {args.out}")
     return report

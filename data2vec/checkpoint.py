@@ -2,7 +2,8 @@
 
 A checkpoint is a folder holding three files:
 - `model.safetensors`: every tensor of `model.state_dict()` (student, teacher, heads, buffers); tensors
-  shared inside the model (tied embeddings) are stored once (see `_split_state`; non-tensor module "extra states" go to state.pt);
+  shared inside the model (tied embeddings) are stored once (see `_split_state`; non-tensor module
+  "extra states" go to state.pt);
 - `state.pt`: optimiser state, schedule description, step, RNG states (python, numpy, torch, CUDA), the
   data position and counters — loaded with `torch.load(weights_only=True)`, so no pickled code runs;
 - `config.json`: the resolved run configuration (human-readable).
@@ -172,12 +173,15 @@ def load_checkpoint(path_dir, *, model: torch.nn.Module, optimizer: torch.optim.
     try:
         config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"checkpoint file {path / CONFIG} is corrupt ({error}); fix: restore it or start a new run") from None
+        raise ValueError(
+            f"checkpoint file {path / CONFIG} is corrupt ({error}); fix: restore it or start a new run"
+        ) from None
     if expect_config is not None:
         diffs = _diff_configs(config, expect_config)
         if diffs:
             raise ValueError(f"checkpoint {path} was written with a different configuration ({'; '.join(diffs[:3])}); "
-                             "fix: rerun with the same options as the original run, or start a new run in another --out")
+                             "fix: rerun with the same options as the original run, "
+                             "or start a new run in another --out")
     try:
         tensors = load_file(str(path / WEIGHTS), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -136,7 +136,7 @@ class EMATeacher(nn.Module):
         """Whether parameter `name` (of the wrapped module) is averaged (True) or copied (False)."""
         return self.scope == "encoder" or _in_blocks(name)
 
-    def train(self, mode: bool = True) -> "EMATeacher":
+    def train(self, mode: bool = True) -> EMATeacher:
         """The teacher stays in eval mode (no dropout, no drop path) whatever the parent's mode."""
         super().train(mode)
         self.module.eval()

@@ -29,7 +29,8 @@ layout back for the text (RoBERTa / data2vec-text / BERT) and vision (ViT / data
 encoders, from the name tables defined here.
 
 Our own format (`save_backbone` / `load_backbone`): `model.safetensors` with the state-dict keys of a
-`TaskModel` (`backbone.*`, `head.*`) and `config.json` = {"encoder": EncoderConfig.to_dict(), "family": ..., "head": ...}.
+`TaskModel` (`backbone.*`, `head.*`) and `config.json` =
+{"encoder": EncoderConfig.to_dict(), "family": ..., "head": ...}.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ PREFIX = {"bert": "bert", "roberta": "roberta", "data2vec-text": "data2vec_text"
           "data2vec-vision": "data2vec_vision"}  # `base_model_prefix` of the task models
 BASE_CLASS = {"bert": "Bert", "roberta": "Roberta", "data2vec-text": "Data2VecText", "vit": "ViT", "beit": "Beit",
               "data2vec-vision": "Data2VecVision"}  # class-name stem for `architectures`
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "vocab.txt", "sentencepiece.bpe.model", "added_tokens.json")
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # index buffers of old checkpoints
@@ -120,7 +122,9 @@ def read_json(path: Path) -> dict:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is corrupt ({error}); fix: restore the checkpoint folder (or pretrain again)") from None
+        raise ValueError(
+            f"{path} is corrupt ({error}); fix: restore the checkpoint folder (or pretrain again)"
+        ) from None
 
 
 def _load_weight_file(path: Path) -> dict[str, Tensor]:

@@ -37,10 +37,10 @@ from torch import Tensor, nn
 
 from .backbone import build_backbone
 from .config import EncoderConfig, check_choices, config_error, from_dict_checked, get_preset, split_overrides
+from .diagnostics import CollapseError, CollapseGuard, spread
 from .ema import EMA_SCOPES, EMATeacher, linear_tau
 from .losses import REDUCTIONS, regression_loss
 from .masking import bert_mask, block_masks, span_mask, special_tokens_mask
-from .diagnostics import CollapseError, CollapseGuard, spread
 from .targets import TARGET_NORMS, build_targets
 
 __all__ = ["Data2VecConfig", "Data2Vec", "CollapseError"]
@@ -64,7 +64,8 @@ class Data2VecConfig:
     random_prob: float = 0.1  # paper (BERT): 10% of the selected tokens become a random token
     keep_prob: float = 0.1  # paper (BERT): 10% of the selected tokens stay unchanged
     span_length: int = 4  # released config: mask_multiple_length = 4 (text_masking="span" only)
-    mask_id: int = 50264  # <mask> id: 50264 in RoBERTa's vocabulary, 4 in ours (tasks/text/tokenizer); CLI: tokenizer.mask_id
+    # <mask> id: 50264 in RoBERTa's vocabulary, 4 in ours (tasks/text/tokenizer); CLI: tokenizer.mask_id
+    mask_id: int = 50264
     special_ids: tuple[int, ...] = (0, 1, 2, 3, 50264)  # RoBERTa <s> <pad> </s> <unk> <mask>; never selected, never
     #                                                     drawn as random ids (pad_id and mask_id are always added)
     # --- vision masking (BEiT block-wise) --------------------------------------------------------

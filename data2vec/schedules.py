@@ -21,9 +21,9 @@ Differences from the original
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 SCHEDULES = ("cosine", "tri_stage", "constant")
 
@@ -92,7 +92,7 @@ class LRSchedule:
     @classmethod
     def build(cls, kind: str, *, total_steps: int, base_lr: float, warmup_steps: int = 0, final_lr: float = 0.0,
               tri_stage_fracs: tuple[float, float, float] = (0.1, 0.4, 0.5), init_scale: float = 0.01,
-              final_scale: float = 0.01) -> "LRSchedule":
+              final_scale: float = 0.01) -> LRSchedule:
         desc = dict(kind=kind, total_steps=total_steps, base_lr=base_lr, warmup_steps=warmup_steps, final_lr=final_lr)
         if kind == "cosine":
             fn = partial(warmup_cosine, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=base_lr,

@@ -18,7 +18,7 @@ with `.float()`), eps = 1e-5 as in `F.layer_norm` / `F.instance_norm`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,10 @@ def instance_norm(x: Tensor, padding_mask: Tensor | None = None, eps: float = EP
     """Normalise x (B, T, D) over T for every sample and channel, counting only non-padded tokens.
 
     y_btd = (x_btd - mu_bd) / sqrt(var_bd + eps), mu/var (biased) over the real tokens t of sample b."""
-    valid = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if padding_mask is None else (~padding_mask).to(x.dtype)
+    if padding_mask is None:
+        valid = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)  # (B, T) 1 = real token
+    else:
+        valid = (~padding_mask).to(x.dtype)  # (B, T) 1 = real token
     valid = valid[..., None]  # (B, T, 1)
     count = valid.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1, 1) real tokens per sample
     mean = (x * valid).sum(dim=1, keepdim=True) / count  # (B, 1, D)

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and probing on one Transformer core. Run `data2vec demo` for a 5-minute tour on the CPU.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in _available_modules():
+    for _name, module in _available_modules():
         module.add_parser(sub)
     return parser
 

@@ -18,8 +18,16 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import (Init, check_channels, choose_device, image_splits, load_init, load_text_tokenizer, seeded_subset,
-                     vision_init)
+from .common import (
+    Init,
+    check_channels,
+    choose_device,
+    image_splits,
+    load_init,
+    load_text_tokenizer,
+    seeded_subset,
+    vision_init,
+)
 from .errors import CliError, HelpFormatter
 
 TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -80,7 +88,8 @@ def add_parser(sub) -> None:
                    "(default: 0.65 for images as data2vec-vision ViT-B, none for text). Use 0.75 for shallower "
                    "models; 1.0 = off")
     p.add_argument("--weight-decay", type=float, default=None,
-                   help="AdamW weight decay, not applied to biases and norms (default: 0.1 text as RoBERTa, 0.05 images)")
+                   help="AdamW weight decay, not applied to biases and norms "
+                   "(default: 0.1 text as RoBERTa, 0.05 images)")
     p.add_argument("--warmup-ratio", type=float, default=None,
                    help="fraction of updates for linear warm-up (default: 0.06 text as RoBERTa, 0.2 images)")
     p.add_argument("--label-smoothing", type=float, default=None,
@@ -138,7 +147,8 @@ def _finish(args, summary: dict) -> int:
     shown = ", ".join(f"{k} {v:.2f}" for k, v in best.items()
                       if k not in ("epoch", "step", "train_loss", "elapsed_s") and isinstance(v, (int, float)))
     print(f"finetune {args.task}: best epoch {best.get('epoch')} ({main}): {shown}")
-    print(f"wrote {out / 'metrics.json'}, {out / 'eval.jsonl'}" + (f", {out / 'best'}" if (out / "best").exists() else ""))
+    best_note = f", {out / 'best'}" if (out / "best").exists() else ""
+    print(f"wrote {out / 'metrics.json'}, {out / 'eval.jsonl'}" + best_note)
     return 0
 
 
@@ -199,8 +209,10 @@ def _run_glue(args) -> int:
     head = SequenceClassificationHead(init.encoder_config.dim, spec.num_labels, style=tokenizer.style)
     model = TaskModel(init.backbone, head)
     _maybe_load_head(model, init)
-    train_set = seeded_subset(glue.GlueDataset(train_examples, tokenizer, args.max_length), args.max_train_examples, args.seed)
-    eval_set = seeded_subset(glue.GlueDataset(eval_examples, tokenizer, args.max_length), args.max_eval_examples, args.seed)
+    train_set = seeded_subset(glue.GlueDataset(train_examples, tokenizer, args.max_length),
+                              args.max_train_examples, args.seed)
+    eval_set = seeded_subset(glue.GlueDataset(eval_examples, tokenizer, args.max_length),
+                             args.max_eval_examples, args.seed)
     collate = glue.GlueCollator(tokenizer.pad_id, regression=spec.is_regression)
     task_type = "regression" if spec.is_regression else "classification"
 
@@ -235,7 +247,8 @@ def _evaluate_only(args, model, eval_set, collate, metric_fn, cfg, info) -> int:
     from ..finetune import predict
 
     if args.init is None:
-        raise CliError("--eval-only needs --init (a fine-tuned <out>/best folder); fix: fine-tune first or drop --eval-only")
+        raise CliError("--eval-only needs --init (a fine-tuned <out>/best folder); "
+                       "fix: fine-tune first or drop --eval-only")
     loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, collate_fn=collate)
     outputs, labels = predict(model.to(cfg.device), loader, cfg.task_type, cfg.device)
     metrics = metric_fn(outputs, labels)

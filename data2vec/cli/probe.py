@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     subsets = [None]
     if args.labels_per_class is not None:
-        subsets = [few_label_indices(train_y, args.labels_per_class, seed=args.seed + s) for s in range(args.label_seeds)]
+        subsets = [few_label_indices(train_y, args.labels_per_class, seed=args.seed + s)
+                   for s in range(args.label_seeds)]
     results: dict[str, dict] = {}
     methods = ("linear", "knn") if args.method == "both" else (args.method,)
     for method in methods:
