@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.text.corpus import iter_sentences
-from tasks.text.glue import DIAGNOSTIC, GLUE_TASKS, split_file, load_glue
+from tasks.text.glue import DIAGNOSTIC, GLUE_TASKS, load_glue, split_file
 from tasks.text.squad import count_questions
 from tasks.vision.datasets import (
     IMAGE_EXTENSIONS,
@@ -81,7 +81,7 @@ def _archive_rows(path: Path, extract: bool):
             parts = Path(m.name).parts
             if not m.isfile() or Path(m.name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
-            for i, p in enumerate(parts[:-2]):  # .../<split>/<class>/<image>
+            for p in parts[:-2]:  # .../<split>/<class>/<image>
                 if p.lower() in ("train", "test", "val", "valid", "validation"):
                     counts[p.lower()] += 1
                     break

@@ -34,9 +34,9 @@ import json
 import os
 import re
 from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ class TokenCache:
         return int(self.doc_ids[-1]) + 1 if len(self.doc_ids) else 0
 
     @classmethod
-    def from_documents(cls, documents: Sequence[Sequence[Sequence[int]]]) -> "TokenCache":
+    def from_documents(cls, documents: Sequence[Sequence[Sequence[int]]]) -> TokenCache:
         """In-memory cache from documents given as lists of sentences of token ids."""
         flat, bounds, doc_ids = [], [0], []
         for d, doc in enumerate(documents):
@@ -168,7 +168,7 @@ def build_token_cache(
             def flush(batch: list[tuple[str, bool]]):
                 nonlocal doc, total
                 encoded = tokenizer.encode_batch([s for s, _ in batch], add_special_tokens=False)
-                for (_, starts_doc), ids in zip(batch, encoded):
+                for (_, starts_doc), ids in zip(batch, encoded, strict=True):  # one encoding per sentence
                     doc += int(starts_doc)
                     np.asarray(ids, dtype=dtype).tofile(out)
                     total += len(ids)
@@ -214,12 +214,12 @@ def make_blocks(cache: TokenCache, capacity: int, break_mode: str = "complete_do
         first = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])  # first sentence of each document
         starts = bounds[first]
         ends = np.r_[bounds[first[1:]], bounds[-1]]
-        for s, e in zip(starts.tolist(), ends.tolist()):
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):  # one start and one end per document
             for c in range(s, e, capacity):
                 blocks.extend((c, min(c + capacity, e)))
     elif break_mode == "complete_doc":
         cur_start, cur_end, cur_doc = -1, -1, -1
-        for s, e, d in zip(bounds[:-1].tolist(), bounds[1:].tolist(), docs.tolist()):
+        for s, e, d in zip(bounds[:-1].tolist(), bounds[1:].tolist(), docs.tolist(), strict=True):  # S sentences
             if e == s:
                 continue
             if cur_start >= 0 and d != cur_doc:

@@ -36,9 +36,9 @@ import json
 import re
 import string
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -213,11 +213,13 @@ def prepare_features(
     contexts = tokenizer.encode_batch_full([e.context for e in examples], add_special_tokens=False)
     specials = tokenizer.num_special_tokens_pair
     features: list[SquadFeature] = []
-    for i, (ex, q, c) in enumerate(zip(examples, questions, contexts)):
+    for i, (ex, q, c) in enumerate(zip(examples, questions, contexts, strict=True)):  # one encoding per example
         q_ids = q.input_ids[:max_query_length]
         window = max_length - len(q_ids) - specials  # context tokens per window
         if window < 1:
-            raise ValueError(f"max_length={max_length} leaves no room for the context after a {len(q_ids)}-token question")
+            raise ValueError(
+                f"max_length={max_length} leaves no room for the context after a {len(q_ids)}-token question"
+            )
         span = _answer_char_span(ex)
         tok_start = tok_end = None
         if span is not None:  # tokens overlapping the answer's characters

@@ -32,9 +32,9 @@ Differences from the originals
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -180,14 +180,15 @@ class TextTokenizer:
         plain_b = self._plain_batch(pairs) if pairs is not None else [None] * len(plain)
         if len(plain_b) != len(plain):
             raise ValueError(f"encode_batch_full: {len(texts)} texts but {len(pairs)} pair texts")
-        return [self.build_inputs(a, b) for a, b in zip(plain, plain_b)]
+        return [self.build_inputs(a, b) for a, b in zip(plain, plain_b, strict=True)]  # lengths checked above
 
     def _plain(self, text: str) -> Encoded:
         return self._plain_batch([text])[0]
 
     def _plain_batch(self, texts: Sequence[str]) -> list[Encoded]:
         out = []
-        for text, e in zip(texts, self.tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)  # one per text
+        for text, e in zip(texts, encodings, strict=True):
             n = len(e.ids)
             out.append(Encoded(list(e.ids), [0] * n, _trim_offsets(text, e.offsets), [0] * n))
         return out

@@ -29,6 +29,7 @@ from .transforms import (
 __all__ = [
     "CIFAR10_CLASSES", "ArrayImageDataset", "ImageFolderDataset", "extract_archive", "load_cifar10",
     "load_digits_dataset", "load_image_folder", "load_mnist", "read_idx", "build_vision_dataset",
-    "detect_vision_layout", "image_collate", "train_test_datasets", "DATASET_STATS", "CIFAR10_MEAN", "CIFAR10_STD", "DIGITS_MEAN", "DIGITS_STD",
+    "detect_vision_layout", "image_collate", "train_test_datasets", "DATASET_STATS", "CIFAR10_MEAN", "CIFAR10_STD",
+    "DIGITS_MEAN", "DIGITS_STD",
     "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_MEAN", "MNIST_STD", "eval_transform", "pretrain_transform",
 ]

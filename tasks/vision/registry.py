@@ -13,16 +13,16 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from .datasets import (
+    extract_archive,
     find_cifar_pickle_dir,
     find_idx,
     find_split_folder,
     is_archive,
-    normalise_split,
-    extract_archive,
     load_cifar10,
     load_digits_dataset,
     load_image_folder,
     load_mnist,
+    normalise_split,
 )
 from .transforms import eval_transform, pretrain_transform
 
@@ -46,7 +46,8 @@ def detect_vision_layout(path: str | Path) -> str:
     if any(p.is_dir() for p in path.iterdir()):
         return "image-folder"
     raise FileNotFoundError(
-        f"{path}: no known image layout (cifar-10-batches-py, MNIST IDX files, <split>/<class>/<image>, <class>/<image>)"
+        f"{path}: no known image layout "
+        "(cifar-10-batches-py, MNIST IDX files, <split>/<class>/<image>, <class>/<image>)"
     )
 
 

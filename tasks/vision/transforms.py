@@ -17,7 +17,7 @@ Differences from the originals
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
@@ -39,7 +39,9 @@ def _stats(dataset: str | None, mean, std):
         if dataset is None:
             dataset = "imagenet"
         if dataset not in DATASET_STATS:
-            raise ValueError(f"no mean/std for {dataset!r}; choose one of {', '.join(DATASET_STATS)} or pass mean= std=")
+            raise ValueError(
+                f"no mean/std for {dataset!r}; choose one of {', '.join(DATASET_STATS)} or pass mean= std="
+            )
         m, s = DATASET_STATS[dataset]
         mean, std = mean or m, std or s
     return list(mean), list(std)
