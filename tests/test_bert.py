@@ -101,7 +101,7 @@ def test_tiny_model_overfits_a_fixed_batch():
     batch = text_batch(B=8, T=24, vocab=200)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     history = []
-    for step in range(60):
+    for _ in range(60):
         loss, stats = model(batch)
         opt.zero_grad()
         loss.backward()

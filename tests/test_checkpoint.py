@@ -48,7 +48,7 @@ def test_round_trip_weights_optimizer_rng(tmp_path):
     fresh = Tied()
     fresh_opt = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad], lr=0.1)
     info = load_checkpoint(tmp_path / "ck", model=fresh, optimizer=fresh_opt)
-    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):  # same module
         assert torch.equal(a, b), name
     assert fresh.out.weight is fresh.emb.weight  # the tie survives loading
     assert info["step"] == 7 and info["config"] == {"a": 1, "b": [1, 2]}

@@ -49,7 +49,8 @@ def _tiny_args(tmp_path, tokenizer_dir, name):
 
 def test_finetune_sst2_end_to_end(tmp_path, tokenizer_dir, capsys):
     data = _write_sst2(tmp_path / "glue")
-    rc = main(["finetune", "--task", "sst2", "--data", str(data), "--lr", "1e-3"] + _tiny_args(tmp_path, tokenizer_dir, "sst2"))
+    rc = main(["finetune", "--task", "sst2", "--data", str(data), "--lr", "1e-3"]
+              + _tiny_args(tmp_path, tokenizer_dir, "sst2"))
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "sst2" / "metrics.json").read_text())
     assert metrics["main_metric"] == "score" and len(metrics["history"]) == 2
@@ -84,8 +85,8 @@ def test_finetune_stsb_regression_with_subsets(tmp_path, tokenizer_dir):
     folder.mkdir()
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
     for split, n in (("train", 20), ("dev", 12)):
-        rows = [header] + [f"{i}\tg\tf\t2012\t{i}\ts\ts\tthe movie was good\tthe film is {'great' if i % 2 else 'bad'}\t"
-                           f"{(i % 6) * 1.0}" for i in range(n)]
+        rows = [header] + [f"{i}\tg\tf\t2012\t{i}\ts\ts\tthe movie was good"
+                           f"\tthe film is {'great' if i % 2 else 'bad'}\t{(i % 6) * 1.0}" for i in range(n)]
         (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     rc = main(["finetune", "--task", "stsb", "--data", str(folder), "--max-train-examples", "16",
                "--max-eval-examples", "8"] + _tiny_args(tmp_path, tokenizer_dir, "stsb"))
@@ -115,7 +116,8 @@ def test_finetune_squad_then_xquad_zero_shot(tmp_path, tokenizer_dir):
     xquad_dir.mkdir()
     _squad_json(xquad_dir / "xquad.de.json", 2)
     rc = main(["finetune", "--task", "squad", "--data", str(train), "--eval-data", str(xquad_dir / "xquad.de.json"),
-               "--max-length", "64", "--doc-stride", "16", "--lr", "1e-3"] + _tiny_args(tmp_path, tokenizer_dir, "squad"))
+               "--max-length", "64", "--doc-stride", "16", "--lr", "1e-3"]
+              + _tiny_args(tmp_path, tokenizer_dir, "squad"))
     assert rc == 0
     metrics = json.loads((tmp_path / "squad" / "metrics.json").read_text())
     assert metrics["main_metric"] == "f1" and {"exact_match", "f1"} <= set(metrics["best"])

@@ -8,7 +8,14 @@ import torch.nn.functional as F
 from reference import assert_close_scaled, attention, ffn, layer_norm_of, randomise_
 
 from data2vec import (
-    Attention, Block, Encoder, EncoderConfig, PatchEmbedding, RelativePositionBias, TextEmbedding, build_backbone,
+    Attention,
+    Block,
+    Encoder,
+    EncoderConfig,
+    PatchEmbedding,
+    RelativePositionBias,
+    TextEmbedding,
+    build_backbone,
     get_preset,
 )
 from data2vec.config import PRESETS
@@ -116,7 +123,7 @@ def test_real_token_outputs_do_not_change_with_padding(offset):
     out_padded, layers = model(padded, padding_mask=padding, return_layers="ffn")
     assert_close_scaled(out_padded[:, :6], out)
     _, layers_unpadded = model(ids, return_layers="ffn")
-    for a, b in zip(layers, layers_unpadded):
+    for a, b in zip(layers, layers_unpadded, strict=True):  # one per block of the same model
         assert_close_scaled(a[:, :6], b)
 
 

@@ -39,7 +39,7 @@ def test_one_ema_step_equals_the_formula_and_buffers_are_copied():
         expected = tau * before[name] + (1 - tau) * dict(student.named_parameters())[name]
         torch.testing.assert_close(p, expected, rtol=1e-6, atol=1e-7)
         assert p.grad is None
-    for (name, b), (_, s) in zip(teacher.named_buffers(), student.named_buffers()):
+    for (name, b), (_, s) in zip(teacher.named_buffers(), student.named_buffers(), strict=True):
         assert torch.equal(b, s), name
 
 
@@ -110,7 +110,7 @@ def test_shared_embeddings_follow_the_student_and_blocks_move_by_the_formula():
     teacher = EMATeacher(student, scope="blocks")
     opt = torch.optim.SGD(student.parameters(), lr=0.5)
     tau = 0.8
-    for step in range(3):
+    for _ in range(3):
         before = {n: p.clone() for n, p in teacher.module.named_parameters()}
         ids = torch.randint(4, 50, (4, 10))
         loss = student(ids).pow(2).mean() + student(ids)[:, 0].sum()

@@ -67,7 +67,7 @@ def assert_layers_match(hf_out, ours, layers, real=None):
     """last_hidden_state vs our final output, hidden_states[1:] vs our per-block outputs."""
     assert len(layers) == len(hf_out.hidden_states) - 1
     assert_close_scaled(ours, hf_out.last_hidden_state)
-    for ref, got in zip(hf_out.hidden_states[1:], layers):
+    for ref, got in zip(hf_out.hidden_states[1:], layers, strict=True):
         assert_close_scaled(got, ref)
 
 
@@ -114,7 +114,7 @@ def test_data2vec_text_ffn_targets_match_hooks(tmp_path):
     for hook in hooks:
         hook.remove()
     assert len(ffn) == len(captured) == 2
-    for ref, got in zip(captured, ffn):
+    for ref, got in zip(captured, ffn, strict=True):
         assert_close_scaled(got, ref)
 
 
@@ -260,7 +260,7 @@ def our_model(modality, seed=0, **overrides):
     model = build_backbone(cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.2)  # off their constant initial values
     return model.eval()
 
@@ -281,7 +281,7 @@ def test_export_text_round_trip_with_head(family, tmp_path):
         final, layers = backbone(ids, padding_mask=padding, return_layers="block")
         logits = head(final)
     assert_close_scaled(final, ref.hidden_states[-1])
-    for got, want in zip(layers, ref.hidden_states[1:]):
+    for got, want in zip(layers, ref.hidden_states[1:], strict=True):  # one per block
         assert_close_scaled(got, want)
     assert_close_scaled(logits, ref.logits)
     # and back again through the importer

@@ -28,8 +28,8 @@ def _run(tmp_path, name: str):
         method = spec.build("vision", "tiny", image_size=16, patch_size=4)
         data = [{"images": torch.randn(4, 3, 16, 16)}]
     out = tmp_path / name
-    pretrain(method, iter(data), PretrainConfig(steps=1, batch_size=4, lr=1e-3, warmup_steps=0, quiet=True, plots=False, device="cpu",
-                                          find_unused_parameters=spec.find_unused_parameters),
+    pretrain(method, iter(data), PretrainConfig(steps=1, batch_size=4, lr=1e-3, warmup_steps=0, quiet=True, plots=False,
+                                                device="cpu", find_unused_parameters=spec.find_unused_parameters),
              out, run_config={"command": "pretrain", "method": name})
     return out, method
 

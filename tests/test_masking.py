@@ -110,8 +110,10 @@ def test_bert_mask_random_ids_are_uniform_over_non_special_ids():
 def test_bert_mask_same_seed_same_result_and_rows_get_exact_counts():
     ids, padding = text_batch(B=50)
     special = special_tokens_mask(ids, SPECIAL, padding)
-    a = bert_mask(ids, mask_id=MASK_ID, vocab_size=VOCAB, special_mask=special, generator=torch.Generator().manual_seed(7))
-    b = bert_mask(ids, mask_id=MASK_ID, vocab_size=VOCAB, special_mask=special, generator=torch.Generator().manual_seed(7))
+    a = bert_mask(ids, mask_id=MASK_ID, vocab_size=VOCAB, special_mask=special,
+                  generator=torch.Generator().manual_seed(7))
+    b = bert_mask(ids, mask_id=MASK_ID, vocab_size=VOCAB, special_mask=special,
+                  generator=torch.Generator().manual_seed(7))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     n = (~special).sum(1).float()
     count = a[1].sum(1).float()

@@ -102,11 +102,14 @@ def test_text_student_sees_mask_exactly_at_masked_positions_and_teacher_the_orig
     model = tiny("text", random_prob=0.0, keep_prob=0.0)
     batch = text_batch()
     seen = {}
-    h1 = model.backbone.embed.tokens.register_forward_hook(lambda m, i, o: seen.__setitem__("student", i[0].clone()))
-    h2 = model.teacher.module.embed.tokens.register_forward_hook(lambda m, i, o: seen.__setitem__("teacher", i[0].clone()))
+    h1 = model.backbone.embed.tokens.register_forward_hook(
+        lambda m, i, o: seen.__setitem__("student", i[0].clone()))
+    h2 = model.teacher.module.embed.tokens.register_forward_hook(
+        lambda m, i, o: seen.__setitem__("teacher", i[0].clone()))
     model(batch, generator=torch.Generator().manual_seed(3))
     h1.remove(), h2.remove()
-    _, positions, selected = model.mask_text(batch["input_ids"], batch["padding_mask"], torch.Generator().manual_seed(3))
+    _, positions, selected = model.mask_text(batch["input_ids"], batch["padding_mask"],
+                                             torch.Generator().manual_seed(3))
     assert torch.equal(positions, selected) and selected.any()
     assert torch.equal(seen["student"] == MASK, selected)
     assert torch.equal(seen["student"][~selected], batch["input_ids"][~selected])
@@ -144,7 +147,8 @@ def reference_text_loss(model, batch, seed):
     corrupted, positions, _ = model.mask_text(batch["input_ids"], batch["padding_mask"],
                                               torch.Generator().manual_seed(seed))
     ffn_out = []
-    hooks = [b.ffn.register_forward_hook(lambda m, i, o: ffn_out.append(o)) for b in model.teacher.module.encoder.blocks]
+    hooks = [b.ffn.register_forward_hook(lambda m, i, o: ffn_out.append(o))
+             for b in model.teacher.module.encoder.blocks]
     with torch.no_grad():
         model.teacher.module(batch["input_ids"], batch["padding_mask"])
     for h in hooks:
@@ -169,7 +173,8 @@ def test_text_loss_and_targets_match_reference(layer_norm):
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
     ref_std = torch.sqrt(target.var(0, unbiased=False) + 1e-6).mean().item()
     assert stats["target_std"] == pytest.approx(ref_std, rel=1e-5)
-    assert stats["pred_std"] == pytest.approx(torch.sqrt(pred.detach().var(0, unbiased=False) + 1e-6).mean().item(), rel=1e-4)
+    ref_pred_std = torch.sqrt(pred.detach().var(0, unbiased=False) + 1e-6).mean().item()
+    assert stats["pred_std"] == pytest.approx(ref_pred_std, rel=1e-4)
     n_real = (~batch["padding_mask"]).sum().item()
     assert stats["masked_fraction"] == pytest.approx(target.shape[0] / n_real)
 
@@ -184,7 +189,8 @@ def test_vision_loss_and_targets_match_reference():
     cfg = model.cfg
     mask = model.mask_images(images, torch.Generator().manual_seed(2))
     outs = []
-    hooks = [b.register_forward_hook(lambda m, i, o: outs.append(o[0][:, 1:])) for b in model.teacher.module.encoder.blocks]
+    hooks = [b.register_forward_hook(lambda m, i, o: outs.append(o[0][:, 1:]))
+             for b in model.teacher.module.encoder.blocks]
     with torch.no_grad():
         model.teacher.module(images)
     for h in hooks:
@@ -266,7 +272,8 @@ def test_state_dict_restores_teacher_and_ema_bookkeeping():
     other = tiny("text")
     other.load_state_dict(model.state_dict())
     assert other.num_updates == 42 and other.tau == model.tau
-    assert torch.equal(other.teacher.module.encoder.blocks[0].ffn.fc1.weight, model.teacher.module.encoder.blocks[0].ffn.fc1.weight)
+    assert torch.equal(other.teacher.module.encoder.blocks[0].ffn.fc1.weight,
+                       model.teacher.module.encoder.blocks[0].ffn.fc1.weight)
 
 
 def test_collapse_guard_raises_after_warmup_with_advice():

@@ -19,7 +19,6 @@ from data2vec.probe import (
     standardize,
 )
 
-
 # ---- pooling ---------------------------------------------------------------------------------------------
 
 
@@ -177,9 +176,9 @@ def test_probe_command_on_image_folder_with_random_checkpoint(tmp_path, capsys):
 
 
 def test_probe_random_encoder_follows_seed_not_the_global_rng(tmp_path):
-    from data2vec.cli import main
-
     from PIL import Image
+
+    from data2vec.cli import main
 
     rng = np.random.default_rng(0)  # pure-noise images: the scores depend on the encoder's random weights
     for name in ("a", "b"):

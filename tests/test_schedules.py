@@ -10,8 +10,8 @@ from data2vec.schedules import LRSchedule, tri_stage, warmup_cosine
 
 def test_warmup_cosine_table():
     # base 1.0, 4 warm-up steps, 12 total: warm-up 0.25..1.0, then cos from 1 (step 4) over 8 steps to 0
-    table = {0: 0.25, 1: 0.5, 2: 0.75, 3: 1.0, 4: 1.0, 6: (1 + math.sqrt(0.5)) / 2, 8: 0.5, 10: (1 - math.sqrt(0.5)) / 2,
-             12: 0.0, 20: 0.0}
+    table = {0: 0.25, 1: 0.5, 2: 0.75, 3: 1.0, 4: 1.0, 6: (1 + math.sqrt(0.5)) / 2, 8: 0.5,
+             10: (1 - math.sqrt(0.5)) / 2, 12: 0.0, 20: 0.0}
     for step, want in table.items():
         assert warmup_cosine(step, 12, 4, 1.0) == pytest.approx(want, abs=1e-12), step
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from baselines import BertMLMConfig, DINOConfig
-from data2vec.cli.methods import METHODS
 from baselines.supervised import Supervised, SupervisedConfig
+from data2vec.cli.methods import METHODS
 
 
 def test_loss_and_accuracy_equal_the_reference():
@@ -77,7 +77,8 @@ def test_every_method_shares_the_interface(name, modality):
 def test_presets_follow_the_published_recipes():
     dino = DINOConfig.preset("vision", "base")
     assert (dino.out_dim, dino.hidden_dim, dino.bottleneck_dim) == (65536, 2048, 256)
-    assert (dino.student_temp, dino.teacher_temp_start, dino.teacher_temp, dino.center_momentum) == (0.1, 0.04, 0.07, 0.9)
+    temps = (dino.student_temp, dino.teacher_temp_start, dino.teacher_temp, dino.center_momentum)
+    assert temps == (0.1, 0.04, 0.07, 0.9)
     assert (dino.momentum_base, dino.global_scale, dino.local_scale) == (0.996, (0.4, 1.0), (0.05, 0.4))
     assert DINOConfig.preset("vision", "small").out_dim == 4096
     bert = BertMLMConfig.preset("text", "base")

@@ -61,7 +61,8 @@ def test_exactly_the_top_k_layers_are_used():
     # changing a layer below the top K changes nothing
     changed = list(layers)
     changed[3] = torch.randn(B, T, D) * 100
-    torch.testing.assert_close(build_targets(changed, 2, layer_norm="layer"), build_targets(layers, 2, layer_norm="layer"))
+    torch.testing.assert_close(build_targets(changed, 2, layer_norm="layer"),
+                               build_targets(layers, 2, layer_norm="layer"))
 
 
 def test_final_layer_norm_after_averaging():

@@ -31,7 +31,7 @@ def test_iter_sentences_plain_and_wikitext(tmp_path):
     p.write_text(PLAIN)
     assert detect_layout(p) == "plain"
     got = list(iter_sentences(p))
-    assert [s for s, _ in got] == [l for l in PLAIN.splitlines() if l]
+    assert [s for s, _ in got] == [line for line in PLAIN.splitlines() if line]
     assert [new for _, new in got] == [True, False, True, True, False, False]
     w = tmp_path / "wiki.tokens"
     w.write_text(WIKI)

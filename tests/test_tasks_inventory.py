@@ -17,14 +17,16 @@ def _tree(root):
     (root / "glue" / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nok .\t1\nbad .\t0\n")
     (root / "glue" / "STS-B").mkdir()
     (root / "glue" / "STS-B" / "readme.txt").write_text("not a corpus")
-    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
-        {"context": "c", "qas": [{"id": str(i), "question": "q", "answers": [{"text": "c", "answer_start": 0}]} for i in range(4)]}]}]}
+    qas = [{"id": str(i), "question": "q", "answers": [{"text": "c", "answer_start": 0}]} for i in range(4)]
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": qas}]}]}
     (root / "squad").mkdir()
     (root / "squad" / "dev-v1.1.json").write_text(json.dumps(squad))
     (root / "mnist").mkdir()
     for prefix, n in (("train", 5), ("t10k", 2)):
-        (root / "mnist" / f"{prefix}-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + np.array([n, 28, 28], ">i4").tobytes() + bytes(n * 784))
-        (root / "mnist" / f"{prefix}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + np.array([n], ">i4").tobytes() + bytes(n))
+        images = bytes([0, 0, 8, 3]) + np.array([n, 28, 28], ">i4").tobytes() + bytes(n * 784)  # IDX header + pixels
+        labels = bytes([0, 0, 8, 1]) + np.array([n], ">i4").tobytes() + bytes(n)  # IDX header + labels
+        (root / "mnist" / f"{prefix}-images-idx3-ubyte").write_bytes(images)
+        (root / "mnist" / f"{prefix}-labels-idx1-ubyte").write_bytes(labels)
     img = root / "build" / "IMGS"
     for split, n in (("train", 3), ("test", 2)):
         for c in ("a", "b"):

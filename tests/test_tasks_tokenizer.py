@@ -76,7 +76,8 @@ def test_offsets_point_at_the_original_characters(style, bpe, wordpiece):
     assert covered == {i for i, c in enumerate(text) if not c.isspace()}
     # with specials, offsets are (0, 0) and sequence ids None on the specials
     full = t.encode_full(text, "Hund")
-    assert [full.offsets[i] for i, s in enumerate(full.sequence_ids) if s is None] == [(0, 0)] * full.sequence_ids.count(None)
+    special_offsets = [full.offsets[i] for i, s in enumerate(full.sequence_ids) if s is None]
+    assert special_offsets == [(0, 0)] * full.sequence_ids.count(None)
     assert full.input_ids[full.sequence_ids.index(1)] == t.encode("Hund", add_special_tokens=False)[0]
 
 
@@ -127,7 +128,7 @@ def test_batch_encoding_matches_single(bpe):
     texts = ["the cat", "a dog sat on the log", "黑豹"]
     assert bpe.encode_batch(texts) == [bpe.encode(t) for t in texts]
     full = bpe.encode_batch_full(texts, ["x", "y", "z"])
-    assert [f.input_ids for f in full] == [bpe.encode_pair(a, b).input_ids for a, b in zip(texts, "xyz")]
+    assert [f.input_ids for f in full] == [bpe.encode_pair(a, b).input_ids for a, b in zip(texts, "xyz", strict=True)]
 
 
 def test_errors_name_the_problem(tmp_path):
