@@ -158,7 +158,8 @@ class EncoderConfig:
         if self.layer_scale is not None and self.layer_scale <= 0:
             fail("layer_scale", f"must be > 0 or None, got {self.layer_scale}", "use None or e.g. 1e-4")
         if self.layer_scale is not None and not self.norm_first:
-            fail("layer_scale", "layer scale is only defined for pre-LN blocks", "set norm_first=True or layer_scale=None")
+            fail("layer_scale", "layer scale is only defined for pre-LN blocks",
+                 "set norm_first=True or layer_scale=None")
         if self.final_norm and not self.norm_first:
             fail("final_norm", "a final norm only makes sense after pre-LN blocks (post-LN already ends in a norm)",
                  "set final_norm=False or norm_first=True")
@@ -199,7 +200,7 @@ class EncoderConfig:
             fail("embed_norm", "is a vision option (the text embedding always ends in its LayerNorm)",
                  "set embed_norm=False for text encoders")
 
-    def replace(self, **changes) -> "EncoderConfig":
+    def replace(self, **changes) -> EncoderConfig:
         """A validated copy with some fields changed."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:

@@ -37,9 +37,9 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,7 @@ class FinetuneConfig:
             fail("weight_decay", f"must be >= 0, got {self.weight_decay}", "use 0.1 (text) or 0.05 (images)")
 
     @classmethod
-    def vision_defaults(cls, **overrides) -> "FinetuneConfig":
+    def vision_defaults(cls, **overrides) -> FinetuneConfig:
         """BEiT / data2vec-vision recipe, reduced scale: AdamW(0.9, 0.999), wd 0.05, layer decay 0.65,
         cosine to 1e-6, label smoothing 0.1, warm-up 20% (20 of 100 epochs); lr for batch 64 at
         4e-3 * 64 / 1024 = 2.5e-4."""
@@ -199,7 +199,10 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
             out = model(**model_inputs(batch))
             if task_type == "span":
                 start, end = out  # (B, T) each
-                lengths = (~batch["padding_mask"]).sum(1).tolist() if "padding_mask" in batch else [start.shape[1]] * len(start)
+                if "padding_mask" in batch:
+                    lengths = (~batch["padding_mask"]).sum(1).tolist()  # real tokens per example
+                else:
+                    lengths = [start.shape[1]] * len(start)
                 for i, n in enumerate(lengths):
                     outs.append((start[i, :n].float().cpu().numpy(), end[i, :n].float().cpu().numpy()))
             else:
