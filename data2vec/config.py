@@ -129,7 +129,7 @@ class EncoderConfig:
         """Raise ValueError naming the field and the fix when the combination is impossible."""
 
         def fail(field_name: str, problem: str, fix: str) -> None:
-            raise ValueError(f"EncoderConfig.{field_name}: {problem}; {fix}")
+            raise config_error("EncoderConfig", field_name, problem, fix)
 
         for f in dataclasses.fields(self):  # types first, so a string from the command line is named clearly
             value = getattr(self, f.name)
@@ -212,12 +212,8 @@ class EncoderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "EncoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown EncoderConfig field(s) {sorted(unknown)}; is this config from another version?")
-        return cls(**values)
+    def from_dict(cls, values: dict) -> EncoderConfig:
+        return from_dict_checked(cls, values)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .config import config_error
+
 TASK_TYPES = ("classification", "regression", "span")
 SCHEDULES = ("linear", "cosine")
 
@@ -81,7 +83,7 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:
-            raise ValueError(f"FinetuneConfig.{name}: {problem}; {fix}")
+            raise config_error("FinetuneConfig", name, problem, fix)
 
         if self.task_type not in TASK_TYPES:
             fail("task_type", f"unknown task type {self.task_type!r}", f"use one of {TASK_TYPES}")
