@@ -171,7 +171,7 @@ class DINOConfig:
             fail("local_size", f"{self.local_size} exceeds the global crop size {self.encoder.image_size}",
                  "local crops are smaller than global ones (DINO: 96 vs 224)")
 
-    # Reduced-scale heads (section 8 of DESIGN): fewer, smaller prototypes for small data sets.
+    # Reduced-scale heads (docs/design.md section 8): fewer, smaller prototypes for small data sets.
     HEADS = {
         "tiny": dict(out_dim=256, hidden_dim=128, bottleneck_dim=64, local_size=16, n_local=2),  # unit tests
         "mini": dict(out_dim=1024, hidden_dim=512, bottleneck_dim=128, local_size=16, n_local=6),  # CPU runs

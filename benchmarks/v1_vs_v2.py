@@ -50,7 +50,7 @@ def digits(validation: bool):
     return train_x[kept], train_y[kept], train_x[held], train_y[held]
 
 
-def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int):
+def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_set: dict | None = None):
     """(the method, its PretrainConfig) on the demo's encoder."""
     from data2vec.cli.demo import DemoConfig, build_method, encoder_overrides
     from data2vec.cli.methods import METHODS
@@ -63,7 +63,7 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int):
     else:
         torch.manual_seed(seed)
         encoder = {k: v for k, v in encoder_overrides(demo).items() if k != "position"}  # v2: sin-cos positions
-        model = METHODS["data2vec2"].build("vision", "mini", **encoder, num_masks=v2_masks)
+        model = METHODS["data2vec2"].build("vision", "mini", **encoder, num_masks=v2_masks, **(v2_set or {}))
         optim = METHODS["data2vec2"].optim["vision"]
         lr, betas, clip = v2_lr, optim.betas, optim.clip_norm
     cfg = PretrainConfig(steps=steps, batch_size=demo.batch_size, lr=lr, min_lr=lr / 100,
@@ -82,7 +82,8 @@ def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
             "linear": linear_probe(a, ay, b, by, seed=0)["accuracy"]}
 
 
-def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float, v2_masks: int, out: Path) -> dict:
+def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float, v2_masks: int, out: Path,
+        v2_set: dict | None = None) -> dict:
     """One pretraining run with a probe every `probe_every` updates; returns its curve."""
     import random
 
@@ -90,7 +91,7 @@ def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float
     from data2vec.engine import pretrain, read_metrics
 
     train_x, train_y, eval_x, eval_y = data
-    model, cfg = build(method, seed, v2_lr, v2_masks, steps)
+    model, cfg = build(method, seed, v2_lr, v2_masks, steps, v2_set)
     curve = [{"step": 0, **score(model.backbone, train_x, train_y, eval_x, eval_y)}]
     original_hook = model.step_hook
 
@@ -111,8 +112,9 @@ def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float
     elapsed = np.cumsum([0.0] + step_times)  # elapsed[k] = seconds spent on the first k updates
     for point in curve:
         point["seconds"] = float(elapsed[point["step"]])
-    return {"method": method, "seed": seed, "steps": steps, "seconds": float(elapsed[-1]),
-            "lr": cfg.lr, "num_masks": v2_masks if method == "data2vec2" else 1, "curve": curve}
+    return {"method": method, "seed": seed, "steps": steps, "seconds": float(elapsed[-1]), "lr": cfg.lr,
+            "num_masks": v2_masks if method == "data2vec2" else 1,
+            "overrides": (v2_set or {}) if method == "data2vec2" else {}, "curve": curve}
 
 
 def time_to_reach(curve: list[dict], accuracy: float) -> float | None:
@@ -144,11 +146,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--v2-steps", type=int, default=None, help="v2 updates (default: as many as v1 has)")
     p.add_argument("--v2-lr", type=float, default=2e-3, help="v2 peak learning rate at batch 128")
     p.add_argument("--v2-masks", type=int, default=8, help="v2 masks per image (released: 16)")
+    p.add_argument("--v2-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Data2Vec2Config field for the v2 runs, e.g. --v2-set mask_ratio=0.6 (values parsed as JSON)")
     p.add_argument("--probe-every", type=int, default=50)
     p.add_argument("--select", action="store_true", help="score on a validation split of the training images")
     p.add_argument("--methods", nargs="+", default=["data2vec", "data2vec2"])
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    v2_set = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.v2_set)}
     torch.set_num_threads(2)
     data = digits(validation=args.select)
     runs = []
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                 steps = args.v1_steps if method == "data2vec" else (args.v2_steps or args.v1_steps)
                 t0 = time.time()
                 r = run(method, seed, steps, args.probe_every, data, args.v2_lr, args.v2_masks,
-                        Path(tmp) / f"{method}-{seed}")
+                        Path(tmp) / f"{method}-{seed}", v2_set)
                 print(f"{method:9s} seed {seed}: {steps} updates, {r['seconds']:.0f} s pretraining "
                       f"({time.time() - t0:.0f} s with probes), final k-NN {r['curve'][-1]['knn']:.1f} %, "
                       f"linear {r['curve'][-1]['linear']:.1f} %", flush=True)

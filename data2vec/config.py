@@ -74,7 +74,7 @@ class EncoderConfig:
     """Everything needed to build an embedding + Transformer encoder."""
 
     modality: str = "text"  # "text" (token ids in) or "vision" (images in)
-    # --- Transformer body (DESIGN section 3) -------------------------------------------------------
+    # --- Transformer body (docs/design.md section 3) -------------------------------------------------------
     dim: int = 768  # width D; base = 768 (BERT-base, ViT-B)
     depth: int = 12  # number of blocks; base = 12
     heads: int = 12  # attention heads; D must be divisible by it (head width 64 in base)

@@ -378,13 +378,18 @@ def start_health(run: Run, data, collate_fn, knn: LabelledProbe | None) -> Healt
         return health_off(run, "its batches have no 'input_ids', 'images' or 'crops' (or the method no backbone)")
     guard = None
     if run.main:
-        method_name = run.full_config.get("method") or type(run.method).__name__
-        guard = CollapseGuard({"rank_fraction": cfg.health_min_effective_rank}, cfg.resolved_health_warmup,
-                              cfg.health_patience, maximums={"anisotropy": cfg.health_max_anisotropy},
-                              method=method_name, advice="or, if this run is meant to look like that, raise the "
-                              "threshold (--health-max-anisotropy / --health-min-effective-rank; 0 = off)")
+        guard = health_guard(cfg, run.full_config.get("method") or type(run.method).__name__)
         guard.steps_below = run.health_in_a_row
     return Health(probe=to_device(probe, run.device), knn=knn, guard=guard)
+
+
+def health_guard(cfg: PretrainConfig, method_name: str) -> CollapseGuard:
+    """The guard of the health statistics: anisotropy at most `health_max_anisotropy`, rank_fraction at
+    least `health_min_effective_rank`, from update `resolved_health_warmup` on, `health_patience` passes."""
+    return CollapseGuard({"rank_fraction": cfg.health_min_effective_rank}, cfg.resolved_health_warmup,
+                         cfg.health_patience, maximums={"anisotropy": cfg.health_max_anisotropy}, method=method_name,
+                         advice="or, if this run is meant to look like that, raise the threshold "
+                         "(--health-max-anisotropy / --health-min-effective-rank; 0 = off)")
 
 
 def health_off(run: Run, why: str) -> None:

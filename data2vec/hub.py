@@ -1,4 +1,4 @@
-"""Import of HuggingFace-format checkpoints (DESIGN section 7), and our own checkpoint format.
+"""Import of HuggingFace-format checkpoints (docs/design.md section 7), and our own checkpoint format.
 
 A HuggingFace folder is what `save_pretrained` writes: `config.json` plus `model.safetensors` (or
 `pytorch_model.bin`, or a sharded `*.index.json`). `load_pretrained(folder)` builds our backbone

@@ -1,4 +1,4 @@
-"""Export of our encoders to the HuggingFace layout (DESIGN section 7): the way back from `data2vec.hub`.
+"""Export of our encoders to the HuggingFace layout (docs/design.md section 7): the way back from `data2vec.hub`.
 
 `export_hf(folder, model, family)` writes `config.json` + `model.safetensors` that `transformers` loads
 as a `bert` / `roberta` / `data2vec-text` or `vit` / `beit` / `data2vec-vision` model, with a

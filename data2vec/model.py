@@ -1,6 +1,6 @@
 """data2vec v1 for text and vision: student + EMA teacher + regression head -> loss and statistics.
 
-data2vec (Baevski et al. 2022, arXiv 2202.03555), section 3 "Method" (DESIGN section 4):
+data2vec (Baevski et al. 2022, arXiv 2202.03555), section 3 "Method" (docs/design.md section 4):
 
 1. the student encodes the masked input (text: `<mask>` ids / BERT 80/10/10; vision: a learned mask
    embedding in place of the masked patches);
@@ -54,7 +54,7 @@ BEIT_MIN_BLOCK_FRACTION = 16 / 196  # BEiT: blocks of at least 16 of 196 patches
 
 @dataclass
 class Data2VecConfig:
-    """data2vec v1 method configuration. Defaults are the paper's text recipe (DESIGN section 4 table);
+    """data2vec v1 method configuration. Defaults are the paper's text recipe (docs/design.md section 4 table);
     use `Data2VecConfig.preset(modality, name)` for the vision recipe and the reduced-scale ones."""
 
     encoder: EncoderConfig = field(default_factory=lambda: get_preset("text", "base"))
@@ -168,8 +168,8 @@ class Data2VecConfig:
     # --- presets and (de)serialisation -------------------------------------------------------------
     @classmethod
     def preset(cls, modality: str, name: str = "base", **overrides) -> Data2VecConfig:
-        """"base": the paper's recipe (`RECIPES`, DESIGN section 4); "tiny" / "mini" / "small": that recipe
-        with the reduced-scale changes of `REDUCED` (DESIGN section 8). Overrides may name method fields or
+        """"base": the paper's recipe (`RECIPES`, docs/design.md section 4); "tiny" / "mini" / "small": that recipe
+        with the reduced-scale changes of `REDUCED` (docs/design.md section 8). Overrides may name method fields or
         encoder fields (a name both have, `final_norm`, is the method's)."""
         if modality not in RECIPES:
             raise ValueError(f"unknown modality {modality!r}; use 'text' or 'vision'")
@@ -195,8 +195,8 @@ class Data2VecConfig:
 
 
 # ---------------------------------------------------------------------------------------------------
-# the recipes: one table per modality, the paper's / released values (DESIGN section 4), then what the
-# reduced-scale presets change (DESIGN section 8)
+# the recipes: one table per modality, the paper's / released values (docs/design.md section 4), then what the
+# reduced-scale presets change (docs/design.md section 8)
 # ---------------------------------------------------------------------------------------------------
 
 RECIPES: dict[str, dict] = {
@@ -246,7 +246,7 @@ REDUCED: dict[str, dict] = {  # tiny / mini / small: what changes from RECIPES a
 
 def top_k_for(modality: str, depth: int, reduced: bool) -> int:
     """K, the number of top blocks averaged into the targets, for an encoder of `depth` blocks."""
-    if reduced:  # DESIGN section 8: the top 5/6 (text) or 3/4 (vision) of the blocks, at least 2
+    if reduced:  # docs/design.md section 8: the top 5/6 (text) or 3/4 (vision) of the blocks, at least 2
         return min(depth, max(2, round(depth * (5 / 6 if modality == "text" else 3 / 4))))
     return round(depth * 10 / 12) if modality == "text" else round(depth * 6 / 12)  # paper: 10 of 12, 6 of 12
 

@@ -1,6 +1,6 @@
 """data2vec 2.0 for images and text: visible-only student, multi-mask, conv decoders, one teacher pass.
 
-data2vec 2.0 (Baevski et al. 2022, arXiv 2212.07525), section 3 "Method"; DESIGN section 5 holds the
+data2vec 2.0 (Baevski et al. 2022, arXiv 2212.07525), section 3 "Method"; docs/design.md section 5 holds the
 released recipe (fairseq `examples/data2vec/models/data2vec2.py`, `models/modalities/*`, configs
 `config/v2/base_{images,text}_only_task.yaml`). Letters: B batch, M masks per sample, N tokens (patches),
 K visible tokens per row, D width. One training step, in the named steps below:
@@ -65,7 +65,7 @@ from .targets import TARGET_NORMS, build_targets
 __all__ = ["Data2Vec2Config", "Data2Vec2", "ConvDecoder2d", "ConvDecoder1d", "V2_VISION_ENCODER"]
 
 # ---------------------------------------------------------------------------------------------------
-# Recipes (DESIGN section 5 for base, section 8 for the reduced sizes)
+# Recipes (docs/design.md section 5 for base, section 8 for the reduced sizes)
 # ---------------------------------------------------------------------------------------------------
 
 # The released image encoder, applied on top of config.VISION_PRESETS[name] (which gives the sizes).
@@ -137,7 +137,7 @@ RECIPES: dict[str, dict] = {
     ),
 }
 
-_SHORT_RUN = dict(  # DESIGN section 8, every reduced preset
+_SHORT_RUN = dict(  # docs/design.md section 8, every reduced preset
     tau_start=0.99,  # time constant 100 steps at the start ...
     tau_end=0.999,  # ... 1000 at the end: shorter than a CPU run (0.9998 would be 5000)
     tau_ramp_steps=0.3,  # ramp over the first 30% of the run (released text: 100k of 1M = 10%, images 27%)
@@ -157,7 +157,7 @@ REDUCED: dict[tuple[str, str], dict] = {
                               mask_block=2,  # as mini (same grid)
                               prenet_depth=1, top_k=5),  # 1 prenet block, the other 5 (5/6) are targets
     ("text", "tiny"): dict(_SHORT_RUN, num_masks=2, top_k=2, decoder_layers=2),  # 2 x 64: unit tests
-    ("text", "mini"): dict(_SHORT_RUN, top_k=3),  # 4 x 256: top 3 of 4 (5/6 rounded, DESIGN section 8)
+    ("text", "mini"): dict(_SHORT_RUN, top_k=3),  # 4 x 256: top 3 of 4 (5/6 rounded, docs/design.md section 8)
     ("text", "small"): dict(_SHORT_RUN, top_k=3),  # 4 x 512: as mini
 }
 
@@ -177,8 +177,8 @@ def v2_encoder(modality: str, name: str, **overrides) -> EncoderConfig:
 
 @dataclass
 class Data2Vec2Config:
-    """data2vec 2.0 method configuration. Defaults are the released image recipe (ViT-B/16, DESIGN
-    section 5); `Data2Vec2Config.preset(modality, name)` gives text and the reduced sizes."""
+    """data2vec 2.0 method configuration. Defaults are the released image recipe (ViT-B/16,
+    docs/design.md section 5); `Data2Vec2Config.preset(modality, name)` gives text and the reduced sizes."""
 
     encoder: EncoderConfig = field(default_factory=lambda: v2_encoder("vision", "base"))
     # --- multi-mask --------------------------------------------------------------------------------
@@ -309,8 +309,8 @@ class Data2Vec2Config:
     # --- presets and (de)serialisation ---------------------------------------------------------------
     @classmethod
     def preset(cls, modality: str, name: str = "base", **overrides) -> Data2Vec2Config:
-        """`base`: the released recipe (DESIGN section 5); `tiny` / `mini` / `small`: the reduced recipes
-        (DESIGN section 8, table `REDUCED`). Overrides may name method fields or encoder fields."""
+        """`base`: the released recipe (docs/design.md section 5); `tiny` / `mini` / `small`: the reduced recipes
+        (docs/design.md section 8, table `REDUCED`). Overrides may name method fields or encoder fields."""
         if modality not in RECIPES:
             raise ValueError(f"unknown modality {modality!r}; use one of {tuple(RECIPES)}")
         if name not in PRESET_NAMES:

@@ -1,4 +1,4 @@
-"""Independent references shared by the tests (DESIGN section 9, rule 14).
+"""Independent references shared by the tests (docs/design.md section 9, rule 9).
 
 Each function here restates one equation of the papers (or of PyTorch's documentation) with plain
 tensor arithmetic or loops; none of them calls into `data2vec`, `baselines` or `tasks`, so a test that

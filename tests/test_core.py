@@ -1,4 +1,4 @@
-"""The Transformer core against equations written out here (DESIGN section 3)."""
+"""The Transformer core against equations written out here (docs/design.md section 3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""EMA teacher and schedules against formulas and tables written here (DESIGN section 4, EMA)."""
+"""EMA teacher and schedules against formulas and tables written here (docs/design.md section 4, EMA)."""
 
 import math
 

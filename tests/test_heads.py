@@ -1,4 +1,4 @@
-"""Fine-tuning heads against their equations written out here (DESIGN section 4, fine-tuning)."""
+"""Fine-tuning heads against their equations written out here (docs/design.md section 4, fine-tuning)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""HuggingFace-format import/export against `transformers` itself (DESIGN section 7).
+"""HuggingFace-format import/export against `transformers` itself (docs/design.md section 7).
 
 For every family a `transformers` model is built from a tiny random config, every parameter is
 randomised (HF initialises biases, LayerNorms, layer scale and relative-bias tables to constants, which

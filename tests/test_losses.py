@@ -1,4 +1,4 @@
-"""The regression loss against Eq. (loss) written out here (DESIGN section 4)."""
+"""The regression loss against Eq. (loss) written out here (docs/design.md section 4)."""
 
 import pytest
 import torch

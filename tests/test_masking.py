@@ -1,4 +1,4 @@
-"""Seeded statistical tests of the masking schemes (DESIGN section 4, masking row)."""
+"""Seeded statistical tests of the masking schemes (docs/design.md section 4, masking row)."""
 
 import math
 

@@ -1,5 +1,5 @@
 """Data2Vec v1 end to end: inputs of student and teacher, targets and loss against references built here,
-EMA through step_hook, the collapse guard, presets, and tiny training runs (DESIGN section 4)."""
+EMA through step_hook, the collapse guard, presets, and tiny training runs (docs/design.md section 4)."""
 
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""The README's Python snippet runs as printed (DESIGN section 9, rule 11: the README walks a newcomer).
+"""The README's Python snippet runs as printed (docs/design.md section 9, rule 11: the README walks a newcomer).
 
 The block is found by its heading, so renaming or emptying the section fails here instead of silently
 dropping the test.

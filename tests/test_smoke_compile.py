@@ -1,4 +1,5 @@
-"""`--compile`, `--bf16` and `--device cuda` through the real `data2vec pretrain` command (DESIGN section 9, rule 8).
+"""`--compile`, `--bf16` and `--device cuda` through the real `data2vec pretrain` command (docs/design.md
+section 9, rule 8).
 
 The flags are off in every other test, so a change that breaks them would go unnoticed: these runs are
 few steps of the tiny presets in subprocesses (a compiled graph stays out of the test process), checked

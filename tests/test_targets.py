@@ -1,4 +1,4 @@
-"""Targets against a reference built here from forward hooks on the blocks (DESIGN section 4, step 3)."""
+"""Targets against a reference built here from forward hooks on the blocks (docs/design.md section 4, step 3)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""data2vec 2.0 (DESIGN section 5; issue 13 item 5): the visible-only student, the teacher's targets, the
+"""data2vec 2.0 (docs/design.md section 5; issue 13 item 5): the visible-only student, the teacher's targets, the
 conv decoders, the loss, the EMA bookkeeping and tiny training runs.
 
 Independent references written here: instance norm and layer norm by hand (mean / biased variance), the

@@ -1,4 +1,4 @@
-"""Seeded statistical tests of the data2vec 2.0 masks (DESIGN section 5, "Masks"; issue 13 item 5).
+"""Seeded statistical tests of the data2vec 2.0 masks (docs/design.md section 5, "Masks"; issue 13 item 5).
 
 References written here: the block geometry of step 2 (a loop over centres with clamping), the 4-neighbour
 count, the independence expectation sum_c p_c^2, the exact-count formulas int(L (1 - R)).
@@ -34,7 +34,7 @@ def test_inverse_block_mask_keeps_exactly_int_L_times_keep_fraction_in_every_row
         mask = inverse_block_mask(16, rows, cols, ratio, block=block, generator=torch.Generator().manual_seed(seed))
         assert mask.dtype == torch.bool and mask.shape == (16, L)
         assert ((~mask).sum(dim=1) == expected_kept).all()
-    assert int(196 * (1 - 0.8)) == 39  # the ViT-B numbers of DESIGN section 5
+    assert int(196 * (1 - 0.8)) == 39  # the ViT-B numbers of docs/design.md section 5
 
 
 def test_inverse_block_mask_follows_the_block_geometry_of_its_centres():
@@ -43,7 +43,7 @@ def test_inverse_block_mask_follows_the_block_geometry_of_its_centres():
     rows, cols, ratio, block, adjust, B = 14, 14, 0.8, 3, 0.07, 64
     L, keep = rows * cols, int(14 * 14 * 0.2)
     num_centres = int(L * (1 - ratio + adjust) / block**2)
-    assert num_centres == 5  # DESIGN section 5: ViT-B draws 5 centres
+    assert num_centres == 5  # docs/design.md section 5: ViT-B draws 5 centres
     generator = torch.Generator().manual_seed(3)
     centres = torch.randint(0, L, (B, num_centres), generator=torch.Generator().manual_seed(3))
     mask = inverse_block_mask(B, rows, cols, ratio, block=block, adjust=adjust, generator=generator)

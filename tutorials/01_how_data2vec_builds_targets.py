@@ -67,7 +67,7 @@ print("torch", torch.__version__)
 # $$\Delta \leftarrow \tau \Delta + (1 - \tau)\,\theta \qquad\text{(paper, section 3.2)}$$
 #
 # **The model here.** `Data2VecConfig.preset("vision", "tiny", ...)` is the released data2vec-vision
-# recipe at reduced scale (the project's DESIGN section 8): a pre-LN ViT with BEiT's relative position
+# recipe at reduced scale (the project's docs/design.md section 8): a pre-LN ViT with BEiT's relative position
 # bias, layer scale 1e-4 and a learned mask embedding, targets from the top 3/4 of the blocks, a layer
 # norm after averaging, Smooth L1 with $\beta = 2$ averaged over tokens and features. We shrink it to the digits:
 # 8 x 8 grey images cut into 2 x 2 patches (a 4 x 4 grid, $N = 16$ patch tokens plus CLS), width
@@ -115,7 +115,7 @@ print("teacher == student at initialisation:", same)
 # rectangle). For ViT-B/16 at 224 px that is 120 of the 14 x 14 = 196 patches (61%), rectangles of at
 # least 16 patches. The count may fall short by a few patches, never over.
 #
-# Our 4 x 4 grid keeps the proportions (DESIGN section 8): 60% of 16 = 10 patches, smallest block
+# Our 4 x 4 grid keeps the proportions (docs/design.md section 8): 60% of 16 = 10 patches, smallest block
 # 16/196 of the grid, i.e. 1 patch. Top row: `block_mask` at the paper's size; bottom row: the masks
 # `model.mask_images` draws for four digits (red = masked).
 
@@ -417,7 +417,7 @@ except CollapseError as err:
     print("CollapseError:", err)
 
 # %% [markdown]
-# **tau at small scale** (DESIGN section 8). After $t$ EMA steps with a constant $\tau$, the teacher still
+# **tau at small scale** (docs/design.md section 8). After $t$ EMA steps with a constant $\tau$, the teacher still
 # holds a fraction $\tau^t$ of its initial weights; $1/(1-\tau)$ steps is its time constant. The
 # released vision recipe uses a constant $\tau = 0.9998$: a time constant of 5,000 updates, harmless in
 # an 800-epoch run but longer than a whole CPU experiment: the teacher would stay a random network.
@@ -465,7 +465,7 @@ plt.show()
 # %% [markdown]
 # ## 6. How text differs
 #
-# The same `Data2Vec` class trains text; only the settings change (DESIGN section 4, paper section 4.2):
+# The same `Data2Vec` class trains text; only the settings change (docs/design.md section 4, paper section 4.2):
 #
 # | | text (paper / released) | vision (released code) |
 # |---|---|---|

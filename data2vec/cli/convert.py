@@ -1,4 +1,4 @@
-"""`data2vec convert`: HuggingFace-format checkpoints <-> our checkpoint format (DESIGN section 7).
+"""`data2vec convert`: HuggingFace-format checkpoints <-> our checkpoint format (docs/design.md section 7).
 
     data2vec convert --from-hf FOLDER --out DIR
         imports a `save_pretrained` folder (bert, roberta, data2vec-text, vit, beit, data2vec-vision; task

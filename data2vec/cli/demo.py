@@ -4,12 +4,12 @@ What it does (no download, no arguments, a few minutes on 2 CPU cores)
 1. Data: scikit-learn's handwritten digits (1,797 grey 8 x 8 images, 10 classes), split by
    `tasks.vision.load_digits_dataset` into a 1,438-image train pool and a 359-image test set (seeded,
    stratified). Pretraining sees only the train pool's images, never a label.
-2. Pretraining: data2vec (DESIGN section 4, vision recipe at reduced scale, section 8) on a small
+2. Pretraining: data2vec (docs/design.md section 4, vision recipe at reduced scale, section 8) on a small
    pre-LN ViT: 8 x 8 images cut into 2 x 2 patches (a 4 x 4 grid), width 64, 4 blocks, learned absolute
    positions; 40% of the patches masked in blocks; targets = average of the teacher's top 3 block
    outputs, each layer-normed; 1,000 updates of 128 images, lr 5e-3.
    The loop is `engine.pretrain`, which writes metrics.jsonl, plots and a checkpoint per method.
-   Optional (`--baselines`): DINO (DESIGN section 6) on the same encoder and data.
+   Optional (`--baselines`): DINO (docs/design.md section 6) on the same encoder and data.
 3. Evaluation of frozen features, few labels: for L labels per class (10 and 50) and several random
    label subsets, a linear probe (logistic regression, L2 strength chosen by cross-validation on the
    labelled subset only) and DINO's weighted k-NN (k = 20, T = 0.07) on mean-pooled patch features;
@@ -64,7 +64,7 @@ class DemoConfig:
     seed: int = 0  # seeds model init, masks, data order and the label subsets
 
     @classmethod
-    def quick(cls, **overrides) -> "DemoConfig":
+    def quick(cls, **overrides) -> DemoConfig:
         values = dict(steps=20, warmup_steps=2, label_seeds=2, label_budgets=(5, 20))
         values.update(overrides)
         return cls(**values)
@@ -170,7 +170,8 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
                           find_unused_parameters=METHODS[name].find_unused_parameters)
     t0 = time.time()
     summary = pretrain(method, data, pcfg, run_dir, collate_fn=collate,
-                       run_config={"method": name, "data": "sklearn digits (train pool)", "demo": dataclasses.asdict(cfg)})
+                       run_config={"method": name, "data": "sklearn digits (train pool)",
+                                   "demo": dataclasses.asdict(cfg)})
     seconds = time.time() - t0
     records = read_metrics(run_dir / "metrics.jsonl")
     if not quiet:
@@ -272,7 +273,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="output folder (results.json, plots/, one run folder per method)")
     p.add_argument("--quick", action="store_true",
-                   help="a ~30 s smoke version (30 updates, 2 label subsets): checks the pipeline, numbers not meaningful")
+                   help="a ~30 s smoke version (30 updates, 2 label subsets): checks the pipeline, numbers not "
+                   "meaningful")
     p.add_argument("--steps", type=int, default=None,
                    help="pretraining updates (default 1000). More steps keep improving the features; the teacher's "
                    "EMA ramp and the lr schedule scale with it")
@@ -328,11 +330,13 @@ def run(args: argparse.Namespace) -> int:
     ytr, yte = train_y.numpy(), test_y.numpy()
     rows: dict[str, dict] = {}
     t_eval = time.time()
-    for name, model in [("random init (no training)", random_encoder)] + [(n, t["backbone"]) for n, t in trained.items()]:
+    encoders = [("random init (no training)", random_encoder)] + [(n, t["backbone"]) for n, t in trained.items()]
+    for name, model in encoders:
         fx_train, _ = _features(model, train_x, train_y)
         fx_test, _ = _features(model, test_x, test_y)
         rows[name] = evaluate_features(fx_train, ytr, fx_test, yte, cfg)
-    rows["raw pixels (reference)"] = evaluate_features(train_x.flatten(1).numpy(), ytr, test_x.flatten(1).numpy(), yte, cfg)
+    rows["raw pixels (reference)"] = evaluate_features(train_x.flatten(1).numpy(), ytr, test_x.flatten(1).numpy(),
+                                                       yte, cfg)
     eval_seconds = time.time() - t_eval
 
     table = format_table(rows, cfg.label_budgets)
@@ -345,8 +349,9 @@ def run(args: argparse.Namespace) -> int:
         "config": dataclasses.asdict(cfg),
         "quick": bool(args.quick),
         "data": {"train_images": len(train_x), "test_images": len(test_x), "source": "sklearn.datasets.load_digits"},
-        "protocol": {"features": "mean of patch tokens (final norm applied)", "linear": "logistic regression, C by "
-                     "3-fold CV on the labelled subset", "knn": f"weighted k-NN, k={cfg.knn_k}, T={cfg.knn_temperature}"},
+        "protocol": {"features": "mean of patch tokens (final norm applied)",
+                     "linear": "logistic regression, C by 3-fold CV on the labelled subset",
+                     "knn": f"weighted k-NN, k={cfg.knn_k}, T={cfg.knn_temperature}"},
         "pretraining": {n: {"seconds": round(t["seconds"], 2), "final_loss": t["final_loss"], "run_dir": t["run_dir"]}
                         for n, t in trained.items()},
         "results": {name: {p: {str(b): {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v}
