@@ -100,11 +100,12 @@ class PretrainConfig:
     # `health_every` updates and after the last one; it never touches the training RNG or the losses
     health_every: int = 100  # updates between health passes (0 = off); measured overhead in docs/health.md
     health_probe_size: int = 64  # samples in the fixed probe batch (seeded indices of the data, same on resume)
-    health_max_anisotropy: float = 0.7  # stop when the probe tokens' mean cosine stays above this (0 = off);
-    #   healthy runs measured 0.2-0.5, layer-norm text targets 0.9 (docs/health.md)
+    health_max_anisotropy: float = 0.6  # stop when the probe tokens' mean cosine stays above this (0 = off);
+    #   measured after the warm-up (docs/health.md): healthy text 0.14-0.45, vision ~0; layer-norm text 0.67-0.97
     health_min_effective_rank: float = 0.02  # stop when RankMe / min(N, D) of the probe tokens (a FRACTION of the
     #   width D for a probe of more tokens than D) stays below this (0 = off): 0.02 = about 1 direction in 50
-    health_warmup_steps: int | None = None  # updates before the health thresholds apply (None = 2 x the lr warm-up)
+    health_warmup_steps: int | None = None  # updates before the health thresholds apply (None = 5 x the lr
+    #   warm-up: healthy text runs pass a transient of up to 0.99 around the lr peak and settle by ~4x it)
     health_patience: int = 2  # consecutive health passes past a threshold before the run stops
 
     @property
@@ -113,7 +114,7 @@ class PretrainConfig:
 
     @property
     def resolved_health_warmup(self) -> int:
-        return self.health_warmup_steps if self.health_warmup_steps is not None else 2 * self.resolved_warmup
+        return self.health_warmup_steps if self.health_warmup_steps is not None else 5 * self.resolved_warmup
 
     def validate(self) -> None:
         def fail(field_name, problem, fix):

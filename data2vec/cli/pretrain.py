@@ -109,8 +109,8 @@ def add_parser(sub) -> None:
                    help="stop when the effective rank (RankMe) of the probe tokens, as a FRACTION of the width D, "
                    "stays below this after the warm-up (0 = off; default PretrainConfig's)")
     h.add_argument("--health-warmup-steps", type=int, default=None,
-                   help="updates before the health thresholds apply (default twice the lr warm-up): representations "
-                   "are still forming early on")
+                   help="updates before the health thresholds apply (default 5x the lr warm-up): healthy runs pass a "
+                   "transient of high anisotropy around the peak learning rate")
     h.add_argument("--health-patience", type=int, default=None,
                    help="health passes in a row past a threshold before stopping (default PretrainConfig's)")
     p.set_defaults(run=run)
