@@ -209,3 +209,40 @@ def test_bad_settings_are_explained(tmp_path):
 def test_bf16_autocast_runs(tmp_path):
     _, summary = run(tmp_path, "bf16", small_cfg(steps=3, warmup_steps=1, bf16=True))
     assert math.isfinite(summary["final_loss"])
+
+
+# ---- representation health (the pass itself: tests/test_health.py) -----------------------------------------
+
+
+def test_health_is_off_with_a_notice_for_batches_it_cannot_read(tmp_path, capsys):
+    cfg = small_cfg(quiet=False, health_every=2)  # TinyMethod's batches are {"x", "y"}: no tokens or images
+    pretrain(TinyMethod(), NoisyData(), cfg, tmp_path / "run")
+    assert "representation health off" in capsys.readouterr().out
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and not any("health/" in line for line in lines)
+
+
+def test_bad_health_settings_are_explained():
+    for fields, name in (({"health_every": -1}, "health_every"), ({"health_max_anisotropy": 1.5}, "anisotropy"),
+                         ({"health_min_effective_rank": -0.1}, "effective_rank"),
+                         ({"health_probe_size": 1}, "health_probe_size"), ({"health_patience": 0}, "patience")):
+        with pytest.raises(ValueError, match=name):
+            small_cfg(**fields).validate()
+    assert small_cfg(steps=100, warmup_steps=10).resolved_health_warmup == 50  # default: 5x the lr warm-up
+    assert small_cfg(health_warmup_steps=0).resolved_health_warmup == 0
+
+
+def test_preserved_rng_restores_every_generator():
+    import random
+
+    import numpy as np
+
+    from data2vec.engine import preserved_rng
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    with preserved_rng():
+        torch.rand(100), np.random.rand(100), random.random()  # draws that must not count
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
