@@ -249,3 +249,12 @@ def test_a_real_layer_norm_text_run_is_stopped_and_an_instance_norm_run_is_not(c
     assert recs[-1]["step"] < 150 and recs[-1]["health/anisotropy"] > 0.6  # stopped on a health step
     assert f"checkpoint of update {recs[-1]['step']} saved" in err[0]
     assert (tmp_path / "layer" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_the_anisotropy_threshold_is_for_text_probes_only():
+    """A random data2vec 2.0 ViT measures 0.74 on digits: an image run is never stopped on anisotropy."""
+    cfg = PretrainConfig(steps=300, warmup_steps=30, health_every=10)
+    vision = health_guard(cfg, "data2vec2", text=False)
+    for step in range(150, 300, 10):
+        vision.check(step, {"anisotropy": 0.74, "rank_fraction": 0.5})
+    assert vision.steps_below == 0
