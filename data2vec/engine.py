@@ -4,8 +4,10 @@
 or a fresh start, the data order) -> per update: learning rate from the schedule -> `train_step` (forward and
 backward over the micro-batches, the gradient clipped, the statistics reduced over ranks and moved to the
 host once) -> `step_or_skip` (the optimiser step and the method's `step_hook`, or a skipped non-finite update)
--> `log_step` (metrics.jsonl, progress) -> `stop_if_diverged` -> `maybe_save` (periodic, on SIGINT/SIGTERM, at
-the end). The method's `step_hook` (the EMA teacher) runs right after the optimiser step (data2vec paper
+-> `health_pass` (every `health_every` updates: the student's features on a fixed probe batch, health/* in
+metrics.jsonl; diagnostics.py, docs/health.md) -> `log_step` (metrics.jsonl, progress) -> `stop_if_collapsed`
+(the health guard) -> `stop_if_diverged` -> `maybe_save` (periodic, on SIGINT/SIGTERM, at the end).
+The method's `step_hook` (the EMA teacher) runs right after the optimiser step (data2vec paper
 arXiv 2202.03555, section 3.2: the teacher follows the updated student).
 
 The method is any `nn.Module` that follows `PretrainMethod`; the engine never imports a method module.
