@@ -38,8 +38,23 @@ def init_distributed(device: str = "cpu", timeout_s: float = 300.0) -> tuple[int
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        dist.init_process_group(backend=backend, timeout=timeout, store=attempt_store(rank, world, timeout),
+                                rank=rank, world_size=world)
     return rank, local_rank, world
+
+
+def attempt_store(rank: int, world: int, timeout: timedelta) -> dist.Store:
+    """The rendezvous store of torchrun's MASTER_ADDR:MASTER_PORT with a key prefix per launch attempt.
+
+    Under `torchrun --max-restarts` the store outlives a failed attempt, and a relaunched rank could read the
+    dead attempt's process-group addresses before the new rank 0 overwrites them; gloo then waits on a port
+    nobody listens on (seen here: "Connection refused" until the timeout, then again on every relaunch). A
+    prefix with TORCHELASTIC_RESTART_COUNT gives every attempt its own keys."""
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent serves the store
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_hosts, timeout=timeout)
+    return dist.PrefixStore(f"data2vec/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def is_distributed() -> bool:

@@ -189,10 +189,10 @@ def test_torchrun_max_restarts_continues_from_the_checkpoint(corpus, tmp_path):
 
     def torchrun(out):
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                # 3: on CPU (gloo) the first relaunch can fail to connect to the dead round's address and torchrun
-                # relaunches again (seen on this machine); a relaunch that runs resumes exactly
+                # a short --dist-timeout: a relaunch that could not connect would fail fast (it did, before every
+                # attempt got its own store keys: distributed.attempt_store), and the assertion below names it
                 "--max-restarts", "3", "-m", "data2vec",
-                *text_args(corpus, out, steps, "--resume", "--save-every", "4")]
+                *text_args(corpus, out, steps, "--resume", "--save-every", "4", "--dist-timeout", "30")]
 
     full = subprocess.run(torchrun(tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
@@ -204,6 +204,7 @@ def test_torchrun_max_restarts_continues_from_the_checkpoint(corpus, tmp_path):
     os.kill(workers[-1], signal.SIGKILL)  # one worker dies: torchrun stops the other and relaunches both
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
+    assert "connectFullMesh failed" not in stderr, "a relaunch could not connect to the others"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_done"] == steps and summary["world_size"] == 2
     assert losses(out) == pytest.approx(losses(tmp_path / "full"), rel=1e-6)  # the relaunch resumed exactly

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from data2vec.backbone import build_backbone
 from data2vec.checkpoint import load_checkpoint
 from data2vec.config import get_preset
-from data2vec.backbone import build_backbone
 from data2vec.engine import PretrainConfig, TrainingAborted, pretrain
 from data2vec.optim import build_optimizer, param_groups
 
@@ -30,9 +30,9 @@ class TinyConfig:
 class TinyMethod(nn.Module):
     """Student Linear -> head; target = EMA teacher(x) summed; 30% of inputs masked with the global RNG."""
 
-    def __init__(self, cfg: TinyConfig = TinyConfig(), nan_at: set | None = None, sigterm_at: int | None = None):
+    def __init__(self, cfg: TinyConfig | None = None, nan_at: set | None = None, sigterm_at: int | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = cfg if cfg is not None else TinyConfig()
         self.backbone = nn.Linear(cfg.dim, cfg.dim)
         self.head = nn.Linear(cfg.dim, 1)
         self.teacher = copy.deepcopy(self.backbone).requires_grad_(False)
@@ -54,7 +54,7 @@ class TinyMethod(nn.Module):
 
     @torch.no_grad()
     def step_hook(self, step, total_steps):
-        for t, s in zip(self.teacher.parameters(), self.backbone.parameters()):
+        for t, s in zip(self.teacher.parameters(), self.backbone.parameters(), strict=True):
             t.mul_(self.cfg.tau).add_(s, alpha=1 - self.cfg.tau)  # teacher = tau teacher + (1 - tau) student
         return {"tau": self.cfg.tau}
 

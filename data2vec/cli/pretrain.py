@@ -72,6 +72,10 @@ def add_parser(sub) -> None:
                    "--max-restarts launches, so the same command line serves the first launch and every relaunch")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU: faster; CPU: only on recent CPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; the first step is slow)")
+    p.add_argument("--dist-timeout", type=float, default=300.0,
+                   help="under torchrun: seconds a rank waits for the others (connecting, collectives, a checkpoint "
+                   "being written); with --max-restarts a relaunch that cannot connect fails after this long and "
+                   "torchrun tries again, so keep it a few times longer than a checkpoint save")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader workers (samples are seeded individually, so results do not depend on it)")
     p.add_argument("--max-nonfinite", type=int, default=5,
@@ -195,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     check_sets(spec, user)
     device = choose_device(args.device)
     out, resuming = prepare_run_dir(args.out, args.resume)  # --resume without a checkpoint starts afresh
-    rank, _, world = dist_utils.init_distributed(device)
+    rank, _, world = dist_utils.init_distributed(device, timeout_s=args.dist_timeout)
     defaults = spec.optim[modality]
     global_batch = args.batch_size * args.grad_accum * world
 
