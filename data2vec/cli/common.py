@@ -184,24 +184,22 @@ def build_vision_data(data: str, image_size: int, *, multicrop: dict | None = No
 
 
 def health_knn_probe(data: str, image_size: int, n: int, seed: int):
-    """The online k-NN's labelled images (`data2vec.diagnostics.LabelledProbe`): a seeded 3/4 of `n` from the
-    train split as the memory bank, 1/4 from the test split as queries, both with the evaluation transform
-    (no augmentation). None (with a notice) when the data set has no labelled train/test split."""
+    """The online k-NN's labelled images (`data2vec.diagnostics.LabelledProbe`): `n` seeded images of the train
+    split with the evaluation transform (no augmentation), 3/4 of them the memory bank and the other 1/4 the
+    held-out queries. The test split is never read, so a run's k-NN curve can guide choices without touching what
+    is reported. None (with a notice) when the data set has no labelled train split."""
     from ..diagnostics import LabelledProbe
 
     try:
-        train, test, num_classes, _ = image_splits(data, image_size, seed, augment_train=False)
+        train, _, num_classes, _ = image_splits(data, image_size, seed, augment_train=False)
     except (CliError, ValueError, OSError) as error:
         print(f"pretrain: no online k-NN ({error})", flush=True)
         return None
-    n_test = max(1, n // 4)
-    parts = []
-    for split, count in ((train, n - n_test), (test, n_test)):
-        subset = seeded_subset(split, count, seed)
-        parts.append((torch.stack([subset[i][0] for i in range(len(subset))]),  # (n, C, H, W)
-                      torch.tensor([int(subset[i][1]) for i in range(len(subset))])))  # (n,)
-    (train_images, train_labels), (test_images, test_labels) = parts
-    return LabelledProbe(train_images, train_labels, test_images, test_labels, num_classes=num_classes)
+    subset = seeded_subset(train, n, seed)
+    images = torch.stack([subset[i][0] for i in range(len(subset))])  # (n, C, H, W)
+    labels = torch.tensor([int(subset[i][1]) for i in range(len(subset))])  # (n,)
+    n_bank = len(subset) - max(1, len(subset) // 4)
+    return LabelledProbe(images[:n_bank], labels[:n_bank], images[n_bank:], labels[n_bank:], num_classes=num_classes)
 
 
 # ---- the starting encoder of finetune / probe (--init) ---------------------------------------------------

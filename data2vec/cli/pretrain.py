@@ -102,9 +102,9 @@ def add_parser(sub) -> None:
                    "under 5%% of a run at 100 (measured); lower it for short runs to see more points")
     h.add_argument("--health-probe-size", type=int, default=64, help="samples in the fixed probe batch")
     h.add_argument("--health-knn", type=int, default=256,
-                   help="vision: labelled images of the online k-NN (3/4 memory bank from the train split, 1/4 "
-                   "queries from the test split, evaluation transform); 0 = no k-NN. Raise it for a steadier curve, "
-                   "lower it if the pass is slow")
+                   help="vision: labelled training images of the online k-NN (3/4 memory bank, 1/4 held-out "
+                   "queries, evaluation transform; the test split is never read); 0 = no k-NN. Raise it for a "
+                   "steadier curve, lower it if the pass is slow")
     h.add_argument("--health-max-anisotropy", type=float, default=None,
                    help="text: stop when the probe tokens' mean cosine stays above this after the warm-up (0 = off; "
                    "default 0.6, from measured runs): a run whose tokens share one direction is dead even when "
