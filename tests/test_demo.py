@@ -42,3 +42,16 @@ def test_demo_rejects_bad_options(capsys):
     assert main(["demo", "--baselines", "simclr"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "simclr" in err[0] and "fix" in err[0]
+
+
+@pytest.mark.slow  # two short pretraining runs (~15 s)
+def test_demo_quick_with_data2vec2_and_dino_baselines(tmp_path):
+    from data2vec.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--threads", "1", "--baselines", "data2vec2,dino", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {"data2vec2", "dino"} <= set(results["results"])
+    config = json.loads((out / "pretrain-data2vec2" / "config.json").read_text())
+    assert config["method_config"]["num_masks"] == 4 and config["pretrain"]["lr"] == 2e-3  # the demo's v2 recipe
+    assert config["method_config"]["encoder"]["position"] == "sincos"

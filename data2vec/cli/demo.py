@@ -9,7 +9,7 @@ What it does (no download, no arguments, a few minutes on 2 CPU cores)
    positions; 40% of the patches masked in blocks; targets = average of the teacher's top 3 block
    outputs, each layer-normed; 1,000 updates of 128 images, lr 5e-3.
    The loop is `engine.pretrain`, which writes metrics.jsonl, plots and a checkpoint per method.
-   Optional (`--baselines`): DINO (docs/design.md section 6) on the same encoder and data.
+   Optional (`--baselines`): DINO (docs/design.md section 6) and data2vec 2.0 (section 5) on the same encoder and data.
 3. Evaluation of frozen features, few labels: for L labels per class (10 and 50) and several random
    label subsets, a linear probe (logistic regression, L2 strength chosen by cross-validation on the
    labelled subset only) and DINO's weighted k-NN (k = 20, T = 0.07) on mean-pooled patch features;
@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class DemoConfig:
     label_seeds: int = 5  # random label subsets per budget (mean ± std over them)
     knn_k: int = 20  # DINO's k
     knn_temperature: float = 0.07  # DINO's T
-    baselines: tuple[str, ...] = ()  # extra pretraining methods: "dino"
+    baselines: tuple[str, ...] = ()  # extra pretraining methods: "dino", "data2vec2"
     data2vec_overrides: dict = field(default_factory=dict)  # Data2VecConfig fields to change (experiments)
     seed: int = 0  # seeds model init, masks, data order and the label subsets
 
@@ -121,11 +122,25 @@ def encoder_overrides(cfg: DemoConfig) -> dict:
                 position=cfg.position)
 
 
-# The demo's settings per method, on top of the registry's "mini" (data2vec) / "tiny" (DINO) recipe.
+@dataclass(frozen=True)
+class DemoRecipe:
+    """How the demo trains one registry method on its encoder: the registry preset it starts from, the method
+    fields it changes, and the optimiser settings (None = the demo's own)."""
+
+    preset: str  # the registry preset the method's recipe starts from
+    overrides: Callable[[DemoConfig], dict]  # method (and encoder) fields changed for the demo
+    lr: float | None = None  # peak lr at batch 128 (None = DemoConfig.lr)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+
+
 DEMO_RECIPES = {
-    "data2vec": lambda cfg: ("mini", dict(mask_ratio=cfg.mask_ratio, **cfg.data2vec_overrides)),
-    "dino": lambda cfg: ("tiny", dict(local_size=4, n_local=2, teacher_temp_warmup_steps=max(1, cfg.steps // 3),
-                                      freeze_last_layer_steps=0, momentum_base=0.99)),
+    "data2vec": DemoRecipe("mini", lambda cfg: dict(mask_ratio=cfg.mask_ratio, **cfg.data2vec_overrides)),
+    "dino": DemoRecipe("tiny", lambda cfg: dict(local_size=4, n_local=2, freeze_last_layer_steps=0, momentum_base=0.99,
+                                                teacher_temp_warmup_steps=max(1, cfg.steps // 3))),
+    # data2vec 2.0: fixed sin-cos positions (released), M = 4 masks, mask ratio 0.5 and lr 2e-3, chosen on a
+    # validation split of the training digits (benchmarks/results/v1_vs_v2_select.json); betas as released
+    "data2vec2": DemoRecipe("mini", lambda cfg: dict(position="sincos", num_masks=4, mask_ratio=0.5), lr=2e-3,
+                            betas=(0.9, 0.95)),
 }
 DEMO_BASELINES = tuple(name for name in DEMO_RECIPES if name != "data2vec")
 
@@ -140,9 +155,9 @@ def build_method(name: str, cfg: DemoConfig):
         raise CliError(f"unknown demo method {name!r}; fix: use --baselines {','.join(DEMO_BASELINES)} (or none)")
     spec = METHODS[name]
     torch.manual_seed(cfg.seed)
-    preset, values = DEMO_RECIPES[name](cfg)
-    method = spec.build("vision", preset, **encoder_overrides(cfg), **values)
-    collate = spec.views(preset, 8, cfg.steps).collate if spec.views else None
+    recipe = DEMO_RECIPES[name]
+    method = spec.build("vision", recipe.preset, **{**encoder_overrides(cfg), **recipe.overrides(cfg)})
+    collate = spec.views(recipe.preset, 8, cfg.steps).collate if spec.views else None
     return method, collate
 
 
@@ -164,8 +179,10 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     run_dir = out / f"pretrain-{name}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo always starts afresh
-    pcfg = PretrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 100,
-                          warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+    recipe = DEMO_RECIPES[name]
+    lr = recipe.lr if recipe.lr is not None else cfg.lr
+    pcfg = PretrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, min_lr=lr / 100,
+                          warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=recipe.betas,
                           clip_norm=3.0, seed=cfg.seed, device="cpu", quiet=True, plots=True, log_every=0,
                           find_unused_parameters=METHODS[name].find_unused_parameters)
     t0 = time.time()
@@ -279,7 +296,8 @@ def add_parser(sub) -> None:
                    help="pretraining updates (default 1000). More steps keep improving the features; the teacher's "
                    "EMA ramp and the lr schedule scale with it")
     p.add_argument("--baselines", default="",
-                   help="comma-separated extra methods pretrained on the same encoder: 'dino' (adds about a minute)")
+                   help="comma-separated extra methods pretrained on the same encoder: 'dino' (adds about a minute), "
+                   "'data2vec2' (data2vec 2.0, about two minutes)")
     p.add_argument("--label-seeds", type=int, default=None, help="random label subsets per budget (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, masks, data order and label subsets")
     p.add_argument("--threads", type=int, default=None,
