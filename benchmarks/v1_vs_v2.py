@@ -77,11 +77,11 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_se
 
 
 def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
-    from data2vec.cli.demo import _features
+    from data2vec.cli.demo import pooled_features
     from data2vec.probe import knn_classify, linear_probe
 
-    a, ay = _features(backbone, train_x, train_y)
-    b, by = _features(backbone, eval_x, eval_y)
+    a, ay = pooled_features(backbone, train_x, train_y)
+    b, by = pooled_features(backbone, eval_x, eval_y)
     centre = a.mean(axis=0, keepdims=True)  # the labelled bank's mean feature (no eval statistics used)
     return {"knn": knn_classify(a, ay, b, by, k=20, temperature=0.07)["accuracy"],
             "knn_centred": knn_classify(a - centre, ay, b - centre, by, k=20, temperature=0.07)["accuracy"],
@@ -93,7 +93,7 @@ def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float
     """One pretraining run with a probe every `probe_every` updates; returns its curve."""
     import random
 
-    from data2vec.cli.demo import _Images
+    from data2vec.cli.demo import DigitImages
     from data2vec.engine import pretrain, read_metrics
 
     train_x, train_y, eval_x, eval_y = data
@@ -113,7 +113,7 @@ def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float
         return values
 
     model.step_hook = hook_then_probe  # the engine calls it right after each optimiser step
-    pretrain(model, _Images(train_x), cfg, out, run_config={"study": "v1_vs_v2", "method": method})
+    pretrain(model, DigitImages(train_x), cfg, out, run_config={"study": "v1_vs_v2", "method": method})
     step_times = [r["step_time"] for r in read_metrics(out / "metrics.jsonl")]
     elapsed = np.cumsum([0.0] + step_times)  # elapsed[k] = seconds spent on the first k updates
     for point in curve:

@@ -155,3 +155,36 @@ def test_methods_run_one_times_every_update(methods, tmp_path):
     result = methods.run_one("data2vec", "vision", args, tmp_path / "run", tokenizer=None)
     assert len(result["step_times_s"]) == 3 and min(result["step_times_s"]) > 0
     assert result["config"]["method"] == "data2vec" and result["config"]["global_batch"] == 4
+
+
+# ---- benchmarks/v1_vs_v2.py ----------------------------------------------------------------------------
+STUDY_PATH = SPEED_PATH.with_name("v1_vs_v2.py")
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("bench_v1_vs_v2", STUDY_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_time_to_reach(study):
+    curve = [{"seconds": 0.0, "knn": 20.0}, {"seconds": 5.0, "knn": 60.0}, {"seconds": 9.0, "knn": 75.0}]
+    assert study.time_to_reach(curve, 60.0) == 5.0 and study.time_to_reach(curve, 70.0) == 9.0
+    assert study.time_to_reach(curve, 80.0) is None
+
+
+@pytest.mark.slow  # two 4-update pretraining runs with probes (~15 s)
+def test_study_writes_curves_on_the_validation_split(study, tmp_path):
+    report = study.main(["--select", "--seeds", "0", "--v1-steps", "4", "--v2-steps", "4", "--probe-every", "2",
+                         "--out", str(tmp_path / "study.json")])
+    assert report["split"].startswith("validation")
+    for run in report["runs"]:
+        assert [p["step"] for p in run["curve"]] == [0, 2, 4]
+        assert run["curve"][-1]["seconds"] == pytest.approx(run["seconds"]) and run["seconds"] > 0
+        assert all(0 <= p[k] <= 100 for p in run["curve"] for k in ("knn", "knn_centred", "linear"))
+    v2 = next(r for r in report["runs"] if r["method"] == "data2vec2")
+    assert v2["num_masks"] == 4 and v2["overrides"] == {"mask_ratio": 0.5} and v2["lr"] == 2e-3
+    assert (tmp_path / "study.png").stat().st_size > 1000

@@ -88,7 +88,7 @@ def digits_tensors():
     return tuple(out)
 
 
-class _Images:
+class DigitImages:
     """Map-style dataset of {"images": (1, 8, 8)} for engine.pretrain (labels withheld)."""
 
     def __init__(self, images):
@@ -101,7 +101,7 @@ class _Images:
         return {"images": self.images[i]}
 
 
-class _Crops:
+class DigitCrops:
     """Map-style dataset of DINO multi-crop views of the digits (labels withheld)."""
 
     def __init__(self, images, transform):
@@ -169,13 +169,13 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     from .methods import METHODS
 
     method, collate = build_method(name, cfg)
-    data = _Images(train_images)
+    data = DigitImages(train_images)
     if METHODS[name].views is not None:  # a method with its own views (DINO's multi-crop)
         from tasks.vision import DIGITS_MEAN, DIGITS_STD
 
         # the images are already normalised: undo it for the crop pipeline, which normalises itself
         raw = train_images * DIGITS_STD[0] + DIGITS_MEAN[0]
-        data = _Crops(raw, method.multicrop_transform(mean=DIGITS_MEAN, std=DIGITS_STD, flip=False))
+        data = DigitCrops(raw, method.multicrop_transform(mean=DIGITS_MEAN, std=DIGITS_STD, flip=False))
     run_dir = out / f"pretrain-{name}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo always starts afresh
@@ -216,7 +216,9 @@ def evaluate_features(train_x, train_y, test_x, test_y, cfg: DemoConfig) -> dict
     return res
 
 
-def _features(backbone, images, labels):
+def pooled_features(backbone, images, labels):
+    """(mean-pooled patch features (N, D), labels) of images (N, C, H, W), in chunks of 512 (shared with
+    benchmarks/v1_vs_v2.py, which scores with the demo's protocol)."""
     from ..probe import extract_features
 
     return extract_features(backbone, [{"images": images[i : i + 512], "labels": labels[i : i + 512]}
@@ -350,8 +352,8 @@ def run(args: argparse.Namespace) -> int:
     t_eval = time.time()
     encoders = [("random init (no training)", random_encoder)] + [(n, t["backbone"]) for n, t in trained.items()]
     for name, model in encoders:
-        fx_train, _ = _features(model, train_x, train_y)
-        fx_test, _ = _features(model, test_x, test_y)
+        fx_train, _ = pooled_features(model, train_x, train_y)
+        fx_test, _ = pooled_features(model, test_x, test_y)
         rows[name] = evaluate_features(fx_train, ytr, fx_test, yte, cfg)
     rows["raw pixels (reference)"] = evaluate_features(train_x.flatten(1).numpy(), ytr, test_x.flatten(1).numpy(),
                                                        yte, cfg)
