@@ -13,9 +13,18 @@ notebooks, multi-second runs; `python -m pytest -m "not slow"` is the fast loop)
 
 import os
 
+import pytest
 import torch
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Re-pin after every test: a command run in-process (the demo, a benchmark's main) may set its own thread
+    count, and a later bitwise comparison in this process would then see another reduction order."""
+    yield
+    torch.set_num_threads(1)
