@@ -91,10 +91,8 @@ def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
 def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float, v2_masks: int, out: Path,
         v2_set: dict | None = None) -> dict:
     """One pretraining run with a probe every `probe_every` updates; returns its curve."""
-    import random
-
     from data2vec.cli.demo import DigitImages
-    from data2vec.engine import pretrain, read_metrics
+    from data2vec.engine import preserved_rng, pretrain, read_metrics
 
     train_x, train_y, eval_x, eval_y = data
     model, cfg = build(method, seed, v2_lr, v2_masks, steps, v2_set)
@@ -104,12 +102,10 @@ def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float
     def hook_then_probe(step: int, total_steps: int) -> dict:
         values = original_hook(step, total_steps)
         if (step + 1) % probe_every == 0 or step + 1 == total_steps:
-            rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
             model.eval()
-            with torch.no_grad():
+            with preserved_rng(), torch.no_grad():
                 curve.append({"step": step + 1, **score(model.backbone, train_x, train_y, eval_x, eval_y)})
             model.train()
-            torch.set_rng_state(rng[0]), np.random.set_state(rng[1]), random.setstate(rng[2])
         return values
 
     model.step_hook = hook_then_probe  # the engine calls it right after each optimiser step

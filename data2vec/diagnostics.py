@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .probe import knn_predict
+from .probe import knn_predict, pool_tokens
 from .targets import TARGET_NORMS, build_targets
 
 __all__ = [
@@ -239,11 +239,8 @@ def backbone_features(backbone: nn.Module, batch: dict) -> tuple[Tensor, Tensor 
 
 
 def mean_pooled(tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-    """The mean over the real tokens of each example: tokens (B, T, D) -> (B, D)."""
-    if padding_mask is None:
-        return tokens.mean(dim=1)  # (B, T, D) -> (B, D)
-    real = (~padding_mask).unsqueeze(-1).to(tokens.dtype)  # (B, T, 1), 1 = real token
-    return (tokens * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)  # (B, T, D) -> (B, D)
+    """The mean over the real tokens of each example: tokens (B, T, D) -> (B, D) (CLS already removed)."""
+    return pool_tokens(tokens, "mean", padding_mask, has_cls=False)  # the probes' pooling
 
 
 def health_statistics(tokens: Tensor, padding_mask: Tensor | None = None) -> dict[str, float]:

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import config_error
+from .devices import to_device
 
 TASK_TYPES = ("classification", "regression", "span")
 SCHEDULES = ("linear", "cosine")
@@ -172,10 +173,6 @@ MODEL_INPUTS = ("input_ids", "padding_mask", "token_type_ids", "images")
 def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The keys of a batch that the TaskModel consumes (the rest are targets and bookkeeping)."""
     return {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
-
-
-def to_device(batch: Mapping, device) -> dict:
-    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------

@@ -577,7 +577,8 @@ class Data2Vec2(nn.Module):
                 "masked_fraction": mask.sum() / eligible.clamp(min=1),
             }
         if self.training and self.num_updates >= self.cfg.collapse_warmup_steps and self.guard.minimums:
-            self.guard.check(self.num_updates, {k: float(stats[k]) for k in ("target_std", "pred_std")})
+            target_std, pred_std = torch.stack([stats["target_std"], stats["pred_std"]]).tolist()  # one sync
+            self.guard.check(self.num_updates, {"target_std": target_std, "pred_std": pred_std})
         return loss, stats
 
     # --- checkpoints: the EMA bookkeeping travels with the state dict ---------------------------------------

@@ -13,13 +13,18 @@ import torch
 SPEED_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
 
-@pytest.fixture(scope="module")
-def speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", SPEED_PATH)
+def load_script(name: str, path):
+    """A benchmark script imported as a module (the scripts are not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def speed():
+    return load_script("bench_speed", SPEED_PATH)
 
 
 def test_parse_sizes(speed):
@@ -126,11 +131,7 @@ METHODS_PATH = SPEED_PATH.with_name("methods.py")
 
 @pytest.fixture(scope="module")
 def methods():
-    spec = importlib.util.spec_from_file_location("bench_methods", METHODS_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_methods", METHODS_PATH)
 
 
 def test_methods_summarise_and_bad_arguments(methods):
@@ -163,11 +164,7 @@ STUDY_PATH = SPEED_PATH.with_name("v1_vs_v2.py")
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("bench_v1_vs_v2", STUDY_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_v1_vs_v2", STUDY_PATH)
 
 
 def test_study_time_to_reach(study):
