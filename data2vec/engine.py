@@ -622,7 +622,7 @@ def finish(run: Run, last: dict, step_times: list[float], stopped_by: str | None
         atomic_write_text(run.out / "summary.json", summary_text)
         if stopped_by:  # printed even with --quiet: the user must learn how to continue
             print(f"pretrain: stopped by {stopped_by} after update {steps_done}; checkpoint saved in "
-                  f"{run.ckpt_dir}. Resume with the same command plus --resume.", flush=True)
+                  f"{run.ckpt_dir}. Continue with the same command and --resume.", flush=True)
         elif not run.cfg.quiet:
             loss_text = f"{summary['final_loss']:.4g}" if summary["final_loss"] is not None else "n/a"
             print(f"pretrain: done, {steps_done} updates, final loss {loss_text}; "
