@@ -249,6 +249,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         pretrain(method, dataset, cfg, out, resume=resuming, collate_fn=collate, run_config=run_config,
                  health_data=knn)
+        # leave the process group together (only after a run that finished on every rank: on an error path the
+        # others may be gone); a rank tearing gloo down while another still used it aborted once in ~25 runs here
+        dist_utils.barrier()
     except TrainingAborted as error:
         raise CliError(str(error)) from None
     finally:
