@@ -311,8 +311,9 @@ with torch.no_grad():
 # ($\gamma = 1, \beta = 0$) every token leaves each block with mean 0 and standard deviation 1 over its
 # features, however deep the stack. A pre-LN block adds each branch to a residual stream that is never
 # normalised, so the stream's scale grows with depth (which is why pre-LN encoders end with a final
-# LayerNorm, `final_norm=True`); its gradient reaches the early blocks through the plain sum, which is what
-# makes deep pre-LN stacks train without BERT's learning-rate warm-up tricks. And with layer scale
+# LayerNorm, `final_norm=True`); in exchange its gradient reaches the early blocks through the plain sum,
+# which makes deep pre-LN stacks less dependent on a careful learning-rate warm-up than post-LN ones
+# (Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"). And with layer scale
 # $g = 10^{-4}$ a fresh pre-LN block barely changes its input: each block starts close to the identity
 # (BEiT, CaiT). Below: $D = 64$, `DEPTH_STUDY` blocks of each kind, weights drawn with variance
 # $1/\text{fan-in}$ so that each branch adds about as much as it receives (with BERT's $N(0, 0.02)$ the
@@ -415,8 +416,9 @@ for modality in ("text", "vision"):
 # | `ffn.fc1`, `ffn.fc2` | `intermediate.dense`, `output.dense` |
 # | `norm2` | `output.LayerNorm` |
 #
-# HuggingFace's attention mask inside the layer is additive, shape `(B, 1, 1, T)`: 0 for a real key, a
-# huge negative number for a pad (what `get_extended_attention_mask` builds from the 1 = real mask).
+# HuggingFace's attention mask *inside* a layer is additive, shape `(B, 1, 1, T)`: 0 for a real key, the
+# most negative float for a pad (the model builds it from its 1 = real `attention_mask` before the first
+# layer; `bert_forward` below builds it from our True = pad mask).
 
 # %%
 import transformers  # noqa: E402  (the dev extra; only this section needs it)
