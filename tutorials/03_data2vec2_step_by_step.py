@@ -613,14 +613,16 @@ plt.show()
 # visible-only view costs a fraction of a full one, while on a 4 x 4 grid with $R = 0.5$ the student still
 # sees half of the patches and fixed costs per call weigh more. Do not read one short, single-seed race as a
 # verdict: the project's study `benchmarks/v1_vs_v2.py` ran both methods longer over 3 seeds; its committed
-# summary follows (numbers from that file, measured on 2 threads).
+# summary follows (read from `benchmarks/results/v1_vs_v2.json`, with the command that measured it).
 
 # %%
 study = Path(data2vec.__file__).resolve().parents[1] / "benchmarks" / "results" / "v1_vs_v2.json"
 if not study.is_file():
     print(f"{study} not found (it ships with the repository, not with an installed wheel)")
 else:
-    summary = json.loads(study.read_text())["summary"]
+    report = json.loads(study.read_text())
+    summary = report["summary"]
+    print(f"{report['command']} ({report['machine']['threads']} torch threads, torch {report['machine']['torch']})")
     for name in ("data2vec", "data2vec2"):
         row = summary[name]
         print(f"study, {name:9s}: final k-NN {row['final_knn_mean']:.1f} +- {row['final_knn_std']:.1f} %, "
@@ -634,8 +636,8 @@ else:
 # * **More masks per teacher pass.** Build v2 with `num_masks=8` (the registry call in
 #   `benchmarks/v1_vs_v2.py`: `METHODS["data2vec2"].build("vision", "mini", ..., num_masks=8)`) and rerun the
 #   race: each update gets more signal per teacher pass and costs more time.
-# * **Targets.** Set `layer_norm="layer"` in the v2 config and compare the picture of section 5: the
-#   stripes shared by all patches come back.
+# * **Targets.** Set `layer_norm="layer"` in the v2 config and redraw the picture of section 5: do the
+#   stripes shared by all patches come back?
 # * **Scale.** Make the race bigger: `RACE_SECONDS = 120`, or upsample the digits to 16 x 16 (an 8 x 8 grid,
 #   `image_size=16`) where the visible-only student saves more; `python benchmarks/v1_vs_v2.py --help` runs
 #   the full study with probes along the way.
