@@ -12,9 +12,13 @@ What it implements
   a parameter of layer l in 0..L+1 (0 = embeddings, 1..L = blocks, L+1 = head) gets lr * decay^(L + 1 - l).
 - Learning rate: linear warm-up, then linear decay (RoBERTa's GLUE recipe, fairseq `polynomial_decay`
   with power 1) or cosine decay (BEiT / data2vec-vision), both pure functions of the step.
-- Evaluation after every epoch with a metric function; the best epoch by the task's main metric is kept
-  as a checkpoint (`<out>/best/`); `<out>/eval.jsonl` gets one line per epoch and `<out>/metrics.json`
-  the final summary (best and last metrics, config, timings).
+- Evaluation after every `eval_every` epochs (and the last) with a metric function; the best epoch by the task's
+  main metric is kept as a checkpoint (`<out>/best/`); `<out>/eval.jsonl` gets one line per evaluation and
+  `<out>/metrics.json` the final summary (best and last metrics, config, timings).
+- Honest model selection: with a `test_set`, the evaluation split is a validation split carved from the
+  training data; it picks the epoch, and the test split is scored once with the selected weights and once
+  with the last ones (`summary["test"]`). Without one, "best" is the best epoch on the very split it is
+  measured on: an optimistic number (most of all for small, noisy evaluation sets), labelled as such.
 
 Recipes (the defaults of `FinetuneConfig` are the text recipe; `vision_defaults()` the image one)
 - RoBERTa / data2vec-text on GLUE (fairseq `examples/roberta/README.glue.md`; data2vec paper section 5.2
@@ -77,6 +81,7 @@ class FinetuneConfig:
     eval_batch_size: int | None = None  # None = 2 x batch_size (no gradients, fits twice as many)
     log_every: int = 50  # print a training line every this many updates; 0 = only per epoch
     save_best: bool = True  # write the best epoch's weights to <out>/best/
+    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated); raise it for many epochs
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -106,6 +111,8 @@ class FinetuneConfig:
             fail("label_smoothing", f"must lie in [0, 1), got {self.label_smoothing}", "use 0.1 for images or 0")
         if self.clip_grad is not None and self.clip_grad <= 0:
             fail("clip_grad", f"must be > 0 or None, got {self.clip_grad}", "use None or e.g. 1.0")
+        if self.eval_every < 1:
+            fail("eval_every", f"must be >= 1, got {self.eval_every}", "evaluate every epoch (1) or every few")
         if self.weight_decay < 0:
             fail("weight_decay", f"must be >= 0, got {self.weight_decay}", "use 0.1 (text) or 0.05 (images)")
 
@@ -244,12 +251,14 @@ def finetune(
     eval_collate_fn: Callable | None = None,
     run_info: dict | None = None,
     quiet: bool = False,
+    test_set: Dataset | None = None,
 ) -> dict:
-    """Fine-tune `model` (a TaskModel) on `train_set`, evaluate on `eval_set` after every epoch.
+    """Fine-tune `model` (a TaskModel) on `train_set`, evaluate on `eval_set` every `cfg.eval_every` epochs.
 
     metric_fn(outputs, labels) -> {name: value}: gets what `predict` returns and must contain
     `cfg.main_metric`. Writes `<out_dir>/eval.jsonl`, `<out_dir>/metrics.json` and (if cfg.save_best)
-    `<out_dir>/best/`; returns the metrics.json content.
+    `<out_dir>/best/`; returns the metrics.json content. With `test_set`, `eval_set` is a validation split that
+    selects the epoch, and the summary's "test" holds the test metrics of the selected and of the last weights.
     """
     cfg.validate()
     out_dir = Path(out_dir)
@@ -276,6 +285,7 @@ def finetune(
     eval_log.write_text("")
     history: list[dict] = []
     best: dict | None = None
+    best_state: dict[str, Tensor] | None = None  # the selected epoch's weights (CPU copy), for the test pass
     step = 0
     t0 = time.time()
     for epoch in range(1, cfg.epochs + 1):
@@ -303,6 +313,8 @@ def finetune(
             n_batches += 1
             if not quiet and cfg.log_every and step % cfg.log_every == 0:
                 print(f"  step {step}/{total_steps}  loss {loss.item():.4f}  lr {lr:.3g}", flush=True)
+        if epoch % cfg.eval_every and epoch != cfg.epochs:
+            continue
         outputs, labels = predict(model, eval_loader, cfg.task_type, device)
         metrics = {k: float(v) for k, v in metric_fn(outputs, labels).items()}
         if cfg.main_metric not in metrics:
@@ -316,6 +328,8 @@ def finetune(
         is_best = best is None or _better(metrics[cfg.main_metric], best[cfg.main_metric], cfg.greater_is_better)
         if is_best:
             best = dict(row)
+            if test_set is not None:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             if cfg.save_best:
                 from .checkpoint import save_checkpoint
 
@@ -327,9 +341,25 @@ def finetune(
             print(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {shown}"
                   f"{'  (best)' if is_best else ''}", flush=True)
 
+    test = None
+    if test_set is not None:
+        test_loader = DataLoader(test_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
+                                 collate_fn=eval_collate_fn or collate_fn)
+        last = {k: float(v) for k, v in metric_fn(*predict(model, test_loader, cfg.task_type, device)).items()}
+        model.load_state_dict(best_state)
+        selected = {k: float(v) for k, v in metric_fn(*predict(model, test_loader, cfg.task_type, device)).items()}
+        test = {"selected": {"epoch": best["epoch"], **selected}, "last": {"epoch": history[-1]["epoch"], **last},
+                "selection": "the epoch with the best validation score (eval_set = validation split)",
+                "examples": len(test_set)}
+        if not quiet:
+            print(f"test ({len(test_set)} examples): {cfg.main_metric} {selected[cfg.main_metric]:.2f} at the "
+                  f"selected epoch {best['epoch']}, {last[cfg.main_metric]:.2f} at the last", flush=True)
     summary = {
         "main_metric": cfg.main_metric,
         "best": best,
+        "best_is": "selected on a validation split" if test_set is not None else
+                   "the best epoch on the split it is measured on (optimistic)",
+        "test": test,
         "final": history[-1],
         "history": history,
         "config": dataclasses.asdict(cfg),

@@ -18,6 +18,14 @@ What it implements
     score(c) = sum_{j in top-k} exp(s_j / T) [y_j = c],   T = 0.07, k = 20 (DINO's defaults);
   the prediction is argmax_c score(c). `temperature=None` gives a plain majority vote.
 
+- `few_label_eval(...)`: the few-label protocol shared by `data2vec probe`, `data2vec demo` and `data2vec compare`:
+  the linear probe and/or the k-NN on seeded labelled subsets (N per class, or a stratified fraction of the
+  labels), one score per subset.
+- `layer_features(backbone, batches)` + `choose_features(...)`: which features a frozen probe reads is part of
+  the protocol (BEiT's linear probe reads an intermediate block; a random ViT's final mean-pooled tokens can lose
+  to raw pixels): every block's output and the final (normed) output, each mean-pooled and as CLS, are scored by
+  the k-NN on a validation split carved from the training data, and the best is used on the test split.
+
 Differences from the originals
 - DINO's linear evaluation trains a linear layer with SGD for 100 epochs with augmentation on ImageNet;
   at our scale (hundreds of labelled examples) a full-batch logistic regression with a cross-validated
@@ -143,19 +151,31 @@ def linear_probe(
     folds: int = 3,
     max_iter: int = 1000,
     seed: int = 0,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Logistic regression on standardised frozen features; C chosen by k-fold CV on the train split.
+    """Logistic regression on standardised frozen features; C chosen by k-fold CV on the train split, or, with
+    `val` = (val_x, val_y) (a validation split carved from the training data: one fit per C instead of `folds`,
+    the cheap choice for tens of thousands of examples), by accuracy on `val`.
 
-    Returns {"accuracy": test accuracy in percent, "C": chosen C, "cv_accuracy": its mean CV accuracy (%)}.
-    With fewer than 2 examples in some class (no fold can hold it out) the middle C of the grid is used.
+    Returns {"accuracy": test accuracy in percent, "C": chosen C, "cv_accuracy": its mean CV (or validation)
+    accuracy (%)}. With fewer than 2 examples in some class (no fold can hold it out) the middle C of the grid
+    is used.
     """
     from sklearn.model_selection import StratifiedKFold
 
-    train_x, test_x = standardize(np.asarray(train_x, np.float64), np.asarray(test_x, np.float64))
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     Cs = list(Cs)
     if len(np.unique(train_y)) < 2:
         raise ValueError("linear_probe: the training labels hold a single class; give examples of 2+ classes")
+    if val is not None:
+        train_x, test_x, val_x = standardize(np.asarray(train_x, np.float64), np.asarray(test_x, np.float64),
+                                             np.asarray(val[0], np.float64))
+        fits = {C: _fit_logreg(train_x, train_y, C, max_iter, seed) for C in Cs}
+        val_acc = {C: float((fit.predict(val_x) == np.asarray(val[1])).mean()) for C, fit in fits.items()}
+        best_C = max(Cs, key=lambda c: (val_acc[c], -c))  # ties: the stronger penalty (smaller C)
+        acc = float((fits[best_C].predict(test_x) == test_y).mean())
+        return {"accuracy": 100.0 * acc, "C": best_C, "cv_accuracy": 100.0 * val_acc[best_C]}
+    train_x, test_x = standardize(np.asarray(train_x, np.float64), np.asarray(test_x, np.float64))
     counts = np.bincount(np.unique(train_y, return_inverse=True)[1])
     k = int(min(folds, counts.min()))
     cv_scores = {}
@@ -215,7 +235,7 @@ def knn_classify(train_x, train_y, test_x, test_y, k: int = 20, temperature: flo
     return {"accuracy": 100.0 * float((pred == np.asarray(test_y)).mean()), "k": int(min(k, len(train_x)))}
 
 
-# ---- few-label subsets ---------------------------------------------------------------------------------
+# ---- few-label subsets and the shared protocols ---------------------------------------------------------
 
 
 def few_label_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -229,7 +249,125 @@ def few_label_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarr
     return np.sort(np.concatenate(picked))
 
 
+def fraction_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified, seeded subset holding `fraction` of every class (rounded, at least one example each):
+    the "1% / 10% of the labels" of the semi-supervised protocols (SimCLR, BYOL, MSN)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}; fix: e.g. 0.01 for 1% of the labels")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    picked = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n = max(1, int(round(fraction * len(idx))))
+        picked.append(rng.choice(idx, size=n, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def validation_split(labels: np.ndarray, fraction: float, seed: int, max_examples: int | None = None):
+    """(train_idx, val_idx): a stratified, seeded validation split carved from the training data (at most
+    `max_examples` of it), for the choices a protocol makes (features, C, the fine-tuning epoch), never the test
+    split."""
+    val = fraction_indices(labels, fraction, seed)
+    if max_examples is not None and len(val) > max_examples:
+        val = np.sort(np.random.default_rng(seed + 1).choice(val, size=max_examples, replace=False))
+    keep = np.ones(len(labels), dtype=bool)  # True = stays in the training part
+    keep[val] = False
+    return np.flatnonzero(keep), val
+
+
+def few_label_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                   per_class: int | None = None, fraction: float | None = None, seeds: Iterable[int] = (0,),
+                   protocols: Iterable[str] = ("linear", "knn"), k: int = 20, temperature: float | None = 0.07,
+                   val: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, list[float]]:
+    """The frozen-feature protocol on labelled subsets: {"linear": [accuracy per subset], "knn": [...]}.
+
+    Each seed draws a subset of the training features (`per_class` examples of every class, or a stratified
+    `fraction` of the labels; neither = all labels, one subset); the linear probe (C by CV on the subset, or on
+    `val` when given) and DINO's weighted k-NN (`k`, `temperature`) are fitted on it and scored on the test split.
+    """
+    if per_class is not None and fraction is not None:
+        raise ValueError("few_label_eval: give per_class or fraction, not both")
+    protocols = tuple(protocols)
+    unknown = set(protocols) - {"linear", "knn"}
+    if unknown:
+        raise ValueError(f"unknown protocols {sorted(unknown)}; use 'linear' and/or 'knn'")
+    scores: dict[str, list[float]] = {p: [] for p in protocols}
+    for seed in seeds:
+        if per_class is not None:
+            idx = few_label_indices(train_y, per_class, seed)
+        elif fraction is not None and fraction < 1:
+            idx = fraction_indices(train_y, fraction, seed)
+        else:
+            idx = np.arange(len(train_y))
+        x, y = train_x[idx], np.asarray(train_y)[idx]
+        if "linear" in protocols:
+            scores["linear"].append(linear_probe(x, y, test_x, test_y, seed=seed, val=val)["accuracy"])
+        if "knn" in protocols:
+            scores["knn"].append(knn_classify(x, y, test_x, test_y, k=k, temperature=temperature)["accuracy"])
+    return scores
+
+
+# ---- which features: every layer, two poolings, chosen on validation ----------------------------------------
+
+
+@torch.no_grad()
+def layer_features(backbone: nn.Module, batches: Iterable, device: str | torch.device = "cpu"
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """{"block{l}/{mean|cls}": (N, D) for every block l = 1..L, "final/{mean|cls}": (N, D)}, labels (N,).
+
+    Vision backbones only: "block{l}" is the residual stream after block l (no final norm), "final" the
+    backbone's output (final norm applied); "mean" averages the patch tokens, "cls" takes the CLS token.
+    """
+    was_training = backbone.training
+    backbone.eval()
+    feats: dict[str, list[Tensor]] = {}
+    labels = []
+    try:
+        for raw in batches:
+            batch = _as_batch(raw)
+            if "images" not in batch:
+                raise ValueError("layer_features reads image batches (`images`); for text use extract_features")
+            final, blocks = backbone(batch["images"].to(device), return_layers="block")  # (B, 1 + N, D), L x same
+            named = {f"block{i + 1}": b for i, b in enumerate(blocks)}
+            named["final"] = final
+            for name, tokens in named.items():
+                for pooling in POOLINGS:
+                    feats.setdefault(f"{name}/{pooling}", []).append(pool_tokens(tokens, pooling).float().cpu())
+            labels.append(torch.as_tensor(batch["labels"]).cpu())
+    finally:
+        backbone.train(was_training)
+    if not labels:
+        raise ValueError("layer_features: no batches (is the data set empty?)")
+    return {k: torch.cat(v).numpy() for k, v in feats.items()}, torch.cat(labels).numpy()
+
+
+def choose_features(train_feats: Mapping[str, np.ndarray], train_y: np.ndarray, val_feats: Mapping[str, np.ndarray],
+                    val_y: np.ndarray, k: int = 20, temperature: float | None = 0.07, protocol: str = "knn",
+                    max_train: int = 5000, seed: int = 0) -> tuple[str, dict[str, float]]:
+    """The feature set (a key of `train_feats`) that scores best on the validation split, and every candidate's
+    validation accuracy. protocol="knn": DINO's weighted k-NN with the whole training bank; "linear": a logistic
+    regression (C = 0.1, standardised features) fitted on at most `max_train` seeded training examples, a cheap
+    proxy of the full probe. Ties go to the candidate that comes later in `train_feats` (the deeper layer)."""
+    if protocol not in ("knn", "linear"):
+        raise ValueError(f"choose_features: unknown protocol {protocol!r}; use 'knn' or 'linear'")
+    scores = {}
+    subset = np.arange(len(train_y))
+    if protocol == "linear" and len(subset) > max_train:
+        subset = np.sort(np.random.default_rng(seed).choice(subset, size=max_train, replace=False))
+    for name in train_feats:
+        if protocol == "knn":
+            scores[name] = knn_classify(train_feats[name], train_y, val_feats[name], val_y, k=k,
+                                        temperature=temperature)["accuracy"]
+        else:
+            scores[name] = linear_probe(train_feats[name][subset], np.asarray(train_y)[subset], val_feats[name],
+                                        val_y, Cs=(0.1,), seed=seed)["accuracy"]
+    best = max(reversed(list(scores)), key=lambda name: scores[name])
+    return best, scores
+
+
 __all__ = [
-    "DEFAULT_CS", "POOLINGS", "extract_features", "few_label_indices", "knn_classify", "knn_predict",
-    "linear_probe", "pool_tokens", "standardize",
+    "DEFAULT_CS", "POOLINGS", "choose_features", "extract_features", "few_label_eval", "few_label_indices",
+    "fraction_indices", "knn_classify", "knn_predict", "layer_features", "linear_probe", "pool_tokens", "standardize",
+    "validation_split",
 ]

@@ -1,6 +1,6 @@
 """The `data2vec` command: one subcommand per module of this package.
 
-Each subcommand module (`pretrain`, `finetune`, `probe`, `demo`, `convert`) defines
+Each subcommand module (`pretrain`, `finetune`, `probe`, `compare`, `demo`, `convert`) defines
 `add_parser(subparsers)` and `run(args) -> int`. This file is the only place that lists them. The CLI
 layer is where the library (`data2vec/`), the reference methods (`baselines/`) and the data (`tasks/`)
 are wired together; nothing else in `data2vec/` imports `tasks/` or `baselines/`.
@@ -18,7 +18,7 @@ import sys
 
 from .errors import CliError
 
-SUBCOMMANDS = ("pretrain", "finetune", "probe", "demo", "convert")
+SUBCOMMANDS = ("pretrain", "finetune", "probe", "compare", "demo", "convert")
 
 
 def _available_modules():

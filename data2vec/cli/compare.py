@@ -1,0 +1,651 @@
+"""`data2vec compare`: pretrain several methods on one image data set at an equal wall-clock budget, evaluate every
+encoder with the same protocols, and write one results file per (arm, seed, protocol) plus a table and plots.
+
+The protocol (docs/design.md section 8; ../shared/DESIGN.md section 8 explains what published evidence predicts)
+- Equal budget: each method's seconds per update are measured once by a short timed run (`calibrate`), then its
+  update count is fixed to budget / (seconds per update), so the learning-rate and EMA schedules stay functions of
+  the step. The calibration is stored (`calibration.json`) and reused by every seed and every later session; the
+  measured pretraining time of each run is recorded beside it.
+- Arms: every `--methods` entry; the floors random init (the same encoder, untrained), raw pixels (frozen protocols
+  only) and supervised from scratch (the same encoder and augmentation on the same labelled subset, trained for the
+  pretraining budget plus the fine-tuning time of that subset).
+- Validation: a stratified, seeded split carved from the training data chooses every knob (which layer and pooling
+  the frozen probes read, the linear probe's C, the fine-tuning epoch); the test split is read only to report.
+- Protocols: k-NN (DINO's weighted vote) and a linear probe on frozen features with all labels and with a fraction
+  of them; fine-tuning with 1% and 10% of the labels (stratified subsets seeded by the run seed), full labels behind
+  --finetune-full. The reported fine-tuning score is the test accuracy of the epoch chosen on validation.
+
+Everything is resumable: a results file that exists is never recomputed, a pretraining run continues from its
+checkpoint, and `--report-only` rebuilds the table and plots from the results files alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CliError, HelpFormatter
+
+FLOORS = ("random", "pixels", "supervised")  # arms that are not pretraining methods
+FROZEN = ("knn", "linear")  # frozen-feature protocols
+
+
+@dataclass(frozen=True)
+class CompareRecipe:
+    """How `compare` trains one registry method on the shared encoder: method fields and optimiser changes."""
+
+    overrides: dict = field(default_factory=dict)  # method fields (the encoder's come from CompareConfig)
+    lr: float | None = None  # peak lr at --batch-size (None = the registry's default for the batch)
+    betas: tuple[float, float] | None = None  # None = the registry's
+
+
+# Starting points at reduced scale; the study's README records what was tried on the validation split.
+RECIPES = {
+    "data2vec": CompareRecipe(),  # the registry's reduced vision preset (K scaled with depth, tau ramp 0.3 of the run)
+    # data2vec 2.0: M = 4 masks and mask ratio 0.5 at lr 2e-3 were chosen on validation digits
+    # (benchmarks/results/v1_vs_v2_select.json); M = 16 (released) costs 4x the student passes per update
+    "data2vec2": CompareRecipe(overrides=dict(num_masks=4, mask_ratio=0.5), lr=2e-3),
+    "dino": CompareRecipe(),  # the registry's reduced preset, lr by DINO's linear scaling rule
+}
+
+
+@dataclass
+class CompareConfig:
+    """One comparison: the data, the arms, the shared encoder, the budget and the evaluation protocols."""
+
+    data: str  # 'digits', a CIFAR-10/MNIST folder or an image folder
+    out: str  # results folder (JSON per result, table, plots): small, meant to be committed
+    runs: str  # run folders (checkpoints): large, keep them out of git
+    methods: tuple[str, ...] = ("data2vec", "data2vec2", "dino")  # pretraining arms (registry names)
+    budget_minutes: float = 15.0  # pretraining wall-clock per method and seed
+    seeds: tuple[int, ...] = (1, 2, 3)  # one pretraining run and one label subset per seed
+    preset: str = "mini"  # the registry preset every method's recipe starts from
+    dim: int = 128  # encoder width (4 x 128 with 4 px patches: ~1,700 data2vec updates in 15 min on one CPU core)
+    depth: int = 4  # encoder blocks
+    heads: int = 4  # attention heads
+    patch_size: int | None = None  # None = 4 (2 for images under 16 px)
+    image_size: int | None = None  # None = the data's (digits 8, CIFAR/MNIST 32)
+    batch_size: int = 64  # pretraining and fine-tuning batch
+    calibration_steps: int = 6  # timed updates per method (after 2 untimed ones) that fix the step counts
+    frozen_fraction: float = 0.01  # the few-label frozen protocols use this fraction of the labels
+    finetune_fractions: tuple[float, ...] = (0.01, 0.1)  # fine-tuning label fractions (1.0 with --finetune-full)
+    finetune_epochs: dict = field(default_factory=lambda: {0.01: 40, 0.1: 10, 1.0: 5})  # epochs per fraction
+    finetune_lr: float = 1e-3  # one recipe for every arm (AdamW, cosine, warm-up 10%, label smoothing 0.1)
+    layer_decay: float = 0.75  # layer-wise lr decay of the fine-tuning recipe (BEiT for shallow models)
+    val_fraction: float = 0.1  # validation split carved from the training data
+    val_max: int = 5000  # at most this many validation images (frozen probes); fine-tuning selection uses 2,000
+    linear_max_iter: int = 300  # L-BFGS iterations of the all-label linear probe (the few-label one uses 1000)
+    knn_k: int = 20  # DINO's k
+    knn_temperature: float = 0.07  # DINO's T
+    device: str = "cpu"
+    threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
+    quick: bool = False  # the smoke version (digits, seconds per method)
+    command: str = ""  # the command line, stored with every result
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return ("random",) + tuple(self.methods) + ("pixels", "supervised")
+
+    @property
+    def budget_s(self) -> float:
+        return 60.0 * self.budget_minutes
+
+
+# ---- small helpers -------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomic write (a kill mid-write never leaves half a results file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+
+
+def result_path(cfg: CompareConfig, arm: str, seed: int, protocol: str) -> Path:
+    return Path(cfg.out) / arm / f"seed{seed}" / f"{protocol.replace('%', 'pct')}.json"
+
+
+def protocols(cfg: CompareConfig, arm: str) -> list[str]:
+    """The protocols an arm is scored with: pixels have no encoder to fine-tune, supervised has no frozen features
+    of its own (it is the fine-tuning floor)."""
+    frozen = [f"{p}@100%" for p in FROZEN] + [f"{p}@{pct(cfg.frozen_fraction)}" for p in FROZEN]
+    tuned = [f"finetune@{pct(f)}" for f in cfg.finetune_fractions]
+    if arm == "pixels":
+        return frozen
+    if arm == "supervised":
+        return tuned
+    return frozen + tuned
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
+def record(cfg: CompareConfig, arm: str, seed: int, protocol: str, score: float, **details) -> dict:
+    return {"arm": arm, "seed": seed, "protocol": protocol, "metric": "accuracy", "score": float(score),
+            "data": cfg.data, "details": details, "command": cfg.command, "git_commit": git_commit(),
+            "machine": machine_info(), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def say(message: str) -> None:
+    print(f"[compare {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---- data ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalData:
+    """The evaluation images in memory (evaluation transform), the validation split and the augmented train set."""
+
+    train_x: object  # (N, C, H, W) float tensor, evaluation transform
+    train_y: np.ndarray  # (N,)
+    test_x: object  # (M, C, H, W)
+    test_y: np.ndarray  # (M,)
+    fit_idx: np.ndarray  # training indices outside the validation split
+    val_idx: np.ndarray  # the validation split (stratified, seeded 0: the same for every arm and seed)
+    augmented: object  # the train split with the training augmentation (fine-tuning, supervised)
+    num_classes: int
+    in_chans: int
+    image_size: int
+
+
+def load_eval_data(cfg: CompareConfig, image_size: int) -> EvalData:
+    import torch
+
+    from ..probe import validation_split
+    from .common import image_splits
+
+    train, test, num_classes, chans = image_splits(cfg.data, image_size, seed=0, augment_train=False)
+    augmented = image_splits(cfg.data, image_size, seed=0, augment_train=True)[0]
+
+    def stack(dataset):
+        xs, ys = [], []
+        for i in range(len(dataset)):
+            x, y = dataset[i]
+            xs.append(x)
+            ys.append(int(y))
+        return torch.stack(xs), np.asarray(ys)  # (N, C, H, W), (N,)
+
+    train_x, train_y = stack(train)
+    test_x, test_y = stack(test)
+    fit_idx, val_idx = validation_split(train_y, cfg.val_fraction, seed=0, max_examples=cfg.val_max)
+    return EvalData(train_x, train_y, test_x, test_y, fit_idx, val_idx, augmented, num_classes, chans, image_size)
+
+
+def data_image_size(cfg: CompareConfig) -> int:
+    """--image-size, else the data's own side (digits 8, MNIST 28, CIFAR-10 32; other images: 32)."""
+    from tasks.vision.registry import build_vision_dataset
+
+    if cfg.image_size:
+        return cfg.image_size
+    first = build_vision_dataset(cfg.data, "train", image_size=None)[0][0]
+    side = first.shape[-1] if hasattr(first, "shape") else first.size[0]  # a tensor (C, H, W) or a PIL image
+    return int(side) if int(side) <= 64 else 32
+
+
+def encoder_overrides(cfg: CompareConfig, image_size: int, in_chans: int) -> dict:
+    patch = cfg.patch_size or (4 if image_size >= 16 else 2)
+    if image_size % patch:
+        raise CliError(f"--patch-size {patch} does not divide the image size {image_size}; fix: choose a divisor")
+    # sin-cos positions for every arm: data2vec 2.0's visible-only student needs absolute positions, and one
+    # encoder for every method is the point of the comparison
+    return dict(dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, image_size=image_size, patch_size=patch,
+                in_chans=in_chans, position="sincos")
+
+
+# ---- pretraining --------------------------------------------------------------------------------------------
+
+
+def build_arm(cfg: CompareConfig, name: str, image_size: int, in_chans: int, steps: int):
+    """(method, pretraining dataset, collate function, optimiser settings) of one method on the shared encoder."""
+    from .common import build_vision_data
+    from .methods import get_method
+
+    spec = get_method(name)
+    recipe = RECIPES.get(name, CompareRecipe())
+    views = spec.views(cfg.preset, image_size, steps) if spec.views else None
+    overrides = {**encoder_overrides(cfg, image_size, in_chans), **recipe.overrides}
+    if views is not None:
+        overrides.update(views.derived)
+        if name == "dino":  # local crops at half the global size (DINO: 96 of 224), in whole patches
+            patch = overrides["patch_size"]
+            overrides["local_size"] = max(patch, (image_size // 2) // patch * patch)
+    method = spec.build("vision", cfg.preset, **overrides)
+    multicrop = None
+    if views is not None:
+        multicrop = dict(views.multicrop, local_size=method.cfg.local_size)
+    dataset, _ = build_vision_data(cfg.data, image_size, multicrop=multicrop)
+    defaults = spec.optim["vision"]
+    lr = recipe.lr if recipe.lr is not None else defaults.scaled_lr(cfg.batch_size)
+    optim = dict(lr=lr, weight_decay=defaults.weight_decay, betas=recipe.betas or defaults.betas,
+                 clip_norm=defaults.clip_norm)
+    return method, dataset, (views.collate if views else None), optim, spec
+
+
+def pretrain_config(cfg: CompareConfig, optim: dict, steps: int, seed: int, spec, **extra):
+    from ..engine import PretrainConfig
+
+    values = dict(steps=steps, batch_size=cfg.batch_size, lr=optim["lr"], min_lr=optim["lr"] / 100,
+                  weight_decay=optim["weight_decay"], betas=optim["betas"], clip_norm=optim["clip_norm"], seed=seed,
+                  device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters)
+    values.update(extra)
+    return PretrainConfig(**values)
+
+
+def calibrate(cfg: CompareConfig, name: str, image_size: int, in_chans: int) -> dict:
+    """Seconds per update of `name`, measured by a short run (median of the timed updates), and the step count that
+    fills the budget. Stored in calibration.json and reused, so every seed and session runs the same updates."""
+    import shutil
+
+    from ..checkpoint import set_seed
+    from ..engine import pretrain, read_metrics
+
+    path = Path(cfg.out) / "calibration.json"
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    if name in table:
+        return table[name]
+    n = cfg.calibration_steps + 2
+    set_seed(0)
+    method, dataset, collate, optim, spec = build_arm(cfg, name, image_size, in_chans, steps=1000)
+    run_dir = Path(cfg.runs) / f"calibrate-{name}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    say(f"calibrating {name}: {n} updates at batch {cfg.batch_size}")
+    pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0, warmup_steps=1),
+             run_dir, collate_fn=collate)
+    times = [r["step_time"] for r in read_metrics(run_dir / "metrics.jsonl")][2:]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    s_per_update = float(np.median(times))
+    steps = max(10, int(cfg.budget_s // s_per_update))
+    table[name] = {"s_per_update": s_per_update, "steps": steps, "batch_size": cfg.batch_size,
+                   "budget_minutes": cfg.budget_minutes, "timed_updates": len(times), "machine": machine_info(),
+                   "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(path, table)
+    say(f"{name}: {s_per_update:.3f} s/update -> {steps} updates in {cfg.budget_minutes:g} min")
+    return table[name]
+
+
+def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> object | None:
+    """Pretrain (or continue) one method for one seed; writes <out>/<name>/seed<k>/pretrain.json; returns the
+    student backbone, or None when every evaluation of this (arm, seed) already exists."""
+    from ..checkpoint import set_seed
+    from ..engine import pretrain, read_metrics
+    from ..hub import load_pretrained
+    from .common import health_knn_probe
+
+    summary_path = result_path(cfg, name, seed, "pretrain")
+    pending = [p for p in protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
+    run_dir = Path(cfg.runs) / f"{name}-seed{seed}"
+    if summary_path.is_file() and not pending:
+        return None
+    if summary_path.is_file() and (run_dir / "checkpoint").is_dir():
+        return load_pretrained(run_dir).backbone
+    if summary_path.is_file():
+        raise CliError(f"{summary_path} exists but its run folder {run_dir} is gone, so the missing evaluations "
+                       f"{pending} cannot be computed; fix: delete {summary_path.parent} to pretrain it again")
+    calib = calibrate(cfg, name, data.image_size, data.in_chans)
+    steps = calib["steps"]
+    set_seed(seed)
+    method, dataset, collate, optim, spec = build_arm(cfg, name, data.image_size, data.in_chans, steps)
+    resume = (run_dir / "checkpoint").is_dir() or (run_dir / "checkpoint.old").is_dir()
+    say(f"pretraining {name} seed {seed}: {steps} updates x batch {cfg.batch_size} (~{cfg.budget_minutes:g} min)"
+        + (" (resuming)" if resume else ""))
+    knn = health_knn_probe(cfg.data, data.image_size, 256, seed)
+    pcfg = pretrain_config(cfg, optim, steps, seed, spec, save_every=max(1, steps // 5),
+                           health_every=max(1, steps // 15), quiet=not sys.stdout.isatty())
+    t0 = time.time()
+    final = pretrain(method, dataset, pcfg, run_dir, resume=resume, collate_fn=collate, health_data=knn,
+                     run_config={"command": "compare", "method": name, "data": cfg.data})
+    wall = time.time() - t0
+    records = read_metrics(run_dir / "metrics.jsonl")
+    clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # seconds since start
+    every = max(1, len(records) // 200)
+    curve = [{"step": r["step"], "seconds": float(c), "loss": r["loss"]}
+             for r, c in zip(records, clock, strict=True)][::every]
+    knn_curve = [{"step": r["step"], "seconds": float(c), "knn": r["health/knn_accuracy"]}
+                 for r, c in zip(records, clock, strict=True) if "health/knn_accuracy" in r]
+    write_json(summary_path, {
+        **record(cfg, name, seed, "pretrain", float("nan")), "metric": "pretraining", "steps": steps,
+        "batch_size": cfg.batch_size, "samples_seen": steps * cfg.batch_size, "calibration": calib,
+        "train_seconds": float(clock[-1]) if len(clock) else wall, "wall_seconds_this_launch": wall,
+        "final_loss": final.get("final_loss"), "optim": optim, "recipe": dataclasses.asdict(RECIPES.get(name,
+                                                                                                    CompareRecipe())),
+        "curve": curve, "knn_curve": knn_curve})
+    return method.backbone
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------
+
+
+def frozen_scores(cfg: CompareConfig, arm: str, seed: int, protocol: str, feats: dict, test_feats: dict,
+                  data: EvalData, choice: str, choice_scores: dict) -> None:
+    """One frozen protocol (k-NN or linear probe) with all labels and with `frozen_fraction` of them, on the
+    features chosen for it on validation."""
+    from ..probe import few_label_eval, fraction_indices, linear_probe
+
+    fit_x, fit_y = feats[choice][data.fit_idx], data.train_y[data.fit_idx]
+    val = (feats[choice][data.val_idx], data.train_y[data.val_idx])
+    for fraction in (1.0, cfg.frozen_fraction):
+        name = f"{protocol}@{pct(fraction)}"
+        path = result_path(cfg, arm, seed, name)
+        if path.is_file():
+            continue
+        t0 = time.time()
+        if protocol == "linear" and fraction == 1.0:  # C chosen on the validation split: one fit per C
+            score = linear_probe(fit_x, fit_y, test_feats[choice], data.test_y, seed=seed, val=val,
+                                 max_iter=cfg.linear_max_iter, Cs=(1e-3, 1e-2, 1e-1, 1.0))["accuracy"]
+        else:  # few labels: C by cross-validation on the labelled subset (the validation split is not labelled)
+            score = few_label_eval(fit_x, fit_y, test_feats[choice], data.test_y, protocols=(protocol,),
+                                   fraction=fraction if fraction < 1 else None, seeds=(seed,), k=cfg.knn_k,
+                                   temperature=cfg.knn_temperature)[protocol][0]
+        labelled = len(fit_y) if fraction == 1.0 else len(fraction_indices(fit_y, fraction, seed))
+        write_json(path, record(cfg, arm, seed, name, score, features=choice, labelled=labelled,
+                                validation_scores=choice_scores, seconds=round(time.time() - t0, 2)))
+        say(f"{arm} seed {seed} {name}: {score:.2f} % ({choice})")
+
+
+def evaluate_frozen(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
+    from ..probe import choose_features, layer_features
+
+    wanted = [p for p in protocols(cfg, arm) if not p.startswith("finetune")]
+    if all(result_path(cfg, arm, seed, p).is_file() for p in wanted) or not wanted:
+        return
+    t0 = time.time()
+    if backbone is None:  # raw pixels: the image itself is the feature vector
+        feats = {"pixels": data.train_x.flatten(1).numpy()}
+        test_feats = {"pixels": data.test_x.flatten(1).numpy()}
+    else:
+        backbone = backbone.to(cfg.device)
+
+        def chunks(x, y):
+            return [{"images": x[i : i + 256], "labels": y[i : i + 256]} for i in range(0, len(x), 256)]
+
+        feats, _ = layer_features(backbone, chunks(data.train_x, data.train_y), cfg.device)
+        test_feats, _ = layer_features(backbone, chunks(data.test_x, data.test_y), cfg.device)
+    for name in list(feats):  # each candidate also centred by the training mean: a random or young encoder's
+        mean = feats[name][data.fit_idx].mean(axis=0, keepdims=True)  # tokens share one direction, which
+        feats[f"{name}/centred"] = feats[name] - mean  # swamps the cosine of the k-NN (not the linear probe)
+        test_feats[f"{name}/centred"] = test_feats[name] - mean
+    fit_y, val_y = data.train_y[data.fit_idx], data.train_y[data.val_idx]
+    fit = {k: v[data.fit_idx] for k, v in feats.items()}
+    val = {k: v[data.val_idx] for k, v in feats.items()}
+    for protocol in FROZEN:  # each protocol reads the features it scores best with on validation
+        if protocol == "linear":  # standardisation makes centring a no-op for the linear probe
+            fit = {k: v for k, v in fit.items() if not k.endswith("/centred")}
+        choice, scores = choose_features(fit, fit_y, val, val_y, k=cfg.knn_k, temperature=cfg.knn_temperature,
+                                         protocol=protocol, seed=0)
+        say(f"{arm} seed {seed} {protocol}: features {choice} (validation {protocol} {scores[choice]:.1f} %; "
+            f"{time.time() - t0:.0f} s so far)")
+        frozen_scores(cfg, arm, seed, protocol, feats, test_feats, data, choice, scores)
+
+
+def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData, fraction: float,
+                 epochs: int, recipe: dict) -> dict:
+    """Fine-tune `backbone` (deep-copied) on `fraction` of the labels; the epoch is chosen on validation."""
+    import copy
+
+    from torch.utils.data import Subset
+
+    from tasks.vision import image_collate
+
+    from ..finetune import FinetuneConfig, finetune
+    from ..heads import ImageClassificationHead, TaskModel
+    from ..probe import fraction_indices
+
+    fit_y = data.train_y[data.fit_idx]
+    labelled = data.fit_idx[fraction_indices(fit_y, fraction, seed)] if fraction < 1 else data.fit_idx
+    val = data.val_idx[: min(len(data.val_idx), 2000)]  # the selection split (a fixed seeded subset of validation)
+    model = TaskModel(copy.deepcopy(backbone), ImageClassificationHead(backbone.cfg.dim, data.num_classes,
+                                                                       pooling="mean"))
+    fcfg = FinetuneConfig.vision_defaults(epochs=epochs, batch_size=min(cfg.batch_size, len(labelled)), seed=seed,
+                                          device=cfg.device, save_best=False, log_every=0, warmup_ratio=0.1,
+                                          eval_every=max(1, epochs // 10), **recipe)
+
+    def metric_fn(outputs, labels):
+        return {"accuracy": 100.0 * float((outputs.argmax(-1) == labels).mean())}
+
+    plain = Subset(data_as_dataset(data.train_x, data.train_y), val.tolist())
+    test = data_as_dataset(data.test_x, data.test_y)
+    run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}"
+    summary = finetune(model, Subset(data.augmented, labelled.tolist()), plain, fcfg, run_dir, metric_fn,
+                       collate_fn=image_collate, quiet=True, test_set=test)
+    return {"summary": summary, "labelled": int(len(labelled))}
+
+
+class data_as_dataset:  # noqa: N801  (a tiny adapter, named like the function it replaces)
+    """(x (N, ...) tensor, y (N,)) -> a map-style dataset of (x_i, y_i) pairs."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def evaluate_finetune(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
+    recipe = dict(lr=cfg.finetune_lr, layer_decay=cfg.layer_decay)
+    for fraction in cfg.finetune_fractions:
+        name = f"finetune@{pct(fraction)}"
+        path = result_path(cfg, arm, seed, name)
+        if path.is_file():
+            continue
+        epochs = cfg.finetune_epochs.get(fraction, 10)
+        out = finetune_run(cfg, arm, seed, backbone, data, fraction, epochs, recipe)
+        s = out["summary"]
+        write_json(path, record(cfg, arm, seed, name, s["test"]["selected"]["accuracy"], labelled=out["labelled"],
+                                epochs=epochs, selected_epoch=s["test"]["selected"]["epoch"],
+                                last_epoch_score=s["test"]["last"]["accuracy"], validation_best=s["best"]["accuracy"],
+                                seconds=s["wall_time_s"], recipe=recipe, history=s["history"]))
+        chosen = s["test"]["selected"]
+        say(f"{arm} seed {seed} {name}: {chosen['accuracy']:.2f} % (epoch {chosen['epoch']} of {epochs} chosen on "
+            f"validation; last {s['test']['last']['accuracy']:.2f} %; {s['wall_time_s']:.0f} s)")
+
+
+def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_backbone) -> None:
+    """Supervised from scratch on each labelled subset, for the pretraining budget plus the fine-tuning time of
+    that subset (measured on the random-init arm of this seed); epochs = that time / the measured epoch time."""
+    recipe = dict(lr=cfg.finetune_lr, layer_decay=None)  # nothing pretrained to protect in the lower layers
+    for fraction in cfg.finetune_fractions:
+        name = f"finetune@{pct(fraction)}"
+        path = result_path(cfg, "supervised", seed, name)
+        if path.is_file():
+            continue
+        ref = json.loads(result_path(cfg, "random", seed, name).read_text())
+        ft_seconds, ft_epochs = ref["details"]["seconds"], ref["details"]["epochs"]
+        budget = cfg.budget_s + ft_seconds
+        epochs = max(ft_epochs, int(budget / (ft_seconds / ft_epochs)))
+        say(f"supervised seed {seed} {name}: {epochs} epochs (~{budget / 60:.1f} min = pretraining budget + "
+            "fine-tuning time)")
+        out = finetune_run(cfg, "supervised", seed, random_backbone, data, fraction, epochs, recipe)
+        s = out["summary"]
+        write_json(path, record(cfg, "supervised", seed, name, s["test"]["selected"]["accuracy"],
+                                labelled=out["labelled"], epochs=epochs, budget_seconds=budget,
+                                selected_epoch=s["test"]["selected"]["epoch"],
+                                last_epoch_score=s["test"]["last"]["accuracy"],
+                                validation_best=s["best"]["accuracy"], seconds=s["wall_time_s"], recipe=recipe,
+                                history=s["history"]))
+        say(f"supervised seed {seed} {name}: {s['test']['selected']['accuracy']:.2f} % ({s['wall_time_s']:.0f} s)")
+
+
+# ---- the run ------------------------------------------------------------------------------------------------
+
+
+def run_comparison(cfg: CompareConfig) -> dict:
+    """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
+    import torch
+
+    from ..backbone import build_backbone
+    from ..checkpoint import set_seed
+    from ..config import get_preset
+    from .compare_report import write_report
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(cfg.out) / "config.json", {**dataclasses.asdict(cfg), "machine": machine_info(),
+                                               "finetune_epochs": {str(k): v for k, v in cfg.finetune_epochs.items()}})
+    size = data_image_size(cfg)
+    t0 = time.time()
+    data = load_eval_data(cfg, size)
+    say(f"{cfg.data}: {len(data.train_y)} training images ({len(data.val_idx)} of them the validation split), "
+        f"{len(data.test_y)} test images, {data.num_classes} classes, {size} px; loaded in {time.time() - t0:.0f} s")
+    total = len(cfg.seeds) * len(cfg.arms)
+    done = 0
+    for seed in cfg.seeds:
+        set_seed(seed)
+        random_backbone = build_backbone(get_preset("vision", cfg.preset,
+                                                    **encoder_overrides(cfg, size, data.in_chans)))
+        for arm in cfg.arms:
+            done += 1
+            say(f"[{done}/{total}] {arm} seed {seed}")
+            if arm == "random":
+                evaluate_frozen(cfg, arm, seed, random_backbone, data)
+                evaluate_finetune(cfg, arm, seed, random_backbone, data)
+            elif arm == "pixels":
+                evaluate_frozen(cfg, arm, seed, None, data)
+            elif arm == "supervised":
+                evaluate_supervised(cfg, seed, data, random_backbone)
+            else:
+                backbone = pretrain_arm(cfg, arm, seed, data)
+                if backbone is not None:
+                    evaluate_frozen(cfg, arm, seed, backbone, data)
+                    evaluate_finetune(cfg, arm, seed, backbone, data)
+            write_report(cfg.out)
+    return write_report(cfg.out)
+
+
+# ---- the command --------------------------------------------------------------------------------------------
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="pretrain data2vec, data2vec 2.0 and DINO at an equal wall-clock budget on one image data set and "
+        "compare them (k-NN, linear probe, few-label fine-tuning) against random init, raw pixels and supervised",
+        description="Equal-budget comparison of self-supervised methods on one image data set. Each method's "
+        "seconds per update are measured once, its update count fixed to fill --budget-minutes, and every encoder "
+        "is scored with the same protocols; the floors (random init, raw pixels, supervised from scratch with the "
+        "pretraining + fine-tuning time) are always included. Writes OUT/<arm>/seed<k>/<protocol>.json, "
+        "OUT/summary.json, OUT/table.md, OUT/table.txt and OUT/plots/. Rerun the same command to continue: "
+        "finished results are skipped. Choosing the budget: what matters is updates x batch; on a CPU core a 4 x 128 "
+        "ViT does about 2 data2vec updates per second at batch 64 on 32 px images, so 15 minutes is ~2 epochs of "
+        "CIFAR-10 (enough to see frozen features separate from random init, far from the papers' 800 epochs); "
+        "a GPU does the same budget ~50x faster, so give it a bigger encoder (--dim 384 --depth 6) and an hour.",
+        formatter_class=HelpFormatter)
+    p.add_argument("--data", default=None,
+                   help="'digits' (scikit-learn, no download), a CIFAR-10 or MNIST folder (or .tar.gz), or an image "
+                   "folder <root>/<class>/<image> (split 80/20) or <root>/<split>/<class>/<image>")
+    p.add_argument("--methods", default="data2vec,data2vec2,dino",
+                   help="comma-separated pretraining methods (registry names); the floors are always added")
+    p.add_argument("--budget-minutes", type=float, default=15.0,
+                   help="pretraining wall-clock per method and seed; the update count is fixed from a timed "
+                   "calibration, so keep the machine otherwise idle while it runs (or pin --threads)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per arm (report mean +- std over them); at least 3")
+    p.add_argument("--preset", default="mini", choices=("tiny", "mini", "small", "base"),
+                   help="the registry preset each method's recipe starts from (the encoder size is --dim/--depth)")
+    p.add_argument("--dim", type=int, default=128, help="encoder width shared by every arm")
+    p.add_argument("--depth", type=int, default=4, help="encoder blocks")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (must divide --dim)")
+    p.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (default 4; 2 under 16 px)")
+    p.add_argument("--image-size", type=int, default=None, help="input side (default: the data's)")
+    p.add_argument("--batch-size", type=int, default=64, help="pretraining and fine-tuning batch")
+    p.add_argument("--finetune-full", action="store_true",
+                   help="also fine-tune on all labels (GPU work at CIFAR scale: hours on a CPU)")
+    p.add_argument("--out", default="runs/compare",
+                   help="results folder: one JSON per result, summary, table and plots (small: commit it)")
+    p.add_argument("--runs", default=None,
+                   help="folder of the pretraining/fine-tuning run folders (checkpoints; default OUT/runs: keep it "
+                   "out of git)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild OUT/summary.json, the tables and the plots from OUT's results files")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke version on digits: 1 seed, ~10 s per method, small fine-tuning; a few minutes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads; pin it (e.g. 1) when other work shares the machine, so the calibrated "
+                   "seconds per update hold for the whole run")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .common import choose_device
+    from .compare_report import write_report
+    from .methods import PRETRAINING_METHODS, get_method
+
+    if args.report_only:
+        if not Path(args.out).is_dir():
+            raise CliError(f"--report-only: {args.out} does not exist; fix: pass the --out of a comparison")
+        summary = write_report(args.out)
+        print(Path(args.out, "table.txt").read_text())
+        return 0 if summary["rows"] else 1
+    if args.data is None and not args.quick:
+        raise CliError("--data is required (or --quick for the digits smoke run)")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    for m in methods:
+        try:
+            spec = get_method(m)
+        except ValueError as error:
+            raise CliError(f"--methods: {error}") from None
+        if m not in PRETRAINING_METHODS or "vision" not in spec.modalities:
+            raise CliError(f"--methods: {m} is not an image pretraining method; fix: use some of data2vec, data2vec2, "
+                           "dino (the floors random/pixels/supervised are always included)")
+    if not methods:
+        raise CliError("--methods is empty; fix: e.g. --methods data2vec,data2vec2,dino")
+    for flag in ("seeds", "dim", "depth", "heads", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.budget_minutes <= 0:
+        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    if args.dim % args.heads:
+        raise CliError(f"--heads {args.heads} does not divide --dim {args.dim}; fix: e.g. --dim 128 --heads 4")
+    data = args.data or "digits"
+    if data.lower() != "digits" and not Path(data).exists():
+        raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
+    fractions = (0.01, 0.1) + ((1.0,) if args.finetune_full else ())
+    values = dict(data=data, out=args.out, runs=args.runs or str(Path(args.out) / "runs"), methods=methods,
+                  budget_minutes=args.budget_minutes, seeds=tuple(range(1, args.seeds + 1)), preset=args.preset,
+                  dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size,
+                  image_size=args.image_size, batch_size=args.batch_size, finetune_fractions=fractions,
+                  device=choose_device(args.device), threads=args.threads, quick=args.quick,
+                  command="data2vec " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    if args.quick:  # digits, one seed, seconds per method: checks the whole pipeline, numbers not meaningful
+        values.update(data="digits", seeds=(1,), budget_minutes=min(args.budget_minutes, 0.15), dim=64, depth=4,
+                      calibration_steps=3, finetune_epochs={0.01: 10, 0.1: 5, 1.0: 2}, frozen_fraction=0.1)
+    cfg = CompareConfig(**values)
+    summary = run_comparison(cfg)
+    print()
+    print(Path(cfg.out, "table.txt").read_text())
+    say(f"wrote {len(summary['rows'])} rows to {Path(cfg.out) / 'summary.json'}, table.md, table.txt and plots/")
+    return 0

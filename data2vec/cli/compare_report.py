@@ -1,0 +1,160 @@
+"""The report of `data2vec compare`, built from its results files alone: summary.json, table.md, table.txt, plots/.
+
+`write_report(out)` reads every `<out>/<arm>/seed<k>/<protocol>.json`, aggregates each (arm, protocol) over the
+seeds (mean, population std, median, the runs), and writes
+- summary.json: {"rows": [{"arm", "protocol", "mean", "std", "median", "runs", "seeds"}], "budget": {...}};
+- table.md / table.txt: arms as rows (floors first), protocols as columns, "mean +- std (n)";
+- plots/accuracy.png: accuracy per arm and protocol with the spread over seeds;
+- plots/curves.png: each method's pretraining loss and online k-NN accuracy (train-split probe) against wall-clock.
+It runs after every finished result, and `data2vec compare --report-only --out DIR` reruns it, so a committed
+results folder regenerates its table and plots with one command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+FLOOR_ORDER = ("random", "pixels", "supervised")
+PROTOCOL_ORDER = ("knn@100%", "linear@100%", "knn@1%", "linear@1%", "knn@10%", "linear@10%", "finetune@1%",
+                  "finetune@10%", "finetune@100%")
+ARM_LABELS = {"random": "random init (same encoder)", "pixels": "raw pixels",
+              "supervised": "supervised from scratch (budget + fine-tuning time)", "data2vec": "data2vec",
+              "data2vec2": "data2vec 2.0", "dino": "DINO"}
+
+
+def read_results(out: str | Path) -> tuple[list[dict], list[dict]]:
+    """(evaluation records, pretraining records) found under `out`."""
+    evals, pretrains = [], []
+    for path in sorted(Path(out).glob("*/seed*/*.json")):
+        rec = json.loads(path.read_text())
+        (pretrains if rec.get("protocol") == "pretrain" else evals).append(rec)
+    return evals, pretrains
+
+
+def _order(items, preferred) -> list:
+    return sorted(items, key=lambda x: (preferred.index(x) if x in preferred else len(preferred), x))
+
+
+def aggregate(evals: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for rec in evals:
+        groups.setdefault((rec["arm"], rec["protocol"]), []).append(rec)
+    rows = []
+    for (arm, protocol), recs in groups.items():
+        recs = sorted(recs, key=lambda r: r["seed"])
+        runs = [r["score"] for r in recs]
+        rows.append({"arm": arm, "protocol": protocol, "mean": float(np.mean(runs)), "std": float(np.std(runs)),
+                     "median": float(np.median(runs)), "runs": runs, "seeds": [r["seed"] for r in recs],
+                     "features": sorted({r["details"].get("features") for r in recs if r["details"].get("features")})})
+    return rows
+
+
+def budget_summary(pretrains: list[dict]) -> dict:
+    by_arm: dict[str, list[dict]] = {}
+    for rec in pretrains:
+        by_arm.setdefault(rec["arm"], []).append(rec)
+    return {arm: {"steps": recs[0]["steps"], "batch_size": recs[0]["batch_size"],
+                  "samples_seen": recs[0]["samples_seen"],
+                  "s_per_update_calibrated": recs[0]["calibration"]["s_per_update"],
+                  "train_minutes_mean": float(np.mean([r["train_seconds"] for r in recs]) / 60),
+                  "train_minutes_runs": [round(r["train_seconds"] / 60, 2) for r in recs],
+                  "final_loss": [r.get("final_loss") for r in recs], "seeds": [r["seed"] for r in recs]}
+            for arm, recs in by_arm.items()}
+
+
+def format_tables(rows: list[dict], budget: dict) -> tuple[str, str]:
+    arms = _order({r["arm"] for r in rows}, FLOOR_ORDER)
+    protocols = _order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
+    cell = {(r["arm"], r["protocol"]): f"{r['mean']:.1f} ± {r['std']:.1f} ({len(r['runs'])})" for r in rows}
+    width = max(len(ARM_LABELS.get(a, a)) for a in arms) if arms else 10
+    head = f"{'arm':{width}s}" + "".join(f"{p:>20s}" for p in protocols)
+    text = [head, "-" * len(head)]
+    md = ["| arm | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
+    for arm in arms:
+        cells = [cell.get((arm, p), "—") for p in protocols]
+        text.append(f"{ARM_LABELS.get(arm, arm):{width}s}" + "".join(f"{c:>20s}" for c in cells))
+        md.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    if budget:
+        text.append("")
+        md.append("")
+        md.append("| method | updates x batch | calibrated s/update | measured pretraining minutes (per seed) |")
+        md.append("|---|---|---|---|")
+        for arm in _order(budget, ()):
+            b = budget[arm]
+            minutes = ", ".join(f"{m:.1f}" for m in b["train_minutes_runs"])
+            text.append(f"{arm}: {b['steps']} updates x {b['batch_size']} = {b['samples_seen']} samples, "
+                        f"{b['s_per_update_calibrated']:.3f} s/update calibrated, {minutes} min measured")
+            md.append(f"| {ARM_LABELS.get(arm, arm)} | {b['steps']} x {b['batch_size']} | "
+                      f"{b['s_per_update_calibrated']:.3f} | {minutes} |")
+    text.append("")
+    text.append("accuracy (%) on the test split, mean ± std (number of seeds); knobs chosen on a validation split")
+    return "\n".join(text) + "\n", "\n".join(md) + "\n"
+
+
+def write_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = []
+    arms = _order({r["arm"] for r in rows}, FLOOR_ORDER)
+    protocols = _order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
+    by = {(r["arm"], r["protocol"]): r for r in rows}
+    if rows:
+        fig = Figure(figsize=(max(6, 1.4 * len(protocols)), 3.8), tight_layout=True)
+        ax = fig.add_subplot()
+        width = 0.8 / max(1, len(arms))
+        for i, arm in enumerate(arms):
+            xs = [j + i * width for j, p in enumerate(protocols) if (arm, p) in by]
+            ms = [by[(arm, p)]["mean"] for p in protocols if (arm, p) in by]
+            ss = [by[(arm, p)]["std"] for p in protocols if (arm, p) in by]
+            ax.bar(xs, ms, width, yerr=ss, capsize=2, label=ARM_LABELS.get(arm, arm))
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(protocols))], protocols, fontsize=8)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("accuracy per arm and protocol (mean ± std over seeds)")
+        ax.legend(fontsize=7)
+        fig.savefig(plots / "accuracy.png", dpi=100)
+        written.append(plots / "accuracy.png")
+    if pretrains:
+        fig = Figure(figsize=(10, 3.6), tight_layout=True)
+        ax_loss, ax_knn = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+        colours = {}
+        for rec in sorted(pretrains, key=lambda r: (r["arm"], r["seed"])):
+            colour = colours.setdefault(rec["arm"], f"C{len(colours)}")
+            label = ARM_LABELS.get(rec["arm"], rec["arm"]) if rec["seed"] == min(
+                r["seed"] for r in pretrains if r["arm"] == rec["arm"]) else None
+            curve = rec.get("curve", [])
+            ax_loss.plot([c["seconds"] / 60 for c in curve], [c["loss"] for c in curve], color=colour, alpha=0.7,
+                         label=label)
+            knn = rec.get("knn_curve", [])
+            ax_knn.plot([c["seconds"] / 60 for c in knn], [c["knn"] for c in knn], "o-", ms=3, color=colour,
+                        alpha=0.7, label=label)
+        ax_loss.set_xlabel("pretraining wall-clock (min)")
+        ax_loss.set_ylabel("loss (each method's own objective)")
+        ax_loss.set_yscale("log")
+        ax_loss.legend(fontsize=7)
+        ax_knn.set_xlabel("pretraining wall-clock (min)")
+        ax_knn.set_ylabel("online k-NN accuracy (%)")
+        ax_knn.set_title("train-split probe (bank 3/4, queries 1/4)", fontsize=9)
+        ax_knn.legend(fontsize=7)
+        fig.savefig(plots / "curves.png", dpi=100)
+        written.append(plots / "curves.png")
+    return written
+
+
+def write_report(out: str | Path) -> dict:
+    out = Path(out)
+    evals, pretrains = read_results(out)
+    rows = aggregate(evals)
+    budget = budget_summary(pretrains)
+    text, md = format_tables(rows, budget)
+    summary = {"rows": sorted(rows, key=lambda r: (r["arm"], r["protocol"])), "budget": budget,
+               "results_files": len(evals) + len(pretrains)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "table.txt").write_text(text)
+    (out / "table.md").write_text(md)
+    write_plots(out, rows, pretrains)
+    return summary
