@@ -111,7 +111,7 @@ def extract_features(backbone: nn.Module, batches: Iterable, pooling: str = "mea
                 z = pool_tokens(tokens, pooling, padding_mask=pad, has_cls=False)
             else:
                 raise ValueError(f"a batch needs `images` or `input_ids`, got keys {sorted(batch)}")
-            feats.append(z.float().cpu())
+            feats.append(z.float().cpu().clone())  # clone: a CLS view would keep the batch's (B, T, D) tokens alive
             labels.append(torch.as_tensor(batch["labels"]).cpu())
     finally:
         backbone.train(was_training)
@@ -283,8 +283,9 @@ def few_label_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     """The frozen-feature protocol on labelled subsets: {"linear": [accuracy per subset], "knn": [...]}.
 
     Each seed draws a subset of the training features (`per_class` examples of every class, or a stratified
-    `fraction` of the labels; neither = all labels, one subset); the linear probe (C by CV on the subset, or on
-    `val` when given) and DINO's weighted k-NN (`k`, `temperature`) are fitted on it and scored on the test split.
+    `fraction` of the labels; neither = all labels, one subset); the linear probe (C by CV on the subset, its
+    folds seeded by the subset's position in `seeds`, or C on `val` when given) and DINO's weighted k-NN (`k`,
+    `temperature`) are fitted on it and scored on the test split.
     """
     if per_class is not None and fraction is not None:
         raise ValueError("few_label_eval: give per_class or fraction, not both")
@@ -293,7 +294,7 @@ def few_label_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     if unknown:
         raise ValueError(f"unknown protocols {sorted(unknown)}; use 'linear' and/or 'knn'")
     scores: dict[str, list[float]] = {p: [] for p in protocols}
-    for seed in seeds:
+    for position, seed in enumerate(seeds):
         if per_class is not None:
             idx = few_label_indices(train_y, per_class, seed)
         elif fraction is not None and fraction < 1:
@@ -302,7 +303,7 @@ def few_label_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
             idx = np.arange(len(train_y))
         x, y = train_x[idx], np.asarray(train_y)[idx]
         if "linear" in protocols:
-            scores["linear"].append(linear_probe(x, y, test_x, test_y, seed=seed, val=val)["accuracy"])
+            scores["linear"].append(linear_probe(x, y, test_x, test_y, seed=position, val=val)["accuracy"])
         if "knn" in protocols:
             scores["knn"].append(knn_classify(x, y, test_x, test_y, k=k, temperature=temperature)["accuracy"])
     return scores
@@ -333,7 +334,8 @@ def layer_features(backbone: nn.Module, batches: Iterable, device: str | torch.d
             named["final"] = final
             for name, tokens in named.items():
                 for pooling in POOLINGS:
-                    feats.setdefault(f"{name}/{pooling}", []).append(pool_tokens(tokens, pooling).float().cpu())
+                    pooled = pool_tokens(tokens, pooling).float().cpu().clone()  # clone: no view of (B, T, D)
+                    feats.setdefault(f"{name}/{pooling}", []).append(pooled)
             labels.append(torch.as_tensor(batch["labels"]).cpu())
     finally:
         backbone.train(was_training)

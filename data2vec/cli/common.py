@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -291,6 +292,19 @@ def image_splits(data: str, image_size: int, seed: int, augment_train: bool = Tr
     except FileNotFoundError as error:
         raise CliError(f"--data: {error}; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
                        "(<class>/<image>)") from None
+
+
+def dataset_labels(dataset) -> np.ndarray:
+    """Every label of an image data set without decoding an image: the `labels` array of the loaders in
+    `tasks.vision` (through any Subset), else one pass over the items (slow: decodes everything)."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return np.asarray(labels)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))])
 
 
 def seeded_subset(dataset, n: int | None, seed: int):

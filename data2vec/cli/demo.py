@@ -202,17 +202,16 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
 
 
 def evaluate_features(train_x, train_y, test_x, test_y, cfg: DemoConfig) -> dict:
-    """{"linear": {L: [acc per subset]}, "knn": {L: [...]}} for every label budget L."""
-    from ..probe import few_label_indices, knn_classify, linear_probe
+    """{"linear": {L: [acc per subset]}, "knn": {L: [...]}} for every label budget L (`probe.few_label_eval`)."""
+    from ..probe import few_label_eval
 
     res: dict[str, dict[int, list[float]]] = {"linear": {}, "knn": {}}
     for budget in cfg.label_budgets:
-        for s in range(cfg.label_seeds):
-            idx = few_label_indices(train_y, budget, seed=cfg.seed + 1000 * budget + s)
-            x, y = train_x[idx], train_y[idx]
-            res["linear"].setdefault(budget, []).append(linear_probe(x, y, test_x, test_y, seed=s)["accuracy"])
-            res["knn"].setdefault(budget, []).append(
-                knn_classify(x, y, test_x, test_y, k=cfg.knn_k, temperature=cfg.knn_temperature)["accuracy"])
+        seeds = [cfg.seed + 1000 * budget + s for s in range(cfg.label_seeds)]
+        scores = few_label_eval(train_x, train_y, test_x, test_y, per_class=budget, seeds=seeds, k=cfg.knn_k,
+                                temperature=cfg.knn_temperature)
+        for protocol, accs in scores.items():
+            res[protocol][budget] = accs
     return res
 
 

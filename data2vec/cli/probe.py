@@ -4,8 +4,9 @@ The backbone (from `--init`, see `data2vec finetune`, or random from `--preset`)
 feature vector per image is extracted from the train and test splits of `--data`; a logistic-regression
 probe (L2 strength chosen by cross-validation on the train split) and DINO's weighted k-NN
 (k = 20, T = 0.07) are scored on the test split. `--labels-per-class N` repeats the evaluation on
-`--label-seeds` random subsets of N labelled training images per class (the few-label protocol of
-`data2vec demo`). Writes `<out>/metrics.json`.
+`--label-seeds` random subsets of N labelled training images per class (`probe.few_label_eval`, the
+protocol `data2vec demo` and `data2vec compare` use too); only the images of those subsets are embedded.
+Writes `<out>/metrics.json`.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ def _loader(dataset, batch_size: int):
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from torch.utils.data import Subset
 
     from ..checkpoint import set_seed
-    from ..probe import extract_features, few_label_indices, knn_classify, linear_probe
-    from .common import check_channels, choose_device, image_splits, seeded_subset, vision_init
+    from ..probe import extract_features, few_label_eval, few_label_indices
+    from .common import check_channels, choose_device, dataset_labels, image_splits, seeded_subset, vision_init
 
     args.device = choose_device(args.device)
 
@@ -96,24 +98,30 @@ def run(args: argparse.Namespace) -> int:
     test = seeded_subset(test, args.max_eval_examples, args.seed)
     device = torch.device(args.device)
     backbone = init.backbone.to(device)
+    temperature = args.temperature or None
+    methods = ("linear", "knn") if args.method == "both" else (args.method,)
+    if args.labels_per_class is not None:
+        # few labels: draw the subsets from the labels alone, then embed only the images they hold
+        labels = dataset_labels(train)
+        subsets = [few_label_indices(labels, args.labels_per_class, seed=args.seed + s)
+                   for s in range(args.label_seeds)]
+        used = np.unique(np.concatenate(subsets))  # sorted indices of every image some subset needs
+        train = Subset(train, used.tolist())
+        subsets = [np.searchsorted(used, idx) for idx in subsets]  # positions inside the embedded images
     train_x, train_y = extract_features(backbone, _loader(train, args.batch_size), args.pooling, device)
     test_x, test_y = extract_features(backbone, _loader(test, args.batch_size), args.pooling, device)
-    temperature = args.temperature or None
-
-    subsets = [None]
-    if args.labels_per_class is not None:
-        subsets = [few_label_indices(train_y, args.labels_per_class, seed=args.seed + s)
-                   for s in range(args.label_seeds)]
     results: dict[str, dict] = {}
-    methods = ("linear", "knn") if args.method == "both" else (args.method,)
-    for method in methods:
-        accs = []
-        for idx in subsets:
-            x, y = (train_x, train_y) if idx is None else (train_x[idx], train_y[idx])
-            if method == "linear":
-                accs.append(linear_probe(x, y, test_x, test_y, seed=args.seed)["accuracy"])
-            else:
-                accs.append(knn_classify(x, y, test_x, test_y, k=args.k, temperature=temperature)["accuracy"])
+    if args.labels_per_class is None:
+        scores = few_label_eval(train_x, train_y, test_x, test_y, protocols=methods, seeds=(args.seed,), k=args.k,
+                                temperature=temperature)
+    else:
+        scores = {m: [] for m in methods}
+        for seed, idx in enumerate(subsets):
+            one = few_label_eval(train_x[idx], train_y[idx], test_x, test_y, protocols=methods,
+                                 seeds=(args.seed + seed,), k=args.k, temperature=temperature)
+            for m in methods:
+                scores[m] += one[m]
+    for method, accs in scores.items():
         results[method] = {"accuracy": float(np.mean(accs)), "std": float(np.std(accs)), "runs": accs}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,270 @@
+"""`data2vec compare` and the shared evaluation protocols it is built from (data2vec/probe.py, data2vec/finetune.py).
+
+References are written here: stratified subsets counted by hand, the linear probe's validation choice redone with
+scikit-learn fits, pooled layer features recomputed from `return_layers`, the fine-tuning epoch choice read back
+from the history, the table's mean and std recomputed with numpy. The end-to-end run (digits, a tiny encoder, a
+budget of seconds) checks the results files, the step count fixed by the calibration, that a rerun recomputes
+nothing and that `--report-only` rebuilds the same table from the files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from data2vec.probe import (
+    choose_features,
+    few_label_eval,
+    fraction_indices,
+    knn_classify,
+    layer_features,
+    linear_probe,
+    validation_split,
+)
+
+
+def blobs(n_per_class=30, classes=3, dim=6, seed=0, spread=1.0):
+    centres = np.random.default_rng(100).normal(size=(classes, dim)) * 3  # the same classes in every split
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    x = centres[y] + spread * rng.normal(size=(len(y), dim))
+    return x.astype(np.float32), y
+
+
+# ---- subsets ---------------------------------------------------------------------------------------------------
+
+
+def test_fraction_indices_is_stratified_rounded_and_seeded():
+    labels = np.array([0] * 200 + [1] * 50 + [2] * 7)
+    idx = fraction_indices(labels, 0.1, seed=3)
+    counts = np.bincount(labels[idx], minlength=3)
+    assert counts.tolist() == [20, 5, 1]  # round(0.1 * n) per class, at least one
+    assert len(set(idx.tolist())) == len(idx) and np.all(np.diff(idx) > 0)
+    assert np.array_equal(idx, fraction_indices(labels, 0.1, seed=3))
+    assert not np.array_equal(idx, fraction_indices(labels, 0.1, seed=4))
+    with pytest.raises(ValueError, match="fraction"):
+        fraction_indices(labels, 0.0, seed=0)
+
+
+def test_fraction_indices_draws_every_example_equally_often():
+    """Seeded statistical check: over 2,000 draws each of the 40 examples of a class is picked with p = 0.25."""
+    labels = np.array([0] * 40 + [1] * 40)
+    hits = np.zeros(80)
+    draws = 2000
+    for seed in range(draws):
+        hits[fraction_indices(labels, 0.25, seed)] += 1
+    p = hits / draws
+    sd = np.sqrt(0.25 * 0.75 / draws)  # binomial standard deviation of one example's frequency
+    assert np.all(np.abs(p - 0.25) < 5 * sd), (p.min(), p.max())
+
+
+def test_validation_split_is_disjoint_stratified_and_capped():
+    labels = np.repeat(np.arange(4), 100)
+    fit, val = validation_split(labels, 0.2, seed=0)
+    assert len(np.intersect1d(fit, val)) == 0 and len(fit) + len(val) == 400
+    assert np.bincount(labels[val]).tolist() == [20, 20, 20, 20]
+    fit, val = validation_split(labels, 0.2, seed=0, max_examples=30)
+    assert len(val) == 30 and len(fit) == 370
+
+
+# ---- frozen protocols ------------------------------------------------------------------------------------------
+
+
+def test_linear_probe_with_validation_choice_equals_sklearn_by_hand():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(40, spread=2.5, seed=1)
+    vx, vy = blobs(20, spread=2.5, seed=2)
+    tx, ty = blobs(20, spread=2.5, seed=3)
+    Cs = (1e-3, 1e-1, 10.0)
+    out = linear_probe(x, y, tx, ty, Cs=Cs, val=(vx, vy))
+    mean, std = x.mean(0), x.std(0) + 1e-6  # standardised with the training statistics only
+    z = lambda a: (a - mean) / std  # noqa: E731
+    val_acc = {C: (LogisticRegression(C=C, max_iter=1000).fit(z(x), y).predict(z(vx)) == vy).mean() for C in Cs}
+    best = max(Cs, key=lambda c: (val_acc[c], -c))
+    test_acc = (LogisticRegression(C=best, max_iter=1000).fit(z(x), y).predict(z(tx)) == ty).mean()
+    assert out["C"] == best
+    assert out["accuracy"] == pytest.approx(100 * test_acc)
+    assert out["cv_accuracy"] == pytest.approx(100 * val_acc[best])
+
+
+def test_few_label_eval_scores_each_seeded_subset():
+    x, y = blobs(30, seed=4)
+    tx, ty = blobs(10, seed=5)
+    out = few_label_eval(x, y, tx, ty, fraction=0.2, seeds=(7, 8), k=5)
+    for position, seed in enumerate((7, 8)):
+        idx = fraction_indices(y, 0.2, seed)
+        assert out["knn"][position] == knn_classify(x[idx], y[idx], tx, ty, k=5)["accuracy"]
+        assert out["linear"][position] == linear_probe(x[idx], y[idx], tx, ty, seed=position)["accuracy"]
+    every = few_label_eval(x, y, tx, ty, protocols=("knn",), k=5)
+    assert every == {"knn": [knn_classify(x, y, tx, ty, k=5)["accuracy"]]}
+    with pytest.raises(ValueError, match="not both"):
+        few_label_eval(x, y, tx, ty, fraction=0.1, per_class=2)
+    with pytest.raises(ValueError, match="unknown protocols"):
+        few_label_eval(x, y, tx, ty, protocols=("svm",))
+
+
+def test_layer_features_pool_every_block_and_the_final_output():
+    from data2vec.backbone import build_backbone
+    from data2vec.config import get_preset
+
+    torch.manual_seed(0)
+    backbone = build_backbone(get_preset("vision", "tiny", image_size=8, patch_size=2, in_chans=1, depth=2))
+    images = torch.randn(5, 1, 8, 8)
+    feats, labels = layer_features(backbone, [{"images": images, "labels": torch.arange(5)}])
+    assert sorted(feats) == sorted(f"{n}/{p}" for n in ("block1", "block2", "final") for p in ("mean", "cls"))
+    backbone.eval()
+    with torch.no_grad():
+        final, blocks = backbone(images, return_layers="block")
+    for name, tokens in (("block1", blocks[0]), ("block2", blocks[1]), ("final", final)):
+        np.testing.assert_allclose(feats[f"{name}/mean"], tokens[:, 1:].mean(1).numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(feats[f"{name}/cls"], tokens[:, 0].numpy(), rtol=1e-6, atol=1e-6)
+    assert labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_choose_features_picks_the_informative_candidate_for_both_protocols():
+    x, y = blobs(30, seed=6)
+    vx, vy = blobs(15, seed=7)
+    rng = np.random.default_rng(0)
+    train = {"noise": rng.normal(size=x.shape), "signal": x}
+    val = {"noise": rng.normal(size=vx.shape), "signal": vx}
+    for protocol in ("knn", "linear"):
+        best, scores = choose_features(train, y, val, vy, k=5, protocol=protocol)
+        assert best == "signal" and scores["signal"] > scores["noise"] + 30
+    same = {"a": x, "b": x}
+    assert choose_features(same, y, {"a": vx, "b": vx}, vy, k=5)[0] == "b"  # ties: the later (deeper) candidate
+    with pytest.raises(ValueError, match="unknown protocol"):
+        choose_features(train, y, val, vy, protocol="svm")
+
+
+# ---- fine-tuning: the epoch chosen on validation, the test scored once --------------------------------------
+
+
+def test_finetune_selects_the_epoch_on_validation_and_scores_test_with_it(tmp_path):
+    from data2vec.backbone import build_backbone
+    from data2vec.config import get_preset
+    from data2vec.finetune import FinetuneConfig, finetune, predict
+    from data2vec.heads import ImageClassificationHead, TaskModel
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+
+    def images(n):  # class 1 = a bright left half
+        x = torch.randn(n, 1, 8, 8, generator=gen) * 0.3
+        y = torch.arange(n) % 2
+        x[y == 1, :, :, :4] += 1.0
+        return [(x[i], int(y[i])) for i in range(n)]
+
+    def collate(batch):
+        return {"images": torch.stack([b[0] for b in batch]), "labels": torch.tensor([b[1] for b in batch])}
+
+    backbone = build_backbone(get_preset("vision", "tiny", image_size=8, patch_size=2, in_chans=1, depth=1))
+    model = TaskModel(backbone, ImageClassificationHead(backbone.cfg.dim, 2))
+    cfg = FinetuneConfig.vision_defaults(epochs=5, batch_size=8, lr=3e-3, save_best=False, eval_every=2,
+                                         log_every=0, layer_decay=None)
+    test = images(40)
+
+    def metric_fn(outputs, labels):
+        return {"accuracy": 100.0 * float((outputs.argmax(-1) == labels).mean())}
+
+    summary = finetune(model, images(32), images(24), cfg, tmp_path, metric_fn, collate_fn=collate, quiet=True,
+                       test_set=test)
+    history = summary["history"]
+    assert [h["epoch"] for h in history] == [2, 4, 5]  # every 2nd epoch and the last
+    best = max(history, key=lambda h: h["accuracy"])  # the first of equal scores wins, as in the loop
+    assert summary["test"]["selected"]["epoch"] == best["epoch"] == summary["best"]["epoch"]
+    assert summary["test"]["last"]["epoch"] == 5
+    logits, labels = predict(model, [collate(test[i : i + 16]) for i in range(0, 40, 16)], "classification")
+    by_hand = 100.0 * float((logits.argmax(-1) == labels).mean())  # the model now holds the selected weights
+    assert summary["test"]["selected"]["accuracy"] == pytest.approx(by_hand)
+    assert summary["best_is"].startswith("selected on a validation split")
+
+
+# ---- the report ------------------------------------------------------------------------------------------------
+
+
+def _write(path, payload):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
+def test_report_aggregates_seeds_and_formats_every_arm(tmp_path):
+    from data2vec.cli.compare_report import write_report
+
+    scores = {("random", "knn@100%"): [30.0, 32.0, 31.0], ("data2vec", "knn@100%"): [40.0, 44.0, 45.0],
+              ("data2vec", "finetune@1%"): [20.0, 26.0, 23.0]}
+    for (arm, protocol), runs in scores.items():
+        for seed, score in enumerate(runs, start=1):
+            _write(tmp_path / arm / f"seed{seed}" / f"{protocol.replace('%', 'pct')}.json",
+                   {"arm": arm, "seed": seed, "protocol": protocol, "score": score, "details": {}})
+    summary = write_report(tmp_path)
+    rows = {(r["arm"], r["protocol"]): r for r in summary["rows"]}
+    for key, runs in scores.items():
+        assert rows[key]["mean"] == pytest.approx(np.mean(runs))
+        assert rows[key]["std"] == pytest.approx(np.std(runs))
+        assert rows[key]["runs"] == runs
+    md = (tmp_path / "table.md").read_text()
+    assert "| random init (same encoder) | 31.0 ± 0.8 (3) | — |" in md
+    assert f"| data2vec | {np.mean([40, 44, 45]):.1f} ± {np.std([40, 44, 45]):.1f} (3) |" in md
+    assert (tmp_path / "plots" / "accuracy.png").is_file()
+
+
+# ---- end to end ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
+    from data2vec.cli.compare import CompareConfig, protocols, result_path, run_comparison
+
+    cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
+                        budget_minutes=0.05, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=2,
+                        finetune_epochs={0.01: 2, 0.1: 1}, frozen_fraction=0.1, val_max=100, command="test")
+    summary = run_comparison(cfg)
+    files = {}
+    for arm in cfg.arms:
+        for protocol in protocols(cfg, arm):
+            path = result_path(cfg, arm, 1, protocol)
+            rec = json.loads(path.read_text())
+            assert rec["arm"] == arm and rec["protocol"] == protocol and 0 <= rec["score"] <= 100
+            assert rec["command"] == "test" and rec["git_commit"] and rec["machine"]["torch"]
+            files[path] = path.stat().st_mtime_ns
+    calib = json.loads((tmp_path / "out" / "calibration.json").read_text())["data2vec"]
+    pre = json.loads(result_path(cfg, "data2vec", 1, "pretrain").read_text())
+    assert pre["steps"] == calib["steps"] == max(10, int(cfg.budget_s // calib["s_per_update"]))
+    lines = (tmp_path / "runs" / "data2vec-seed1" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == pre["steps"]  # the run took exactly the calibrated number of updates
+    sup = json.loads(result_path(cfg, "supervised", 1, "finetune@10%").read_text())
+    ref = json.loads(result_path(cfg, "random", 1, "finetune@10%").read_text())
+    assert sup["details"]["budget_seconds"] == pytest.approx(cfg.budget_s + ref["details"]["seconds"])
+    assert {(r["arm"], r["protocol"]) for r in summary["rows"]} == {
+        (arm, p) for arm in cfg.arms for p in protocols(cfg, arm)}
+    table = (tmp_path / "out" / "table.md").read_text()
+
+    run_comparison(cfg)  # a rerun finds every result and recomputes nothing
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in files.items())
+    os.remove(tmp_path / "out" / "table.md")
+    from data2vec.cli import main
+
+    assert main(["compare", "--report-only", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "table.md").read_text() == table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "digits", "--methods", "bert"], "not an image pretraining method"),
+    (["--data", "digits", "--methods", "nope"], "unknown method"),
+    (["--data", "digits", "--dim", "30", "--heads", "4"], "does not divide"),
+    (["--data", "/no/such/folder"], "no such file or folder"),
+    (["--report-only", "--out", "/no/such/results"], "does not exist"),
+    (["--data", "digits", "--budget-minutes", "0"], "must be > 0"),
+])
+def test_compare_bad_input_is_one_clear_line(argv, message, capsys):
+    from data2vec.cli import main
+
+    assert main(["compare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
