@@ -564,9 +564,13 @@ def add_parser(sub) -> None:
         "CIFAR-10 (enough to see frozen features separate from random init, far from the papers' 800 epochs); "
         "a GPU does the same budget ~50x faster, so give it a bigger encoder (--dim 384 --depth 6) and an hour.",
         formatter_class=HelpFormatter)
+    p.add_argument("--modality", choices=("vision", "text"), default="vision",
+                   help="vision: the image comparison described here; text: BERT-MLM, data2vec and data2vec 2.0 "
+                   "pretrained on a text corpus and fine-tuned on GLUE tasks (see --glue)")
     p.add_argument("--data", default=None,
-                   help="'digits' (scikit-learn, no download), a CIFAR-10 or MNIST folder (or .tar.gz), or an image "
-                   "folder <root>/<class>/<image> (split 80/20) or <root>/<split>/<class>/<image>")
+                   help="vision: 'digits' (scikit-learn, no download), a CIFAR-10 or MNIST folder (or .tar.gz), or an "
+                   "image folder <root>/<class>/<image> (split 80/20) or <root>/<split>/<class>/<image>; text: the "
+                   "pretraining corpus (a .txt file or a folder of them)")
     p.add_argument("--methods", default="data2vec,data2vec2,dino",
                    help="comma-separated pretraining methods (registry names); the floors are always added")
     p.add_argument("--budget-minutes", type=float, default=15.0,
@@ -610,6 +614,10 @@ def run(args: argparse.Namespace) -> int:
         summary = write_report(args.out)
         print(Path(args.out, "table.txt").read_text())
         return 0 if summary["rows"] else 1
+    if args.modality == "text":
+        from .compare_text import run_text
+
+        return run_text(args)
     if args.data is None and not args.quick:
         raise CliError("--data is required (or --quick for the digits smoke run)")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
