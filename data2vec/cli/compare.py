@@ -600,6 +600,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads; pin it (e.g. 1) when other work shares the machine, so the calibrated "
                    "seconds per update hold for the whole run")
+    from .compare_text import add_text_arguments
+
+    add_text_arguments(p)
     p.set_defaults(run=run)
 
 
