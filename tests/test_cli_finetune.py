@@ -58,12 +58,31 @@ def test_finetune_sst2_end_to_end(tmp_path, tokenizer_dir, capsys):
     assert 0.0 <= metrics["best"]["accuracy"] <= 100.0
     assert len((tmp_path / "sst2" / "eval.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "sst2" / "best" / "model.safetensors").is_file()
+
     # the best checkpoint is a valid --init: re-evaluating it gives the recorded best score
     rc = main(["finetune", "--task", "sst2", "--data", str(data), "--init", str(tmp_path / "sst2" / "best"),
                "--tokenizer", str(tokenizer_dir), "--eval-only", "--out", str(tmp_path / "again")])
     assert rc == 0
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["final"]["accuracy"] == pytest.approx(metrics["best"]["accuracy"])
+
+
+def test_finetune_val_fraction_picks_the_epoch_on_held_out_training_data(tmp_path, tokenizer_dir, capsys):
+    """--val-fraction: the epoch is chosen on a validation split of train.tsv, dev.tsv is scored once with it."""
+    data = _write_sst2(tmp_path / "glue")
+    args = _tiny_args(tmp_path, tokenizer_dir, "sst2val")
+    args[args.index("--epochs") + 1] = "3"
+    rc = main(["finetune", "--task", "sst2", "--data", str(data), "--lr", "1e-3", "--val-fraction", "0.25"] + args)
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "sst2val" / "metrics.json").read_text())
+    assert metrics["train_examples"] == 36 and metrics["eval_examples"] == 12  # 48 train rows: 36 fit + 12 validation
+    chosen = max(metrics["history"], key=lambda h: h["score"])  # the validation history; the first of equal scores
+    test = metrics["test"]
+    assert test["selected"]["epoch"] == chosen["epoch"] and test["last"]["epoch"] == 3 and test["examples"] == 16
+    assert metrics["best_is"] == "selected on a validation split"
+    assert "at the epoch chosen on validation" in capsys.readouterr().out
+    assert main(["finetune", "--task", "sst2", "--data", str(data), "--val-fraction", "1.5"] + args) == 2
+    assert "--val-fraction must lie in (0, 1)" in capsys.readouterr().err
 
 
 def test_same_seed_same_run_whatever_the_global_rng(tmp_path, tokenizer_dir):
