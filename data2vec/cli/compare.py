@@ -423,7 +423,9 @@ def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalDa
 
     fit_y = data.train_y[data.fit_idx]
     labelled = data.fit_idx[fraction_indices(fit_y, fraction, seed)] if fraction < 1 else data.fit_idx
-    val = data.val_idx[: min(len(data.val_idx), 2000)]  # the selection split (a fixed seeded subset of validation)
+    # the selection split: a fixed seeded subset of the validation split (random, not its first rows: an image
+    # folder lists its images class by class)
+    val = np.sort(np.random.default_rng(0).permutation(data.val_idx)[:2000])
     model = TaskModel(copy.deepcopy(backbone), ImageClassificationHead(backbone.cfg.dim, data.num_classes,
                                                                        pooling="mean"))
     fcfg = FinetuneConfig.vision_defaults(epochs=epochs, batch_size=min(cfg.batch_size, len(labelled)), seed=seed,
