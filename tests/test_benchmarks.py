@@ -186,3 +186,22 @@ def test_study_writes_curves_on_the_validation_split(study, tmp_path):
     v2 = next(r for r in report["runs"] if r["method"] == "data2vec2")
     assert v2["num_masks"] == 4 and v2["overrides"] == {"mask_ratio": 0.5} and v2["lr"] == 2e-3
     assert (tmp_path / "study.png").stat().st_size > 1000
+
+
+def test_study_report_fills_the_readme_tables_from_the_results_files(tmp_path, capsys):
+    """benchmarks/studies/report.py: each README block between the markers becomes the study's table.md;
+    --check fails while a block is stale and passes once it is regenerated."""
+    report = load_script("study_report", SPEED_PATH.parent / "studies" / "report.py")
+    results = tmp_path / "results"
+    for seed, score in ((1, 40.0), (2, 44.0)):
+        path = results / "toy" / "data2vec" / f"seed{seed}" / "knn@100pct.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"arm": "data2vec", "seed": seed, "protocol": "knn@100%", "score": score,
+                                    "details": {}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:toy -->\nold numbers\n<!-- /table:toy -->\nafter\n")
+    assert report.main(["--check"], results=results, readme=readme) == 1
+    assert report.main([], results=results, readme=readme) == 0
+    text = readme.read_text()
+    assert "old numbers" not in text and "| data2vec | 42.0 ± 2.0 (2) |" in text and text.endswith("after\n")
+    assert report.main(["--check"], results=results, readme=readme) == 0
