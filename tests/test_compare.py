@@ -9,6 +9,7 @@ nothing and that `--report-only` rebuilds the same table from the files alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -268,3 +269,16 @@ def test_compare_bad_input_is_one_clear_line(argv, message, capsys):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
+
+
+def test_compare_refuses_to_mix_studies_with_other_settings(tmp_path):
+    from data2vec.cli.compare import CompareConfig, check_same_study
+    from data2vec.cli.errors import CliError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = CompareConfig(data="digits", out=str(out), runs=str(tmp_path / "runs"))
+    (out / "config.json").write_text(json.dumps({**dataclasses.asdict(first), "machine": {}}))
+    check_same_study(CompareConfig(data="digits", out=str(out), runs="x", seeds=(1, 2, 3, 4, 5)))  # more seeds: fine
+    with pytest.raises(CliError, match="budget_minutes=15.0"):
+        check_same_study(CompareConfig(data="digits", out=str(out), runs="x", budget_minutes=5))

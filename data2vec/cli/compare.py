@@ -503,6 +503,24 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
 
 # ---- the run ------------------------------------------------------------------------------------------------
 
+# fields that define a study: results made with other values must not be mixed into one table
+STUDY_FIELDS = ("data", "budget_minutes", "preset", "dim", "depth", "heads", "patch_size", "image_size", "batch_size",
+                "frozen_fraction", "finetune_lr", "layer_decay", "val_fraction", "val_max", "knn_k", "knn_temperature")
+
+
+def check_same_study(cfg: CompareConfig) -> None:
+    """Refuse to add results to an --out folder that holds a study with other settings (seeds and methods may be
+    added: more of either extends the same table)."""
+    path = Path(cfg.out) / "config.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    new = dataclasses.asdict(cfg)
+    for name in STUDY_FIELDS:
+        if name in old and old[name] != new[name]:
+            raise CliError(f"{cfg.out} holds a comparison with {name}={old[name]!r}, this one has {new[name]!r}; "
+                           "fix: use another --out folder for other settings (or delete the old results)")
+
 
 def run_comparison(cfg: CompareConfig) -> dict:
     """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
@@ -515,6 +533,7 @@ def run_comparison(cfg: CompareConfig) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_same_study(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.out) / "config.json", {**dataclasses.asdict(cfg), "machine": machine_info(),
                                                "finetune_epochs": {str(k): v for k, v in cfg.finetune_epochs.items()}})
@@ -590,7 +609,8 @@ def add_parser(sub) -> None:
     p.add_argument("--finetune-full", action="store_true",
                    help="also fine-tune on all labels (GPU work at CIFAR scale: hours on a CPU)")
     p.add_argument("--out", default="runs/compare",
-                   help="results folder: one JSON per result, summary, table and plots (small: commit it)")
+                   help="results folder: one JSON per result, summary, table and plots (small: commit it); "
+                   "--quick defaults to runs/compare-quick")
     p.add_argument("--runs", default=None,
                    help="folder of the pretraining/fine-tuning run folders (checkpoints; default OUT/runs: keep it "
                    "out of git)")
@@ -647,6 +667,8 @@ def run(args: argparse.Namespace) -> int:
     if data.lower() != "digits" and not Path(data).exists():
         raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
     fractions = (0.01, 0.1) + ((1.0,) if args.finetune_full else ())
+    if args.quick and args.out == "runs/compare":
+        args.out = "runs/compare-quick"  # the smoke run never mixes into a real comparison's folder
     values = dict(data=data, out=args.out, runs=args.runs or str(Path(args.out) / "runs"), methods=methods,
                   budget_minutes=args.budget_minutes, seeds=tuple(range(1, args.seeds + 1)), preset=args.preset,
                   dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size,
