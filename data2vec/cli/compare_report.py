@@ -19,10 +19,11 @@ import numpy as np
 
 FLOOR_ORDER = ("random", "pixels", "supervised")
 PROTOCOL_ORDER = ("knn@100%", "linear@100%", "knn@1%", "linear@1%", "knn@10%", "linear@10%", "finetune@1%",
-                  "finetune@10%", "finetune@100%")
+                  "finetune@10%", "finetune@100%", "sst2", "sst2-linear", "stsb", "mrpc", "rte", "cola", "mlm-heldout")
 ARM_LABELS = {"random": "random init (same encoder)", "pixels": "raw pixels",
               "supervised": "supervised from scratch (budget + fine-tuning time)", "data2vec": "data2vec",
-              "data2vec2": "data2vec 2.0", "dino": "DINO"}
+              "data2vec2": "data2vec 2.0", "dino": "DINO", "bert": "BERT-MLM",
+              "majority": "majority class (STS-B: mean score)"}
 
 
 def read_results(out: str | Path) -> tuple[list[dict], list[dict]]:

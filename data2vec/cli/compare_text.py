@@ -1,18 +1,707 @@
-"""`data2vec compare --modality text`: BERT-MLM, data2vec and data2vec 2.0 on one text corpus at an equal wall-clock
-budget, fine-tuned on GLUE tasks against random initialisation and the majority class (issue 16; being built)."""
+"""`data2vec compare --modality text`: BERT-MLM, data2vec and data2vec 2.0 pretrained on one text corpus at an equal
+wall-clock budget, then fine-tuned on GLUE tasks with one recipe per task, against random initialisation of the same
+encoder and the majority class (issue 16; ../shared/DESIGN.md section 8).
+
+The protocol
+- One tokenizer for every arm: --tokenizer, else a byte-level BPE trained once on the corpus (kept in the runs
+  folder, so later sessions reuse it). The corpus's size in words and tokens is stored in OUT/data.json.
+- Equal budget: each method's seconds per update are measured by a short timed run (`calibrate_text`, stored in
+  OUT/calibration.json like the image comparison's), its update count fixed to budget / (seconds per update), so the
+  learning-rate and EMA schedules stay functions of the step. Pretraining runs with the representation health on
+  (the text anisotropy guard of `data2vec.engine`); a run the guard stops is evaluated as it stands and says so.
+- Arms: the --methods entries (bert, data2vec, data2vec2) and the floors: random init of the same encoder (every
+  protocol) and the majority class of the training labels (GLUE tasks only; STS-B's floor predicts the mean score,
+  whose Pearson correlation is 0).
+- Validation: a seeded split carved from each task's TRAINING data (stratified for classification, 10 %, at most
+  2,000 examples, the same for every arm and seed) chooses the fine-tuning epoch and the probe's C; the GLUE dev set
+  is read only to report, once with the selected epoch's weights ("score") and once with the last epoch's (stored
+  beside it as "last_epoch_score"; per-epoch dev scores are not computed, so no best-on-dev number exists).
+- Protocols: "<task>" (fine-tuning, every --tasks entry; SST-2 on a seeded subset of --sst2-train-examples training
+  sentences, the same subset for every arm), "sst2-linear" (logistic regression on frozen mean-pooled features,
+  C chosen on the validation split), "mlm-heldout" (the bert arm's masked-token accuracy on --heldout text, BERT's
+  80/10/10 corruption with a fixed seed).
+- Scores (percent): SST-2, RTE accuracy; STS-B Pearson; MRPC the mean of accuracy and F1 (the data2vec paper's
+  GLUE table); CoLA Matthews correlation. Every metric of the task is stored in the results file.
+
+Everything is resumable exactly as the image comparison: a results file that exists is never recomputed, a
+pretraining run continues from its checkpoint. Results files, table and plots come from `compare.result_path`,
+`compare.record`, `compare.write_json` and `compare_report.write_report`.
+
+Differences from a full study: no SQuAD / XQuAD arm yet; the fine-tuning recipe is one fixed recipe (lr 1e-4,
+RoBERTa's schedule), not tuned per arm.
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import json
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
+
+from .compare import machine_info, record, result_path, say, write_json
 from .errors import CliError
+
+TEXT_METHODS = ("bert", "data2vec", "data2vec2")  # registry names this comparison pretrains
+TEXT_TASKS = ("sst2", "stsb", "mrpc", "rte", "cola")  # DESIGN section 8: SST-2 and STS-B carry the signal
+TASK_METRIC = {"sst2": "accuracy", "stsb": "pearson", "mrpc": "score", "rte": "accuracy", "cola": "matthews",
+               "qnli": "accuracy", "qqp": "score", "mnli": "accuracy", "wnli": "accuracy"}  # the reported number
+# The engine's text anisotropy guard (stop when the tokens' mean cosine stays above 0.6) was set from data2vec runs
+# with layer-norm targets; an MLM encoder's final tokens are anisotropic by nature (Ethayarajh 2019: BERT's top
+# layers), and the guard stopped a healthy bert run at update 63 of the quick mode, so bert's health is recorded only
+ANISOTROPY_GUARDED = ("data2vec", "data2vec2")
+TASK_EPOCHS = {"sst2": 3, "stsb": 10, "mrpc": 10, "rte": 10, "cola": 10}  # fine-tuning epochs per task
+
+
+@dataclass(frozen=True)
+class TextRecipe:
+    """How the comparison trains one registry method on the shared text encoder."""
+
+    overrides: dict = field(default_factory=dict)  # method fields (the encoder's come from TextCompareConfig)
+    lr: float | None = None  # peak lr (None = the registry's text default, 5e-4)
+
+
+# Starting points: the registry's reduced text presets (instance-norm targets for data2vec, tau ramp 0.3 of the run)
+RECIPES = {
+    "bert": TextRecipe(),  # BERT's 15 % with 80/10/10, RoBERTa-style optimiser
+    "data2vec": TextRecipe(),  # REDUCED["text"]: instance norm per layer (layer norm left the tokens anisotropic)
+    "data2vec2": TextRecipe(),  # 8 masks per sample (released clone_batch), mask ratio 0.48
+}
+
+
+@dataclass
+class TextCompareConfig:
+    """One text comparison: the corpus, the GLUE tasks, the arms, the shared encoder, the budget, the protocols."""
+
+    data: str  # the pretraining corpus: a .txt file, a folder of them, or 'python-docs'
+    glue: str  # the GLUE root (one folder per task: SST-2/, STS-B/, ... with train.tsv and dev.tsv)
+    out: str  # results folder (JSON per result, table, plots): small, meant to be committed
+    runs: str  # run folders (tokenizer, checkpoints): large, keep them out of git
+    methods: tuple[str, ...] = TEXT_METHODS  # pretraining arms (registry names)
+    tasks: tuple[str, ...] = TEXT_TASKS  # GLUE tasks fine-tuned
+    budget_minutes: float = 20.0  # pretraining wall-clock per method and seed
+    seeds: tuple[int, ...] = (1, 2, 3)  # one pretraining run and one fine-tuning order per seed
+    preset: str = "mini"  # the registry preset each method's recipe starts from
+    dim: int = 256  # encoder width (4 x 256 = BERT-Mini, the size DESIGN section 8 quotes)
+    depth: int = 4  # encoder blocks
+    heads: int = 4  # attention heads
+    batch_size: int = 64  # pretraining batch (token blocks of seq_len)
+    seq_len: int = 128  # tokens per pretraining block
+    vocab_size: int = 8192  # BPE vocabulary trained on the corpus when no tokenizer is given
+    tokenizer: str | None = None  # a tokenizer.json (or folder) to use instead of training one
+    heldout: str | None = None  # held-out text for the MLM arm's masked-token accuracy (None = that protocol off)
+    sst2_train_examples: int | None = 20000  # seeded SST-2 training subset (None = all 67,349)
+    task_epochs: dict = field(default_factory=lambda: dict(TASK_EPOCHS))  # fine-tuning epochs per task
+    finetune_lr: float = 1e-4  # one recipe for every arm: AdamW, 6 % warm-up, linear decay, wd 0.1 (RoBERTa GLUE)
+    finetune_batch_size: int = 32  # RoBERTa GLUE: 16 or 32
+    max_length: int = 128  # GLUE tokens per example
+    val_fraction: float = 0.1  # validation split carved from each task's training data
+    val_max: int = 2000  # at most this many validation examples per task
+    calibration_steps: int = 6  # timed updates per method (after 2 untimed ones) that fix the step counts
+    heldout_max_blocks: int = 512  # at most this many held-out blocks scored for masked-token accuracy
+    device: str = "cpu"
+    threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
+    quick: bool = False  # the smoke version
+    command: str = ""  # the command line, stored with every result
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return ("majority", "random") + tuple(self.methods)
+
+    @property
+    def budget_s(self) -> float:
+        return 60.0 * self.budget_minutes
+
+
+def protocols(cfg: TextCompareConfig, arm: str) -> list[str]:
+    """The protocols an arm is scored with: the majority class has only the GLUE tasks; the masked-token accuracy
+    needs an MLM head (the bert arm) and a --heldout file."""
+    if arm == "majority":
+        return list(cfg.tasks)
+    names = list(cfg.tasks) + (["sst2-linear"] if "sst2" in cfg.tasks else [])
+    if arm == "bert" and cfg.heldout:
+        names.append("mlm-heldout")
+    return names
+
+
+def text_record(cfg: TextCompareConfig, arm: str, seed: int, protocol: str, score: float, metric: str,
+                **details) -> dict:
+    return {**record(cfg, arm, seed, protocol, score, **details), "metric": metric, "glue": cfg.glue}
+
+
+# ---- the corpus and the tokenizer -------------------------------------------------------------------------------
+
+
+def load_corpus(cfg: TextCompareConfig):
+    """(pretraining blocks, tokenizer): the tokenizer is trained once into RUNS/text-data/tokenizer (or loaded
+    from --tokenizer) and reused by every arm, seed and later session. Writes OUT/data.json with the counts."""
+    from .common import build_text_data, text_files
+
+    folder = Path(cfg.runs) / "text-data"
+    own = folder / "tokenizer" / "tokenizer.json"
+    dataset, tok, info = build_text_data(cfg.data, folder, tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
+                                         seq_len=cfg.seq_len, resume=own.is_file())
+    path = Path(cfg.out) / "data.json"
+    if not path.is_file():
+        words = 0
+        for f in text_files(cfg.data):
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                words += sum(len(line.split()) for line in fh)
+        write_json(path, {**info, "words": words, "tokens": int(dataset.cache.num_tokens),
+                          "sentences": int(dataset.cache.num_sentences), "machine": machine_info()})
+    counts = json.loads(path.read_text())
+    say(f"corpus {cfg.data}: {counts['words']:,} words, {counts['tokens']:,} tokens, {len(dataset):,} blocks of "
+        f"{cfg.seq_len}; tokenizer {info['tokenizer']} ({tok.vocab_size} tokens)")
+    return dataset, tok
+
+
+def encoder_overrides(cfg: TextCompareConfig, tok) -> dict:
+    """The shared encoder's fields (width, depth, heads) and the tokenizer's ids."""
+    from .common import text_overrides
+
+    values = dict(text_overrides(tok), dim=cfg.dim, depth=cfg.depth, heads=cfg.heads)
+    if tok.style == "bert":  # [CLS] A [SEP] B [SEP] with token types, positions from 0 (as `finetune` does)
+        values.update(position_offset=0, type_vocab_size=2)
+    return values
+
+
+# ---- GLUE data ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskData:
+    """One GLUE task encoded once for every arm: the fine-tuning part of train, the validation split carved from
+    train, and the dev set that is only reported."""
+
+    name: str
+    regression: bool
+    num_labels: int
+    fit: object  # GlueDataset
+    val: object  # GlueDataset (carved from train)
+    dev: object  # GlueDataset (the GLUE dev set)
+    fit_labels: np.ndarray
+    train_examples: int  # training examples used (after the SST-2 subset), fit + val
+
+
+def carve_validation(labels: np.ndarray, regression: bool, fraction: float, max_examples: int):
+    """(fit_idx, val_idx): classification stratified by `probe.validation_split`; regression (STS-B scores) a
+    seeded random fraction. Seed 0: the same split for every arm and seed."""
+    from ..probe import validation_split
+
+    if not regression:
+        return validation_split(labels, fraction, seed=0, max_examples=max_examples)
+    n_val = min(max_examples, max(1, int(round(fraction * len(labels)))))
+    val = np.sort(np.random.default_rng(0).permutation(len(labels))[:n_val])
+    keep = np.ones(len(labels), dtype=bool)  # True = stays in the fine-tuning part
+    keep[val] = False
+    return np.flatnonzero(keep), val
+
+
+def check_glue(cfg: TextCompareConfig) -> None:
+    """Every task's train.tsv and dev.tsv exist (before any pretraining starts)."""
+    from tasks.text.glue import find_task_file, get_task
+
+    for task in cfg.tasks:
+        try:
+            spec = get_task(task)
+            for split in ("train", "dev"):
+                find_task_file(spec.name, split, cfg.glue)
+        except (ValueError, FileNotFoundError) as error:
+            raise CliError(f"--glue {cfg.glue}: {error}; fix: point --glue at the GLUE root or drop {task} from "
+                           "--tasks") from None
+
+
+def load_task(cfg: TextCompareConfig, task: str, tok) -> TaskData:
+    from tasks.text import glue
+
+    spec = glue.get_task(task)
+    train = glue.load_glue(spec.name, "train", cfg.glue)
+    if spec.name == "sst2" and cfg.sst2_train_examples and cfg.sst2_train_examples < len(train):
+        keep = sorted(random.Random(0).sample(range(len(train)), cfg.sst2_train_examples))  # same for every arm
+        train = [train[i] for i in keep]
+    dev = glue.load_glue(spec.name, "dev", cfg.glue)
+    labels = np.asarray([ex.label for ex in train])
+    fit_idx, val_idx = carve_validation(labels, spec.is_regression, cfg.val_fraction, cfg.val_max)
+    return TaskData(spec.name, spec.is_regression, spec.num_labels,
+                    glue.GlueDataset([train[i] for i in fit_idx], tok, cfg.max_length),
+                    glue.GlueDataset([train[i] for i in val_idx], tok, cfg.max_length),
+                    glue.GlueDataset(dev, tok, cfg.max_length), labels[fit_idx], len(train))
+
+
+def task_score(task: str, predictions, labels) -> tuple[float, dict]:
+    """(the reported number, every metric of the task), in percent."""
+    from tasks.text.glue import glue_metrics
+
+    metrics = glue_metrics(task, np.asarray(predictions), np.asarray(labels))
+    return float(metrics[TASK_METRIC.get(task, "score")]), metrics
+
+
+# ---- pretraining --------------------------------------------------------------------------------------------
+
+
+def build_text_arm(cfg: TextCompareConfig, name: str, tok):
+    """(method, optimiser settings, spec) of one method on the shared encoder."""
+    from ..model import top_k_for
+    from .methods import get_method
+    from .pretrain import build_method
+
+    spec = get_method(name)
+    recipe = RECIPES.get(name, TextRecipe())
+    derived = encoder_overrides(cfg, tok)
+    if name == "data2vec2":  # its presets fix K for 4 blocks: scale it with --depth (top 5/6, at least 2)
+        derived["top_k"] = top_k_for("text", cfg.depth, reduced=True)
+    method = build_method(name, "text", cfg.preset, derived, dict(recipe.overrides))
+    defaults = spec.optim["text"]
+    optim = dict(lr=recipe.lr if recipe.lr is not None else defaults.scaled_lr(cfg.batch_size),
+                 weight_decay=defaults.weight_decay, betas=defaults.betas, clip_norm=defaults.clip_norm)
+    return method, optim, spec
+
+
+def pretrain_config(cfg: TextCompareConfig, optim: dict, steps: int, seed: int, spec, **extra):
+    from ..engine import PretrainConfig
+
+    values = dict(steps=steps, batch_size=cfg.batch_size, lr=optim["lr"], min_lr=optim["lr"] / 100,
+                  weight_decay=optim["weight_decay"], betas=optim["betas"], clip_norm=optim["clip_norm"], seed=seed,
+                  device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters)
+    values.update(extra)
+    return PretrainConfig(**values)
+
+
+def calibration_key(cfg: TextCompareConfig) -> dict:
+    """The settings a stored calibration is valid for: a different one in the same --out is refused."""
+    return {"modality": "text", "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+            "budget_minutes": cfg.budget_minutes, "encoder": [cfg.dim, cfg.depth, cfg.heads], "preset": cfg.preset}
+
+
+def calibrate_text(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
+    """Seconds per update of `name` on text blocks (median of the timed updates of a short run) and the step count
+    that fills the budget; stored in OUT/calibration.json (the image comparison's file and layout) and reused."""
+    import shutil
+
+    from ..checkpoint import set_seed
+    from ..engine import pretrain, read_metrics
+
+    path = Path(cfg.out) / "calibration.json"
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    key = calibration_key(cfg)
+    if name in table:
+        stored = {k: table[name].get(k) for k in key}
+        if stored != key:
+            raise CliError(f"{path} calibrated {name} with {stored}, this run asks for {key}; fix: use the original "
+                           "flags, or another --out for a new comparison")
+        return table[name]
+    n = cfg.calibration_steps + 2
+    set_seed(0)
+    method, optim, spec = build_text_arm(cfg, name, tok)
+    run_dir = Path(cfg.runs) / f"calibrate-{name}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    say(f"calibrating {name}: {n} updates at batch {cfg.batch_size} x {cfg.seq_len} tokens")
+    pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0, warmup_steps=1),
+             run_dir)
+    times = [r["step_time"] for r in read_metrics(run_dir / "metrics.jsonl")][2:]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    s_per_update = float(np.median(times))
+    steps = max(10, int(cfg.budget_s // s_per_update))
+    table[name] = {**key, "s_per_update": s_per_update, "steps": steps, "timed_updates": len(times),
+                   "machine": machine_info(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(path, table)
+    say(f"{name}: {s_per_update:.3f} s/update -> {steps} updates in {cfg.budget_minutes:g} min")
+    return table[name]
+
+
+def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok):
+    """Pretrain (or continue) one method for one seed; writes OUT/<name>/seed<k>/pretrain.json with the loss curve
+    and the health curve; returns the method (its backbone and, for bert, its MLM head), or None when every
+    evaluation of this (arm, seed) already exists."""
+    from ..checkpoint import load_checkpoint, set_seed
+    from ..engine import TrainingAborted, pretrain, read_metrics
+
+    summary_path = result_path(cfg, name, seed, "pretrain")
+    pending = [p for p in protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
+    run_dir = Path(cfg.runs) / f"{name}-seed{seed}"
+    has_ckpt = (run_dir / "checkpoint").is_dir() or (run_dir / "checkpoint.old").is_dir()
+    if summary_path.is_file() and not pending:
+        return None
+    if summary_path.is_file():
+        if not has_ckpt:
+            raise CliError(f"{summary_path} exists but its run folder {run_dir} is gone, so the missing evaluations "
+                           f"{pending} cannot be computed; fix: delete {summary_path.parent} to pretrain it again")
+        method = build_text_arm(cfg, name, tok)[0]
+        load_checkpoint(run_dir / "checkpoint", model=method)
+        return method
+    calib = calibrate_text(cfg, name, dataset, tok)
+    steps = calib["steps"]
+    set_seed(seed)
+    method, optim, spec = build_text_arm(cfg, name, tok)
+    say(f"pretraining {name} seed {seed}: {steps} updates x batch {cfg.batch_size} (~{cfg.budget_minutes:g} min)"
+        + (" (resuming)" if has_ckpt else ""))
+    guard = {} if name in ANISOTROPY_GUARDED else {"health_max_anisotropy": 0.0}  # measured, never stopped
+    pcfg = pretrain_config(cfg, optim, steps, seed, spec, save_every=max(1, steps // 5),
+                           health_every=max(1, steps // 15), quiet=not sys.stdout.isatty(), **guard)
+    t0 = time.time()
+    stopped = None
+    try:
+        final = pretrain(method, dataset, pcfg, run_dir, resume=has_ckpt,
+                         run_config={"command": "compare", "method": name, "data": cfg.data})
+    except TrainingAborted as error:  # the health guard fired: a finding, evaluated as it stands
+        stopped, final = str(error), {}
+        say(f"{name} seed {seed}: stopped by the health guard ({error}); evaluating the encoder as it stands")
+    wall = time.time() - t0
+    records = read_metrics(run_dir / "metrics.jsonl")
+    clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # seconds since start
+    every = max(1, len(records) // 200)
+    curve = [{"step": r["step"], "seconds": float(c), "loss": r["loss"]}
+             for r, c in zip(records, clock, strict=True)][::every]
+    health_curve = [{"step": r["step"], "seconds": float(c), **{k.removeprefix("health/"): v for k, v in r.items()
+                                                                 if k.startswith("health/") and k != "health/seconds"}}
+                    for r, c in zip(records, clock, strict=True) if "health/anisotropy" in r]
+    write_json(summary_path, {
+        **text_record(cfg, name, seed, "pretrain", float("nan"), "pretraining"), "steps": steps,
+        "steps_done": len(records), "stopped_by_health_guard": stopped,
+        "anisotropy_guard": name in ANISOTROPY_GUARDED, "batch_size": cfg.batch_size,
+        "seq_len": cfg.seq_len, "samples_seen": steps * cfg.batch_size, "calibration": calib,
+        "train_seconds": float(clock[-1]) if len(clock) else wall, "wall_seconds_this_launch": wall,
+        "final_loss": final.get("final_loss", records[-1]["loss"] if records else None), "optim": optim,
+        "recipe": dataclasses.asdict(RECIPES.get(name, TextRecipe())), "curve": curve, "health_curve": health_curve})
+    return method  # a stopped run's weights in memory are those its checkpoint holds
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------
+
+
+def evaluate_majority(cfg: TextCompareConfig, task: TaskData) -> None:
+    """The majority class of the fine-tuning labels predicted for every dev example (STS-B: their mean score)."""
+    path = result_path(cfg, "majority", 0, task.name)
+    if path.is_file():
+        return
+    dev_labels = np.asarray([f["labels"] for f in task.dev.features])
+    if task.regression:
+        constant = float(task.fit_labels.mean())
+    else:
+        constant = int(np.bincount(task.fit_labels.astype(int), minlength=task.num_labels).argmax())
+    score, metrics = task_score(task.name, np.full(len(dev_labels), constant), dev_labels)
+    write_json(path, text_record(cfg, "majority", 0, task.name, score, TASK_METRIC.get(task.name, "score"),
+                                 prediction=constant, metrics=metrics, dev_examples=len(dev_labels)))
+    say(f"majority {task.name}: {score:.2f} (predicts {constant:g})")
+
+
+def finetune_task(cfg: TextCompareConfig, arm: str, seed: int, backbone, task: TaskData, tok) -> None:
+    """One fine-tuning run (the same recipe for every arm); the epoch is chosen on the carved validation split and
+    the dev set is scored with those weights (and with the last epoch's)."""
+    from tasks.text.glue import GlueCollator
+
+    from ..checkpoint import set_seed
+    from ..finetune import FinetuneConfig, finetune
+    from ..heads import SequenceClassificationHead, TaskModel
+
+    path = result_path(cfg, arm, seed, task.name)
+    if path.is_file():
+        return
+    set_seed(seed)  # the head's initial weights
+    model = TaskModel(copy.deepcopy(backbone), SequenceClassificationHead(backbone.cfg.dim, task.num_labels,
+                                                                          style=tok.style))
+    epochs = cfg.task_epochs.get(task.name, 10)
+    recipe = dict(lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, epochs=epochs)
+    fcfg = FinetuneConfig(task_type="regression" if task.regression else "classification",
+                          main_metric=TASK_METRIC.get(task.name, "score"), seed=seed, device=cfg.device,
+                          save_best=False, log_every=0, **recipe)
+
+    def metric_fn(outputs, labels):
+        preds = outputs if task.regression else outputs.argmax(-1)
+        return task_score(task.name, preds, labels)[1]
+
+    run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{task.name}"
+    s = finetune(model, task.fit, task.val, fcfg, run_dir, metric_fn,
+                 collate_fn=GlueCollator(tok.pad_id, regression=task.regression), quiet=True, test_set=task.dev)
+    key = fcfg.main_metric
+    selected, last = s["test"]["selected"], s["test"]["last"]
+    write_json(path, text_record(
+        cfg, arm, seed, task.name, selected[key], key, selected_epoch=selected["epoch"], epochs=epochs,
+        last_epoch_score=last[key], best_on_dev=None, validation_best=s["best"][key], dev_metrics=selected,
+        dev_metrics_last=last, train_examples=len(task.fit), validation_examples=len(task.val),
+        dev_examples=len(task.dev), seconds=s["wall_time_s"], recipe=recipe, history=s["history"],
+        selection="epoch chosen on a validation split carved from the training data; best_on_dev not computed"))
+    say(f"{arm} seed {seed} {task.name}: {selected[key]:.2f} {key} (epoch {selected['epoch']} of {epochs} chosen on "
+        f"validation; last {last[key]:.2f}; {s['wall_time_s']:.0f} s)")
+
+
+def batches(dataset, pad_id: int, size: int = 128):
+    from tasks.text.glue import GlueCollator
+
+    collate = GlueCollator(pad_id)
+    return [collate([dataset[j] for j in range(i, min(i + size, len(dataset)))]) for i in range(0, len(dataset), size)]
+
+
+def probe_sst2(cfg: TextCompareConfig, arm: str, seed: int, backbone, task: TaskData, tok) -> None:
+    """Logistic regression on frozen mean-pooled final features; C chosen on the carved validation split."""
+    from ..probe import extract_features, linear_probe
+
+    path = result_path(cfg, arm, seed, "sst2-linear")
+    if path.is_file():
+        return
+    t0 = time.time()
+    backbone = backbone.to(cfg.device)
+    fit_x, fit_y = extract_features(backbone, batches(task.fit, tok.pad_id), "mean", cfg.device)
+    val_x, val_y = extract_features(backbone, batches(task.val, tok.pad_id), "mean", cfg.device)
+    dev_x, dev_y = extract_features(backbone, batches(task.dev, tok.pad_id), "mean", cfg.device)
+    out = linear_probe(fit_x, fit_y, dev_x, dev_y, seed=seed, val=(val_x, val_y))
+    write_json(path, text_record(cfg, arm, seed, "sst2-linear", out["accuracy"], "accuracy", features="final/mean",
+                                 C=out["C"], validation_accuracy=out["cv_accuracy"], train_examples=len(fit_y),
+                                 seconds=round(time.time() - t0, 2)))
+    say(f"{arm} seed {seed} sst2-linear: {out['accuracy']:.2f} % (C {out['C']:g} chosen on validation)")
+
+
+def mlm_heldout(cfg: TextCompareConfig, seed: int, method, tok) -> None:
+    """Masked-token accuracy of the MLM head on --heldout blocks: BERT's corruption with a generator seeded 0 (the
+    same positions for every seed), eval mode, accuracy = correct / predicted over all blocks."""
+    import torch
+
+    from tasks.text.corpus import TokenBlockDataset
+
+    path = result_path(cfg, "bert", seed, "mlm-heldout")
+    if path.is_file():
+        return
+    blocks = TokenBlockDataset(cfg.heldout, tok, block_size=cfg.seq_len,
+                               cache_dir=Path(cfg.runs) / "text-data" / "heldout-cache")
+    n = min(len(blocks), cfg.heldout_max_blocks)
+    generator = torch.Generator().manual_seed(0)
+    method.eval()
+    correct, predicted = 0, 0
+    with torch.no_grad():
+        for i in range(0, n, 64):
+            items = [blocks[j] for j in range(i, min(i + 64, n))]
+            ids = torch.stack([b["input_ids"] for b in items])  # (B, T)
+            pad = torch.stack([b["padding_mask"] for b in items])  # (B, T) True = pad
+            corrupted, mask, _ = method.corrupt(ids, pad, generator=generator)  # mask (B, T) True = predicted
+            features = method.backbone(corrupted.to(cfg.device), padding_mask=pad.to(cfg.device))  # (B, T, D)
+            _, hits = method.mlm_loss(features, ids.to(cfg.device), mask.to(cfg.device))
+            correct += int(hits)
+            predicted += int(mask.sum())
+    method.train()
+    score = 100.0 * correct / max(1, predicted)
+    write_json(path, text_record(cfg, "bert", seed, "mlm-heldout", score, "masked-token accuracy",
+                                 heldout=cfg.heldout, blocks=n, predicted_tokens=predicted, correct=correct))
+    say(f"bert seed {seed} mlm-heldout: {score:.2f} % of {predicted} masked tokens")
+
+
+def evaluate_encoder(cfg: TextCompareConfig, arm: str, seed: int, backbone, tasks: dict, tok) -> None:
+    for name in cfg.tasks:
+        finetune_task(cfg, arm, seed, backbone, tasks[name], tok)
+    if "sst2" in tasks:
+        probe_sst2(cfg, arm, seed, backbone, tasks["sst2"], tok)
+
+
+# ---- the run ------------------------------------------------------------------------------------------------
+
+
+def run_text_comparison(cfg: TextCompareConfig) -> dict:
+    """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
+    import torch
+
+    from ..backbone import build_backbone
+    from ..checkpoint import set_seed
+    from ..config import get_preset
+    from .compare_report import write_report
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    check_glue(cfg)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(cfg.out) / "config.json", {**dataclasses.asdict(cfg), "modality": "text",
+                                               "machine": machine_info()})
+    dataset, tok = load_corpus(cfg)
+    t0 = time.time()
+    tasks = {name: load_task(cfg, name, tok) for name in cfg.tasks}
+    for t in tasks.values():
+        say(f"{t.name}: {len(t.fit)} fine-tuning + {len(t.val)} validation examples (of {t.train_examples} training "
+            f"examples used), {len(t.dev)} dev examples")
+    say(f"GLUE tasks encoded in {time.time() - t0:.0f} s")
+    for t in tasks.values():
+        evaluate_majority(cfg, t)
+    total = len(cfg.seeds) * (len(cfg.arms) - 1)
+    done = 0
+    for seed in cfg.seeds:
+        for arm in cfg.arms[1:]:
+            done += 1
+            say(f"[{done}/{total}] {arm} seed {seed}")
+            if arm == "random":
+                if all(result_path(cfg, arm, seed, p).is_file() for p in protocols(cfg, arm)):
+                    continue
+                set_seed(seed)
+                backbone = build_backbone(get_preset("text", cfg.preset, **{
+                    k: v for k, v in encoder_overrides(cfg, tok).items() if k not in ("mask_id", "special_ids")}))
+                evaluate_encoder(cfg, arm, seed, backbone, tasks, tok)
+            else:
+                method = pretrain_text_arm(cfg, arm, seed, dataset, tok)
+                if method is not None:
+                    evaluate_encoder(cfg, arm, seed, method.backbone, tasks, tok)
+                    if arm == "bert" and cfg.heldout:
+                        mlm_heldout(cfg, seed, method, tok)
+            write_report(cfg.out)
+    return write_report(cfg.out)
+
+
+# ---- the quick mode's synthetic GLUE ------------------------------------------------------------------------
+
+
+POSITIVE = ("good", "great", "lovely", "fine", "wonderful", "superb", "charming", "bright")
+NEGATIVE = ("bad", "awful", "dull", "poor", "terrible", "weak", "boring", "grim")
+FILLER = ("the", "film", "story", "was", "a", "very", "plot", "and", "acting", "really", "music", "ending")
+
+
+def write_synthetic_glue(root: Path, train: int = 300, dev: int = 100, seed: int = 0) -> Path:
+    """A tiny GLUE-format folder (SST-2 and STS-B train.tsv / dev.tsv) of template sentences, for --quick when no
+    --glue is given: SST-2 labels by sentiment words, STS-B scores 5 x the word overlap of a pair. Synthetic: its
+    numbers only show that the pipeline runs. Also writes heldout.txt (template sentences for mlm-heldout)."""
+    rng = random.Random(seed)
+
+    def sentence(label: int) -> str:
+        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 8))]
+        for _ in range(rng.randint(1, 2)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label else NEGATIVE))
+        return " ".join(words)
+
+    for split, n in (("train", train), ("dev", dev)):
+        (root / "SST-2").mkdir(parents=True, exist_ok=True)
+        labels = [rng.randint(0, 1) for _ in range(n)]
+        rows = ["sentence\tlabel"] + [f"{sentence(y)}\t{y}" for y in labels]
+        (root / "SST-2" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+        (root / "STS-B").mkdir(parents=True, exist_ok=True)
+        rows = ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"]
+        for i in range(n):
+            a = sentence(rng.randint(0, 1)).split()
+            b = [w if rng.random() < 0.5 else rng.choice(FILLER) for w in a]
+            score = 5.0 * len(set(a) & set(b)) / len(set(a) | set(b))
+            rows.append(f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{' '.join(a)}\t{' '.join(b)}\t{score:.3f}")
+        (root / "STS-B" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    (root / "heldout.txt").write_text("\n".join(sentence(rng.randint(0, 1)) for _ in range(200)) + "\n")
+    return root
+
+
+# ---- the command --------------------------------------------------------------------------------------------
 
 
 def add_text_arguments(parser: argparse.ArgumentParser) -> None:
-    """The text comparison's own flags, added to `data2vec compare`."""
-    group = parser.add_argument_group("text (--modality text)")
-    group.add_argument("--glue", default=None, help="text: the GLUE root folder (one sub-folder per task)")
+    """The text comparison's own flags, added to `data2vec compare` (the shared ones: --data is the corpus,
+    --methods, --budget-minutes, --seeds, --preset, --dim/--depth/--heads, --batch-size, --out, --runs, --quick,
+    --device, --threads)."""
+    g = parser.add_argument_group(
+        "text (--modality text)",
+        "BERT-MLM, data2vec and data2vec 2.0 pretrained on --data (a text corpus) at an equal budget, fine-tuned on "
+        "GLUE with one recipe per task; floors: random init and the majority class. Methods: bert, data2vec, "
+        "data2vec2. The study uses --dim 256 --depth 4 --heads 4 (BERT-Mini, DESIGN section 8) and at least 20 "
+        "minutes per method: on one CPU core that is about 1-2k updates of 64 x 128 tokens, a few epochs of a "
+        "WikiText-2-sized corpus")
+    g.add_argument("--glue", default=None,
+                   help="the GLUE root (SST-2/, STS-B/, MRPC/, RTE/, CoLA/ with train.tsv and dev.tsv); --quick "
+                   "without it writes a tiny synthetic SST-2/STS-B folder")
+    g.add_argument("--tasks", default=",".join(TEXT_TASKS),
+                   help="comma-separated GLUE tasks to fine-tune; SST-2 and STS-B carry the signal at 4 x 256, "
+                   "MRPC/RTE/CoLA are reported beside their majority class")
+    g.add_argument("--tokenizer", default=None,
+                   help="a tokenizer.json (or folder) shared by every arm; default: a byte-level BPE of "
+                   "--vocab-size trained once on --data and kept in RUNS/text-data/tokenizer")
+    g.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary trained on --data (about 8k)")
+    g.add_argument("--seq-len", type=int, default=128, help="tokens per pretraining block (at most 256 for mini)")
+    g.add_argument("--sst2-train-examples", type=int, default=20000,
+                   help="seeded SST-2 training subset (the same for every arm); 0 = all 67,349 (3x the time)")
+    g.add_argument("--task-epochs", default=None,
+                   help="fine-tuning epochs per task, e.g. sst2=3,stsb=10 (default: sst2 3, others 10)")
+    g.add_argument("--finetune-lr", type=float, default=1e-4,
+                   help="peak fine-tuning lr of every arm (small encoders want 1e-4 to 3e-4, not RoBERTa's 2e-5)")
+    g.add_argument("--heldout", default=None,
+                   help="held-out text (e.g. the corpus builder's heldout.txt) for the bert arm's masked-token "
+                   "accuracy; without it that protocol is skipped")
+
+
+def parse_epochs(text: str | None) -> dict:
+    epochs = dict(TASK_EPOCHS)
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        task, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit() or int(value) < 1:
+            raise CliError(f"--task-epochs {item!r} is not TASK=N with N >= 1; fix: e.g. --task-epochs sst2=3,stsb=10")
+        epochs[task.strip().lower()] = int(value)
+    return epochs
+
+
+def text_config(args: argparse.Namespace) -> TextCompareConfig:
+    """The flags checked and turned into a TextCompareConfig (bad input is a one-line CliError)."""
+    from tasks.text.glue import get_task
+
+    from .common import PYTHON_DOCS, choose_device
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.methods == "data2vec,data2vec2,dino":  # the image default left in place: the text arms instead
+        methods = TEXT_METHODS
+    for m in methods:
+        if m not in TEXT_METHODS:
+            raise CliError(f"--methods: {m} is not a text pretraining method; fix: use some of "
+                           f"{', '.join(TEXT_METHODS)} (the floors random/majority are always included)")
+    if not methods:
+        raise CliError("--methods is empty; fix: e.g. --methods bert,data2vec,data2vec2")
+    try:
+        tasks = tuple(get_task(t.strip()).name for t in args.tasks.split(",") if t.strip())
+    except ValueError as error:
+        raise CliError(f"--tasks: {error}") from None
+    if not tasks:
+        raise CliError("--tasks is empty; fix: e.g. --tasks sst2,stsb")
+    for flag in ("seeds", "dim", "depth", "heads", "batch_size", "seq_len", "vocab_size"):
+        if getattr(args, flag) < 1:
+            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.budget_minutes <= 0:
+        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    if args.dim % args.heads:
+        raise CliError(f"--heads {args.heads} does not divide --dim {args.dim}; fix: e.g. --dim 256 --heads 4")
+    if args.finetune_lr <= 0:
+        raise CliError(f"--finetune-lr must be > 0, got {args.finetune_lr}; fix: e.g. 1e-4")
+    if args.sst2_train_examples < 0:
+        raise CliError(f"--sst2-train-examples must be >= 0 (0 = all), got {args.sst2_train_examples}")
+    if args.heldout and not Path(args.heldout).is_file():
+        raise CliError(f"--heldout {args.heldout}: no such file; fix: give a text file held out of the corpus")
+    runs = args.runs or str(Path(args.out) / "runs")
+    data, glue, heldout = args.data, args.glue, args.heldout
+    if args.quick:
+        data = data or PYTHON_DOCS
+        if glue is None:
+            glue = str(write_synthetic_glue(Path(runs) / "synthetic-glue"))
+            say(f"--quick: no --glue given, so SST-2 and STS-B are a tiny SYNTHETIC folder ({glue}); the numbers "
+                "only show that the pipeline runs")
+            tasks = tuple(t for t in tasks if t in ("sst2", "stsb")) or ("sst2", "stsb")
+            heldout = heldout or str(Path(glue) / "heldout.txt")
+    if data is None:
+        raise CliError("--modality text needs --data (the pretraining corpus: a .txt file, a folder of them or "
+                       "python-docs), or --quick")
+    if glue is None:
+        raise CliError("--modality text needs --glue (the GLUE root with SST-2/, STS-B/, ...), or --quick")
+    if str(data) != PYTHON_DOCS and not Path(data).exists():
+        raise CliError(f"--data {data}: no such file or folder; fix: give a text corpus (.txt file or folder)")
+    values = dict(data=str(data), glue=str(glue), out=args.out, runs=runs, methods=methods, tasks=tasks,
+                  budget_minutes=args.budget_minutes, seeds=tuple(range(1, args.seeds + 1)), preset=args.preset,
+                  dim=args.dim, depth=args.depth, heads=args.heads, batch_size=args.batch_size, seq_len=args.seq_len,
+                  vocab_size=args.vocab_size, tokenizer=args.tokenizer, heldout=heldout,
+                  sst2_train_examples=args.sst2_train_examples or None, task_epochs=parse_epochs(args.task_epochs),
+                  finetune_lr=args.finetune_lr, device=choose_device(args.device), threads=args.threads,
+                  quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    if args.quick:  # seconds per method on a tiny encoder: checks the whole pipeline, numbers not meaningful
+        values.update(seeds=(1,), budget_minutes=min(args.budget_minutes, 0.1), dim=64, depth=2, heads=2,
+                      batch_size=16, seq_len=64, vocab_size=min(args.vocab_size, 2000), calibration_steps=3,
+                      task_epochs={t: 2 for t in TEXT_TASKS}, sst2_train_examples=2000, heldout_max_blocks=64)
+    return TextCompareConfig(**values)
 
 
 def run_text(args: argparse.Namespace) -> int:
-    raise CliError("--modality text is not built yet; fix: use --modality vision")
+    cfg = text_config(args)
+    summary = run_text_comparison(cfg)
+    print()
+    print(Path(cfg.out, "table.txt").read_text())
+    say(f"wrote {len(summary['rows'])} rows to {Path(cfg.out) / 'summary.json'}, table.md, table.txt and plots/")
+    return 0
