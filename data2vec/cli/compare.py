@@ -80,7 +80,8 @@ class CompareConfig:
     calibration_steps: int = 6  # timed updates per method (after 2 untimed ones) that fix the step counts
     frozen_fraction: float = 0.01  # the few-label frozen protocols use this fraction of the labels
     finetune_fractions: tuple[float, ...] = (0.01, 0.1)  # fine-tuning label fractions (1.0 with --finetune-full)
-    finetune_epochs: dict = field(default_factory=lambda: {0.01: 40, 0.1: 10, 1.0: 5})  # epochs per fraction
+    finetune_epochs: dict = field(default_factory=lambda: {0.01: 40, 0.1: 10, 1.0: 5})  # epochs per fraction,
+    finetune_min_updates: int = 300  # ... raised to reach at least this many updates (small data sets: digits)
     finetune_lr: float = 1e-3  # one recipe for every arm (AdamW, cosine, warm-up 10%, label smoothing 0.1)
     layer_decay: float = 0.75  # layer-wise lr decay of the fine-tuning recipe (BEiT for shallow models)
     val_fraction: float = 0.1  # validation split carved from the training data
@@ -456,6 +457,16 @@ class data_as_dataset:  # noqa: N801  (a tiny adapter, named like the function i
         return self.x[i], int(self.y[i])
 
 
+def finetune_epochs(cfg: CompareConfig, data: EvalData, fraction: float) -> int:
+    """The epochs of the fine-tuning protocol at `fraction`: the table's, raised so that the run takes at least
+    `finetune_min_updates` updates (13 labelled digits at batch 64 would otherwise get 40 updates)."""
+    from ..probe import fraction_indices
+
+    labelled = len(fraction_indices(data.train_y[data.fit_idx], fraction, 0)) if fraction < 1 else len(data.fit_idx)
+    per_epoch = -(-labelled // min(cfg.batch_size, labelled))  # ceil: the last partial batch is kept
+    return max(cfg.finetune_epochs.get(fraction, 10), -(-cfg.finetune_min_updates // per_epoch))
+
+
 def evaluate_finetune(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
     recipe = dict(lr=cfg.finetune_lr, layer_decay=cfg.layer_decay)
     for fraction in cfg.finetune_fractions:
@@ -463,7 +474,7 @@ def evaluate_finetune(cfg: CompareConfig, arm: str, seed: int, backbone, data: E
         path = result_path(cfg, arm, seed, name)
         if path.is_file():
             continue
-        epochs = cfg.finetune_epochs.get(fraction, 10)
+        epochs = finetune_epochs(cfg, data, fraction)
         out = finetune_run(cfg, arm, seed, backbone, data, fraction, epochs, recipe)
         s = out["summary"]
         write_json(path, record(cfg, arm, seed, name, s["test"]["selected"]["accuracy"], labelled=out["labelled"],
@@ -505,7 +516,8 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
 
 # fields that define a study: results made with other values must not be mixed into one table
 STUDY_FIELDS = ("data", "budget_minutes", "preset", "dim", "depth", "heads", "patch_size", "image_size", "batch_size",
-                "frozen_fraction", "finetune_lr", "layer_decay", "val_fraction", "val_max", "knn_k", "knn_temperature")
+                "frozen_fraction", "finetune_lr", "layer_decay", "val_fraction", "val_max", "knn_k", "knn_temperature",
+                "finetune_min_updates")
 
 
 def check_same_study(cfg: CompareConfig) -> None:
@@ -677,7 +689,8 @@ def run(args: argparse.Namespace) -> int:
                   command="data2vec " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.quick:  # digits, one seed, seconds per method: checks the whole pipeline, numbers not meaningful
         values.update(data="digits", seeds=(1,), budget_minutes=min(args.budget_minutes, 0.15), dim=64, depth=4,
-                      calibration_steps=3, finetune_epochs={0.01: 10, 0.1: 5, 1.0: 2}, frozen_fraction=0.1)
+                      calibration_steps=3, finetune_epochs={0.01: 10, 0.1: 5, 1.0: 2}, finetune_min_updates=20,
+                      frozen_fraction=0.1)
     cfg = CompareConfig(**values)
     summary = run_comparison(cfg)
     print()
