@@ -283,3 +283,27 @@ def test_compare_refuses_to_mix_studies_with_other_settings(tmp_path):
     check_same_study(CompareConfig(data="digits", out=str(out), runs="x", seeds=(1, 2, 3, 4, 5)))  # more seeds: fine
     with pytest.raises(CliError, match="budget_minutes=15.0"):
         check_same_study(CompareConfig(data="digits", out=str(out), runs="x", budget_minutes=5))
+
+
+def test_an_interrupted_pretraining_is_not_scored(tmp_path, monkeypatch):
+    """SIGTERM / Ctrl-C inside pretraining: the engine saves a checkpoint and returns; compare must stop there
+    (no pretrain.json, no evaluation of a half-trained encoder) and say how to continue."""
+    import data2vec.engine
+    from data2vec.cli.compare import CompareConfig, data_image_size, load_eval_data, pretrain_arm, result_path
+    from data2vec.cli.errors import CliError
+
+    cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
+                        budget_minutes=0.01, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=1)
+    data = load_eval_data(cfg, data_image_size(cfg))
+    real = data2vec.engine.pretrain
+    calls = []
+
+    def interrupted(method, dataset, pcfg, out_dir, **kwargs):
+        calls.append(pcfg.steps)
+        summary = real(method, dataset, pcfg, out_dir, **kwargs)
+        return summary if len(calls) == 1 else {**summary, "stopped_by": "SIGTERM", "steps_done": 1}  # 1 = calibration
+
+    monkeypatch.setattr(data2vec.engine, "pretrain", interrupted)
+    with pytest.raises(CliError, match="stopped by SIGTERM .* rerun the same command"):
+        pretrain_arm(cfg, "data2vec", 1, data)
+    assert not result_path(cfg, "data2vec", 1, "pretrain").exists()

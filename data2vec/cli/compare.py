@@ -327,6 +327,10 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
     final = pretrain(method, dataset, pcfg, run_dir, resume=resume, collate_fn=collate, health_data=knn,
                      run_config={"command": "compare", "method": name, "data": cfg.data})
     wall = time.time() - t0
+    if final.get("stopped_by"):  # Ctrl-C / SIGTERM: the checkpoint is saved; a half-trained encoder is not scored
+        raise CliError(f"pretraining of {name} seed {seed} stopped by {final['stopped_by']} after update "
+                       f"{final.get('steps_done')} of {steps}; fix: rerun the same command to continue from the "
+                       "checkpoint (finished results are kept)")
     records = read_metrics(run_dir / "metrics.jsonl")
     clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # seconds since start
     every = max(1, len(records) // 200)
