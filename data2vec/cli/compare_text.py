@@ -280,6 +280,20 @@ def calibration_key(cfg: TextCompareConfig) -> dict:
             "budget_minutes": cfg.budget_minutes, "encoder": [cfg.dim, cfg.depth, cfg.heads], "preset": cfg.preset}
 
 
+def check_calibration(cfg: TextCompareConfig) -> dict:
+    """OUT/calibration.json (empty if none yet); refused when it was measured with other settings, since every
+    results file in OUT must come from one budget (checked before any work, even when every result exists)."""
+    path = Path(cfg.out) / "calibration.json"
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    key = calibration_key(cfg)
+    for name in cfg.methods:
+        stored = {k: table[name].get(k) for k in key} if name in table else key
+        if stored != key:
+            raise CliError(f"{path} calibrated {name} with {stored}, this run asks for {key}; fix: use the original "
+                           "flags, or another --out for a new comparison")
+    return table
+
+
 def calibrate_text(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
     """Seconds per update of `name` on text blocks (median of the timed updates of a short run) and the step count
     that fills the budget; stored in OUT/calibration.json (the image comparison's file and layout) and reused."""
@@ -289,14 +303,10 @@ def calibrate_text(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
     from ..engine import pretrain, read_metrics
 
     path = Path(cfg.out) / "calibration.json"
-    table = json.loads(path.read_text()) if path.is_file() else {}
-    key = calibration_key(cfg)
+    table = check_calibration(cfg)
     if name in table:
-        stored = {k: table[name].get(k) for k in key}
-        if stored != key:
-            raise CliError(f"{path} calibrated {name} with {stored}, this run asks for {key}; fix: use the original "
-                           "flags, or another --out for a new comparison")
         return table[name]
+    key = calibration_key(cfg)
     n = cfg.calibration_steps + 2
     set_seed(0)
     method, optim, spec = build_text_arm(cfg, name, tok)
@@ -513,6 +523,7 @@ def run_text_comparison(cfg: TextCompareConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     check_glue(cfg)
+    check_calibration(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.out) / "config.json", {**dataclasses.asdict(cfg), "modality": "text",
                                                "machine": machine_info()})

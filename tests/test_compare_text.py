@@ -1,0 +1,194 @@
+"""`data2vec compare --modality text` (data2vec/cli/compare_text.py).
+
+References are written here: the validation split's sizes and disjointness counted by hand, the majority-class
+floor recomputed from the TSV files the test writes, the calibrated step count recomputed from calibration.json.
+The end-to-end run (a corpus and a GLUE-format SST-2/STS-B folder written by the test, a 2 x 32 encoder, seconds
+of pretraining per method) checks every results file, that a rerun recomputes nothing and that the table lists
+every (arm, protocol). No test reads ../shared/data.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from data2vec.cli.compare_text import carve_validation, parse_epochs, write_synthetic_glue
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+         "upsilon phi chi psi omega good bad fine poor").split()
+
+
+def write_corpus(path, lines=400, seed=0):
+    rng = random.Random(seed)
+    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))) for _ in range(lines))
+                    + "\n")
+    return path
+
+
+def write_glue(root, seed=0):
+    """SST-2 (train 80: 56 positive / 24 negative; dev 30: 12 positive) and STS-B (train 60, dev 20)."""
+    rng = random.Random(seed)
+    (root / "SST-2").mkdir(parents=True)
+    for split, labels in (("train", [1] * 56 + [0] * 24), ("dev", [1] * 12 + [0] * 18)):
+        rng.shuffle(labels)
+        rows = ["sentence\tlabel"] + [f"{'good fine' if y else 'bad poor'} {rng.choice(WORDS)} {rng.choice(WORDS)}\t{y}"
+                                      for y in labels]
+        (root / "SST-2" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    (root / "STS-B").mkdir()
+    for split, n in (("train", 60), ("dev", 20)):
+        rows = ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"]
+        for i in range(n):
+            a, b = " ".join(rng.sample(WORDS, 5)), " ".join(rng.sample(WORDS, 5))
+            rows.append(f"{i}\tmain\tx\t2012\t{i}\tnone\tnone\t{a}\t{b}\t{rng.uniform(0, 5):.3f}")
+        (root / "STS-B" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+# ---- pieces ----------------------------------------------------------------------------------------------------
+
+
+def test_carve_validation_classification_is_stratified_and_regression_seeded():
+    labels = np.array([0] * 70 + [1] * 30)
+    fit, val = carve_validation(labels, regression=False, fraction=0.1, max_examples=1000)
+    assert np.bincount(labels[val]).tolist() == [7, 3]  # 10 % of every class
+    assert len(np.intersect1d(fit, val)) == 0 and len(fit) + len(val) == 100
+    scores = np.linspace(0, 5, 57)
+    fit, val = carve_validation(scores, regression=True, fraction=0.1, max_examples=1000)
+    assert len(val) == 6 and len(np.intersect1d(fit, val)) == 0 and len(fit) == 51  # round(5.7) = 6
+    assert np.array_equal(val, carve_validation(scores, True, 0.1, 1000)[1])  # the same split for every arm
+    assert len(carve_validation(scores, True, 0.5, 4)[1]) == 4  # capped
+
+
+def test_parse_epochs_defaults_and_overrides():
+    epochs = parse_epochs("sst2=1, stsb=4")
+    assert epochs["sst2"] == 1 and epochs["stsb"] == 4 and epochs["rte"] == 10
+    from data2vec.cli.errors import CliError
+
+    for bad in ("sst2", "sst2=0", "sst2=x"):
+        with pytest.raises(CliError, match="TASK=N"):
+            parse_epochs(bad)
+
+
+def test_synthetic_glue_loads_as_official_files(tmp_path):
+    from tasks.text.glue import load_glue
+
+    root = write_synthetic_glue(tmp_path / "glue", train=40, dev=10)
+    sst = load_glue("sst2", "train", root)
+    assert len(sst) == 40 and {ex.label for ex in sst} <= {0, 1}
+    sts = load_glue("stsb", "dev", root)
+    assert len(sts) == 10 and all(0 <= ex.label <= 5 for ex in sts)
+    assert (root / "heldout.txt").read_text().strip()
+
+
+def test_sst2_subset_is_seeded_and_the_same_for_every_call(tmp_path):
+    from data2vec.cli.compare_text import TextCompareConfig, load_task
+    from tasks.text.tokenizer import train_tokenizer
+
+    glue = write_glue(tmp_path / "glue")
+    tok = train_tokenizer([str(write_corpus(tmp_path / "c.txt"))], kind="bpe", vocab_size=300)
+    cfg = TextCompareConfig(data="x", glue=str(glue), out=str(tmp_path), runs=str(tmp_path), sst2_train_examples=50)
+    a, b = load_task(cfg, "sst2", tok), load_task(cfg, "sst2", tok)
+    assert a.train_examples == 50 and len(a.fit) + len(a.val) == 50 and len(a.dev) == 30
+    assert [f["input_ids"] for f in a.fit.features] == [f["input_ids"] for f in b.fit.features]
+
+
+# ---- end to end ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys):
+    from data2vec.cli import main
+    from data2vec.cli.compare_text import TextCompareConfig, protocols, result_path
+    from tasks.text.glue import load_glue
+
+    corpus, glue = write_corpus(tmp_path / "corpus.txt"), write_glue(tmp_path / "glue")
+    heldout = write_corpus(tmp_path / "heldout.txt", lines=40, seed=1)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["compare", "--modality", "text", "--data", str(corpus), "--glue", str(glue), "--tasks", "sst2,stsb",
+            "--methods", "bert,data2vec,data2vec2", "--budget-minutes", "0.03", "--seeds", "1", "--preset", "tiny",
+            "--dim", "32", "--depth", "2", "--heads", "2", "--batch-size", "8", "--seq-len", "32",
+            "--vocab-size", "300", "--task-epochs", "sst2=2,stsb=2", "--heldout", str(heldout), "--out", str(out),
+            "--runs", str(runs), "--threads", "1"]
+    assert main(argv) == 0
+    cfg = TextCompareConfig(data=str(corpus), glue=str(glue), out=str(out), runs=str(runs), tasks=("sst2", "stsb"),
+                            heldout=str(heldout), budget_minutes=0.03)
+    files = {}
+    for arm in cfg.arms:
+        for seed in (0,) if arm == "majority" else (1,):
+            for protocol in protocols(cfg, arm):
+                path = result_path(cfg, arm, seed, protocol)
+                rec = json.loads(path.read_text())
+                assert rec["arm"] == arm and rec["protocol"] == protocol and np.isfinite(rec["score"])
+                assert rec["git_commit"] and rec["machine"]["torch"] and "compare" in rec["command"]
+                files[path] = path.stat().st_mtime_ns
+    assert "mlm-heldout" in protocols(cfg, "bert") and "mlm-heldout" not in protocols(cfg, "data2vec")
+    mlm = json.loads(result_path(cfg, "bert", 1, "mlm-heldout").read_text())
+    assert 0 <= mlm["score"] <= 100 and mlm["details"]["predicted_tokens"] > 0
+    assert mlm["score"] == pytest.approx(100 * mlm["details"]["correct"] / mlm["details"]["predicted_tokens"])
+
+    # the majority floor by hand: 56 of 80 training sentences are positive, 12 of 30 dev sentences are
+    majority = json.loads(result_path(cfg, "majority", 0, "sst2").read_text())
+    dev = [ex.label for ex in load_glue("sst2", "dev", glue)]
+    assert majority["details"]["prediction"] == 1 and majority["score"] == pytest.approx(100 * dev.count(1) / len(dev))
+    assert json.loads(result_path(cfg, "majority", 0, "stsb").read_text())["score"] == 0.0  # a constant: Pearson 0
+
+    # equal budget: each run took the calibrated number of updates (bert has no anisotropy stop to cut it short)
+    calib = json.loads((out / "calibration.json").read_text())
+    for method in ("bert", "data2vec", "data2vec2"):
+        pre = json.loads(result_path(cfg, method, 1, "pretrain").read_text())
+        assert pre["steps"] == calib[method]["steps"] == max(10, int(0.03 * 60 // calib[method]["s_per_update"]))
+        lines = (runs / f"{method}-seed1" / "metrics.jsonl").read_text().splitlines()
+        if pre["stopped_by_health_guard"] is None:
+            assert len(lines) == pre["steps"]
+        else:
+            assert method != "bert" and len(lines) < pre["steps"]
+        assert pre["health_curve"] and "anisotropy" in pre["health_curve"][0]
+    tuned = json.loads(result_path(cfg, "data2vec", 1, "stsb").read_text())
+    assert tuned["metric"] == "pearson" and tuned["details"]["train_examples"] + tuned["details"][
+        "validation_examples"] == 60 and tuned["details"]["dev_examples"] == 20
+    assert tuned["score"] == tuned["details"]["dev_metrics"]["pearson"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(r["arm"], r["protocol"]) for r in summary["rows"]} == {
+        (arm, p) for arm in cfg.arms for p in protocols(cfg, arm)}
+    data = json.loads((out / "data.json").read_text())
+    assert data["words"] == sum(len(line.split()) for line in corpus.read_text().splitlines())
+
+    assert main(argv) == 0  # a rerun finds every result and recomputes nothing
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in files.items())
+    changed = [a if a != "32" else "16" for a in argv]  # another batch in the same --out is refused
+    capsys.readouterr()
+    assert main([a if a != "8" else "4" for a in changed]) == 2
+    assert "calibrated bert with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "dino"], "not a text pretraining method"),
+    (["--methods", "nope"], "not a text pretraining method"),
+    (["--tasks", "sst2,rte"], "drop rte from --tasks"),
+    (["--tasks", "nope"], "unknown GLUE task"),
+    (["--task-epochs", "sst2=0"], "TASK=N"),
+    (["--heldout", "/no/such/file.txt"], "no such file"),
+])
+def test_compare_text_bad_input_is_one_clear_line(tmp_path, extra, message, capsys):
+    from data2vec.cli import main
+
+    corpus, glue = write_corpus(tmp_path / "corpus.txt"), write_glue(tmp_path / "glue")
+    argv = ["compare", "--modality", "text", "--data", str(corpus), "--glue", str(glue), "--out", str(tmp_path / "o"),
+            *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "calibration.json").exists()  # refused before any work
+
+
+def test_compare_text_needs_glue_and_data(tmp_path, capsys):
+    from data2vec.cli import main
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert main(["compare", "--modality", "text", "--data", str(corpus), "--out", str(tmp_path / "o")]) == 2
+    assert "needs --glue" in capsys.readouterr().err
+    assert main(["compare", "--modality", "text", "--glue", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "needs --data" in capsys.readouterr().err
