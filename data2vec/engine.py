@@ -253,12 +253,13 @@ def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, 
         with StopFlag() as stop:
             for step in range(run.start_step, cfg.steps):
                 lr = run.schedule.apply(run.optimizer, step)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 stats, stop_now = train_step(run, step, stop)
                 hook_stats = step_or_skip(run, step, stats)
                 step_times.append(time.perf_counter() - t0)
+                cpu_time = time.process_time() - c0  # this process's CPU seconds: immune to other work on the machine
                 health = health_pass(run, step)  # {} except on health steps
-                last = log_step(run, step, lr, stats, {**hook_stats, **health}, step_times[-1], bar)
+                last = log_step(run, step, lr, stats, {**hook_stats, **health}, step_times[-1], bar, cpu_time)
                 stop_if_collapsed(run, step)
                 stop_if_diverged(run, step)
                 if stop_now:
@@ -332,12 +333,15 @@ def step_or_skip(run: Run, step: int, stats: dict[str, float]) -> dict[str, floa
     return hook_stats
 
 
-def log_step(run: Run, step: int, lr: float, stats: dict, hook_stats: dict, seconds: float, bar) -> dict:
-    """One record in metrics.jsonl (rank 0), the progress bar, and every `log_every` updates a console line."""
+def log_step(run: Run, step: int, lr: float, stats: dict, hook_stats: dict, seconds: float, bar,
+             cpu_seconds: float | None = None) -> dict:
+    """One record in metrics.jsonl (rank 0), the progress bar, and every `log_every` updates a console line.
+    `step_time` is the update's wall-clock, `step_cpu_time` the CPU time this process spent on it (all its
+    threads: equal to the wall-clock of a one-thread run on an otherwise idle core)."""
     cfg = run.cfg
     record = {"step": step + 1, **{k: v for k, v in stats.items() if k != "grad_norm"}, "lr": lr,
               "grad_norm": stats["grad_norm"], "throughput": run.full_config["global_batch"] / seconds,
-              "step_time": seconds, "nonfinite_skipped": run.skipped_total,
+              "step_time": seconds, "step_cpu_time": cpu_seconds, "nonfinite_skipped": run.skipped_total,
               **{k: float(v) for k, v in hook_stats.items()}}
     if run.sampler is not None:
         record["epoch"] = run.sampler.position(step)["epoch"]

@@ -239,6 +239,9 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     assert pre["steps"] == calib["steps"] == max(10, int(cfg.budget_s // calib["s_per_update"]))
     lines = (tmp_path / "runs" / "data2vec-seed1" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == pre["steps"]  # the run took exactly the calibrated number of updates
+    records = [json.loads(line) for line in lines]
+    assert calib["clock"] == pre["clock"] == "cpu" and all(r["step_cpu_time"] > 0 for r in records)
+    assert pre["train_seconds"] == pytest.approx(sum(r["step_cpu_time"] for r in records))  # the budget's clock
     sup = json.loads(result_path(cfg, "supervised", 1, "finetune@10%").read_text())
     ref = json.loads(result_path(cfg, "random", 1, "finetune@10%").read_text())
     assert sup["details"]["budget_seconds"] == pytest.approx(cfg.budget_s + ref["details"]["seconds"])

@@ -91,6 +91,8 @@ class CompareConfig:
     knn_temperature: float = 0.07  # DINO's T
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
+    clock: str = "cpu"  # the budget's clock: "cpu" = this process's CPU seconds (CPU runs: immune to other work on
+    #   the machine; equal to wall-clock for one thread on an idle core), "wall" = wall-clock (GPU runs)
     quick: bool = False  # the smoke version (digits, seconds per method)
     command: str = ""  # the command line, stored with every result
 
@@ -263,6 +265,11 @@ def pretrain_config(cfg: CompareConfig, optim: dict, steps: int, seed: int, spec
     return PretrainConfig(**values)
 
 
+def step_seconds(record: dict, clock: str) -> float:
+    """One update's cost on the budget's clock (metrics.jsonl: `step_cpu_time` or `step_time`)."""
+    return record["step_cpu_time"] if clock == "cpu" else record["step_time"]
+
+
 def calibrate(cfg: CompareConfig, name: str, image_size: int, in_chans: int) -> dict:
     """Seconds per update of `name`, measured by a short run (median of the timed updates), and the step count that
     fills the budget. Stored in calibration.json and reused, so every seed and session runs the same updates."""
@@ -283,11 +290,11 @@ def calibrate(cfg: CompareConfig, name: str, image_size: int, in_chans: int) -> 
     say(f"calibrating {name}: {n} updates at batch {cfg.batch_size}")
     pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0, warmup_steps=1),
              run_dir, collate_fn=collate)
-    times = [r["step_time"] for r in read_metrics(run_dir / "metrics.jsonl")][2:]
+    times = [step_seconds(r, cfg.clock) for r in read_metrics(run_dir / "metrics.jsonl")][2:]
     shutil.rmtree(run_dir, ignore_errors=True)
     s_per_update = float(np.median(times))
     steps = max(10, int(cfg.budget_s // s_per_update))
-    table[name] = {"s_per_update": s_per_update, "steps": steps, "batch_size": cfg.batch_size,
+    table[name] = {"s_per_update": s_per_update, "clock": cfg.clock, "steps": steps, "batch_size": cfg.batch_size,
                    "budget_minutes": cfg.budget_minutes, "timed_updates": len(times), "machine": machine_info(),
                    "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(path, table)
@@ -332,7 +339,7 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
                        f"{final.get('steps_done')} of {steps}; fix: rerun the same command to continue from the "
                        "checkpoint (finished results are kept)")
     records = read_metrics(run_dir / "metrics.jsonl")
-    clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # seconds since start
+    clock = np.cumsum([step_seconds(r, cfg.clock) for r in records])  # budget seconds since the start (no health)
     every = max(1, len(records) // 200)
     curve = [{"step": r["step"], "seconds": float(c), "loss": r["loss"]}
              for r, c in zip(records, clock, strict=True)][::every]
@@ -341,7 +348,8 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
     write_json(summary_path, {
         **record(cfg, name, seed, "pretrain", float("nan")), "metric": "pretraining", "steps": steps,
         "batch_size": cfg.batch_size, "samples_seen": steps * cfg.batch_size, "calibration": calib,
-        "train_seconds": float(clock[-1]) if len(clock) else wall, "wall_seconds_this_launch": wall,
+        "train_seconds": float(clock[-1]), "clock": cfg.clock,
+        "train_wall_seconds": float(sum(r["step_time"] for r in records)), "wall_seconds_this_launch": wall,
         "final_loss": final.get("final_loss"), "optim": optim, "recipe": dataclasses.asdict(RECIPES.get(name,
                                                                                                     CompareRecipe())),
         "curve": curve, "knn_curve": knn_curve})
@@ -519,9 +527,9 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
 # ---- the run ------------------------------------------------------------------------------------------------
 
 # fields that define a study: results made with other values must not be mixed into one table
-STUDY_FIELDS = ("data", "budget_minutes", "preset", "dim", "depth", "heads", "patch_size", "image_size", "batch_size",
-                "frozen_fraction", "finetune_lr", "layer_decay", "val_fraction", "val_max", "knn_k", "knn_temperature",
-                "finetune_min_updates")
+STUDY_FIELDS = ("data", "budget_minutes", "clock", "preset", "dim", "depth", "heads", "patch_size", "image_size",
+                "batch_size", "frozen_fraction", "finetune_lr", "layer_decay", "val_fraction", "val_max", "knn_k",
+                "knn_temperature", "finetune_min_updates")
 
 
 def check_same_study(cfg: CompareConfig) -> None:
@@ -558,6 +566,8 @@ def run_comparison(cfg: CompareConfig) -> dict:
     data = load_eval_data(cfg, size)
     say(f"{cfg.data}: {len(data.train_y)} training images ({len(data.val_idx)} of them the validation split), "
         f"{len(data.test_y)} test images, {data.num_classes} classes, {size} px; loaded in {time.time() - t0:.0f} s")
+    for name in cfg.methods:  # every method's cost measured back to back, under the same conditions
+        calibrate(cfg, name, size, data.in_chans)
     total = len(cfg.seeds) * len(cfg.arms)
     done = 0
     for seed in cfg.seeds:
@@ -611,8 +621,9 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default="data2vec,data2vec2,dino",
                    help="comma-separated pretraining methods (registry names); the floors are always added")
     p.add_argument("--budget-minutes", type=float, default=15.0,
-                   help="pretraining wall-clock per method and seed; the update count is fixed from a timed "
-                   "calibration, so keep the machine otherwise idle while it runs (or pin --threads)")
+                   help="pretraining time per method and seed; the update count is fixed from a timed calibration "
+                   "of every method at the start. On a CPU the time is this process's CPU time (immune to other "
+                   "work on the machine; with --threads 1 it equals wall-clock on an idle core), on a GPU wall-clock")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (report mean +- std over them); at least 3")
     p.add_argument("--preset", default="mini", choices=("tiny", "mini", "small", "base"),
                    help="the registry preset each method's recipe starts from (the encoder size is --dim/--depth)")
@@ -690,6 +701,7 @@ def run(args: argparse.Namespace) -> int:
                   dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size,
                   image_size=args.image_size, batch_size=args.batch_size, finetune_fractions=fractions,
                   device=choose_device(args.device), threads=args.threads, quick=args.quick,
+                  clock="cpu" if choose_device(args.device) == "cpu" else "wall",
                   command="data2vec " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.quick:  # digits, one seed, seconds per method: checks the whole pipeline, numbers not meaningful
         values.update(data="digits", seeds=(1,), budget_minutes=min(args.budget_minutes, 0.15), dim=64, depth=4,

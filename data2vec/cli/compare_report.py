@@ -62,6 +62,8 @@ def budget_summary(pretrains: list[dict]) -> dict:
                   "s_per_update_calibrated": recs[0]["calibration"]["s_per_update"],
                   "train_minutes_mean": float(np.mean([r["train_seconds"] for r in recs]) / 60),
                   "train_minutes_runs": [round(r["train_seconds"] / 60, 2) for r in recs],
+                  "clock": recs[0].get("clock", "wall"),
+                  "wall_minutes_runs": [round(r.get("train_wall_seconds", r["train_seconds"]) / 60, 2) for r in recs],
                   "final_loss": [r.get("final_loss") for r in recs], "seeds": [r["seed"] for r in recs]}
             for arm, recs in by_arm.items()}
 
@@ -81,15 +83,18 @@ def format_tables(rows: list[dict], budget: dict) -> tuple[str, str]:
     if budget:
         text.append("")
         md.append("")
-        md.append("| method | updates x batch | calibrated s/update | measured pretraining minutes (per seed) |")
-        md.append("|---|---|---|---|")
+        md.append("| method | updates x batch | calibrated s/update | pretraining minutes per seed (budget clock) "
+                  "| wall-clock minutes per seed |")
+        md.append("|---|---|---|---|---|")
         for arm in _order(budget, ()):
             b = budget[arm]
             minutes = ", ".join(f"{m:.1f}" for m in b["train_minutes_runs"])
+            wall = ", ".join(f"{m:.1f}" for m in b["wall_minutes_runs"])
             text.append(f"{arm}: {b['steps']} updates x {b['batch_size']} = {b['samples_seen']} samples, "
-                        f"{b['s_per_update_calibrated']:.3f} s/update calibrated, {minutes} min measured")
+                        f"{b['s_per_update_calibrated']:.3f} s/update calibrated ({b['clock']} clock), {minutes} min "
+                        f"measured ({wall} min wall-clock)")
             md.append(f"| {ARM_LABELS.get(arm, arm)} | {b['steps']} x {b['batch_size']} | "
-                      f"{b['s_per_update_calibrated']:.3f} | {minutes} |")
+                      f"{b['s_per_update_calibrated']:.3f} ({b['clock']}) | {minutes} | {wall} |")
     text.append("")
     text.append("accuracy (%) on the test split, mean ± std (number of seeds); knobs chosen on a validation split")
     return "\n".join(text) + "\n", "\n".join(md) + "\n"
