@@ -64,7 +64,7 @@ def test_carve_validation_classification_is_stratified_and_regression_seeded():
 
 def test_parse_epochs_defaults_and_overrides():
     epochs = parse_epochs("sst2=1, stsb=4")
-    assert epochs["sst2"] == 1 and epochs["stsb"] == 4 and epochs["rte"] == 10
+    assert epochs["sst2"] == 1 and epochs["stsb"] == 4 and epochs["rte"] == 5
     from data2vec.cli.errors import CliError
 
     for bad in ("sst2", "sst2=0", "sst2=x"):
@@ -192,3 +192,23 @@ def test_compare_text_needs_glue_and_data(tmp_path, capsys):
     assert "needs --glue" in capsys.readouterr().err
     assert main(["compare", "--modality", "text", "--glue", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "needs --data" in capsys.readouterr().err
+
+
+def test_an_interrupted_pretraining_writes_no_results_file(tmp_path, monkeypatch):
+    """Ctrl-C / SIGTERM ends `engine.pretrain` normally with `stopped_by` set: the arm must not be recorded as
+    finished (its evaluations would then read a half-trained encoder and a rerun would never continue it)."""
+    import data2vec.engine
+    from data2vec.cli.compare_text import TextCompareConfig, calibration_key, pretrain_text_arm, result_path
+    from data2vec.cli.errors import CliError
+    from tasks.text.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([str(write_corpus(tmp_path / "c.txt"))], kind="bpe", vocab_size=300)
+    cfg = TextCompareConfig(data="x", glue="x", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"),
+                            preset="tiny", dim=32, depth=2, heads=2, tasks=("sst2",))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "calibration.json").write_text(json.dumps(
+        {"bert": {**calibration_key(cfg), "s_per_update": 0.1, "steps": 50}}))
+    monkeypatch.setattr(data2vec.engine, "pretrain", lambda *a, **k: {"stopped_by": "SIGTERM", "steps_done": 3})
+    with pytest.raises(CliError, match="stopped by SIGTERM after update 3 of 50"):
+        pretrain_text_arm(cfg, "bert", 1, None, tok)
+    assert not result_path(cfg, "bert", 1, "pretrain").exists()
