@@ -293,9 +293,14 @@ def calibrate(cfg: CompareConfig, name: str, image_size: int, in_chans: int) -> 
     times = [step_seconds(r, cfg.clock) for r in read_metrics(run_dir / "metrics.jsonl")][2:]
     shutil.rmtree(run_dir, ignore_errors=True)
     s_per_update = float(np.median(times))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # 1-minute load average of the machine
+    if load is not None and load > (cfg.threads or os.cpu_count() or 1) + 0.5:
+        say(f"warning: the machine's load average is {load:.1f} while {name} is calibrated; other work shares the "
+            "cores (and, on SMT siblings, slows even the CPU-time clock), so the step counts may be off")
     steps = max(10, int(cfg.budget_s // s_per_update))
     table[name] = {"s_per_update": s_per_update, "clock": cfg.clock, "steps": steps, "batch_size": cfg.batch_size,
-                   "budget_minutes": cfg.budget_minutes, "timed_updates": len(times), "machine": machine_info(),
+                   "budget_minutes": cfg.budget_minutes, "timed_updates": len(times), "load_average": load,
+                   "machine": machine_info(),
                    "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(path, table)
     say(f"{name}: {s_per_update:.3f} s/update -> {steps} updates in {cfg.budget_minutes:g} min")
