@@ -244,7 +244,8 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     assert pre["train_seconds"] == pytest.approx(sum(r["step_cpu_time"] for r in records))  # the budget's clock
     sup = json.loads(result_path(cfg, "supervised", 1, "finetune@10%").read_text())
     ref = json.loads(result_path(cfg, "random", 1, "finetune@10%").read_text())
-    assert sup["details"]["budget_seconds"] == pytest.approx(cfg.budget_s + ref["details"]["seconds"])
+    assert sup["details"]["budget_clock"] == "cpu"
+    assert sup["details"]["budget_seconds"] == pytest.approx(cfg.budget_s + ref["details"]["cpu_seconds"])
     assert {(r["arm"], r["protocol"]) for r in summary["rows"]} == {
         (arm, p) for arm in cfg.arms for p in protocols(cfg, arm)}
     table = (tmp_path / "out" / "table.md").read_text()

@@ -456,9 +456,10 @@ def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalDa
     plain = Subset(data_as_dataset(data.train_x, data.train_y), val.tolist())
     test = data_as_dataset(data.test_x, data.test_y)
     run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}"
+    c0 = time.process_time()
     summary = finetune(model, Subset(data.augmented, labelled.tolist()), plain, fcfg, run_dir, metric_fn,
                        collate_fn=image_collate, quiet=True, test_set=test)
-    return {"summary": summary, "labelled": int(len(labelled))}
+    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": time.process_time() - c0}
 
 
 class data_as_dataset:  # noqa: N801  (a tiny adapter, named like the function it replaces)
@@ -495,7 +496,8 @@ def evaluate_finetune(cfg: CompareConfig, arm: str, seed: int, backbone, data: E
         out = finetune_run(cfg, arm, seed, backbone, data, fraction, epochs, recipe)
         s = out["summary"]
         write_json(path, record(cfg, arm, seed, name, s["test"]["selected"]["accuracy"], labelled=out["labelled"],
-                                epochs=epochs, selected_epoch=s["test"]["selected"]["epoch"],
+                                epochs=epochs, cpu_seconds=out["cpu_seconds"],
+                                selected_epoch=s["test"]["selected"]["epoch"],
                                 last_epoch_score=s["test"]["last"]["accuracy"], validation_best=s["best"]["accuracy"],
                                 seconds=s["wall_time_s"], recipe=recipe, history=s["history"]))
         chosen = s["test"]["selected"]
@@ -513,7 +515,9 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
         if path.is_file():
             continue
         ref = json.loads(result_path(cfg, "random", seed, name).read_text())
-        ft_seconds, ft_epochs = ref["details"]["seconds"], ref["details"]["epochs"]
+        clock = "cpu" if cfg.clock == "cpu" and "cpu_seconds" in ref["details"] else "wall"  # the budget's clock
+        ft_seconds = ref["details"]["cpu_seconds" if clock == "cpu" else "seconds"]
+        ft_epochs = ref["details"]["epochs"]
         budget = cfg.budget_s + ft_seconds
         epochs = max(ft_epochs, int(budget / (ft_seconds / ft_epochs)))
         say(f"supervised seed {seed} {name}: {epochs} epochs (~{budget / 60:.1f} min = pretraining budget + "
@@ -521,7 +525,8 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
         out = finetune_run(cfg, "supervised", seed, random_backbone, data, fraction, epochs, recipe)
         s = out["summary"]
         write_json(path, record(cfg, "supervised", seed, name, s["test"]["selected"]["accuracy"],
-                                labelled=out["labelled"], epochs=epochs, budget_seconds=budget,
+                                labelled=out["labelled"], epochs=epochs, budget_seconds=budget, budget_clock=clock,
+                                cpu_seconds=out["cpu_seconds"],
                                 selected_epoch=s["test"]["selected"]["epoch"],
                                 last_epoch_score=s["test"]["last"]["accuracy"],
                                 validation_best=s["best"]["accuracy"], seconds=s["wall_time_s"], recipe=recipe,
