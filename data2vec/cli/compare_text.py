@@ -5,8 +5,9 @@ encoder and the majority class (issue 16; ../shared/DESIGN.md section 8).
 The protocol
 - One tokenizer for every arm: --tokenizer, else a byte-level BPE trained once on the corpus (kept in the runs
   folder, so later sessions reuse it). The corpus's size in words and tokens is stored in OUT/data.json.
-- Equal budget: each method's seconds per update are measured by a short timed run (`calibrate_text`, stored in
-  OUT/calibration.json like the image comparison's), its update count fixed to budget / (seconds per update), so the
+- Equal budget: each method's seconds per update (CPU seconds of this process on a CPU, wall-clock on a GPU, as the
+  image comparison) are measured by a short timed run (`calibrate_text`, stored in OUT/calibration.json like the
+  image comparison's), its update count fixed to budget / (seconds per update), so the
   learning-rate and EMA schedules stay functions of the step. Pretraining runs with the representation health on
   (the text anisotropy guard of `data2vec.engine`); a run the guard stops is evaluated as it stands and says so.
 - Arms: the --methods entries (bert, data2vec, data2vec2) and the floors: random init of the same encoder (every
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import machine_info, record, result_path, say, write_json
+from .compare import machine_info, record, result_path, say, step_seconds, write_json
 from .errors import CliError
 
 TEXT_METHODS = ("bert", "data2vec", "data2vec2")  # registry names this comparison pretrains
@@ -110,6 +111,8 @@ class TextCompareConfig:
     calibration_steps: int = 6  # timed updates per method (after 2 untimed ones) that fix the step counts
     heldout_max_blocks: int = 512  # at most this many held-out blocks scored for masked-token accuracy
     device: str = "cpu"
+    clock: str = "cpu"  # the budget's clock, as the image comparison's: "cpu" = this process's CPU seconds (CPU
+    #   runs: immune to other work on the machine), "wall" = wall-clock (GPU runs)
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
     quick: bool = False  # the smoke version
     command: str = ""  # the command line, stored with every result
@@ -279,7 +282,7 @@ def pretrain_config(cfg: TextCompareConfig, optim: dict, steps: int, seed: int, 
 
 def calibration_key(cfg: TextCompareConfig) -> dict:
     """The settings a stored calibration is valid for: a different one in the same --out is refused."""
-    return {"modality": "text", "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+    return {"modality": "text", "clock": cfg.clock, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
             "budget_minutes": cfg.budget_minutes, "encoder": [cfg.dim, cfg.depth, cfg.heads], "preset": cfg.preset}
 
 
@@ -318,7 +321,7 @@ def calibrate_text(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
     say(f"calibrating {name}: {n} updates at batch {cfg.batch_size} x {cfg.seq_len} tokens")
     pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0, warmup_steps=1),
              run_dir)
-    times = [r["step_time"] for r in read_metrics(run_dir / "metrics.jsonl")][2:]
+    times = [step_seconds(r, cfg.clock) for r in read_metrics(run_dir / "metrics.jsonl")][2:]
     shutil.rmtree(run_dir, ignore_errors=True)
     if len(times) < cfg.calibration_steps:  # a signal stopped it: store nothing, the next launch measures again
         raise CliError(f"the calibration of {name} was interrupted after {len(times) + 2} of {n} updates; fix: rerun "
@@ -375,7 +378,8 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
                        f"{final.get('steps_done')} of {steps}; fix: rerun the same command to continue from its "
                        "checkpoint")
     records = read_metrics(run_dir / "metrics.jsonl")
-    clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # seconds since start
+    clock = np.cumsum([step_seconds(r, cfg.clock) for r in records])  # budget seconds since the start (no health)
+    wall_clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # health included
     every = max(1, len(records) // 200)
     curve = [{"step": r["step"], "seconds": float(c), "loss": r["loss"]}
              for r, c in zip(records, clock, strict=True)][::every]
@@ -387,7 +391,8 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
         "steps_done": len(records), "stopped_by_health_guard": stopped,
         "anisotropy_guard": name in ANISOTROPY_GUARDED, "batch_size": cfg.batch_size,
         "seq_len": cfg.seq_len, "samples_seen": steps * cfg.batch_size, "calibration": calib,
-        "train_seconds": float(clock[-1]) if len(clock) else wall, "wall_seconds_this_launch": wall,
+        "train_seconds": float(clock[-1]) if len(clock) else wall, "clock": cfg.clock,
+        "train_wall_seconds": float(wall_clock[-1]) if len(wall_clock) else wall, "wall_seconds_this_launch": wall,
         "final_loss": final.get("final_loss", records[-1]["loss"] if records else None), "optim": optim,
         "recipe": dataclasses.asdict(RECIPES.get(name, TextRecipe())), "curve": curve, "health_curve": health_curve})
     return method  # a stopped run's weights in memory are those its checkpoint holds
@@ -714,6 +719,7 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
                   vocab_size=args.vocab_size, tokenizer=args.tokenizer, heldout=heldout,
                   sst2_train_examples=args.sst2_train_examples or None, task_epochs=parse_epochs(args.task_epochs),
                   finetune_lr=args.finetune_lr, device=choose_device(args.device), threads=args.threads,
+                  clock="cpu" if choose_device(args.device) == "cpu" else "wall",
                   quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if args.quick:  # seconds per method on a tiny encoder: checks the whole pipeline, numbers not meaningful
         values.update(seeds=(1,), budget_minutes=min(args.budget_minutes, 0.1), dim=64, depth=2, heads=2,
