@@ -211,6 +211,8 @@ def data_image_size(cfg: CompareConfig) -> int:
 
     if cfg.image_size:
         return cfg.image_size
+    if cfg.data.lower() == "digits":
+        return 8
     first = build_vision_dataset(cfg.data, "train", image_size=None)[0][0]
     side = first.shape[-1] if hasattr(first, "shape") else first.size[0]  # a tensor (C, H, W) or a PIL image
     return int(side) if int(side) <= 64 else 32
@@ -260,7 +262,8 @@ def pretrain_config(cfg: CompareConfig, optim: dict, steps: int, seed: int, spec
 
     values = dict(steps=steps, batch_size=cfg.batch_size, lr=optim["lr"], min_lr=optim["lr"] / 100,
                   weight_decay=optim["weight_decay"], betas=optim["betas"], clip_norm=optim["clip_norm"], seed=seed,
-                  device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters)
+                  device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters,
+                  plots=False)  # the comparison draws its own curves; per-checkpoint plots cost seconds each
     values.update(extra)
     return PretrainConfig(**values)
 

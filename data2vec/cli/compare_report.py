@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-FLOOR_ORDER = ("random", "pixels", "supervised")
+FLOOR_ORDER = ("majority", "random", "pixels", "supervised")
 PROTOCOL_ORDER = ("knn@100%", "linear@100%", "knn@1%", "linear@1%", "knn@10%", "linear@10%", "finetune@1%",
                   "finetune@10%", "finetune@100%", "sst2", "sst2-linear", "stsb", "mrpc", "rte", "cola", "mlm-heldout")
 ARM_LABELS = {"random": "random init (same encoder)", "pixels": "raw pixels",
@@ -96,7 +96,8 @@ def format_tables(rows: list[dict], budget: dict) -> tuple[str, str]:
             md.append(f"| {ARM_LABELS.get(arm, arm)} | {b['steps']} x {b['batch_size']} | "
                       f"{b['s_per_update_calibrated']:.3f} ({b['clock']}) | {minutes} | {wall} |")
     text.append("")
-    text.append("accuracy (%) on the test split, mean ± std (number of seeds); knobs chosen on a validation split")
+    text.append("scores on the evaluation split (images: the test split; GLUE: dev), mean ± std (number of seeds); "
+                "every knob chosen on a validation split carved from the training data")
     return "\n".join(text) + "\n", "\n".join(md) + "\n"
 
 
