@@ -640,7 +640,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (report mean +- std over them); at least 3")
     p.add_argument("--preset", default="mini", choices=("tiny", "mini", "small", "base"),
                    help="the registry preset each method's recipe starts from (the encoder size is --dim/--depth)")
-    p.add_argument("--dim", type=int, default=128, help="encoder width shared by every arm")
+    p.add_argument("--dim", type=int, default=None,
+                   help="encoder width shared by every arm (default: vision 128, text 256, the `mini` width)")
     p.add_argument("--depth", type=int, default=4, help="encoder blocks")
     p.add_argument("--heads", type=int, default=4, help="attention heads (must divide --dim)")
     p.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (default 4; 2 under 16 px)")
@@ -685,6 +686,7 @@ def run(args: argparse.Namespace) -> int:
         return run_text(args)
     if args.data is None and not args.quick:
         raise CliError("--data is required (or --quick for the digits smoke run)")
+    args.dim = args.dim or 128
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     for m in methods:
         try:

@@ -668,6 +668,7 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
 
     from .common import PYTHON_DOCS, choose_device
 
+    args.dim = args.dim or 256  # the `mini` text width
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.methods == "data2vec,data2vec2,dino":  # the image default left in place: the text arms instead
         methods = TEXT_METHODS
