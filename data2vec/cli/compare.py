@@ -717,7 +717,7 @@ def run(args: argparse.Namespace) -> int:
                   image_size=args.image_size, batch_size=args.batch_size, finetune_fractions=fractions,
                   device=choose_device(args.device), threads=args.threads, quick=args.quick,
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
-                  command="data2vec " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                  command="data2vec " + " ".join(shlex.quote(a) for a in args.argv))
     if args.quick:  # digits, one seed, seconds per method: checks the whole pipeline, numbers not meaningful
         values.update(data="digits", seeds=(1,), budget_minutes=min(args.budget_minutes, 0.15), dim=64, depth=4,
                       calibration_steps=3, finetune_epochs={0.01: 10, 0.1: 5, 1.0: 2}, finetune_min_updates=20,

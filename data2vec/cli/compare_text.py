@@ -721,7 +721,7 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
                   sst2_train_examples=args.sst2_train_examples or None, task_epochs=parse_epochs(args.task_epochs),
                   finetune_lr=args.finetune_lr, device=choose_device(args.device), threads=args.threads,
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
-                  quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                  quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in args.argv))
     if args.quick:  # seconds per method on a tiny encoder: checks the whole pipeline, numbers not meaningful
         values.update(seeds=(1,), budget_minutes=min(args.budget_minutes, 0.1), dim=64, depth=2, heads=2,
                       batch_size=16, seq_len=64, vocab_size=min(args.vocab_size, 2000), calibration_steps=3,
