@@ -49,7 +49,8 @@ def test_demo_quick_with_data2vec2_and_dino_baselines(tmp_path):
     from data2vec.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--threads", "1", "--baselines", "data2vec2,dino", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--steps", "6", "--label-seeds", "1", "--threads", "1",
+                 "--baselines", "data2vec2,dino", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert {"data2vec2", "dino"} <= set(results["results"])
     config = json.loads((out / "pretrain-data2vec2" / "config.json").read_text())

@@ -275,7 +275,8 @@ def pretrain_config(cfg: TextCompareConfig, optim: dict, steps: int, seed: int, 
 
     values = dict(steps=steps, batch_size=cfg.batch_size, lr=optim["lr"], min_lr=optim["lr"] / 100,
                   weight_decay=optim["weight_decay"], betas=optim["betas"], clip_norm=optim["clip_norm"], seed=seed,
-                  device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters)
+                  device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters,
+                  plots=False)  # the comparison draws its own curves; per-checkpoint plots cost seconds each
     values.update(extra)
     return PretrainConfig(**values)
 
