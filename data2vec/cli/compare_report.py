@@ -5,7 +5,8 @@ seeds (mean, population std, median, the runs), and writes
 - summary.json: {"rows": [{"arm", "protocol", "mean", "std", "median", "runs", "seeds"}], "budget": {...}};
 - table.md / table.txt: arms as rows (floors first), protocols as columns, "mean +- std (n)";
 - plots/accuracy.png: accuracy per arm and protocol with the spread over seeds;
-- plots/curves.png: each method's pretraining loss and online k-NN accuracy (train-split probe) against wall-clock.
+- plots/curves.png: each method's pretraining loss and its online k-NN accuracy (images, train-split probe) or token
+  anisotropy (text) against pretraining time on the budget's clock.
 It runs after every finished result, and `data2vec compare --report-only --out DIR` reruns it, so a committed
 results folder regenerates its table and plots with one command.
 """
@@ -129,6 +130,7 @@ def write_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path
         fig = Figure(figsize=(10, 3.6), tight_layout=True)
         ax_loss, ax_knn = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
         colours = {}
+        text_health = False
         for rec in sorted(pretrains, key=lambda r: (r["arm"], r["seed"])):
             colour = colours.setdefault(rec["arm"], f"C{len(colours)}")
             label = ARM_LABELS.get(rec["arm"], rec["arm"]) if rec["seed"] == min(
@@ -137,15 +139,25 @@ def write_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path
             ax_loss.plot([c["seconds"] / 60 for c in curve], [c["loss"] for c in curve], color=colour, alpha=0.7,
                          label=label)
             knn = rec.get("knn_curve", [])
-            ax_knn.plot([c["seconds"] / 60 for c in knn], [c["knn"] for c in knn], "o-", ms=3, color=colour,
-                        alpha=0.7, label=label)
-        ax_loss.set_xlabel("pretraining wall-clock (min)")
+            if knn:  # images: the online k-NN of the health pass
+                ax_knn.plot([c["seconds"] / 60 for c in knn], [c["knn"] for c in knn], "o-", ms=3, color=colour,
+                            alpha=0.7, label=label)
+            else:  # text: the probe tokens' anisotropy (mean cosine between tokens; the guard stops data2vec at 0.6)
+                health = [c for c in rec.get("health_curve", []) if "anisotropy" in c]
+                ax_knn.plot([c["seconds"] / 60 for c in health], [c["anisotropy"] for c in health], "o-", ms=3,
+                            color=colour, alpha=0.7, label=label)
+                text_health = True
+        ax_loss.set_xlabel("pretraining time (min, the budget's clock)")
         ax_loss.set_ylabel("loss (each method's own objective)")
         ax_loss.set_yscale("log")
         ax_loss.legend(fontsize=7)
-        ax_knn.set_xlabel("pretraining wall-clock (min)")
-        ax_knn.set_ylabel("online k-NN accuracy (%)")
-        ax_knn.set_title("train-split probe (bank 3/4, queries 1/4)", fontsize=9)
+        ax_knn.set_xlabel("pretraining time (min, the budget's clock)")
+        if text_health:
+            ax_knn.set_ylabel("token anisotropy (mean cosine)")
+            ax_knn.set_title("health pass on a fixed probe batch", fontsize=9)
+        else:
+            ax_knn.set_ylabel("online k-NN accuracy (%)")
+            ax_knn.set_title("train-split probe (bank 3/4, queries 1/4)", fontsize=9)
         ax_knn.legend(fontsize=7)
         fig.savefig(plots / "curves.png", dpi=100)
         written.append(plots / "curves.png")
