@@ -228,3 +228,24 @@ def test_probe_image_size_and_channel_mismatch_are_explained(tmp_path, capsys):
     rc = main(["probe", "--init", str(tmp_path / "run"), "--data", "digits"])  # digits are grey, 1 channel
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "1 channel(s) but the encoder expects 3" in err[0]
+
+
+def test_probe_layer_auto_chooses_on_a_validation_split_of_the_training_images(tmp_path, capsys):
+    from data2vec.cli import main
+    from data2vec.probe import validation_split
+    from tasks.vision import load_digits_dataset
+
+    out = tmp_path / "auto"
+    assert main(["probe", "--data", "digits", "--preset", "tiny", "--layer", "auto", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    labels = load_digits_dataset("train").labels
+    fit, val = validation_split(labels, 0.1, seed=0, max_examples=5000)
+    assert metrics["validation_examples"] == len(val) and metrics["train_examples"] == len(fit)
+    blocks = ["block1", "block2", "final"]  # the tiny preset has 2 blocks
+    candidates = {f"{b}/{p}" for b in blocks for p in ("mean", "cls")}
+    assert metrics["results"]["linear"]["features"] in candidates  # standardised: centring is a no-op, not tried
+    assert metrics["results"]["knn"]["features"] in candidates | {f"{c}/centred" for c in candidates}
+    printed = capsys.readouterr().out
+    assert f"features {metrics['results']['knn']['features']}," in printed
+    assert main(["probe", "--data", "digits", "--preset", "tiny", "--layer", "7", "--out", str(out)]) == 2
+    assert "block number 1..2" in capsys.readouterr().err

@@ -42,6 +42,13 @@ def add_parser(sub) -> None:
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
                    help="mean of patch tokens (data2vec/BEiT features; usually best for masked-prediction "
                    "methods) or the CLS token (DINO's choice)")
+    p.add_argument("--layer", default="final",
+                   help="which features: 'final' (the encoder's normed output), a block number 1..depth (its output, "
+                   "before the final norm; BEiT probes an intermediate block), or 'auto': every block and the final "
+                   "output, mean-pooled and CLS (k-NN also centred), chosen per protocol on a validation split of 10%% "
+                   "of the training images (at most 5,000), which are then left out of the probe's training set. "
+                   "Use auto to compare encoders fairly: a random or young ViT's final mean-pooled tokens can lose "
+                   "to raw pixels while a middle block does not")
     p.add_argument("--k", type=int, default=20, help="k-NN neighbours (DINO: 20; use fewer with few labels)")
     p.add_argument("--temperature", type=float, default=0.07,
                    help="k-NN vote weight exp(cos/T) (DINO: 0.07); 0 = plain majority vote")
@@ -61,6 +68,28 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _check_layer(layer: str, depth: int):
+    if layer in ("final", "auto"):
+        return layer
+    if layer.isdigit() and 1 <= int(layer) <= depth:
+        return int(layer)
+    raise CliError(f"--layer {layer!r}: use 'final', 'auto' or a block number 1..{depth} (this encoder has {depth})")
+
+
+def _features(backbone, dataset, layer, args, device):
+    """({name: (N, D)}, labels): the final output with --pooling, one block's with --pooling, or (auto) every
+    candidate of `probe.layer_features` (`run` adds the k-NN's centred copies)."""
+    from ..probe import extract_features, layer_features
+
+    if layer == "final":
+        x, y = extract_features(backbone, _loader(dataset, args.batch_size), args.pooling, device)
+        return {f"final/{args.pooling}": x}, y
+    feats, y = layer_features(backbone, _loader(dataset, args.batch_size), device)
+    if layer != "auto":
+        return {f"block{layer}/{args.pooling}": feats[f"block{layer}/{args.pooling}"]}, y
+    return feats, y
+
+
 def _loader(dataset, batch_size: int):
     from torch.utils.data import DataLoader
 
@@ -74,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import Subset
 
     from ..checkpoint import set_seed
-    from ..probe import extract_features, few_label_eval, few_label_indices
+    from ..probe import choose_features, few_label_eval, few_label_indices, validation_split
     from .common import check_channels, choose_device, dataset_labels, image_splits, seeded_subset, vision_init
 
     args.device = choose_device(args.device)
@@ -100,38 +129,56 @@ def run(args: argparse.Namespace) -> int:
     backbone = init.backbone.to(device)
     temperature = args.temperature or None
     methods = ("linear", "knn") if args.method == "both" else (args.method,)
+    layer = _check_layer(args.layer, cfg.depth)
+    labels = dataset_labels(train)
+    fit_idx, val_idx = np.arange(len(labels)), np.array([], dtype=int)
+    if layer == "auto":  # the choice is made on held-out training images, never on the test split
+        fit_idx, val_idx = validation_split(labels, 0.1, seed=args.seed, max_examples=5000)
+    subsets = None
+    used = fit_idx
     if args.labels_per_class is not None:
         # few labels: draw the subsets from the labels alone, then embed only the images they hold
-        labels = dataset_labels(train)
-        subsets = [few_label_indices(labels, args.labels_per_class, seed=args.seed + s)
+        subsets = [fit_idx[few_label_indices(labels[fit_idx], args.labels_per_class, seed=args.seed + s)]
                    for s in range(args.label_seeds)]
         used = np.unique(np.concatenate(subsets))  # sorted indices of every image some subset needs
-        train = Subset(train, used.tolist())
-        subsets = [np.searchsorted(used, idx) for idx in subsets]  # positions inside the embedded images
-    train_x, train_y = extract_features(backbone, _loader(train, args.batch_size), args.pooling, device)
-    test_x, test_y = extract_features(backbone, _loader(test, args.batch_size), args.pooling, device)
+    embedded = np.union1d(used, val_idx)  # sorted: the probe's training images and the validation split
+    feats, train_y = _features(backbone, Subset(train, embedded.tolist()), layer, args, device)
+    test_feats, test_y = _features(backbone, test, layer, args, device)
+    where = lambda idx: np.searchsorted(embedded, idx)  # noqa: E731  (dataset index -> row of the embedded arrays)
+    choices = {m: next(iter(feats)) for m in methods}
+    if layer == "auto":
+        fit_rows, val_rows = where(used), where(val_idx)
+        for name in list(feats):  # centred copies for the cosine k-NN (a shared direction swamps the cosine)
+            mean = feats[name][fit_rows].mean(axis=0, keepdims=True)
+            feats[f"{name}/centred"], test_feats[f"{name}/centred"] = feats[name] - mean, test_feats[name] - mean
+        for m in methods:
+            pool = {k: v for k, v in feats.items() if m == "knn" or not k.endswith("/centred")}
+            choices[m], _ = choose_features({k: v[fit_rows] for k, v in pool.items()}, train_y[fit_rows],
+                                            {k: v[val_rows] for k, v in pool.items()}, train_y[val_rows], k=args.k,
+                                            temperature=temperature, protocol=m, seed=args.seed)
+    rows = [where(used)] if subsets is None else [where(idx) for idx in subsets]
+    scores: dict[str, list[float]] = {m: [] for m in methods}
+    for i, r in enumerate(rows):
+        for m in methods:
+            name = choices[m]
+            scores[m] += few_label_eval(feats[name][r], train_y[r], test_feats[name], test_y, protocols=(m,),
+                                        seeds=(args.seed + i,), k=args.k, temperature=temperature)[m]
     results: dict[str, dict] = {}
-    if args.labels_per_class is None:
-        scores = few_label_eval(train_x, train_y, test_x, test_y, protocols=methods, seeds=(args.seed,), k=args.k,
-                                temperature=temperature)
-    else:
-        scores = {m: [] for m in methods}
-        for seed, idx in enumerate(subsets):
-            one = few_label_eval(train_x[idx], train_y[idx], test_x, test_y, protocols=methods,
-                                 seeds=(args.seed + seed,), k=args.k, temperature=temperature)
-            for m in methods:
-                scores[m] += one[m]
     for method, accs in scores.items():
-        results[method] = {"accuracy": float(np.mean(accs)), "std": float(np.std(accs)), "runs": accs}
+        results[method] = {"accuracy": float(np.mean(accs)), "std": float(np.std(accs)), "runs": accs,
+                           "features": choices[method]}
+    train_y = train_y[where(used)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"init": init.source, "data": data, "pooling": args.pooling, "k": args.k, "temperature": temperature,
+    summary = {"init": init.source, "data": data, "layer": args.layer, "pooling": args.pooling, "k": args.k,
+               "temperature": temperature, "validation_examples": int(len(val_idx)),
                "labels_per_class": args.labels_per_class, "train_examples": int(len(train_y)),
                "test_examples": int(len(test_y)), "num_classes": num_classes, "results": results,
                "wall_time_s": round(time.time() - t0, 2)}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     for method, r in results.items():
         spread = f" ± {r['std']:.2f}" if len(r["runs"]) > 1 else ""
-        print(f"probe {method:6s} accuracy {r['accuracy']:.2f}{spread} %  ({init.source}, {len(test_y)} test images)")
+        print(f"probe {method:6s} accuracy {r['accuracy']:.2f}{spread} %  ({init.source}, features {r['features']}, "
+              f"{len(test_y)} test images)")
     print(f"wrote {out / 'metrics.json'}")
     return 0
