@@ -242,6 +242,8 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     records = [json.loads(line) for line in lines]
     assert calib["clock"] == pre["clock"] == "cpu" and all(r["step_cpu_time"] > 0 for r in records)
     assert pre["train_seconds"] == pytest.approx(sum(r["step_cpu_time"] for r in records))  # the budget's clock
+    knn = [r["health/knn_acc"] for r in records if "health/knn_acc" in r]
+    assert knn and [c["knn"] for c in pre["knn_curve"]] == knn  # the online k-NN curve of the health pass
     sup = json.loads(result_path(cfg, "supervised", 1, "finetune@10%").read_text())
     ref = json.loads(result_path(cfg, "random", 1, "finetune@10%").read_text())
     assert sup["details"]["budget_clock"] == "cpu"
@@ -311,3 +313,18 @@ def test_an_interrupted_pretraining_is_not_scored(tmp_path, monkeypatch):
     with pytest.raises(CliError, match="stopped by SIGTERM .* rerun the same command"):
         pretrain_arm(cfg, "data2vec", 1, data)
     assert not result_path(cfg, "data2vec", 1, "pretrain").exists()
+
+
+def test_online_knn_probe_mixes_the_classes_of_a_class_ordered_folder(tmp_path):
+    """An image folder lists its images class by class; the health pass's k-NN bank (3/4) and queries (1/4) must
+    both hold every class (before the fix the queries held only the last classes and CIFAR-10 scored 0-3 %)."""
+    from PIL import Image
+
+    from data2vec.cli.common import health_knn_probe
+
+    for c in range(4):
+        (tmp_path / f"class{c}").mkdir()
+        for i in range(25):
+            Image.fromarray(np.full((8, 8, 3), 50 * c, dtype=np.uint8)).save(tmp_path / f"class{c}" / f"{i}.png")
+    probe = health_knn_probe(str(tmp_path), 8, n=64, seed=0)
+    assert set(probe.train_labels.tolist()) == {0, 1, 2, 3} and set(probe.test_labels.tolist()) == {0, 1, 2, 3}

@@ -197,8 +197,11 @@ def health_knn_probe(data: str, image_size: int, n: int, seed: int):
         print(f"pretrain: no online k-NN ({error})", flush=True)
         return None
     subset = seeded_subset(train, n, seed)
-    images = torch.stack([subset[i][0] for i in range(len(subset))])  # (n, C, H, W)
-    labels = torch.tensor([int(subset[i][1]) for i in range(len(subset))])  # (n,)
+    # a seeded shuffle before the bank/query split: `seeded_subset` keeps index order, and a folder listed class by
+    # class (CIFAR-10's JPEG folders) would put the first classes in the bank and the last ones in the queries
+    order = torch.randperm(len(subset), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+    images = torch.stack([subset[i][0] for i in order])  # (n, C, H, W)
+    labels = torch.tensor([int(subset[i][1]) for i in order])  # (n,)
     n_bank = len(subset) - max(1, len(subset) // 4)
     return LabelledProbe(images[:n_bank], labels[:n_bank], images[n_bank:], labels[n_bank:], num_classes=num_classes)
 

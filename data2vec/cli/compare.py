@@ -351,8 +351,8 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
     every = max(1, len(records) // 200)
     curve = [{"step": r["step"], "seconds": float(c), "loss": r["loss"]}
              for r, c in zip(records, clock, strict=True)][::every]
-    knn_curve = [{"step": r["step"], "seconds": float(c), "knn": r["health/knn_accuracy"]}
-                 for r, c in zip(records, clock, strict=True) if "health/knn_accuracy" in r]
+    knn_curve = [{"step": r["step"], "seconds": float(c), "knn": r["health/knn_acc"]}
+                 for r, c in zip(records, clock, strict=True) if "health/knn_acc" in r]
     write_json(summary_path, {
         **record(cfg, name, seed, "pretrain", float("nan")), "metric": "pretraining", "steps": steps,
         "batch_size": cfg.batch_size, "samples_seen": steps * cfg.batch_size, "calibration": calib,
