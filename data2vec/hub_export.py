@@ -179,8 +179,10 @@ def export_state(backbone: nn.Module, family: str, head: nn.Module | None = None
         head_state = head.state_dict()
         for our_key, hf_key in head_key_pairs(head):
             head_out[hf_key] = head_state[our_key[len("head."):]].detach()
-    if not text and family != "vit" and not cfg.final_norm and "pooler.layernorm.weight" not in head_out:
-        # the BEiT pooler's LayerNorm exists in the model; give it its initial values (it does not touch
+    pooled = family == "beit" or (family != "vit" and head is not None)  # BeitModel builds its pooler by default,
+    # Data2VecVisionModel only under a classification head (add_pooling_layer=False otherwise)
+    if not text and pooled and not cfg.final_norm and "pooler.layernorm.weight" not in head_out:
+        # the pooler's LayerNorm exists in the model; give it its initial values (it does not touch
         # last_hidden_state)
         out["pooler.layernorm.weight"], out["pooler.layernorm.bias"] = torch.ones(cfg.dim), torch.zeros(cfg.dim)
     if head is None:

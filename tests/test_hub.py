@@ -316,6 +316,16 @@ def test_export_mean_pooling_head_to_data2vec_vision(tmp_path):
         assert_close_scaled(head(backbone(images)), hf.eval()(pixel_values=images).logits)
 
 
+@pytest.mark.parametrize("family,hf_cls", [("data2vec-vision", "Data2VecVisionModel"), ("beit", "BeitModel")])
+def test_export_without_final_norm_matches_the_pooler_each_family_builds(family, hf_cls, tmp_path):
+    """Data2VecVisionModel has no pooler unless under a classification head, BeitModel always has one: the export of
+    a mean-pooling encoder (no final norm) writes pooler tensors exactly when the model will look for them."""
+    backbone = our_model("vision", final_norm=False)
+    export_hf(tmp_path, backbone, family)
+    hf, info = getattr(transformers, hf_cls).from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"], info
+
+
 def test_export_refuses_what_the_layout_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="relative position bias"):
         export_hf(tmp_path, our_model("vision"), "vit")
