@@ -34,6 +34,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the standard ImageNet channel statistic
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class ClampUnit(torch.nn.Module):
+    """x -> clamp(x, 0, 1). Bicubic resizing of float images overshoots [0, 1] near edges (-0.034 measured on a
+    CIFAR-10 image), and torchvision's hue jitter turns such values into NaN; PIL-based pipelines (the original)
+    clip to uint8 after resizing, which this restores."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.clamp(0.0, 1.0)
+
+
 def _blur(size: int, p: float) -> v2.Transform:
     kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, about 10% of the side (BYOL: 23 px at 224)
     return v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=p)
@@ -80,6 +89,7 @@ class MultiCropTransform:
                 v2.ToImage(),
                 v2.ToDtype(torch.float32, scale=True),  # uint8 -> [0, 1]; floats unchanged
                 v2.RandomResizedCrop(size, scale=scale, interpolation=interpolation, antialias=True),
+                ClampUnit(),  # bicubic overshoot would become NaN in the hue jitter
             ]
             if flip:
                 steps.append(v2.RandomHorizontalFlip(p=0.5))

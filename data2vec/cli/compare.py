@@ -314,13 +314,18 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
     """Pretrain (or continue) one method for one seed; writes <out>/<name>/seed<k>/pretrain.json; returns the
     student backbone, or None when every evaluation of this (arm, seed) already exists."""
     from ..checkpoint import set_seed
-    from ..engine import pretrain, read_metrics
+    from ..engine import TrainingAborted, pretrain, read_metrics
     from ..hub import load_pretrained
     from .common import health_knn_probe
 
     summary_path = result_path(cfg, name, seed, "pretrain")
+    failed_path = result_path(cfg, name, seed, "pretrain-failed")
     pending = [p for p in protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
     run_dir = Path(cfg.runs) / f"{name}-seed{seed}"
+    if failed_path.is_file():
+        say(f"{name} seed {seed}: its pretraining failed before ({json.loads(failed_path.read_text())['reason']}); "
+            f"skipped (delete {failed_path} and {run_dir} to try again, e.g. after changing its recipe)")
+        return None
     if summary_path.is_file() and not pending:
         return None
     if summary_path.is_file() and (run_dir / "checkpoint").is_dir():
@@ -339,8 +344,15 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
     pcfg = pretrain_config(cfg, optim, steps, seed, spec, save_every=max(1, steps // 5),
                            health_every=max(1, steps // 15), quiet=not sys.stdout.isatty())
     t0 = time.time()
-    final = pretrain(method, dataset, pcfg, run_dir, resume=resume, collate_fn=collate, health_data=knn,
-                     run_config={"command": "compare", "method": name, "data": cfg.data})
+    try:
+        final = pretrain(method, dataset, pcfg, run_dir, resume=resume, collate_fn=collate, health_data=knn,
+                         run_config={"command": "compare", "method": name, "data": cfg.data})
+    except TrainingAborted as error:  # diverged or collapsed: a result of the comparison, not a crash of it
+        write_json(failed_path, {**record(cfg, name, seed, "pretrain-failed", float("nan")), "metric": "pretraining",
+                                 "reason": str(error), "steps": steps, "recipe": dataclasses.asdict(
+                                     RECIPES.get(name, CompareRecipe())), "optim": optim})
+        say(f"{name} seed {seed}: pretraining FAILED: {error}")
+        return None
     wall = time.time() - t0
     if final.get("stopped_by"):  # Ctrl-C / SIGTERM: the checkpoint is saved; a half-trained encoder is not scored
         raise CliError(f"pretraining of {name} seed {seed} stopped by {final['stopped_by']} after update "

@@ -32,8 +32,15 @@ def read_results(out: str | Path) -> tuple[list[dict], list[dict]]:
     evals, pretrains = [], []
     for path in sorted(Path(out).glob("*/seed*/*.json")):
         rec = json.loads(path.read_text())
+        if rec.get("protocol") == "pretrain-failed":
+            continue  # listed by `failures`
         (pretrains if rec.get("protocol") == "pretrain" else evals).append(rec)
     return evals, pretrains
+
+
+def failures(out: str | Path) -> list[dict]:
+    """The pretraining runs that diverged or collapsed (`<arm>/seed<k>/pretrain-failed.json`)."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob("*/seed*/pretrain-failed.json"))]
 
 
 def _order(items, preferred) -> list:
@@ -170,7 +177,13 @@ def write_report(out: str | Path) -> dict:
     rows = aggregate(evals)
     budget = budget_summary(pretrains)
     text, md = format_tables(rows, budget)
-    summary = {"rows": sorted(rows, key=lambda r: (r["arm"], r["protocol"])), "budget": budget,
+    failed = failures(out)
+    if failed:
+        lines = [f"{ARM_LABELS.get(f['arm'], f['arm'])} seed {f['seed']}: pretraining failed ({f['reason']})"
+                 for f in failed]
+        text += "\n" + "\n".join(lines) + "\n"
+        md += "\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    summary = {"rows": sorted(rows, key=lambda r: (r["arm"], r["protocol"])), "budget": budget, "failed": failed,
                "results_files": len(evals) + len(pretrains)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.txt").write_text(text)
