@@ -328,3 +328,30 @@ def test_online_knn_probe_mixes_the_classes_of_a_class_ordered_folder(tmp_path):
             Image.fromarray(np.full((8, 8, 3), 50 * c, dtype=np.uint8)).save(tmp_path / f"class{c}" / f"{i}.png")
     probe = health_knn_probe(str(tmp_path), 8, n=64, seed=0)
     assert set(probe.train_labels.tolist()) == {0, 1, 2, 3} and set(probe.test_labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_a_diverged_pretraining_is_recorded_as_failed_and_the_comparison_goes_on(tmp_path, monkeypatch):
+    import data2vec.engine
+    from data2vec.cli.compare import CompareConfig, data_image_size, load_eval_data, pretrain_arm, result_path
+    from data2vec.cli.compare_report import write_report
+
+    cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
+                        budget_minutes=0.01, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=1)
+    data = load_eval_data(cfg, data_image_size(cfg))
+    real = data2vec.engine.pretrain
+    calls = []
+
+    def diverging(method, dataset, pcfg, out_dir, **kwargs):
+        calls.append(pcfg.steps)
+        if len(calls) == 1:
+            return real(method, dataset, pcfg, out_dir, **kwargs)  # the calibration
+        raise data2vec.engine.TrainingAborted("the loss was non-finite for 5 updates in a row")
+
+    monkeypatch.setattr(data2vec.engine, "pretrain", diverging)
+    assert pretrain_arm(cfg, "data2vec", 1, data) is None
+    failed = json.loads(result_path(cfg, "data2vec", 1, "pretrain-failed").read_text())
+    assert "non-finite" in failed["reason"] and not result_path(cfg, "data2vec", 1, "pretrain").exists()
+    assert pretrain_arm(cfg, "data2vec", 1, data) is None and len(calls) == 2  # skipped, not retried
+    summary = write_report(cfg.out)
+    assert summary["failed"][0]["arm"] == "data2vec"
+    assert "pretraining failed" in (tmp_path / "out" / "table.md").read_text()
