@@ -6,7 +6,8 @@ converted by `tutorials/make_notebooks.py`. The sources carry their own asserts 
 `build_targets`, loss by hand vs `regression_loss`, ...), so an assertion failure inside a cell fails here.
 
 Every notebook runs (`slow`) in a fresh `python3` kernel (this interpreter, through a kernel spec written into
-tmp_path, so a machine without a registered kernel works too), with the working directory set to a temporary folder,
+a temporary folder, so a machine without a registered kernel works too), two notebooks at a time, with the working
+directory set to a temporary folder,
 `MPLBACKEND=Agg` and `TUTORIAL_QUICK=1` (each tutorial's parameter cell then picks its reduced size, so the whole
 series stays inside the suite's time budget). The `.py` sources must also run as plain scripts
 (`python tutorials/NN_topic.py`, as the README says): they are compiled here as plain Python, which rejects
@@ -39,23 +40,45 @@ def load_generator():
     return module
 
 
-@pytest.fixture
-def python3_kernel(tmp_path, monkeypatch):
-    """A `python3` kernel spec for this interpreter, found first on JUPYTER_PATH (no user-level install)."""
-    from ipykernel.kernelspec import install
+def execute_notebook(path: Path, workdir: Path) -> str | None:
+    """Run one notebook in a fresh `python3` kernel; None, or the error (cell source and traceback). Module-level,
+    so that a process pool can run two notebooks at a time (one kernel per core)."""
+    nb = nbformat.read(path, as_version=4)
+    if any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
+        return f"{path.name} is committed with outputs; regenerate it with python tutorials/make_notebooks.py"
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                                     resources={"metadata": {"path": str(workdir)}})
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as err:  # the message holds the cell source and traceback
+        return f"{path.name} failed:\n{err}"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    return f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}" if errors else None
 
-    prefix = tmp_path / "jupyter_prefix"
-    install(kernel_name="python3", prefix=str(prefix))  # argv: [sys.executable, -m, ipykernel_launcher, ...]
-    data_dir = prefix / "share" / "jupyter"
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(data_dir), os.environ.get("JUPYTER_PATH")])))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("TUTORIAL_QUICK", "1")  # the reduced size of every tutorial
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Every notebook executed once, two at a time (the kernels are separate processes, so the suite's second core
+    does half the work), each in a fresh `python3` kernel for this interpreter, found first on JUPYTER_PATH (no
+    user-level install), in its own temporary working directory."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ipykernel.kernelspec import install
     from jupyter_client.kernelspec import KernelSpecManager
 
-    spec = KernelSpecManager().get_kernel_spec("python3")
-    assert Path(spec.resource_dir).resolve().is_relative_to(prefix.resolve())
-    return "python3"
+    prefix = tmp_path_factory.mktemp("jupyter_prefix")
+    install(kernel_name="python3", prefix=str(prefix))  # argv: [sys.executable, -m, ipykernel_launcher, ...]
+    data_dir = prefix / "share" / "jupyter"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(data_dir), os.environ.get("JUPYTER_PATH")])))
+        mp.setenv("MPLBACKEND", "Agg")
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.setenv("TUTORIAL_QUICK", "1")  # the reduced size of every tutorial
+        spec = KernelSpecManager().get_kernel_spec("python3")
+        assert Path(spec.resource_dir).resolve().is_relative_to(prefix.resolve())
+        workdirs = [tmp_path_factory.mktemp(path.stem) for path in NOTEBOOKS]
+        with ProcessPoolExecutor(max_workers=2) as pool:  # the environment above is inherited by the workers
+            return dict(zip(NOTEBOOKS, pool.map(execute_notebook, NOTEBOOKS, workdirs), strict=True))
 
 
 def test_there_are_tutorials():
@@ -108,20 +131,10 @@ def test_check_names_each_stale_missing_or_orphan_notebook(tmp_path, monkeypatch
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_without_error(path, tmp_path, python3_kernel):
-    nb = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
-        f"{path.name} is committed with outputs; regenerate it with python tutorials/make_notebooks.py"
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=python3_kernel,
-                                     resources={"metadata": {"path": str(workdir)}})
-    try:
-        client.execute()
-    except nbclient.exceptions.CellExecutionError as err:  # the message holds the cell source and traceback
-        pytest.fail(f"{path.name} failed:\n{err}")
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+def test_notebook_runs_without_error(path, executed):
+    error = executed[path]
+    if error is not None:
+        pytest.fail(error)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
