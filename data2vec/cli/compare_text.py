@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import machine_info, record, result_path, say, step_seconds, write_json
+from .compare import machine_info, pretrain_config, record, result_path, say, step_seconds, write_json
 from .errors import CliError
 
 TEXT_METHODS = ("bert", "data2vec", "data2vec2")  # registry names this comparison pretrains
@@ -268,17 +268,6 @@ def build_text_arm(cfg: TextCompareConfig, name: str, tok):
     optim = dict(lr=recipe.lr if recipe.lr is not None else defaults.scaled_lr(cfg.batch_size),
                  weight_decay=defaults.weight_decay, betas=defaults.betas, clip_norm=defaults.clip_norm)
     return method, optim, spec
-
-
-def pretrain_config(cfg: TextCompareConfig, optim: dict, steps: int, seed: int, spec, **extra):
-    from ..engine import PretrainConfig
-
-    values = dict(steps=steps, batch_size=cfg.batch_size, lr=optim["lr"], min_lr=optim["lr"] / 100,
-                  weight_decay=optim["weight_decay"], betas=optim["betas"], clip_norm=optim["clip_norm"], seed=seed,
-                  device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters,
-                  plots=False)  # the comparison draws its own curves; per-checkpoint plots cost seconds each
-    values.update(extra)
-    return PretrainConfig(**values)
 
 
 def calibration_key(cfg: TextCompareConfig) -> dict:
