@@ -389,7 +389,10 @@ def _run_squad(args) -> int:
     pretrained = args.init is not None
     # BERT SQuAD v1.1: lr 5e-5, batch 32, 2-3 epochs; RoBERTa: 1.5e-5, batch 48, 2 epochs, 6% warm-up
     cfg = _finetune_config(args, "span", "f1", pretrained, epochs=2, lr=3e-5 if pretrained else 1e-4)
-    info = {"task": args.task, "init": init.source, "eval_data": eval_name, "encoder": init.encoder_config.to_dict()}
+    # eval_examples / train_examples count context windows (features); the questions scored are counted here
+    info = {"task": args.task, "init": init.source, "eval_data": eval_name, "encoder": init.encoder_config.to_dict(),
+            "eval_questions": squad.count_questions(eval_articles),
+            "train_questions": squad.count_questions(train_articles)}
     if args.eval_only:
         return _evaluate_only(args, model, eval_feats, collate, metric_fn, cfg, info)
     summary = finetune(model, train_feats, eval_feats, cfg, args.out, metric_fn, collate_fn=collate, run_info=info,
