@@ -20,7 +20,8 @@ import numpy as np
 
 FLOOR_ORDER = ("majority", "random", "pixels", "supervised")
 PROTOCOL_ORDER = ("knn@100%", "linear@100%", "knn@1%", "linear@1%", "knn@10%", "linear@10%", "finetune@1%",
-                  "finetune@10%", "finetune@100%", "sst2", "sst2-linear", "stsb", "mrpc", "rte", "cola", "mlm-heldout")
+                  "finetune@10%", "finetune@100%", "sst2", "sst2-linear", "stsb", "mrpc", "rte", "cola", "mlm-heldout",
+                  "squad-heldout", "xquad-en", "xquad-de", "xquad-es")  # other XQuAD languages follow by name
 ARM_LABELS = {"random": "random init (same encoder)", "pixels": "raw pixels",
               "supervised": "supervised from scratch (budget + fine-tuning time)", "data2vec": "data2vec",
               "data2vec2": "data2vec 2.0", "dino": "DINO", "bert": "BERT-MLM",
@@ -104,8 +105,10 @@ def format_tables(rows: list[dict], budget: dict) -> tuple[str, str]:
             md.append(f"| {ARM_LABELS.get(arm, arm)} | {b['steps']} x {b['batch_size']} | "
                       f"{b['s_per_update_calibrated']:.3f} ({b['clock']}) | {minutes} | {wall} |")
     text.append("")
-    text.append("scores on the evaluation split (images: the test split; GLUE: dev), mean ± std (number of seeds); "
-                "every knob chosen on a validation split carved from the training data")
+    squad = "; SQuAD: F1 on the held-out half of dev; XQuAD: F1 zero-shot" \
+        if any(p.startswith(("squad-", "xquad-")) for p in protocols) else ""
+    text.append(f"scores on the evaluation split (images: the test split; GLUE: dev{squad}), mean ± std (number of "
+                "seeds); every knob chosen on a validation split carved from the training data")
     return "\n".join(text) + "\n", "\n".join(md) + "\n"
 
 

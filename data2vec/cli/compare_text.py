@@ -28,7 +28,10 @@ Everything is resumable exactly as the image comparison: a results file that exi
 pretraining run continues from its checkpoint. Results files, table and plots come from `compare.result_path`,
 `compare.record`, `compare.write_json` and `compare_report.write_report`.
 
-Differences from a full study: no SQuAD / XQuAD arm yet; the fine-tuning recipe is one fixed recipe (lr 1e-4,
+- With --squad: "squad-heldout" and "xquad-<lang>" (SQuAD v1.1 dev split by article, XQuAD zero-shot; the protocol
+  is described in `compare_squad`), for --squad-arms (default every arm but the majority class).
+
+Differences from a full study: the fine-tuning recipe is one fixed recipe (lr 1e-4,
 RoBERTa's schedule), not tuned per arm.
 """
 
@@ -110,6 +113,19 @@ class TextCompareConfig:
     val_max: int = 2000  # at most this many validation examples per task
     calibration_steps: int = 6  # timed updates per method (after 2 untimed ones) that fix the step counts
     heldout_max_blocks: int = 512  # at most this many held-out blocks scored for masked-token accuracy
+    squad: str | None = None  # SQuAD v1.1 dev-v1.1.json for the held-out-article protocol (None = off)
+    xquad: str | None = None  # folder of xquad.<lang>.json scored zero-shot (needs squad)
+    xquad_languages: tuple[str, ...] = ("en", "de", "es")  # Latin-script languages (issue 16 asks these at least)
+    squad_arms: tuple[str, ...] | None = None  # arms fine-tuned on SQuAD; None = random and every method
+    # the SQuAD recipe for every arm, chosen for a 4 x 256 encoder on a CPU: 3 epochs (BERT: 2-3 on 88k questions; the
+    # training half has 4.3k), lr 1e-4 as the GLUE recipe (BERT's 5e-5 and RoBERTa's 1.5e-5 are for 110M-parameter
+    # models), batch finetune_batch_size (32, BERT's); one epoch is ~184 updates of ~4 CPU-seconds (32 x 256 tokens)
+    squad_epochs: int = 3
+    squad_lr: float = 1e-4
+    squad_max_length: int | None = None  # tokens per window; None = 384 (BERT) capped at the encoder's positions
+    squad_doc_stride: int = 128  # BERT run_squad.py: consecutive windows of a long context start 128 tokens apart
+    squad_max_questions: int | None = None  # seeded subset of the training-half questions (None = all)
+    squad_eval_max_questions: int | None = None  # seeded subset of each scored set (None = all; --quick only)
     device: str = "cpu"
     clock: str = "cpu"  # the budget's clock, as the image comparison's: "cpu" = this process's CPU seconds (CPU
     #   runs: immune to other work on the machine), "wall" = wall-clock (GPU runs)
@@ -129,12 +145,14 @@ class TextCompareConfig:
 def protocols(cfg: TextCompareConfig, arm: str) -> list[str]:
     """The protocols an arm is scored with: the majority class has only the GLUE tasks; the masked-token accuracy
     needs an MLM head (the bert arm) and a --heldout file."""
+    from .compare_squad import squad_protocols
+
     if arm == "majority":
         return list(cfg.tasks)
     names = list(cfg.tasks) + (["sst2-linear"] if "sst2" in cfg.tasks else [])
     if arm == "bert" and cfg.heldout:
         names.append("mlm-heldout")
-    return names
+    return names + squad_protocols(cfg, arm)
 
 
 def text_record(cfg: TextCompareConfig, arm: str, seed: int, protocol: str, score: float, metric: str,
@@ -506,11 +524,15 @@ def mlm_heldout(cfg: TextCompareConfig, seed: int, method, tok) -> None:
     say(f"bert seed {seed} mlm-heldout: {score:.2f} % of {predicted} masked tokens")
 
 
-def evaluate_encoder(cfg: TextCompareConfig, arm: str, seed: int, backbone, tasks: dict, tok) -> None:
+def evaluate_encoder(cfg: TextCompareConfig, arm: str, seed: int, backbone, tasks: dict, tok, squad=None) -> None:
+    from .compare_squad import finetune_squad
+
     for name in cfg.tasks:
         finetune_task(cfg, arm, seed, backbone, tasks[name], tok)
     if "sst2" in tasks:
         probe_sst2(cfg, arm, seed, backbone, tasks["sst2"], tok)
+    if squad is not None and "squad-heldout" in protocols(cfg, arm):
+        finetune_squad(cfg, arm, seed, backbone, squad, tok)
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
@@ -524,10 +546,12 @@ def run_text_comparison(cfg: TextCompareConfig) -> dict:
     from ..checkpoint import set_seed
     from ..config import get_preset
     from .compare_report import write_report
+    from .compare_squad import check_squad, load_squad_data
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     check_glue(cfg)
+    check_squad(cfg)
     check_calibration(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.out) / "config.json", {**dataclasses.asdict(cfg), "modality": "text",
@@ -539,6 +563,9 @@ def run_text_comparison(cfg: TextCompareConfig) -> dict:
         say(f"{t.name}: {len(t.fit)} fine-tuning + {len(t.val)} validation examples (of {t.train_examples} training "
             f"examples used), {len(t.dev)} dev examples")
     say(f"GLUE tasks encoded in {time.time() - t0:.0f} s")
+    squad = load_squad_data(cfg, tok, get_preset("text", cfg.preset, **{
+        k: v for k, v in encoder_overrides(cfg, tok).items() if k not in ("mask_id", "special_ids")})) \
+        if cfg.squad else None
     for t in tasks.values():
         evaluate_majority(cfg, t)
     total = len(cfg.seeds) * (len(cfg.arms) - 1)
@@ -553,11 +580,11 @@ def run_text_comparison(cfg: TextCompareConfig) -> dict:
                 set_seed(seed)
                 backbone = build_backbone(get_preset("text", cfg.preset, **{
                     k: v for k, v in encoder_overrides(cfg, tok).items() if k not in ("mask_id", "special_ids")}))
-                evaluate_encoder(cfg, arm, seed, backbone, tasks, tok)
+                evaluate_encoder(cfg, arm, seed, backbone, tasks, tok, squad)
             else:
                 method = pretrain_text_arm(cfg, arm, seed, dataset, tok)
                 if method is not None:
-                    evaluate_encoder(cfg, arm, seed, method.backbone, tasks, tok)
+                    evaluate_encoder(cfg, arm, seed, method.backbone, tasks, tok, squad)
                     if arm == "bert" and cfg.heldout:
                         mlm_heldout(cfg, seed, method, tok)
             write_report(cfg.out)
@@ -638,6 +665,9 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--heldout", default=None,
                    help="held-out text (e.g. the corpus builder's heldout.txt) for the bert arm's masked-token "
                    "accuracy; without it that protocol is skipped")
+    from .compare_squad import add_squad_arguments
+
+    add_squad_arguments(parser)
 
 
 def parse_epochs(text: str | None) -> dict:
@@ -657,6 +687,7 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
     from tasks.text.glue import get_task
 
     from .common import PYTHON_DOCS, choose_device
+    from .compare_squad import squad_values
 
     args.dim = args.dim or 256  # the `mini` text width
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -711,11 +742,14 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
                   sst2_train_examples=args.sst2_train_examples or None, task_epochs=parse_epochs(args.task_epochs),
                   finetune_lr=args.finetune_lr, device=choose_device(args.device), threads=args.threads,
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
-                  quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in args.argv))
+                  quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in args.argv),
+                  **squad_values(args, ("random",) + methods))
     if args.quick:  # seconds per method on a tiny encoder: checks the whole pipeline, numbers not meaningful
         values.update(seeds=(1,), budget_minutes=min(args.budget_minutes, 0.1), dim=64, depth=2, heads=2,
                       batch_size=16, seq_len=64, vocab_size=min(args.vocab_size, 2000), calibration_steps=3,
-                      task_epochs={t: 2 for t in TEXT_TASKS}, sst2_train_examples=2000, heldout_max_blocks=64)
+                      task_epochs={t: 2 for t in TEXT_TASKS}, sst2_train_examples=2000, heldout_max_blocks=64,
+                      squad_epochs=1, squad_max_length=128, squad_eval_max_questions=100,
+                      squad_max_questions=min(args.squad_max_questions or 200, 200))
     return TextCompareConfig(**values)
 
 
