@@ -100,21 +100,28 @@ def test_sst2_subset_is_seeded_and_the_same_for_every_call(tmp_path):
 
 @pytest.mark.slow
 def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys):
+    """Also the SQuAD / XQuAD protocol (--squad, --xquad): a 6-article SQuAD file and XQuAD en/de written by
+    tests/test_compare_squad.py's helpers."""
+    from test_compare_squad import XQUAD_IDS, write_squad, write_xquad
+
     from data2vec.cli import main
     from data2vec.cli.compare_text import TextCompareConfig, protocols, result_path
     from tasks.text.glue import load_glue
 
     corpus, glue = write_corpus(tmp_path / "corpus.txt"), write_glue(tmp_path / "glue")
+    squad, xquad = write_squad(tmp_path / "squad.json"), write_xquad(tmp_path / "xquad")
     heldout = write_corpus(tmp_path / "heldout.txt", lines=40, seed=1)
     out, runs = tmp_path / "out", tmp_path / "runs"
     argv = ["compare", "--modality", "text", "--data", str(corpus), "--glue", str(glue), "--tasks", "sst2,stsb",
             "--methods", "bert,data2vec,data2vec2", "--budget-minutes", "0.03", "--seeds", "1", "--preset", "tiny",
             "--dim", "32", "--depth", "2", "--heads", "2", "--batch-size", "8", "--seq-len", "32",
             "--vocab-size", "300", "--task-epochs", "sst2=2,stsb=2", "--heldout", str(heldout), "--out", str(out),
-            "--runs", str(runs), "--threads", "1"]
+            "--runs", str(runs), "--threads", "1", "--squad", str(squad), "--xquad", str(xquad),
+            "--xquad-languages", "en,de", "--squad-epochs", "2"]
     assert main(argv) == 0
     cfg = TextCompareConfig(data=str(corpus), glue=str(glue), out=str(out), runs=str(runs), tasks=("sst2", "stsb"),
-                            heldout=str(heldout), budget_minutes=0.03)
+                            heldout=str(heldout), budget_minutes=0.03, squad=str(squad), xquad=str(xquad),
+                            xquad_languages=("en", "de"))
     files = {}
     for arm in cfg.arms:
         for seed in (0,) if arm == "majority" else (1,):
@@ -154,11 +161,42 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
     summary = json.loads((out / "summary.json").read_text())
     assert {(r["arm"], r["protocol"]) for r in summary["rows"]} == {
         (arm, p) for arm in cfg.arms for p in protocols(cfg, arm)}
+    # SQuAD: every arm but the majority class, EM <= F1 in [0, 100]; the counts by hand from the file's construction
+    # (6 articles x 2 paragraphs, paragraph j holds j + 1 questions; XQuAD paragraphs A0/1 (2 questions), A3/0 (1),
+    # A5/1 (2))
+    for arm in ("random", "bert", "data2vec", "data2vec2"):
+        held = json.loads(result_path(cfg, arm, 1, "squad-heldout").read_text())
+        d = held["details"]
+        assert held["metric"] == "f1" and held["score"] == d["f1"] and 0 <= d["exact_match"] <= d["f1"] <= 100
+        assert 1 <= d["selected_epoch"] <= 2 and d["epochs"] == 2 and d["max_length"] == 128  # tiny: 128 positions
+        for lang in ("en", "de"):
+            x = json.loads(result_path(cfg, arm, 1, f"xquad-{lang}").read_text())
+            assert 0 <= x["details"]["exact_match"] <= x["score"] == x["details"]["f1"] <= 100
+            assert x["details"]["questions"] == len(XQUAD_IDS)
+    c = d["counts"]
+    train = set(c["fit_titles"]) | set(c["validation_titles"])
+    assert len(train) == 3 and train.isdisjoint(c["eval_titles"]) and len(c["validation_titles"]) == 1
+    removed = {("A0", 1): 2, ("A3", 0): 1, ("A5", 1): 2}
+    removed = {k: n for k, n in removed.items() if k[0] in train}
+    assert c["xquad_paragraphs_removed_from_train"] == len(removed) and c["xquad_questions"] == 3
+    assert c["train_half"] == {"articles": 3, "paragraphs": 6 - len(removed), "questions": 9 - sum(removed.values())}
+    assert c["eval"] == {"articles": 3, "paragraphs": 6, "questions": 9}
+    assert c["fit"]["questions"] + c["validation"]["questions"] == c["train_half"]["questions"]
+    assert "squad-heldout" in (out / "table.md").read_text() and "xquad-de" in (out / "table.md").read_text()
+
     data = json.loads((out / "data.json").read_text())
     assert data["words"] == sum(len(line.split()) for line in corpus.read_text().splitlines())
 
+    # a language lost (or added later) is scored from the kept checkpoint of the selected epoch, nothing else redone
+    xquad_de = result_path(cfg, "random", 1, "xquad-de")
+    de_score = json.loads(xquad_de.read_text())["score"]
+    xquad_de.unlink()
     assert main(argv) == 0  # a rerun finds every result and recomputes nothing
-    assert all(path.stat().st_mtime_ns == mtime for path, mtime in files.items())
+    assert json.loads(xquad_de.read_text())["score"] == pytest.approx(de_score)  # the same weights
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in files.items() if path != xquad_de)
+    capsys.readouterr()
+    assert main(argv + ["--squad-max-questions", "4"]) == 2  # another split in the same --out is refused
+    assert "another SQuAD split" in capsys.readouterr().err
     changed = [a if a != "32" else "16" for a in argv]  # another batch in the same --out is refused
     capsys.readouterr()
     assert main([a if a != "8" else "4" for a in changed]) == 2
