@@ -20,13 +20,18 @@ What can fail: our tokenizer against `transformers`' on the folder's files; the 
 against ours (`reference.assert_close_scaled`); the dev accuracy recomputed by `transformers` alone on the
 export against the accuracy `metrics.json` recorded; the XQuAD-en evaluation of a file identical to the SQuAD
 dev file against the SQuAD run's own best scores (the QA head must come back from best/); EM a multiple of
-100 / questions; the question counts against those the test wrote.
+100 / questions; the question counts against those the test wrote. Each command run here is checked against
+docs/official_weights.md (same subcommand, task and flags, plus only the size flags in REDUCED), and every
+command of that page must parse with the CLI's own parser.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,7 +39,7 @@ from reference import assert_close_scaled
 
 transformers = pytest.importorskip("transformers")  # the dev extra: the stand-ins and the reference reader
 
-from data2vec.cli import main  # noqa: E402
+from data2vec.cli import build_parser, main  # noqa: E402
 from data2vec.hub import load_pretrained  # noqa: E402
 from tasks.text.tokenizer import load_tokenizer  # noqa: E402
 
@@ -47,6 +52,32 @@ SQUAD_LENGTH = 64  # --max-length of the SQuAD runs (the documented default is 3
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3 as in the released vocab.json; <mask> goes last
 POSITIVE, NEGATIVE = ("great", "good", "wonderful"), ("awful", "bad", "boring")
 FILLER = "the a this that movie film plot actor story was is very quite really".split()
+DOC = Path(__file__).resolve().parent.parent / "docs" / "official_weights.md"  # the commands for the real weights
+REDUCED = {"--epochs", "--batch-size", "--max-length", "--lr", "--quiet"}  # the only flags a run here may add
+
+
+def documented_commands():
+    """Every `data2vec ...` command in the ```bash blocks of docs/official_weights.md, split into argv."""
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()  # join the `\` continuation lines
+    return [shlex.split(line, comments=True)[1:] for line in lines if line.startswith("data2vec ")]
+
+
+def key(argv):
+    """What identifies a documented command: the subcommand, and its --task, --language or --family."""
+    values = dict(zip(argv, argv[1:], strict=False))
+    return (argv[0], values.get("--task"), values.get("--language"), values.get("--family"))
+
+
+def as_documented(argv):
+    """`argv`, after checking that it is a documented command with only REDUCED flags added (--device left out)."""
+    flags = {a for a in argv if a.startswith("--")}
+    documented = [d for d in documented_commands() if key(d) == key(argv)]
+    assert documented, f"no command like {key(argv)} in {DOC.name}"
+    wanted = {a for a in documented[0] if a.startswith("--")} - {"--device"}
+    assert wanted <= flags, f"{key(argv)}: the documented flags {sorted(wanted - flags)} are missing here"
+    assert flags - wanted <= REDUCED, f"{key(argv)}: flags {sorted(flags - wanted - REDUCED)} are not in {DOC.name}"
+    return argv
 
 
 @pytest.fixture(autouse=True)
@@ -170,7 +201,8 @@ def checkpoint(request, tmp_path_factory, data):
     vocab = write_bpe_files(folder, corpus)
     config = config_cls(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=MAX_POSITIONS, pad_token_id=1, bos_token_id=0,
-                        eos_token_id=2, attn_implementation="eager")
+                        eos_token_id=2, type_vocab_size=1, layer_norm_eps=1e-5,  # the released configs' values
+                        attn_implementation="eager")
     torch.manual_seed(0)
     model = randomise_(model_cls(config), seed=0)
     model.save_pretrained(folder)  # config.json + model.safetensors
@@ -189,9 +221,9 @@ def checkpoint(request, tmp_path_factory, data):
 def sst2_run(checkpoint, data, tmp_path_factory):
     family, folder = checkpoint
     out = tmp_path_factory.mktemp(f"runs-{family}") / "sst2"
-    code = main(["finetune", "--task", "sst2", "--data", str(data["sst2"]), "--init", str(folder), "--out", str(out),
-                 "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--lr", "1e-3", "--quiet"])
-    assert code == 0
+    assert main(as_documented(["finetune", "--task", "sst2", "--data", str(data["sst2"]), "--init", str(folder),
+                               "--out", str(out), "--epochs", "1", "--batch-size", "8", "--max-length", "32",
+                               "--lr", "1e-3", "--quiet"])) == 0
     return out
 
 
@@ -199,10 +231,10 @@ def sst2_run(checkpoint, data, tmp_path_factory):
 def squad_run(checkpoint, data, tmp_path_factory):
     family, folder = checkpoint
     out = tmp_path_factory.mktemp(f"runs-{family}") / "squad"
-    code = main(["finetune", "--task", "squad", "--data", str(data["squad"] / "train-v1.1.json"),
-                 "--eval-data", str(data["squad"] / "dev-v1.1.json"), "--init", str(folder), "--out", str(out),
-                 "--epochs", "1", "--batch-size", "4", "--max-length", str(SQUAD_LENGTH), "--lr", "1e-3", "--quiet"])
-    assert code == 0
+    assert main(as_documented(["finetune", "--task", "squad", "--data", str(data["squad"] / "train-v1.1.json"),
+                               "--eval-data", str(data["squad"] / "dev-v1.1.json"), "--init", str(folder),
+                               "--out", str(out), "--epochs", "1", "--batch-size", "4",
+                               "--max-length", str(SQUAD_LENGTH), "--lr", "1e-3", "--quiet"])) == 0
     return out
 
 
@@ -245,8 +277,9 @@ def test_squad_from_the_folder_then_xquad_zero_shot(checkpoint, squad_run, data,
     assert em_count == pytest.approx(round(em_count))
     for language in ("en", "de", "es"):
         out = tmp_path / f"xquad-{language}"
-        code = main(["finetune", "--task", "xquad", "--eval-only", "--init", str(squad_run / "best"), "--data",
-                     str(data["xquad"]), "--language", language, "--out", str(out), "--max-length", str(SQUAD_LENGTH)])
+        code = main(as_documented(["finetune", "--task", "xquad", "--eval-only", "--init", str(squad_run / "best"),
+                                   "--data", str(data["xquad"]), "--language", language, "--out", str(out),
+                                   "--max-length", str(SQUAD_LENGTH)]))
         assert code == 0, capsys.readouterr().err
         assert "restored the task head" in capsys.readouterr().out
         xq = json.loads((out / "metrics.json").read_text())
@@ -264,8 +297,8 @@ def test_squad_from_the_folder_then_xquad_zero_shot(checkpoint, squad_run, data,
 def test_convert_back_to_hf_and_transformers_reproduces_it(checkpoint, sst2_run, data, tmp_path):
     family, folder = checkpoint
     export = tmp_path / "hf"
-    assert main(["convert", "--to-hf", str(sst2_run / "best"), "--out", str(export), "--family", family,
-                 "--tokenizer", str(folder)]) == 0
+    assert main(as_documented(["convert", "--to-hf", str(sst2_run / "best"), "--out", str(export), "--family", family,
+                               "--tokenizer", str(folder)])) == 0
     config = json.loads((export / "config.json").read_text())
     assert config["model_type"] == family and config["pad_token_id"] == 1
     for name in ("vocab.json", "merges.txt"):
@@ -285,3 +318,23 @@ def test_convert_back_to_hf_and_transformers_reproduces_it(checkpoint, sst2_run,
     accuracy = 100.0 * (theirs.argmax(-1) == labels).float().mean().item()
     recorded = json.loads((sst2_run / "metrics.json").read_text())["best"]["accuracy"]
     assert accuracy == pytest.approx(recorded)
+
+
+def test_every_documented_command_parses():
+    """The page's commands are real: the CLI's own parser accepts each (an unknown flag or choice exits)."""
+    parser = build_parser()
+    commands = documented_commands()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{DOC.name}: `data2vec {shlex.join(argv)}` does not parse")
+    keys = {key(argv) for argv in commands}
+    for task in ("sst2", "squad"):
+        assert ("finetune", task, None, None) in keys
+    for language in ("en", "de", "es"):
+        assert ("finetune", "xquad", language, None) in keys
+    for family in FAMILIES:
+        assert ("convert", None, None, family) in keys
+    inits = {dict(zip(a, a[1:], strict=False)).get("--init") for a in commands if a[0] == "finetune"}
+    assert {"d2v-text-base", "roberta-base"} <= inits  # both released models, not only one
