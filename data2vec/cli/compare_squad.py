@@ -191,6 +191,10 @@ def load_squad_data(cfg: TextCompareConfig, tok, backbone_cfg) -> SquadData:
     removed = xquad_paragraphs([a for a in articles if a["title"] in train_titles], ids)
     before = counts(train_half)
     train_half = limit_questions(train_half, cfg.squad_max_questions, SPLIT_SEED)
+    if len(train_half) < 2:
+        raise CliError(f"--squad {cfg.squad}: the training half keeps {len(train_half)} article(s) once the XQuAD "
+                       "paragraphs are removed; it needs 2 (one to validate on); fix: pass SQuAD v1.1 dev, or raise "
+                       "--squad-max-questions")
     n_val = min(len(train_half) - 1, max(1, int(round(cfg.val_fraction * len(train_half)))))
     val_articles, fit_articles = split_by_article(train_half, n_val, SPLIT_SEED)
     eval_half = limit_questions(eval_half, cfg.squad_eval_max_questions, SPLIT_SEED)  # --quick only
@@ -339,13 +343,14 @@ def add_squad_arguments(parser: argparse.ArgumentParser) -> None:
                    "weights; its question ids decide which SQuAD paragraphs leave the training half")
     g.add_argument("--xquad-languages", default=",".join(XQUAD_LANGUAGES),
                    help="comma-separated XQuAD languages; Latin-script ones suit the English BPE (en, de, es, also "
-                   "ro, tr, vi); others are encoded as bytes and score near 0")
+                   "ro, tr, vi); other scripts fall apart into byte tokens with an English BPE")
     g.add_argument("--squad-arms", default=None,
-                   help="comma-separated arms fine-tuned on SQuAD (default: random and every --methods entry); the "
-                   "issue needs at least random and the best pretrained method (known after GLUE)")
+                   help="comma-separated arms fine-tuned on SQuAD (default: random and every --methods entry); "
+                   "issue 16 asks for at least random and the best pretrained method (known after GLUE)")
     g.add_argument("--squad-epochs", type=int, default=default("squad_epochs"),
                    help="fine-tuning epochs (the best on the validation articles is kept); BERT uses 2-3 on 88k "
-                   "questions, the 4.3k here want 3-5; each epoch ~12 min per arm on one core")
+                   "questions; with the 4.3k here more epochs may help, and the validation articles choose among "
+                   "them; each epoch ~12 min per arm on one core")
     g.add_argument("--squad-lr", type=float, default=default("squad_lr"),
                    help="peak lr of every arm (small encoders: 1e-4 to 3e-4; 110M-parameter models 3e-5)")
     g.add_argument("--squad-max-length", type=int, default=None,
