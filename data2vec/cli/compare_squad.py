@@ -7,11 +7,11 @@ The protocol
   labelled SQuAD text here, so it is split in two halves by ARTICLE (`split_squad_articles`, seeded, SPLIT_SEED for
   every arm and seed, as the GLUE dev set is one fixed set): no paragraph, and no article's topic, is shared between
   the training half and the evaluation half.
-- XQuAD (Artetxe et al. 2020, section 3) translated 240 paragraphs / 1,190 questions of SQuAD v1.1 dev (5 paragraphs
+- XQuAD (Artetxe et al. 2020) translated 240 paragraphs / 1,190 questions of SQuAD v1.1 dev (5 paragraphs
   of each of the 48 articles) and kept the SQuAD question ids. Every paragraph of the training half that carries an
   XQuAD id is removed from it (counted in the results), so zero-shot XQuAD never scores a context the model was
   trained on. The XQuAD paragraphs of the evaluation half stay in it (the model never saw them either).
-- Model selection: a validation split carved from the training half, again by article (--val-fraction of its
+- Model selection: a validation split carved from the training half, again by article (val_fraction, 10 %, of its
   articles, at least one), picks the epoch; the evaluation half and XQuAD are scored once, with the selected
   epoch's weights (the last epoch's score on the evaluation half is stored beside it, labelled).
 - One recipe for every arm (TextCompareConfig's squad_* fields): AdamW with RoBERTa's schedule (6 % warm-up,
