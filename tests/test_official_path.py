@@ -117,15 +117,17 @@ TRAIN_ARTICLES = [
     ("Music", "The band played in Berlin in 2004 and in Rome in 2006.",
      [("Where did the band play in 2004?", "Berlin"), ("When did the band play in Rome?", "2006")]),
 ]
-# 5 questions; long answers in short contexts, so that even a random model's spans overlap them (F1 > 0) and the
-# XQuAD-en rescoring below compares two nonzero numbers
+# 5 questions whose answers cover nearly all of their short contexts, so that any span a random model picks
+# overlaps them (F1 > 0) and the XQuAD-en rescoring below compares two nonzero numbers
 DEV_ARTICLES = [
-    ("Film", "The film was made by Tom and his two brothers in 1985 in a small town near the sea.",
-     [("Who made the film?", "Tom and his two brothers"), ("When and where was the film made?",
-                                                            "in 1985 in a small town near the sea"),
-      ("What was made?", "The film")]),
+    ("Film", "Tom and his two brothers made the film in 1985 in a small town near the sea.",
+     [("Who made the film, when and where?", "Tom and his two brothers made the film in 1985 in a small town near "
+                                              "the sea"),
+      ("What happened in 1985?", "Tom and his two brothers made the film in 1985"),
+      ("Where was the film made?", "in 1985 in a small town near the sea")]),
     ("Spain", "Madrid is the capital and the largest city of Spain.",
-     [("What is Madrid?", "the capital and the largest city of Spain"), ("Which city is it?", "Madrid")]),
+     [("What is Madrid?", "Madrid is the capital and the largest city of Spain"),
+      ("What is the largest city of Spain?", "Madrid is the capital and the largest city")]),
 ]
 XQUAD_ARTICLES = {  # XQuAD translates the same questions; these are short stand-ins with non-ASCII text
     "de": [("Österreich", "Wien ist die Hauptstadt von Österreich. Die Donau fließt durch Wien.",
