@@ -17,6 +17,9 @@
   and applies the optional `embed_norm` LayerNorm. Text: token + position -> LayerNorm, repeat, gather,
   dropout (each clone draws its own dropout, as in the released code where dropout follows the gather).
 
+Initialisation: the patch projection is Xavier-uniform as a Linear (MAE; data2vec 2.0), whatever `init`
+the rest of the encoder uses (see `PatchEmbedding.reset_parameters`).
+
 Differences from the originals: BEiT multiplies the patch embedding by (1 - w) and adds w * mask_token;
 with a bool mask that is the same as replacing, which is what we do with `torch.where`. The visible tokens
 of a row keep their original order (fairseq gathers them in `argsort` order; attention does not care).
@@ -149,6 +152,15 @@ class PatchEmbedding(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def reset_parameters(self, std: float = 0.02) -> None:
+        # The patch projection is a Linear(C p p -> D) in disguise: Xavier-uniform on its (D, C p p) view, bias 0
+        # (MAE, He et al. 2022, and data2vec 2.0's image encoder). A patch token then has about unit scale for
+        # any patch size, as with the PyTorch default BEiT and DINO keep. N(0, 0.02) instead (the BERT init the
+        # rest of the encoder gets) makes it 0.02 sqrt(C p p): 0.55 for 16 px patches, but 0.14 for 4 px ones,
+        # where the sin-cos positions (RMS 0.71) then swamp the image: every image of a random encoder gives
+        # nearly the same CLS (mean cosine 0.99 on CIFAR-10), and DINO's centred teacher goes uniform at once.
+        weight = self.proj.weight.data
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))  # (D, C, p, p) viewed as (D, C p p)
+        nn.init.zeros_(self.proj.bias)
         if self.cfg.cls_init_std is None:
             nn.init.trunc_normal_(self.cls_token, std=std)
         else:  # data2vec 2.0 released: nn.init.normal_ (std 1)

@@ -247,6 +247,26 @@ def test_drop_path_drops_whole_samples():
     assert torch.equal(dp.eval()(x), x)
 
 
+def test_patch_projection_is_xavier_uniform_and_patch_tokens_have_unit_scale():
+    # Xavier-uniform on the (D, C p p) view (MAE, data2vec 2.0): U(-b, b), b = sqrt(6 / (C p p + D)), whatever the
+    # `init` scheme; so a patch token of unit-variance pixels has variance C p p * b^2 / 3 = 2 C p p / (C p p + D),
+    # about 1 for 4 px and 16 px patches alike (N(0, 0.02) gave 0.02^2 C p p: 0.02 for 4 px RGB patches).
+    torch.manual_seed(3)
+    for patch, dim, init in ((4, 128, "beit"), (16, 96, "bert")):
+        cfg = get_preset("vision", "tiny", image_size=32, patch_size=patch, dim=dim, init=init)
+        proj = build_backbone(cfg).embed.proj
+        fan_in = 3 * patch * patch
+        bound = math.sqrt(6.0 / (fan_in + dim))
+        w = proj.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound  # uniform: the edge is reached
+        assert abs(w.std().item() - bound / math.sqrt(3)) < 0.05 * bound
+        assert abs(w.mean().item()) < 0.02 * bound and proj.bias.abs().max() == 0
+        pixels = torch.randn(64, 3, 32, 32)  # unit variance, as after the dataset's mean/std normalisation
+        tokens = proj(pixels)  # (64, D, 32 / p, 32 / p)
+        expected = 2 * fan_in / (fan_in + dim)
+        assert abs(tokens.var().item() - expected) < 0.15 * expected, (patch, tokens.var().item(), expected)
+
+
 def test_beit_init_rescales_depth():
     torch.manual_seed(9)
     cfg = get_preset("vision", "tiny", depth=4, init="beit")
