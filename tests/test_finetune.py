@@ -136,3 +136,19 @@ def test_finetune_config_rejects_impossible_settings():
         FinetuneConfig(task_type="ranking")
     with pytest.raises(ValueError, match="warmup_ratio"):
         FinetuneConfig(warmup_ratio=1.0)
+
+
+@pytest.mark.parametrize("n, batch, per_epoch", [(33, 16, 2), (48, 16, 3), (10, 16, 1)])
+def test_an_epoch_drops_the_last_partial_batch(tmp_path, n, batch, per_epoch):
+    # floor(N / batch) updates per epoch (33 = 2 x 16 + 1: the batch of one is dropped); a set smaller than a
+    # batch still gives one update of everything
+    torch.manual_seed(0)
+    seen = []
+    model = _tiny_image_model(depth=1)
+    model.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(kwargs["images"].shape[0])
+                                    if model.training else None, with_kwargs=True)
+    cfg = FinetuneConfig.vision_defaults(epochs=2, batch_size=batch, lr=1e-3, layer_decay=None, log_every=0,
+                                         save_best=False)
+    summary = finetune(model, _Blobs(n, 0), _Blobs(8, 1), cfg, tmp_path, _accuracy, quiet=True)
+    assert seen == [min(batch, n)] * (2 * per_epoch)
+    assert summary["final"]["step"] == 2 * per_epoch

@@ -500,7 +500,7 @@ def finetune_epochs(cfg: CompareConfig, data: EvalData, fraction: float) -> int:
     from ..probe import fraction_indices
 
     labelled = len(fraction_indices(data.train_y[data.fit_idx], fraction, 0)) if fraction < 1 else len(data.fit_idx)
-    per_epoch = -(-labelled // min(cfg.batch_size, labelled))  # ceil: the last partial batch is kept
+    per_epoch = max(1, labelled // cfg.batch_size)  # fine-tuning drops the last partial batch (data2vec.finetune)
     return max(cfg.finetune_epochs.get(fraction, 10), -(-cfg.finetune_min_updates // per_epoch))
 
 
