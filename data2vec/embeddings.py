@@ -157,7 +157,7 @@ class PatchEmbedding(nn.Module):
         # any patch size, as with the PyTorch default BEiT and DINO keep. N(0, 0.02) instead (the BERT init the
         # rest of the encoder gets) makes it 0.02 sqrt(C p p): 0.55 for 16 px patches, but 0.14 for 4 px ones,
         # where the sin-cos positions (RMS 0.71) then swamp the image: every image of a random encoder gives
-        # nearly the same CLS (mean cosine 0.99 on CIFAR-10), and DINO's centred teacher goes uniform at once.
+        # nearly the same CLS (mean cosine 0.98 on CIFAR-10), and DINO's centred teacher goes uniform at once.
         weight = self.proj.weight.data
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))  # (D, C, p, p) viewed as (D, C p p)
         nn.init.zeros_(self.proj.bias)

@@ -43,8 +43,12 @@ from data2vec.engine import pretrain, read_metrics
 
 def normal_patch_init_(method) -> None:
     """The old init (N(0, 0.02) on the patch projection), in the student and its teacher copy."""
-    for backbone in (method.backbone, method.teacher.module["backbone"]):
-        torch.nn.init.normal_(backbone.embed.proj.weight, std=0.02)
+    weight = method.backbone.embed.proj.weight
+    if method.cfg.encoder.init == "beit":  # truncated at 2 std, as data2vec.transformer.init_weights_ draws it
+        torch.nn.init.trunc_normal_(weight, std=0.02, a=-0.04, b=0.04)
+    else:
+        torch.nn.init.normal_(weight, std=0.02)
+    method.teacher.module["backbone"].embed.proj.weight.data.copy_(weight.data)  # the teacher starts as the student
 
 
 def mean_cosine(z: torch.Tensor) -> float:

@@ -122,7 +122,7 @@ def write_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path
     protocols = _order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
     by = {(r["arm"], r["protocol"]): r for r in rows}
     if rows:
-        fig = Figure(figsize=(max(6, 1.4 * len(protocols)), 3.8), tight_layout=True)
+        fig = Figure(figsize=(max(6, 1.4 * len(protocols)) + 2.5, 3.8), tight_layout=True)
         ax = fig.add_subplot()
         width = 0.8 / max(1, len(arms))
         for i, arm in enumerate(arms):
@@ -133,7 +133,7 @@ def write_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(protocols))], protocols, fontsize=8)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("accuracy per arm and protocol (mean ± std over seeds)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on them
         fig.savefig(plots / "accuracy.png", dpi=100)
         written.append(plots / "accuracy.png")
     if pretrains:
