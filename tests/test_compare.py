@@ -214,6 +214,29 @@ def test_report_aggregates_seeds_and_formats_every_arm(tmp_path):
     assert (tmp_path / "plots" / "accuracy.png").is_file()
 
 
+def test_time_to_match_smooths_both_curves_and_reads_the_first_window():
+    from data2vec.cli.compare_report import time_to_match
+
+    def curve(values, dt):
+        return [{"step": i, "seconds": dt * (i + 1), "knn": v} for i, v in enumerate(values)]
+
+    v1 = {"arm": "data2vec", "seed": 1, "knn_curve": curve([10, 20, 30, 31, 32, 33], 10.0)}  # 60 s; target 32
+    # v2 (passes at t = 2, 4, ..., 14 s) passes 32 once at t = 4 (a lucky pass: no 3-pass mean around it reaches
+    # 32), then for good: the first window of 3 with mean >= 32 is (28, 34, 36) at t = 8, 10, 12 -> reached at
+    # 12 s = 1/5 of v1's 60 s
+    v2 = {"arm": "data2vec2", "seed": 1, "knn_curve": curve([10, 35, 15, 28, 34, 36, 40], 2.0)}
+    never = {"arm": "data2vec2", "seed": 2, "knn_curve": curve([5, 6, 7], 1.0)}
+    v1b = {"arm": "data2vec", "seed": 2, "knn_curve": curve([50, 50, 50], 1.0)}
+    lonely = {"arm": "data2vec", "seed": 3, "knn_curve": curve([1, 2, 3], 1.0)}  # no data2vec2 run for seed 3
+    matches = time_to_match([v1, v2, never, v1b, lonely])
+    assert [m["seed"] for m in matches] == [1, 2]
+    first, second = matches
+    assert first["target_knn"] == pytest.approx(32.0) and first["reference_seconds"] == pytest.approx(60.0)
+    assert first["challenger_seconds"] == pytest.approx(12.0)  # the window (28, 34, 36) ends at the 6th pass
+    assert first["fraction"] == pytest.approx(12.0 / 60.0)
+    assert second["challenger_seconds"] is None and second["fraction"] is None
+
+
 # ---- end to end ------------------------------------------------------------------------------------------------
 
 

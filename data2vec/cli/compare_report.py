@@ -2,7 +2,8 @@
 
 `write_report(out)` reads every `<out>/<arm>/seed<k>/<protocol>.json`, aggregates each (arm, protocol) over the
 seeds (mean, population std, median, the runs), and writes
-- summary.json: {"rows": [{"arm", "protocol", "mean", "std", "median", "runs", "seeds"}], "budget": {...}};
+- summary.json: {"rows": [{"arm", "protocol", "mean", "std", "median", "runs", "seeds"}], "budget": {...},
+  "time_to_match": [...]} (when data2vec 2.0's online k-NN reaches v1's final one: `time_to_match`);
 - table.md / table.txt: arms as rows (floors first), protocols as columns, "mean +- std (n)";
 - plots/accuracy.png: accuracy per arm and protocol with the spread over seeds;
 - plots/curves.png: each method's pretraining loss and its online k-NN accuracy (images, train-split probe) or token
@@ -75,6 +76,30 @@ def budget_summary(pretrains: list[dict]) -> dict:
                   "wall_minutes_runs": [round(r.get("train_wall_seconds", r["train_seconds"]) / 60, 2) for r in recs],
                   "final_loss": [r.get("final_loss") for r in recs], "seeds": [r["seed"] for r in recs]}
             for arm, recs in by_arm.items()}
+
+
+def time_to_match(pretrains: list[dict], reference: str = "data2vec", challenger: str = "data2vec2",
+                  window: int = 3) -> list[dict]:
+    """Per seed: when `challenger`'s online k-NN first reaches `reference`'s final one, as a fraction of
+    `reference`'s pretraining time (issue 15's "data2vec 2.0 reaches v1's final k-NN in a third of its time").
+
+    Both sides are smoothed over `window` health passes, since one pass scores only a few dozen probe images:
+    the target is the mean of `reference`'s last `window` values, and the challenger's time is the end of the
+    first run of `window` consecutive passes whose mean reaches it (None if it never does)."""
+    curves = {(r["arm"], r["seed"]): r.get("knn_curve") or [] for r in pretrains}
+    matches = []
+    for (arm, seed), ref in sorted(curves.items()):
+        mine = curves.get((challenger, seed), [])
+        if arm != reference or len(ref) < window or len(mine) < window:
+            continue
+        target = float(np.mean([p["knn"] for p in ref[-window:]]))
+        ref_seconds = float(ref[-1]["seconds"])
+        reached = next((mine[i + window - 1]["seconds"] for i in range(len(mine) - window + 1)
+                        if np.mean([p["knn"] for p in mine[i:i + window]]) >= target), None)
+        matches.append({"seed": seed, "reference": reference, "challenger": challenger, "target_knn": target,
+                        "reference_seconds": ref_seconds, "challenger_seconds": reached,
+                        "fraction": None if reached is None else float(reached) / ref_seconds})
+    return matches
 
 
 def format_tables(rows: list[dict], budget: dict) -> tuple[str, str]:
@@ -186,8 +211,16 @@ def write_report(out: str | Path) -> dict:
                  for f in failed]
         text += "\n" + "\n".join(lines) + "\n"
         md += "\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    matches = time_to_match(pretrains)
+    if matches:
+        parts = [f"seed {m['seed']}: " + (f"{m['fraction']:.2f}" if m["fraction"] is not None else "never")
+                 for m in matches]
+        line = ("time for data2vec 2.0's online k-NN to reach data2vec's final one (each the mean of 3 health passes), "
+                "as a fraction of data2vec's pretraining time: " + ", ".join(parts))
+        text += "\n" + line + "\n"
+        md += "\n" + line + "\n"
     summary = {"rows": sorted(rows, key=lambda r: (r["arm"], r["protocol"])), "budget": budget, "failed": failed,
-               "results_files": len(evals) + len(pretrains)}
+               "time_to_match": matches, "results_files": len(evals) + len(pretrains)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.txt").write_text(text)
     (out / "table.md").write_text(md)
