@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -235,6 +236,19 @@ def test_time_to_match_smooths_both_curves_and_reads_the_first_window():
     assert first["challenger_seconds"] == pytest.approx(12.0)  # the window (28, 34, 36) ends at the 6th pass
     assert first["fraction"] == pytest.approx(12.0 / 60.0)
     assert second["challenger_seconds"] is None and second["fraction"] is None
+
+
+def test_uniform_collapse_warns_only_when_the_teacher_ends_at_log_k():
+    from data2vec.cli.compare import uniform_collapse
+
+    log_k = math.log(256)
+    rising = [{"teacher_entropy": 4.0 + i * (log_k - 4.0) / 89} for i in range(90)]  # reaches log K at the end
+    stuck = rising + [{"teacher_entropy": log_k - 1e-4}] * 10  # the last 10 % within 0.01 % of log K
+    learned = [{"teacher_entropy": log_k}] * 90 + [{"teacher_entropy": 0.9 * log_k}] * 10  # uniform, then out
+    assert "uniform collapse" in uniform_collapse(stuck, 256) and f"{log_k:.3f}" in uniform_collapse(stuck, 256)
+    assert uniform_collapse(learned, 256) is None  # the tail's mean (0.9 log K) is outside the 1 % tolerance
+    assert uniform_collapse([{"loss": 1.0}] * 5, 256) is None  # data2vec logs no teacher entropy
+    assert uniform_collapse(stuck, 1024) is None  # log 1024 = 6.93: an entropy of log 256 is far from uniform
 
 
 # ---- end to end ------------------------------------------------------------------------------------------------

@@ -272,6 +272,23 @@ def pretrain_config(cfg: CompareConfig, optim: dict, steps: int, seed: int, spec
     return PretrainConfig(**values)
 
 
+def uniform_collapse(records: list[dict], out_dim: int, tail: float = 0.1, tolerance: float = 0.01) -> str | None:
+    """A warning when a DINO-style teacher ended at the uniform collapse: its mean per-image entropy over the last
+    `tail` of the run within `tolerance` (relative) of log K, the value of a teacher that gives every image the
+    uniform distribution (DINO, section 5.3: centring alone leads there). None otherwise, or for methods that do
+    not log `teacher_entropy`. The run is still scored: a collapsed encoder is that method's result at that budget."""
+    entropies = [r["teacher_entropy"] for r in records if "teacher_entropy" in r]
+    if not entropies:
+        return None
+    last = float(np.mean(entropies[-max(1, int(tail * len(entropies))):]))
+    log_k = float(np.log(out_dim))
+    if last < (1 - tolerance) * log_k:
+        return None
+    return (f"the teacher ended at the uniform collapse (mean entropy {last:.3f} over the last {tail:.0%} of the run, "
+            f"log K = {log_k:.3f}): its features were learned from no signal; try a longer run, a faster teacher "
+            f"(momentum_base) or a lower teacher temperature (benchmarks/studies/dino_collapse.py diagnoses it)")
+
+
 def step_seconds(record: dict, clock: str) -> float:
     """One update's cost on the budget's clock (metrics.jsonl: `step_cpu_time` or `step_time`)."""
     return record["step_cpu_time"] if clock == "cpu" else record["step_time"]
@@ -369,6 +386,9 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
              for r, c in zip(records, clock, strict=True)][::every]
     knn_curve = [{"step": r["step"], "seconds": float(c), "knn": r["health/knn_acc"]}
                  for r, c in zip(records, clock, strict=True) if "health/knn_acc" in r]
+    warning = uniform_collapse(records, method.cfg.out_dim) if hasattr(method.cfg, "out_dim") else None  # DINO
+    if warning:
+        say(f"WARNING {name} seed {seed}: {warning}")
     write_json(summary_path, {
         **record(cfg, name, seed, "pretrain", float("nan")), "metric": "pretraining", "steps": steps,
         "batch_size": cfg.batch_size, "samples_seen": steps * cfg.batch_size, "calibration": calib,
@@ -376,7 +396,7 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
         "train_wall_seconds": float(sum(r["step_time"] for r in records)), "wall_seconds_this_launch": wall,
         "final_loss": final.get("final_loss"), "optim": optim, "recipe": dataclasses.asdict(RECIPES.get(name,
                                                                                                     CompareRecipe())),
-        "curve": curve, "knn_curve": knn_curve})
+        "curve": curve, "knn_curve": knn_curve, **({"warning": warning} if warning else {})})
     return method.backbone
 
 

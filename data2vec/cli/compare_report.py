@@ -206,9 +206,11 @@ def write_report(out: str | Path) -> dict:
     budget = budget_summary(pretrains)
     text, md = format_tables(rows, budget)
     failed = failures(out)
-    if failed:
+    warned = [r for r in pretrains if r.get("warning")]
+    if failed or warned:
         lines = [f"{ARM_LABELS.get(f['arm'], f['arm'])} seed {f['seed']}: pretraining failed ({f['reason']})"
                  for f in failed]
+        lines += [f"{ARM_LABELS.get(r['arm'], r['arm'])} seed {r['seed']}: scored, but {r['warning']}" for r in warned]
         text += "\n" + "\n".join(lines) + "\n"
         md += "\n" + "\n".join(f"- {line}" for line in lines) + "\n"
     matches = time_to_match(pretrains)
