@@ -21,12 +21,28 @@ NO_DROPOUT = ["--set", "dropout=0.0", "--set", "attn_dropout=0.0"]  # eager and 
 # --compile compiles the encoders only (engine.compile_encoders): the masks stay eager, drawn from the seeded RNG
 
 
+def command(out, *args):
+    return [sys.executable, "-m", "data2vec", "pretrain", *args, "--out", str(out), "--quiet"]
+
+
 def pretrain(out, *args, timeout=600):
     """Run `python -m data2vec pretrain ... --out OUT --quiet` in a subprocess; (return code, stderr)."""
-    cmd = [sys.executable, "-m", "data2vec", "pretrain", *args, "--out", str(out), "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(command(out, *args), capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     return proc.returncode, proc.stderr
+
+
+def pretrain_together(runs: dict, timeout=600) -> dict:
+    """{name: (out, args)} run as concurrent subprocesses (one thread each: compiling is single-threaded, so the
+    runs share the cores instead of queueing); {name: (return code, stderr, out)}."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = {name: (subprocess.Popen(command(out, *args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env=env), out) for name, (out, args) in runs.items()}
+    done = {}
+    for name, (proc, out) in procs.items():
+        _, err = proc.communicate(timeout=timeout)
+        done[name] = (proc.returncode, err, out)
+    return done
 
 
 def metrics(out):
@@ -41,21 +57,21 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def text_runs(corpus, tmp_path_factory):
-    """The same 2-step text run on CPU without dropout, eager and compiled: {name: (code, stderr, out)}."""
+def cpu_runs(corpus, tmp_path_factory):
+    """The same 2-step text run on CPU without dropout, eager and compiled, and a compiled 2-step vision run, side
+    by side: {name: (code, stderr, out)}."""
     root = tmp_path_factory.mktemp("runs")
-    args = ["--method", "data2vec", "--modality", "text", "--preset", "tiny", "--data", str(corpus), "--steps", "2",
+    text = ["--method", "data2vec", "--modality", "text", "--preset", "tiny", "--data", str(corpus), "--steps", "2",
             "--batch-size", "4", "--seq-len", "32", "--seed", "3", "--device", "cpu", *NO_DROPOUT]
-    runs = {}
-    for name, extra in (("eager", []), ("compiled", ["--compile"])):
-        code, err = pretrain(root / name, *args, *extra)
-        runs[name] = (code, err, root / name)
-    return runs
+    vision = ["--method", "data2vec", "--modality", "vision", "--preset", "tiny", "--data", "digits", "--steps", "2",
+              "--batch-size", "8", "--device", "cpu", "--compile"]
+    return pretrain_together({"eager": (root / "eager", text), "compiled": (root / "compiled", [*text, "--compile"]),
+                              "vision": (root / "vision", vision)})
 
 
 @pytest.mark.slow  # compiling the tiny model takes ~25 s on 2 CPU cores
-def test_compiled_text_run_on_cpu_finishes(text_runs):
-    code, err, out = text_runs["compiled"]
+def test_compiled_text_run_on_cpu_finishes(cpu_runs):
+    code, err, out = cpu_runs["compiled"]
     assert code == 0, err[-3000:]
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
@@ -65,20 +81,19 @@ def test_compiled_text_run_on_cpu_finishes(text_runs):
 
 
 @pytest.mark.slow  # shares the runs above
-def test_compiled_text_losses_equal_eager(text_runs):
+def test_compiled_text_losses_equal_eager(cpu_runs):
     for name in ("eager", "compiled"):
-        assert text_runs[name][0] == 0, text_runs[name][1][-3000:]
-    eager = [r["loss"] for r in metrics(text_runs["eager"][2])]
-    compiled = [r["loss"] for r in metrics(text_runs["compiled"][2])]
+        assert cpu_runs[name][0] == 0, cpu_runs[name][1][-3000:]
+    eager = [r["loss"] for r in metrics(cpu_runs["eager"][2])]
+    compiled = [r["loss"] for r in metrics(cpu_runs["compiled"][2])]
     assert compiled == pytest.approx(eager, rel=1e-4)  # same masks and weights; kernels differ in rounding only
 
 
-@pytest.mark.slow  # a compile attempt of the tiny ViT (~20 s)
-def test_compiled_vision_run_on_cpu(tmp_path):
-    code, err = pretrain(tmp_path / "run", "--method", "data2vec", "--modality", "vision", "--preset", "tiny",
-                         "--data", "digits", "--steps", "2", "--batch-size", "8", "--device", "cpu", "--compile")
+@pytest.mark.slow  # a compile attempt of the tiny ViT (~20 s), run beside the text runs
+def test_compiled_vision_run_on_cpu(cpu_runs):
+    code, err, out = cpu_runs["vision"]
     assert code == 0, err[-3000:]
-    rows = metrics(tmp_path / "run")
+    rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
 
 
