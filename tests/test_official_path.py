@@ -35,13 +35,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers  # (the dev extra, which the README installs: a missing one fails here, not a skip)
 from reference import assert_close_scaled
 
-transformers = pytest.importorskip("transformers")  # the dev extra: the stand-ins and the reference reader
-
-from data2vec.cli import build_parser, main  # noqa: E402
-from data2vec.hub import load_pretrained  # noqa: E402
-from tasks.text.tokenizer import load_tokenizer  # noqa: E402
+from data2vec.cli import build_parser, main
+from data2vec.hub import load_pretrained
+from tasks.text.tokenizer import load_tokenizer
 
 FAMILIES = {  # family -> (config class, base model class, weights file the folder ships)
     "roberta": (transformers.RobertaConfig, transformers.RobertaModel, "model.safetensors"),
