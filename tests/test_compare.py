@@ -251,6 +251,29 @@ def test_uniform_collapse_warns_only_when_the_teacher_ends_at_log_k():
     assert uniform_collapse(stuck, 1024) is None  # log 1024 = 6.93: an entropy of log 256 is far from uniform
 
 
+def test_supervised_budget_is_fixed_once_from_the_lowest_seed_and_stored(tmp_path):
+    from data2vec.cli.compare import CompareConfig, result_path, supervised_budget, write_json
+
+    cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), budget_minutes=2,
+                        seeds=(1, 2, 3))
+
+    def random_result(seed, cpu_seconds):  # a random-init fine-tuning record: 4 epochs in cpu_seconds
+        path = result_path(cfg, "random", seed, "finetune@1%")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"details": {"cpu_seconds": cpu_seconds, "seconds": 2 * cpu_seconds, "epochs": 4}})
+
+    random_result(2, 60.0)  # seed 2 measured under load: each epoch 15 s
+    random_result(1, 40.0)  # seed 1 at rest: each epoch 10 s
+    plan = supervised_budget(cfg, "finetune@1%", 2)
+    # by hand: (120 s of pretraining + 40 s of fine-tuning) / 10 s per epoch = 16 epochs, from seed 1 (not 2's 12)
+    assert plan["epochs"] == 16 and plan["budget_seconds"] == 160.0 and plan["clock"] == "cpu"
+    assert plan["from"] == "random seed 1 finetune@1%"
+    random_result(1, 80.0)  # a later change of the source is not read again: the stored plan holds every seed
+    assert supervised_budget(cfg, "finetune@1%", 3) == plan
+    stored = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert stored["supervised-finetune@1%"] == plan
+
+
 # ---- end to end ------------------------------------------------------------------------------------------------
 
 
@@ -285,6 +308,9 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     ref = json.loads(result_path(cfg, "random", 1, "finetune@10%").read_text())
     assert sup["details"]["budget_clock"] == "cpu"
     assert sup["details"]["budget_seconds"] == pytest.approx(cfg.budget_s + ref["details"]["cpu_seconds"])
+    plan = json.loads((tmp_path / "out" / "calibration.json").read_text())["supervised-finetune@10%"]
+    assert sup["details"]["epochs"] == plan["epochs"] == max(ref["details"]["epochs"], int(
+        plan["budget_seconds"] / (ref["details"]["cpu_seconds"] / ref["details"]["epochs"])))
     assert {(r["arm"], r["protocol"]) for r in summary["rows"]} == {
         (arm, p) for arm in cfg.arms for p in protocols(cfg, arm)}
     table = (tmp_path / "out" / "table.md").read_text()

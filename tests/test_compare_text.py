@@ -119,6 +119,10 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
             "--runs", str(runs), "--threads", "1", "--squad", str(squad), "--xquad", str(xquad),
             "--xquad-languages", "en,de", "--squad-epochs", "2"]
     assert main(argv) == 0
+    log = capsys.readouterr().out
+    # every method's cost is measured back to back before the first pretraining run, under the same conditions
+    assert max(log.index(f"calibrating {m}:") for m in ("bert", "data2vec", "data2vec2")) < log.index(
+        "pretraining bert seed 1")
     cfg = TextCompareConfig(data=str(corpus), glue=str(glue), out=str(out), runs=str(runs), tasks=("sst2", "stsb"),
                             heldout=str(heldout), budget_minutes=0.03, squad=str(squad), xquad=str(xquad),
                             xquad_languages=("en", "de"))
@@ -145,6 +149,7 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
 
     # equal budget: each run took the calibrated number of updates (bert has no anisotropy stop to cut it short)
     calib = json.loads((out / "calibration.json").read_text())
+    assert all("load_average" in calib[m] for m in ("bert", "data2vec", "data2vec2"))
     for method in ("bert", "data2vec", "data2vec2"):
         pre = json.loads(result_path(cfg, method, 1, "pretrain").read_text())
         assert pre["steps"] == calib[method]["steps"] == max(10, int(0.03 * 60 // calib[method]["s_per_update"]))

@@ -294,6 +294,17 @@ def step_seconds(record: dict, clock: str) -> float:
     return record["step_cpu_time"] if clock == "cpu" else record["step_time"]
 
 
+def calibration_load(cfg, name: str) -> float | None:
+    """The machine's 1-minute load average just after `name` was calibrated (stored with the calibration), with a
+    warning when other work shared the cores: on SMT siblings it slows even the CPU-time clock, so the step count
+    fixed from that measurement would be too small."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None and load > (cfg.threads or os.cpu_count() or 1) + 0.5:
+        say(f"warning: the machine's load average is {load:.1f} while {name} is calibrated; other work shares the "
+            "cores (and, on SMT siblings, slows even the CPU-time clock), so the step counts may be off")
+    return load
+
+
 def calibrate(cfg: CompareConfig, name: str, image_size: int, in_chans: int) -> dict:
     """Seconds per update of `name`, measured by a short run (median of the timed updates), and the step count that
     fills the budget. Stored in calibration.json and reused, so every seed and session runs the same updates."""
@@ -317,10 +328,7 @@ def calibrate(cfg: CompareConfig, name: str, image_size: int, in_chans: int) -> 
     times = [step_seconds(r, cfg.clock) for r in read_metrics(run_dir / "metrics.jsonl")][2:]
     shutil.rmtree(run_dir, ignore_errors=True)
     s_per_update = float(np.median(times))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # 1-minute load average of the machine
-    if load is not None and load > (cfg.threads or os.cpu_count() or 1) + 0.5:
-        say(f"warning: the machine's load average is {load:.1f} while {name} is calibrated; other work shares the "
-            "cores (and, on SMT siblings, slows even the CPU-time clock), so the step counts may be off")
+    load = calibration_load(cfg, name)
     steps = max(10, int(cfg.budget_s // s_per_update))
     table[name] = {"s_per_update": s_per_update, "clock": cfg.clock, "steps": steps, "batch_size": cfg.batch_size,
                    "budget_minutes": cfg.budget_minutes, "timed_updates": len(times), "load_average": load,
@@ -544,23 +552,44 @@ def evaluate_finetune(cfg: CompareConfig, arm: str, seed: int, backbone, data: E
             f"validation; last {s['test']['last']['accuracy']:.2f} %; {s['wall_time_s']:.0f} s)")
 
 
+def supervised_budget(cfg: CompareConfig, name: str, seed: int) -> dict:
+    """The supervised floor's epochs on one labelled subset: the pretraining budget plus the fine-tuning time of that
+    subset, divided by the time of one fine-tuning epoch. The time is read from the random-init arm of the lowest
+    seed that has it, and the result is stored in calibration.json under "supervised-<protocol>", so every seed gets
+    the same epochs. Reading each seed's own time instead would let the load of that moment decide the epochs
+    (a job on the other SMT sibling inflates even the CPU-time clock)."""
+    path = Path(cfg.out) / "calibration.json"
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    key = f"supervised-{name}"
+    if key in table:
+        return table[key]
+    source = min(s for s in (*cfg.seeds, seed) if result_path(cfg, "random", s, name).is_file())
+    ref = json.loads(result_path(cfg, "random", source, name).read_text())
+    clock = "cpu" if cfg.clock == "cpu" and "cpu_seconds" in ref["details"] else "wall"  # the budget's clock
+    ft_seconds = ref["details"]["cpu_seconds" if clock == "cpu" else "seconds"]
+    ft_epochs = ref["details"]["epochs"]
+    budget = cfg.budget_s + ft_seconds
+    table[key] = {"epochs": max(ft_epochs, int(budget / (ft_seconds / ft_epochs))), "budget_seconds": budget,
+                  "clock": clock, "finetune_seconds": ft_seconds, "finetune_epochs": ft_epochs,
+                  "from": f"random seed {source} {name}", "budget_minutes": cfg.budget_minutes,
+                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(path, table)
+    return table[key]
+
+
 def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_backbone) -> None:
     """Supervised from scratch on each labelled subset, for the pretraining budget plus the fine-tuning time of
-    that subset (measured on the random-init arm of this seed); epochs = that time / the measured epoch time."""
+    that subset (`supervised_budget`: the same epochs for every seed)."""
     recipe = dict(lr=cfg.finetune_lr, layer_decay=None)  # nothing pretrained to protect in the lower layers
     for fraction in cfg.finetune_fractions:
         name = f"finetune@{pct(fraction)}"
         path = result_path(cfg, "supervised", seed, name)
         if path.is_file():
             continue
-        ref = json.loads(result_path(cfg, "random", seed, name).read_text())
-        clock = "cpu" if cfg.clock == "cpu" and "cpu_seconds" in ref["details"] else "wall"  # the budget's clock
-        ft_seconds = ref["details"]["cpu_seconds" if clock == "cpu" else "seconds"]
-        ft_epochs = ref["details"]["epochs"]
-        budget = cfg.budget_s + ft_seconds
-        epochs = max(ft_epochs, int(budget / (ft_seconds / ft_epochs)))
+        plan = supervised_budget(cfg, name, seed)
+        epochs, budget, clock = plan["epochs"], plan["budget_seconds"], plan["clock"]
         say(f"supervised seed {seed} {name}: {epochs} epochs (~{budget / 60:.1f} min = pretraining budget + "
-            "fine-tuning time)")
+            f"fine-tuning time of {plan['from']})")
         out = finetune_run(cfg, "supervised", seed, random_backbone, data, fraction, epochs, recipe)
         s = out["summary"]
         write_json(path, record(cfg, "supervised", seed, name, s["test"]["selected"]["accuracy"],

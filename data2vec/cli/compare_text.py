@@ -7,9 +7,10 @@ The protocol
   folder, so later sessions reuse it). The corpus's size in words and tokens is stored in OUT/data.json.
 - Equal budget: each method's seconds per update (CPU seconds of this process on a CPU, wall-clock on a GPU, as the
   image comparison) are measured by a short timed run (`calibrate_text`, stored in OUT/calibration.json like the
-  image comparison's), its update count fixed to budget / (seconds per update), so the
-  learning-rate and EMA schedules stay functions of the step. Pretraining runs with the representation health on
-  (the text anisotropy guard of `data2vec.engine`); a run the guard stops is evaluated as it stands and says so.
+  image comparison's, every method back to back before any pretraining), its update count fixed to
+  budget / (seconds per update), so the learning-rate and EMA schedules stay functions of the step. Pretraining
+  runs with the representation health on (the text anisotropy guard of `data2vec.engine`); a run the guard stops
+  is evaluated as it stands and says so.
 - Arms: the --methods entries (bert, data2vec, data2vec2) and the floors: random init of the same encoder (every
   protocol) and the majority class of the training labels (GLUE tasks only; STS-B's floor predicts the mean score,
   whose Pearson correlation is 0).
@@ -50,7 +51,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import machine_info, pretrain_config, record, result_path, say, step_seconds, write_json
+from .compare import (
+    calibration_load,
+    machine_info,
+    pretrain_config,
+    record,
+    result_path,
+    say,
+    step_seconds,
+    write_json,
+)
 from .errors import CliError
 
 TEXT_METHODS = ("bert", "data2vec", "data2vec2")  # registry names this comparison pretrains
@@ -339,8 +349,10 @@ def calibrate_text(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
         raise CliError(f"the calibration of {name} was interrupted after {len(times) + 2} of {n} updates; fix: rerun "
                        "the same command")
     s_per_update = float(np.median(times))
+    load = calibration_load(cfg, name)
     steps = max(10, int(cfg.budget_s // s_per_update))
     table[name] = {**key, "s_per_update": s_per_update, "steps": steps, "timed_updates": len(times),
+                   "load_average": load,
                    "machine": machine_info(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(path, table)
     say(f"{name}: {s_per_update:.3f} s/update -> {steps} updates in {cfg.budget_minutes:g} min")
@@ -572,6 +584,8 @@ def run_text_comparison(cfg: TextCompareConfig) -> dict:
         if cfg.squad else None
     for t in tasks.values():
         evaluate_majority(cfg, t)
+    for name in cfg.methods:  # every method's cost measured back to back, under the same conditions
+        calibrate_text(cfg, name, dataset, tok)
     total = len(cfg.seeds) * (len(cfg.arms) - 1)
     done = 0
     for seed in cfg.seeds:
