@@ -84,6 +84,9 @@ class FinetuneConfig:
     log_every: int = 50  # print a training line every this many updates; 0 = only per epoch
     save_best: bool = True  # write the best epoch's weights to <out>/best/
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated); raise it for many epochs
+    # with a test_set: score it too after every evaluated epoch (history "test_<metric>"), so that the optimistic
+    # best-epoch-on-test number can be reported beside the selected one, labelled; it never selects anything
+    test_every_epoch: bool = False
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -287,6 +290,9 @@ def finetune(
     warmup_steps = int(round(cfg.warmup_ratio * total_steps))
     optimizer = _build_optimizer(model, cfg)
 
+    test_loader = None if test_set is None else DataLoader(
+        test_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
+        collate_fn=eval_collate_fn or collate_fn)
     eval_log = out_dir / "eval.jsonl"
     eval_log.write_text("")
     history: list[dict] = []
@@ -328,6 +334,9 @@ def finetune(
                              f"{cfg.main_metric!r}; set FinetuneConfig.main_metric to one of them")
         row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_batches),
                "elapsed_s": round(time.time() - t0, 2), **metrics}
+        if test_loader is not None and cfg.test_every_epoch:  # reported beside, never used to select
+            row.update({f"test_{k}": float(v)
+                        for k, v in metric_fn(*predict(model, test_loader, cfg.task_type, device)).items()})
         history.append(row)
         with open(eval_log, "a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -349,14 +358,17 @@ def finetune(
 
     test = None
     if test_set is not None:
-        test_loader = DataLoader(test_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
-                                 collate_fn=eval_collate_fn or collate_fn)
         last = {k: float(v) for k, v in metric_fn(*predict(model, test_loader, cfg.task_type, device)).items()}
         model.load_state_dict(best_state)
         selected = {k: float(v) for k, v in metric_fn(*predict(model, test_loader, cfg.task_type, device)).items()}
         test = {"selected": {"epoch": best["epoch"], **selected}, "last": {"epoch": history[-1]["epoch"], **last},
                 "selection": "the epoch with the best validation score (eval_set = validation split)",
                 "examples": len(test_set)}
+        scored = [r for r in history if f"test_{cfg.main_metric}" in r]
+        if scored:  # the optimistic number: the epoch that scores best on the test set itself
+            top = max(scored, key=lambda r: r[f"test_{cfg.main_metric}"] * (1 if cfg.greater_is_better else -1))
+            test["best_epoch_on_test"] = {"epoch": top["epoch"], **{k.removeprefix("test_"): v for k, v in top.items()
+                                                                    if k.startswith("test_")}}
         if not quiet:
             print(f"test ({len(test_set)} examples): {cfg.main_metric} {selected[cfg.main_metric]:.2f} at the "
                   f"selected epoch {best['epoch']}, {last[cfg.main_metric]:.2f} at the last", flush=True)

@@ -146,7 +146,8 @@ def test_choose_features_picks_the_informative_candidate_for_both_protocols():
 # ---- fine-tuning: the epoch chosen on validation, the test scored once --------------------------------------
 
 
-def test_finetune_selects_the_epoch_on_validation_and_scores_test_with_it(tmp_path):
+@pytest.mark.parametrize("test_every_epoch", [False, True])
+def test_finetune_selects_the_epoch_on_validation_and_scores_test_with_it(tmp_path, test_every_epoch):
     from data2vec.backbone import build_backbone
     from data2vec.config import get_preset
     from data2vec.finetune import FinetuneConfig, finetune, predict
@@ -167,7 +168,7 @@ def test_finetune_selects_the_epoch_on_validation_and_scores_test_with_it(tmp_pa
     backbone = build_backbone(get_preset("vision", "tiny", image_size=8, patch_size=2, in_chans=1, depth=1))
     model = TaskModel(backbone, ImageClassificationHead(backbone.cfg.dim, 2))
     cfg = FinetuneConfig.vision_defaults(epochs=5, batch_size=8, lr=3e-3, save_best=False, eval_every=2,
-                                         log_every=0, layer_decay=None)
+                                         log_every=0, layer_decay=None, test_every_epoch=test_every_epoch)
     test = images(40)
 
     def metric_fn(outputs, labels):
@@ -184,6 +185,14 @@ def test_finetune_selects_the_epoch_on_validation_and_scores_test_with_it(tmp_pa
     by_hand = 100.0 * float((logits.argmax(-1) == labels).mean())  # the model now holds the selected weights
     assert summary["test"]["selected"]["accuracy"] == pytest.approx(by_hand)
     assert summary["best_is"].startswith("selected on a validation split")
+    if not test_every_epoch:
+        assert "best_epoch_on_test" not in summary["test"] and "test_accuracy" not in history[0]
+        return
+    # the optimistic number beside it: test scored after every evaluated epoch, the selection untouched
+    assert [h["test_accuracy"] for h in history if h["epoch"] == best["epoch"]] == [pytest.approx(by_hand)]
+    assert history[-1]["test_accuracy"] == pytest.approx(summary["test"]["last"]["accuracy"])
+    top = max(history, key=lambda h: h["test_accuracy"])
+    assert summary["test"]["best_epoch_on_test"] == {"epoch": top["epoch"], "accuracy": top["test_accuracy"]}
 
 
 # ---- the report ------------------------------------------------------------------------------------------------
@@ -213,6 +222,29 @@ def test_report_aggregates_seeds_and_formats_every_arm(tmp_path):
     assert "| random init (same encoder) | 31.0 ± 0.8 (3) | — |" in md
     assert f"| data2vec | {np.mean([40, 44, 45]):.1f} ± {np.std([40, 44, 45]):.1f} (3) |" in md
     assert (tmp_path / "plots" / "accuracy.png").is_file()
+
+
+def test_text_report_adds_medians_and_labels_the_best_epoch_on_dev_apart(tmp_path):
+    from data2vec.cli.compare_report import write_report
+
+    _write(tmp_path / "config.json", {"modality": "text"})
+    scores, on_dev = [70.0, 74.0, 71.0], [72.0, 76.0, 75.0]  # the selected epoch's dev score, the best epoch's
+    for seed, (score, best) in enumerate(zip(scores, on_dev, strict=True), start=1):
+        _write(tmp_path / "bert" / f"seed{seed}" / "sst2.json", {"arm": "bert", "seed": seed, "protocol": "sst2",
+                                                                "score": score, "details": {"best_on_dev": best}})
+    _write(tmp_path / "majority" / "seed0" / "sst2.json",
+           {"arm": "majority", "seed": 0, "protocol": "sst2", "score": 50.9, "details": {"best_on_dev": None}})
+    write_report(tmp_path)
+    md = (tmp_path / "table.md").read_text()
+    main, rest = md.split("median over seeds")
+    assert "| BERT-MLM | 71.7 ± 1.7 (3) |" in main  # the reported score: the epoch chosen on validation
+    medians, optimistic = rest.split("optimistic, NOT the reported score")
+    assert "| BERT-MLM | 71.0 (3) |" in medians and "| majority class (STS-B: mean score) | 50.9 (1) |" in medians
+    assert f"| BERT-MLM | {np.mean(on_dev):.1f} ± {np.std(on_dev):.1f} (3) |" in optimistic
+    assert "majority" not in optimistic  # a floor that has no epochs has no best epoch
+    _write(tmp_path / "config.json", {"modality": "vision"})
+    write_report(tmp_path)
+    assert "median over seeds" not in (tmp_path / "table.md").read_text()  # the image tables stay as they were
 
 
 def test_time_to_match_smooths_both_curves_and_reads_the_first_window():

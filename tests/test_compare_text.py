@@ -163,6 +163,9 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
     assert tuned["metric"] == "pearson" and tuned["details"]["train_examples"] + tuned["details"][
         "validation_examples"] == 60 and tuned["details"]["dev_examples"] == 20
     assert tuned["score"] == tuned["details"]["dev_metrics"]["pearson"]
+    # the optimistic number beside it: the best epoch on dev itself, from the per-epoch dev scores of the history
+    assert tuned["details"]["best_on_dev"] == max(h["test_pearson"] for h in tuned["details"]["history"])
+    assert tuned["details"]["best_on_dev"] >= tuned["score"]
     summary = json.loads((out / "summary.json").read_text())
     assert {(r["arm"], r["protocol"]) for r in summary["rows"]} == {
         (arm, p) for arm in cfg.arms for p in protocols(cfg, arm)}
