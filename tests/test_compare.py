@@ -230,8 +230,9 @@ def test_text_report_adds_medians_and_labels_the_best_epoch_on_dev_apart(tmp_pat
     _write(tmp_path / "config.json", {"modality": "text"})
     scores, on_dev = [70.0, 74.0, 71.0], [72.0, 76.0, 75.0]  # the selected epoch's dev score, the best epoch's
     for seed, (score, best) in enumerate(zip(scores, on_dev, strict=True), start=1):
-        _write(tmp_path / "bert" / f"seed{seed}" / "sst2.json", {"arm": "bert", "seed": seed, "protocol": "sst2",
-                                                                "score": score, "details": {"best_on_dev": best}})
+        _write(tmp_path / "bert" / f"seed{seed}" / "sst2.json", {
+            "arm": "bert", "seed": seed, "protocol": "sst2", "score": score,
+            "details": {"best_on_dev": best, "validation_best": score + 10}})
     _write(tmp_path / "majority" / "seed0" / "sst2.json",
            {"arm": "majority", "seed": 0, "protocol": "sst2", "score": 50.9, "details": {"best_on_dev": None}})
     write_report(tmp_path)
@@ -239,7 +240,9 @@ def test_text_report_adds_medians_and_labels_the_best_epoch_on_dev_apart(tmp_pat
     main, rest = md.split("median over seeds")
     assert "| BERT-MLM | 71.7 ± 1.7 (3) |" in main  # the reported score: the epoch chosen on validation
     medians, optimistic = rest.split("optimistic, NOT the reported score")
+    medians, validation = medians.split("validation split carved from the training data")
     assert "| BERT-MLM | 71.0 (3) |" in medians and "| majority class (STS-B: mean score) | 50.9 (1) |" in medians
+    assert "| BERT-MLM | 81.7 ± 1.7 (3) |" in validation and "majority" not in validation
     assert f"| BERT-MLM | {np.mean(on_dev):.1f} ± {np.std(on_dev):.1f} (3) |" in optimistic
     assert "majority" not in optimistic  # a floor that has no epochs has no best epoch
     _write(tmp_path / "config.json", {"modality": "vision"})

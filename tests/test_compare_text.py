@@ -217,6 +217,10 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
     (["--tasks", "nope"], "unknown GLUE task"),
     (["--task-epochs", "sst2=0"], "TASK=N"),
     (["--heldout", "/no/such/file.txt"], "no such file"),
+    (["--set", "lr=1e-3"], "not METHOD.KEY=VALUE"),
+    (["--set", "dino.lr=1e-3"], "not among --methods"),
+    (["--set", "data2vec.no_such_field=1"], "no_such_field"),
+    (["--set", "bert.lr=-1"], "lr must be a number > 0"),
 ])
 def test_compare_text_bad_input_is_one_clear_line(tmp_path, extra, message, capsys):
     from data2vec.cli import main
@@ -228,6 +232,26 @@ def test_compare_text_bad_input_is_one_clear_line(tmp_path, extra, message, caps
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "o" / "calibration.json").exists()  # refused before any work
+
+
+def test_set_changes_one_methods_recipe_and_its_calibration_key(tmp_path, capsys):
+    from data2vec.cli import main
+    from data2vec.cli.compare_text import RECIPES, TextCompareConfig, build_text_arm, calibration_key, recipe_for
+    from tasks.text.tokenizer import train_tokenizer
+
+    sets = {"data2vec2": {"num_masks": 3, "lr": 7e-4}}
+    cfg = TextCompareConfig(data="x", glue="x", out=str(tmp_path / "o"), runs=str(tmp_path / "r"), preset="tiny",
+                            dim=32, depth=2, heads=2, recipe_sets=sets)
+    recipe = recipe_for(cfg, "data2vec2")  # the study's recipe with the tuning change on top
+    assert recipe.overrides == {**RECIPES["data2vec2"].overrides, "num_masks": 3} and recipe.lr == 7e-4
+    assert recipe_for(cfg, "bert") == RECIPES["bert"]  # the other arms keep theirs
+    tok = train_tokenizer([str(write_corpus(tmp_path / "c.txt"))], kind="bpe", vocab_size=300)
+    method, optim, _ = build_text_arm(cfg, "data2vec2", tok)
+    assert method.cfg.num_masks == 3 and optim["lr"] == 7e-4
+    assert calibration_key(cfg, "data2vec2")["recipe_sets"] == sets["data2vec2"]
+    assert "recipe_sets" not in calibration_key(cfg, "bert")  # the study's own calibration keys are unchanged
+    assert main(["compare", "--data", "digits", "--set", "data2vec.lr=1e-3", "--out", str(tmp_path / "v")]) == 2
+    assert "(--modality text) only" in capsys.readouterr().err  # images: refused, not ignored
 
 
 def test_compare_text_needs_glue_and_data(tmp_path, capsys):
@@ -253,7 +277,7 @@ def test_an_interrupted_pretraining_writes_no_results_file(tmp_path, monkeypatch
                             preset="tiny", dim=32, depth=2, heads=2, tasks=("sst2",))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "calibration.json").write_text(json.dumps(
-        {"bert": {**calibration_key(cfg), "s_per_update": 0.1, "steps": 50}}))
+        {"bert": {**calibration_key(cfg, "bert"), "s_per_update": 0.1, "steps": 50}}))
     monkeypatch.setattr(data2vec.engine, "pretrain", lambda *a, **k: {"stopped_by": "SIGTERM", "steps_done": 3})
     with pytest.raises(CliError, match="stopped by SIGTERM after update 3 of 50"):
         pretrain_text_arm(cfg, "bert", 1, None, tok)

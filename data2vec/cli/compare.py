@@ -751,6 +751,9 @@ def run(args: argparse.Namespace) -> int:
         return run_text(args)
     if args.data is None and not args.quick:
         raise CliError("--data is required (or --quick for the digits smoke run)")
+    if args.recipe_sets:
+        raise CliError("--set changes a text recipe (--modality text) only; fix: for images, edit RECIPES in "
+                       "data2vec/cli/compare.py and use another --out")
     args.dim = args.dim or 128
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     for m in methods:

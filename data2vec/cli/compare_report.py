@@ -59,10 +59,13 @@ def aggregate(evals: list[dict]) -> list[dict]:
         recs = sorted(recs, key=lambda r: r["seed"])
         runs = [r["score"] for r in recs]
         on_dev = [r["details"]["best_on_dev"] for r in recs if r["details"].get("best_on_dev") is not None]
+        validation = [r["details"][k] for r in recs for k in ("validation_best", "validation_accuracy")
+                      if r["details"].get(k) is not None]  # the carved split's score of the selected epoch / C
         rows.append({"arm": arm, "protocol": protocol, "mean": float(np.mean(runs)), "std": float(np.std(runs)),
                      "median": float(np.median(runs)), "runs": runs, "seeds": [r["seed"] for r in recs],
                      "features": sorted({r["details"].get("features") for r in recs if r["details"].get("features")}),
-                     "best_on_dev_runs": on_dev})  # text fine-tuning: the optimistic best epoch on dev, beside
+                     "best_on_dev_runs": on_dev,  # text fine-tuning: the optimistic best epoch on dev, beside
+                     "validation_runs": validation})
     return rows
 
 
@@ -129,6 +132,12 @@ def format_tables(rows: list[dict], budget: dict, medians: bool = False) -> tupl
     if medians:
         extra.append(("median over seeds (same cells)",
                       {(r["arm"], r["protocol"]): f"{r['median']:.1f} ({len(r['runs'])})" for r in rows}))
+        scored = [r for r in rows if r.get("validation_runs")]
+        if scored:
+            extra.append(("validation split carved from the training data, at the selected epoch (or C): what a "
+                          "tuning run compares (--set), mean ± std (seeds)",
+                          {(r["arm"], r["protocol"]): f"{np.mean(r['validation_runs']):.1f} ± "
+                           f"{np.std(r['validation_runs']):.1f} ({len(r['validation_runs'])})" for r in scored}))
     on_dev = [r for r in rows if r.get("best_on_dev_runs")]
     if on_dev:
         extra.append(("optimistic, NOT the reported score: the best epoch on the dev set itself (what `data2vec "

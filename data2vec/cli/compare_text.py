@@ -147,6 +147,9 @@ class TextCompareConfig:
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
     quick: bool = False  # the smoke version
     command: str = ""  # the command line, stored with every result
+    # recipe changes for a tuning run, {method: {field: value}} from --set METHOD.KEY=VALUE ("lr" = the peak lr);
+    # empty for the study itself, whose recipes are RECIPES. A tuning run reads the validation table, never dev
+    recipe_sets: dict = field(default_factory=dict)
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -285,6 +288,14 @@ def task_score(task: str, predictions, labels) -> tuple[float, dict]:
 # ---- pretraining --------------------------------------------------------------------------------------------
 
 
+def recipe_for(cfg: TextCompareConfig, name: str) -> TextRecipe:
+    """The method's recipe in this comparison: RECIPES[name] with the --set changes of a tuning run on top."""
+    base = RECIPES.get(name, TextRecipe())
+    sets = dict(cfg.recipe_sets.get(name, {}))
+    lr = sets.pop("lr", base.lr)
+    return TextRecipe(overrides={**base.overrides, **sets}, lr=lr)
+
+
 def build_text_arm(cfg: TextCompareConfig, name: str, tok):
     """(method, optimiser settings, spec) of one method on the shared encoder."""
     from ..model import top_k_for
@@ -292,7 +303,7 @@ def build_text_arm(cfg: TextCompareConfig, name: str, tok):
     from .pretrain import build_method
 
     spec = get_method(name)
-    recipe = RECIPES.get(name, TextRecipe())
+    recipe = recipe_for(cfg, name)
     derived = encoder_overrides(cfg, tok)
     if name == "data2vec2":  # its presets fix K for 4 blocks: scale it with --depth (top 5/6, at least 2)
         derived["top_k"] = top_k_for("text", cfg.depth, reduced=True)
@@ -303,10 +314,14 @@ def build_text_arm(cfg: TextCompareConfig, name: str, tok):
     return method, optim, spec
 
 
-def calibration_key(cfg: TextCompareConfig) -> dict:
-    """The settings a stored calibration is valid for: a different one in the same --out is refused."""
-    return {"modality": "text", "clock": cfg.clock, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
-            "budget_minutes": cfg.budget_minutes, "encoder": [cfg.dim, cfg.depth, cfg.heads], "preset": cfg.preset}
+def calibration_key(cfg: TextCompareConfig, name: str) -> dict:
+    """The settings a stored calibration of `name` is valid for: a different one in the same --out is refused
+    (a tuning run's --set changes are part of it, since they change the cost of an update)."""
+    key = {"modality": "text", "clock": cfg.clock, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
+           "budget_minutes": cfg.budget_minutes, "encoder": [cfg.dim, cfg.depth, cfg.heads], "preset": cfg.preset}
+    if cfg.recipe_sets.get(name):
+        key["recipe_sets"] = cfg.recipe_sets[name]
+    return key
 
 
 def check_calibration(cfg: TextCompareConfig) -> dict:
@@ -314,8 +329,8 @@ def check_calibration(cfg: TextCompareConfig) -> dict:
     results file in OUT must come from one budget (checked before any work, even when every result exists)."""
     path = Path(cfg.out) / "calibration.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
-    key = calibration_key(cfg)
     for name in cfg.methods:
+        key = calibration_key(cfg, name)
         stored = {k: table[name].get(k) for k in key} if name in table else key
         if stored != key:
             raise CliError(f"{path} calibrated {name} with {stored}, this run asks for {key}; fix: use the original "
@@ -335,7 +350,7 @@ def calibrate_text(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
     table = check_calibration(cfg)
     if name in table:
         return table[name]
-    key = calibration_key(cfg)
+    key = calibration_key(cfg, name)
     n = cfg.calibration_steps + 2
     set_seed(0)
     method, optim, spec = build_text_arm(cfg, name, tok)
@@ -419,7 +434,7 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
         "train_seconds": float(clock[-1]) if len(clock) else wall, "clock": cfg.clock,
         "train_wall_seconds": float(wall_clock[-1]) if len(wall_clock) else wall, "wall_seconds_this_launch": wall,
         "final_loss": final.get("final_loss", records[-1]["loss"] if records else None), "optim": optim,
-        "recipe": dataclasses.asdict(RECIPES.get(name, TextRecipe())), "curve": curve, "health_curve": health_curve})
+        "recipe": dataclasses.asdict(recipe_for(cfg, name)), "curve": curve, "health_curve": health_curve})
     return method  # a stopped run's weights in memory are those its checkpoint holds
 
 
@@ -684,12 +699,42 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
                    "at 4 x 256 on one CPU core that is ~38 min of fine-tuning per arm and seed, SST-2 half of it)")
     g.add_argument("--finetune-lr", type=float, default=1e-4,
                    help="peak fine-tuning lr of every arm (small encoders want 1e-4 to 3e-4, not RoBERTa's 2e-5)")
+    g.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="change one method's recipe for a TUNING run, e.g. --set data2vec.lr=1e-3 --set "
+                   "data2vec2.num_masks=4 --set bert.mask_prob=0.2 (values parsed as JSON; lr = the peak lr). Use a "
+                   "separate --out per trial (its calibration is its own) and compare trials on the table's "
+                   "validation scores (carved from the training data), never on the GLUE dev scores you report")
     g.add_argument("--heldout", default=None,
                    help="held-out text (e.g. the corpus builder's heldout.txt) for the bert arm's masked-token "
                    "accuracy; without it that protocol is skipped")
     from .compare_squad import add_squad_arguments
 
     add_squad_arguments(parser)
+
+
+def parse_recipe_sets(items: list[str], methods: tuple[str, ...]) -> dict:
+    """--set METHOD.KEY=VALUE items as {method: {key: value}}; the method must be an arm of this comparison and
+    the key a field of its config or of the encoder (or lr)."""
+    from .methods import get_method
+    from .pretrain import _parse_sets, check_sets
+
+    out: dict = {}
+    for item in items:
+        target, sep, _ = item.partition("=")
+        method, dot, key = target.partition(".")
+        if not sep or not dot or not key.strip():
+            raise CliError(f"--set {item!r} is not METHOD.KEY=VALUE; fix: e.g. --set data2vec.lr=1e-3")
+        method = method.strip()
+        if method not in methods:
+            raise CliError(f"--set {item!r}: {method} is not among --methods {','.join(methods)}; fix: name one "
+                           "of them")
+        (value,) = _parse_sets([item.partition(".")[2]]).values()
+        if key.strip() != "lr":
+            check_sets(get_method(method), {key.strip(): value})
+        elif not isinstance(value, (int, float)) or value <= 0:
+            raise CliError(f"--set {item!r}: lr must be a number > 0; fix: e.g. --set {method}.lr=1e-3")
+        out.setdefault(method, {})[key.strip()] = value
+    return out
 
 
 def parse_epochs(text: str | None) -> dict:
@@ -765,6 +810,7 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
                   finetune_lr=args.finetune_lr, device=choose_device(args.device), threads=args.threads,
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
                   quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in args.argv),
+                  recipe_sets=parse_recipe_sets(getattr(args, "recipe_sets", []), methods),
                   **squad_values(args, ("random",) + methods))
     if args.quick:  # seconds per method on a tiny encoder: checks the whole pipeline, numbers not meaningful
         values.update(seeds=(1,), budget_minutes=min(args.budget_minutes, 0.1), dim=64, depth=2, heads=2,
