@@ -677,10 +677,11 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
         "BERT-MLM, data2vec and data2vec 2.0 pretrained on --data (a text corpus) at an equal budget, fine-tuned on "
         "GLUE with one recipe per task; floors: random init and the majority class. Methods: bert, data2vec, "
         "data2vec2. The study uses --dim 256 --depth 4 --heads 4 (BERT-Mini, DESIGN section 8) and at least 20 "
-        "minutes per method. Choosing the budget: on one CPU core at --batch-size 64 and --seq-len 128 an update "
-        "took 3.0 s (bert), 3.7 s (data2vec) and ~45 s (data2vec2 with its 8 masks per sample; 18 s with "
-        "num_masks=4), so 20 minutes is ~400 updates, about one pass over the study corpus's 21k blocks: far "
-        "from BERT-Mini's billions of words, expect small gaps over random init")
+        "minutes per method. Choosing the budget: on one CPU core at --batch-size 64 and --seq-len 128 the study's "
+        "calibration measured 3.3 s per update (bert), 4.1 s (data2vec) and 5.8 s (data2vec2 with the "
+        "comparison's 2 masks and 2-block decoder; ~45 s with the released 8 masks and 5 blocks), so 20 minutes "
+        "is 365 / 294 / 206 updates, 1.2 / 1.0 / 0.7 passes over the study corpus's 19k blocks of 128 tokens: "
+        "far from BERT-Mini's billions of words, expect small gaps over random init")
     g.add_argument("--glue", default=None,
                    help="the GLUE root (SST-2/, STS-B/, MRPC/, RTE/, CoLA/ with train.tsv and dev.tsv); --quick "
                    "without it writes a tiny synthetic SST-2/STS-B folder")
