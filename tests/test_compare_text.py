@@ -64,7 +64,7 @@ def test_carve_validation_classification_is_stratified_and_regression_seeded():
 
 def test_parse_epochs_defaults_and_overrides():
     epochs = parse_epochs("sst2=1, stsb=4")
-    assert epochs["sst2"] == 1 and epochs["stsb"] == 4 and epochs["rte"] == 5
+    assert epochs["sst2"] == 1 and epochs["stsb"] == 4 and epochs["rte"] == 3  # rte: the default
     from data2vec.cli.errors import CliError
 
     for bad in ("sst2", "sst2=0", "sst2=x"):
@@ -204,10 +204,25 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
     capsys.readouterr()
     assert main(argv + ["--squad-max-questions", "4"]) == 2  # another split in the same --out is refused
     assert "another SQuAD split" in capsys.readouterr().err
-    changed = [a if a != "32" else "16" for a in argv]  # another batch in the same --out is refused
     capsys.readouterr()
-    assert main([a if a != "8" else "4" for a in changed]) == 2
-    assert "calibrated bert with" in capsys.readouterr().err
+    assert main([a if a != "8" else "4" for a in argv]) == 2  # another batch in the same --out is refused
+    assert "holds a text comparison with batch_size=8, this one has 4" in capsys.readouterr().err
+    # a task's epochs cannot change once it has results; adding a task with its own epochs is fine
+    assert main([a if a != "sst2=2,stsb=2" else "sst2=3,stsb=2" for a in argv]) == 2
+    assert "task_epochs[sst2]=2, this one has 3" in capsys.readouterr().err
+    import dataclasses
+
+    from data2vec.cli.compare_text import check_same_text_study
+    from data2vec.cli.errors import CliError
+
+    stored = json.loads((out / "config.json").read_text())
+    same = TextCompareConfig(**{f.name: tuple(stored[f.name]) if isinstance(stored[f.name], list) else stored[f.name]
+                                for f in dataclasses.fields(TextCompareConfig)})
+    check_same_text_study(same)  # the stored study itself
+    check_same_text_study(dataclasses.replace(same, tasks=("sst2", "stsb", "rte"),
+                                              task_epochs={**same.task_epochs, "rte": 7}))  # a task added
+    with pytest.raises(CliError, match="holds a text comparison with batch_size"):  # refused before calibration
+        check_same_text_study(dataclasses.replace(same, batch_size=same.batch_size + 1))
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -72,10 +72,12 @@ TASK_METRIC = {"sst2": "accuracy", "stsb": "pearson", "mrpc": "score", "rte": "a
 # with layer-norm targets; an MLM encoder's final tokens are anisotropic by nature (Ethayarajh 2019: BERT's top
 # layers), and the guard stopped a healthy bert run at update 63 of the quick mode, so bert's health is recorded only
 ANISOTROPY_GUARDED = ("data2vec", "data2vec2")
-# fine-tuning epochs per task (RoBERTa: 10 for all). Measured on one CPU core for 4 x 256 at batch 32: an epoch of
-# SST-2 (18k sentences) ~4.7 min, STS-B ~0.9, MRPC ~2.0, RTE ~1.8, CoLA ~1.2; MRPC/RTE/CoLA carry no pretraining
-# signal at this size (DESIGN section 8), so they get 5 epochs: ~38 min of fine-tuning per arm and seed
-TASK_EPOCHS = {"sst2": 3, "stsb": 10, "mrpc": 5, "rte": 5, "cola": 5}
+# fine-tuning epochs per task (RoBERTa: 10 for all). Measured in the study's first run on one CPU core (the other
+# core busy), 4 x 256 at batch 32, the dev set scored after every epoch: an epoch of SST-2 (18k of the 20k
+# sentences) 5.2 min, STS-B (sentence pairs, 161 updates of up to 128 tokens) 2.8-4.4 min, so 10 STS-B epochs
+# cost 30+ min; random init's STS-B validation peaked at epoch 3 of 10 there, so STS-B gets 5. MRPC/RTE/CoLA carry
+# no pretraining signal at this size (DESIGN section 8) and get 3: ~50 min of fine-tuning per arm and seed
+TASK_EPOCHS = {"sst2": 3, "stsb": 5, "mrpc": 3, "rte": 3, "cola": 3}
 
 
 @dataclass(frozen=True)
@@ -573,6 +575,29 @@ def evaluate_encoder(cfg: TextCompareConfig, arm: str, seed: int, backbone, task
 # ---- the run ------------------------------------------------------------------------------------------------
 
 
+# fields that define a text study: results made with other values must not be mixed into one table (methods, seeds,
+# tasks and the SQuAD protocol may be added; a task's epoch count may not change once it has a result)
+TEXT_STUDY_FIELDS = ("data", "tokenizer", "budget_minutes", "clock", "preset", "dim", "depth", "heads", "batch_size",
+                     "seq_len", "vocab_size", "sst2_train_examples", "finetune_lr", "finetune_batch_size", "max_length",
+                     "val_fraction", "val_max")
+
+
+def check_same_text_study(cfg: TextCompareConfig) -> None:
+    """Refuse to add results to an --out folder that holds a text study with other settings."""
+    path = Path(cfg.out) / "config.json"
+    if not path.is_file():
+        return
+    old, new = json.loads(path.read_text()), dataclasses.asdict(cfg)
+    changed = [(name, old[name], new[name]) for name in TEXT_STUDY_FIELDS if name in old and old[name] != new[name]]
+    changed += [(f"task_epochs[{task}]", epochs, new["task_epochs"].get(task))
+                for task, epochs in old.get("task_epochs", {}).items()
+                if new["task_epochs"].get(task) != epochs and any(Path(cfg.out).glob(f"*/seed*/{task}.json"))]
+    if changed:
+        name, was, now = changed[0]
+        raise CliError(f"{cfg.out} holds a text comparison with {name}={was!r}, this one has {now!r}; fix: use the "
+                       "original flags, another --out folder, or delete the old results")
+
+
 def run_text_comparison(cfg: TextCompareConfig) -> dict:
     """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
     import torch
@@ -587,6 +612,7 @@ def run_text_comparison(cfg: TextCompareConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     check_glue(cfg)
     check_squad(cfg)
+    check_same_text_study(cfg)
     check_calibration(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.out) / "config.json", {**dataclasses.asdict(cfg), "modality": "text",
@@ -696,8 +722,8 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sst2-train-examples", type=int, default=20000,
                    help="seeded SST-2 training subset (the same for every arm); 0 = all 67,349 (3x the time)")
     g.add_argument("--task-epochs", default=None,
-                   help="fine-tuning epochs per task, e.g. sst2=3,stsb=10 (default: sst2 3, stsb 10, mrpc/rte/cola 5; "
-                   "at 4 x 256 on one CPU core that is ~38 min of fine-tuning per arm and seed, SST-2 half of it)")
+                   help="fine-tuning epochs per task, e.g. sst2=3,stsb=10 (default: sst2 3, stsb 5, mrpc/rte/cola 3; "
+                   "at 4 x 256 on one CPU core that is ~50 min of fine-tuning per arm and seed, a third of it SST-2)")
     g.add_argument("--finetune-lr", type=float, default=1e-4,
                    help="peak fine-tuning lr of every arm (small encoders want 1e-4 to 3e-4, not RoBERTa's 2e-5)")
     g.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
