@@ -591,7 +591,8 @@ def check_same_text_study(cfg: TextCompareConfig) -> None:
     changed = [(name, old[name], new[name]) for name in TEXT_STUDY_FIELDS if name in old and old[name] != new[name]]
     changed += [(f"task_epochs[{task}]", epochs, new["task_epochs"].get(task))
                 for task, epochs in old.get("task_epochs", {}).items()
-                if new["task_epochs"].get(task) != epochs and any(Path(cfg.out).glob(f"*/seed*/{task}.json"))]
+                if new["task_epochs"].get(task) != epochs and any(  # fine-tuned results (the majority has no epochs)
+                    f.parent.parent.name != "majority" for f in Path(cfg.out).glob(f"*/seed*/{task}.json"))]
     if changed:
         name, was, now = changed[0]
         raise CliError(f"{cfg.out} holds a text comparison with {name}={was!r}, this one has {now!r}; fix: use the "
