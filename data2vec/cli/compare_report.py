@@ -121,29 +121,32 @@ def _grid(arms: list[str], protocols: list[str], cell: dict) -> tuple[list[str],
     return text, md
 
 
+def _spread(values: list[float]) -> str:
+    """One cell: mean ± population std (number of seeds)."""
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f} ({len(values)})"
+
+
+def _spread_cells(rows: list[dict], key: str) -> dict:
+    """{(arm, protocol): cell} of the rows whose `key` list of per-seed values is not empty."""
+    return {(r["arm"], r["protocol"]): _spread(r[key]) for r in rows if r.get(key)}
+
+
 def format_tables(rows: list[dict], budget: dict, medians: bool = False) -> tuple[str, str]:
     """The results table (mean ± std (seeds)); with `medians` (the text study) a table of medians after it; and,
     where fine-tuning records carry it, the optimistic best-epoch-on-dev table, labelled as such."""
     arms = _order({r["arm"] for r in rows}, FLOOR_ORDER)
     protocols = _order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
-    text, md = _grid(arms, protocols,
-                     {(r["arm"], r["protocol"]): f"{r['mean']:.1f} ± {r['std']:.1f} ({len(r['runs'])})" for r in rows})
+    text, md = _grid(arms, protocols, {(r["arm"], r["protocol"]): _spread(r["runs"]) for r in rows})
     extra = []
     if medians:
         extra.append(("median over seeds (same cells)",
                       {(r["arm"], r["protocol"]): f"{r['median']:.1f} ({len(r['runs'])})" for r in rows}))
-        scored = [r for r in rows if r.get("validation_runs")]
-        if scored:
-            extra.append(("validation split carved from the training data, at the selected epoch (or C): what a "
-                          "tuning run compares (--set), mean ± std (seeds)",
-                          {(r["arm"], r["protocol"]): f"{np.mean(r['validation_runs']):.1f} ± "
-                           f"{np.std(r['validation_runs']):.1f} ({len(r['validation_runs'])})" for r in scored}))
-    on_dev = [r for r in rows if r.get("best_on_dev_runs")]
-    if on_dev:
-        extra.append(("optimistic, NOT the reported score: the best epoch on the dev set itself (what `data2vec "
-                      "finetune` keeps without a validation split), mean ± std (seeds)",
-                      {(r["arm"], r["protocol"]): f"{np.mean(r['best_on_dev_runs']):.1f} ± "
-                       f"{np.std(r['best_on_dev_runs']):.1f} ({len(r['best_on_dev_runs'])})" for r in on_dev}))
+        extra.append(("validation split carved from the training data, at the selected epoch (or C): what a "
+                      "tuning run compares (--set), mean ± std (seeds)", _spread_cells(rows, "validation_runs")))
+    extra.append(("optimistic, NOT the reported score: the best epoch on the dev set itself (what `data2vec "
+                  "finetune` keeps without a validation split), mean ± std (seeds)",
+                  _spread_cells(rows, "best_on_dev_runs")))
+    extra = [(title, cells) for title, cells in extra if cells]
     for title, cells in extra:
         sub_arms = _order({a for a, _ in cells}, FLOOR_ORDER)
         sub_protocols = _order({p for _, p in cells}, PROTOCOL_ORDER)
