@@ -4,7 +4,7 @@
 install:  ## the package with the test and lint tools
 	pip install -e ".[dev]"
 
-test:  ## the whole suite, as CI runs it (about 3-4 minutes on 2 CPU cores)
+test:  ## the whole suite, as CI runs it (one pytest-xdist worker per core; add -n 0 for one process)
 	python -m pytest
 
 test-fast:  ## the inner loop: everything but the slow tests (subprocesses, torchrun, notebooks), under a minute

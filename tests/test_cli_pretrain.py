@@ -114,20 +114,6 @@ def test_vision_digits_runs(method, tmp_path):
     assert json.loads((out / "config.json").read_text())["data"]["channels"] == 1
 
 
-@pytest.mark.slow  # torchrun, 2 processes (~8 s)
-def test_torchrun_two_processes(corpus, tmp_path):
-    out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "data2vec", *text_args(corpus, out, 3)], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["global_batch"] == 8 and summary["steps_done"] == 3
-    assert summary["teacher_checksums"][0] == summary["teacher_checksums"][1]
-    assert len(losses(out)) == 3
-
-
 # ---- one command line for every launch: --resume starts afresh when there is no checkpoint yet ----------
 
 
@@ -183,7 +169,7 @@ def test_a_kill_before_the_first_checkpoint_then_the_same_command(corpus, tmp_pa
 
 
 @pytest.mark.slow  # three torchrun launches of 2 processes (~40 s)
-def test_torchrun_max_restarts_continues_from_the_checkpoint(corpus, tmp_path):
+def test_torchrun_two_processes_and_max_restarts_continues_from_the_checkpoint(corpus, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     steps = 16
 
@@ -196,6 +182,10 @@ def test_torchrun_max_restarts_continues_from_the_checkpoint(corpus, tmp_path):
 
     full = subprocess.run(torchrun(tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())  # the uninterrupted 2-process run
+    assert summary["world_size"] == 2 and summary["global_batch"] == 8 and summary["steps_done"] == steps
+    assert summary["teacher_checksums"][0] == summary["teacher_checksums"][1]
+    assert len(losses(tmp_path / "full")) == steps
     out = tmp_path / "restarted"
     proc = subprocess.Popen(torchrun(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (out / "checkpoint").is_dir() and _lines(out / "metrics.jsonl") >= 6, proc)

@@ -7,18 +7,19 @@ import json
 import pytest
 
 
-@pytest.mark.slow  # the whole demo pipeline (~7 s)
-def test_demo_quick_writes_table_json_and_plots(tmp_path, capsys):
+@pytest.mark.slow  # the whole demo pipeline with both baselines (~15 s): one run serves every check
+def test_demo_quick_writes_table_json_and_plots_with_data2vec2_and_dino_baselines(tmp_path, capsys):
     from data2vec.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec2,dino",
+                 "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "random init" in printed and "data2vec" in printed and "raw pixels" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["quick"] is True
     rows = results["results"]
-    assert set(rows) == {"random init (no training)", "data2vec", "raw pixels (reference)"}
+    assert set(rows) == {"random init (no training)", "data2vec", "raw pixels (reference)", "data2vec2", "dino"}
     for row in rows.values():
         for protocol in ("linear", "knn"):
             for cell in row[protocol].values():
@@ -34,6 +35,9 @@ def test_demo_quick_writes_table_json_and_plots(tmp_path, capsys):
     # engine.pretrain wrote the data2vec run folder (metrics + checkpoint)
     assert (out / "pretrain-data2vec" / "metrics.jsonl").is_file()
     assert (out / "pretrain-data2vec" / "checkpoint" / "model.safetensors").is_file()
+    config = json.loads((out / "pretrain-data2vec2" / "config.json").read_text())
+    assert config["method_config"]["num_masks"] == 4 and config["pretrain"]["lr"] == 2e-3  # the demo's v2 recipe
+    assert config["method_config"]["encoder"]["position"] == "sincos"
 
 
 def test_demo_rejects_bad_options(capsys):
@@ -42,17 +46,3 @@ def test_demo_rejects_bad_options(capsys):
     assert main(["demo", "--baselines", "simclr"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "simclr" in err[0] and "fix" in err[0]
-
-
-@pytest.mark.slow  # two short pretraining runs (~15 s)
-def test_demo_quick_with_data2vec2_and_dino_baselines(tmp_path):
-    from data2vec.cli import main
-
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--steps", "6", "--label-seeds", "1", "--threads", "1",
-                 "--baselines", "data2vec2,dino", "--out", str(out)]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert {"data2vec2", "dino"} <= set(results["results"])
-    config = json.loads((out / "pretrain-data2vec2" / "config.json").read_text())
-    assert config["method_config"]["num_masks"] == 4 and config["pretrain"]["lr"] == 2e-3  # the demo's v2 recipe
-    assert config["method_config"]["encoder"]["position"] == "sincos"
