@@ -8,16 +8,16 @@ import pytest
 
 
 @pytest.mark.slow  # the whole demo pipeline with both baselines (~15 s): one run serves every check
-def test_demo_quick_writes_table_json_and_plots_with_data2vec2_and_dino_baselines(tmp_path, capsys):
+def test_demo_quick_writes_table_json_and_plots_with_data2vec_and_dino_baselines(tmp_path, capsys):
     from data2vec.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec2,dino",
+    assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec,dino",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "random init" in printed and "data2vec" in printed and "raw pixels" in printed
+    assert "random init" in printed and "data2vec2" in printed and "raw pixels" in printed
     results = json.loads((out / "results.json").read_text())
-    assert results["quick"] is True
+    assert results["quick"] is True and results["config"]["method"] == "data2vec2"  # the default
     rows = results["results"]
     assert set(rows) == {"random init (no training)", "data2vec", "raw pixels (reference)", "data2vec2", "dino"}
     for row in rows.values():
@@ -28,13 +28,14 @@ def test_demo_quick_writes_table_json_and_plots_with_data2vec2_and_dino_baseline
     # the printed table is the one in results.txt, and its numbers are the JSON's means
     table = (out / "results.txt").read_text()
     assert table.strip() in printed
-    mean = rows["data2vec"]["linear"]["5"]["mean"]
+    mean = rows["data2vec2"]["linear"]["5"]["mean"]
     assert f"{mean:5.1f}" in table
     for plot in ("pretrain_loss.png", "accuracy_vs_labels.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
-    # engine.pretrain wrote the data2vec run folder (metrics + checkpoint)
-    assert (out / "pretrain-data2vec" / "metrics.jsonl").is_file()
-    assert (out / "pretrain-data2vec" / "checkpoint" / "model.safetensors").is_file()
+    # engine.pretrain wrote one run folder per method (metrics + checkpoint)
+    for name in ("data2vec2", "data2vec", "dino"):
+        assert (out / f"pretrain-{name}" / "metrics.jsonl").is_file()
+        assert (out / f"pretrain-{name}" / "checkpoint" / "model.safetensors").is_file()
     config = json.loads((out / "pretrain-data2vec2" / "config.json").read_text())
     assert config["method_config"]["num_masks"] == 4 and config["pretrain"]["lr"] == 2e-3  # the demo's v2 recipe
     assert config["method_config"]["encoder"]["position"] == "sincos"
@@ -46,3 +47,14 @@ def test_demo_rejects_bad_options(capsys):
     assert main(["demo", "--baselines", "simclr"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "simclr" in err[0] and "fix" in err[0]
+
+
+def test_demo_rejects_a_baseline_equal_to_the_method_and_an_unknown_method(capsys):
+    from data2vec.cli import main
+
+    assert main(["demo", "--method", "data2vec", "--baselines", "data2vec"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already the --method" in err[0] and "'data2vec2'" in err[0]
+    with pytest.raises(SystemExit):  # argparse's choices: usage and the valid names on stderr
+        main(["demo", "--method", "dino"])
+    assert "invalid choice: 'dino'" in capsys.readouterr().err

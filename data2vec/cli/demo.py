@@ -1,15 +1,19 @@
-"""`data2vec demo`: pretrain data2vec on real images that ship with scikit-learn and show what it learned.
+"""`data2vec demo`: pretrain data2vec 2.0 on real images that ship with scikit-learn and show what it learned.
 
 What it does (no download, no arguments, a few minutes on 2 CPU cores)
 1. Data: scikit-learn's handwritten digits (1,797 grey 8 x 8 images, 10 classes), split by
    `tasks.vision.load_digits_dataset` into a 1,438-image train pool and a 359-image test set (seeded,
    stratified). Pretraining sees only the train pool's images, never a label.
-2. Pretraining: data2vec (docs/design.md section 4, vision recipe at reduced scale, section 8) on a small
-   pre-LN ViT: 8 x 8 images cut into 2 x 2 patches (a 4 x 4 grid), width 64, 4 blocks, learned absolute
-   positions; 40% of the patches masked in blocks; targets = average of the teacher's top 3 block
-   outputs, each layer-normed; 1,000 updates of 128 images, lr 5e-3.
+2. Pretraining: data2vec 2.0 (docs/design.md section 5, at reduced scale, section 8) on a small pre-LN ViT:
+   8 x 8 images cut into 2 x 2 patches (a 4 x 4 grid), width 64, 4 blocks, fixed sin-cos positions; M = 4
+   inverse-block masks of ratio 0.5 per image; targets = average of the teacher's block outputs, each
+   instance-normed; 1,000 updates of 128 images, lr 2e-3. It is the default because it beat data2vec v1 in
+   every protocol of the equal-budget studies on digits and CIFAR-10 (benchmarks/studies/README.md).
+   `--method data2vec` shows v1 instead (section 4: learned absolute positions, 40% of the patches masked in
+   blocks, targets = average of the teacher's top 3 block outputs, each layer-normed; lr 5e-3).
    The loop is `engine.pretrain`, which writes metrics.jsonl, plots and a checkpoint per method.
-   Optional (`--baselines`): DINO (docs/design.md section 6) and data2vec 2.0 (section 5) on the same encoder and data.
+   Optional (`--baselines`): the other methods (DINO, docs/design.md section 6; the other data2vec) on the same
+   encoder and data, each for the same number of updates (not the same time: see `data2vec compare`).
 3. Evaluation of frozen features, few labels: for L labels per class (10 and 50) and several random
    label subsets, a linear probe (logistic regression, L2 strength chosen by cross-validation on the
    labelled subset only) and DINO's weighted k-NN (k = 20, T = 0.07) on mean-pooled patch features;
@@ -21,9 +25,11 @@ What it does (no download, no arguments, a few minutes on 2 CPU cores)
 Every number printed comes from this run. `--quick` is a ~30 s version (fewer steps, fewer subsets)
 used by the tests; its numbers are not meaningful.
 
-Differences from the paper's recipe (why): absolute learned positions instead of BEiT's relative bias and
-a 40% mask instead of 60% (on a 4 x 4 patch grid both measured better in a sweep of this demo: linear
-probe with 50 labels/class 89% vs 63-68% after 600 updates); no augmentation besides masking; 1,000 updates.
+Differences from the papers' recipes (why): data2vec 2.0 uses 4 masks instead of 16 and a 0.5 mask ratio
+instead of 0.8 on the 4 x 4 grid (chosen on a validation split of the training digits,
+benchmarks/results/v1_vs_v2_select.json). data2vec v1 uses absolute learned positions instead of BEiT's relative
+bias and a 40% mask instead of 60% (on a 4 x 4 patch grid both measured better in a sweep of this demo: linear
+probe with 50 labels/class 89% vs 63-68% after 600 updates). No augmentation besides masking; 1,000 updates.
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ from .errors import CliError, HelpFormatter
 class DemoConfig:
     """The demo's settings; defaults tuned to finish in about 3 minutes on 2 CPU cores."""
 
-    steps: int = 1000  # data2vec updates (about 89 passes over the 1,438 training images at batch 128)
+    method: str = "data2vec2"  # the method shown; "data2vec" for v1 (v2 won every protocol of the digits study)
+    steps: int = 1000  # updates of every method (about 89 passes over the 1,438 training images at batch 128)
     batch_size: int = 128  # images per update
-    lr: float = 5e-3  # peak lr; swept on this demo: 2e-3 < 5e-3 (data2vec-vision: 2e-3 at batch 2048)
+    lr: float = 5e-3  # data2vec v1's peak lr; swept on this demo: 2e-3 < 5e-3 (data2vec-vision: 2e-3 at batch 2048)
     warmup_steps: int = 100  # 10% of the run
     weight_decay: float = 0.05  # data2vec-vision
     dim: int = 64  # encoder width
@@ -55,13 +62,13 @@ class DemoConfig:
     heads: int = 4  # attention heads (16-wide)
     patch_size: int = 2  # 8 x 8 digits -> a 4 x 4 grid of 2 x 2 patches
     position: str = "learned"  # absolute learned positions (ViT); on a 4 x 4 grid they beat BEiT's relative bias
-    mask_ratio: float = 0.4  # 6 of 16 patches masked in blocks; swept: 0.4 > 0.6 on this tiny grid
+    mask_ratio: float = 0.4  # v1: 6 of 16 patches masked in blocks; swept: 0.4 > 0.6 on this tiny grid
     label_budgets: tuple[int, ...] = (10, 50)  # labelled images per class for the probes
     label_seeds: int = 5  # random label subsets per budget (mean ± std over them)
     knn_k: int = 20  # DINO's k
     knn_temperature: float = 0.07  # DINO's T
-    baselines: tuple[str, ...] = ()  # extra pretraining methods: "dino", "data2vec2"
-    data2vec_overrides: dict = field(default_factory=dict)  # Data2VecConfig fields to change (experiments)
+    baselines: tuple[str, ...] = ()  # extra pretraining methods, from DEMO_RECIPES other than `method`
+    data2vec_overrides: dict = field(default_factory=dict)  # v1's Data2VecConfig fields to change (experiments)
     seed: int = 0  # seeds model init, masks, data order and the label subsets
 
     @classmethod
@@ -142,7 +149,6 @@ DEMO_RECIPES = {
     "data2vec2": DemoRecipe("mini", lambda cfg: dict(position="sincos", num_masks=4, mask_ratio=0.5), lr=2e-3,
                             betas=(0.9, 0.95)),
 }
-DEMO_BASELINES = tuple(name for name in DEMO_RECIPES if name != "data2vec")
 
 
 def build_method(name: str, cfg: DemoConfig):
@@ -152,7 +158,7 @@ def build_method(name: str, cfg: DemoConfig):
     from .methods import METHODS
 
     if name not in DEMO_RECIPES:
-        raise CliError(f"unknown demo method {name!r}; fix: use --baselines {','.join(DEMO_BASELINES)} (or none)")
+        raise CliError(f"unknown demo method {name!r}; fix: use one of {', '.join(DEMO_RECIPES)}")
     spec = METHODS[name]
     torch.manual_seed(cfg.seed)
     recipe = DEMO_RECIPES[name]
@@ -281,9 +287,10 @@ def write_plots(out: Path, rows: dict[str, dict], curves: dict[str, list[dict]],
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="pretrain data2vec on scikit-learn's digits and compare its frozen features with a random encoder "
+        help="pretrain data2vec 2.0 on scikit-learn's digits and compare its frozen features with a random encoder "
         "(a few minutes on a CPU, no download)",
-        description="Pretrain data2vec (optionally DINO) on the 8x8 digits that ship with scikit-learn, then score "
+        description="Pretrain data2vec 2.0 (or v1, optionally DINO) on the 8x8 digits that ship with scikit-learn, "
+        "then score "
         "frozen features with a linear probe and k-NN using 10 and 50 labels per class, against a randomly "
         "initialised encoder of the same architecture and raw pixels. Prints a table, writes results.json and "
         "plots/ in --out.",
@@ -296,9 +303,12 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="pretraining updates (default 1000). More steps keep improving the features; the teacher's "
                    "EMA ramp and the lr schedule scale with it")
+    p.add_argument("--method", default=DemoConfig.method, choices=["data2vec2", "data2vec"],
+                   help="the method shown: data2vec2 (data2vec 2.0, the default: it beat v1 in every protocol of the "
+                   "equal-budget digits and CIFAR-10 studies) or data2vec (v1)")
     p.add_argument("--baselines", default="",
-                   help="comma-separated extra methods pretrained on the same encoder: 'dino' (adds about a minute), "
-                   "'data2vec2' (data2vec 2.0, about two minutes)")
+                   help="comma-separated extra methods pretrained on the same encoder for the same number of updates: "
+                   "'dino' (adds about a minute), 'data2vec' (v1, about two minutes), 'data2vec2'")
     p.add_argument("--label-seeds", type=int, default=None, help="random label subsets per budget (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, masks, data order and label subsets")
     p.add_argument("--threads", type=int, default=None,
@@ -324,11 +334,12 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--label-seeds must be >= 1, got {args.label_seeds}")
         overrides["label_seeds"] = args.label_seeds
     baselines = tuple(b.strip().lower() for b in args.baselines.split(",") if b.strip())
+    others = [name for name in DEMO_RECIPES if name != args.method]
     for b in baselines:
-        if b not in DEMO_BASELINES:
-            raise CliError(f"--baselines: unknown method {b!r}; fix: use {', '.join(map(repr, DEMO_BASELINES))} or "
-                           "leave it out")
-    overrides["baselines"] = baselines
+        if b not in others:
+            reason = "is already the --method" if b == args.method else "is not a demo method"
+            raise CliError(f"--baselines: {b!r} {reason}; fix: use {', '.join(map(repr, others))} or leave it out")
+    overrides.update(method=args.method, baselines=baselines)
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -339,13 +350,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"encoder: ViT {cfg.depth} blocks x {cfg.dim} wide, {cfg.patch_size}x{cfg.patch_size} patches "
           f"({(8 // cfg.patch_size) ** 2} tokens + CLS); torch threads: {torch.get_num_threads()}")
     print("pretraining (labels unused):", flush=True)
-    trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False) for name in ("data2vec",) + baselines}
+    trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False) for name in (cfg.method,) + baselines}
 
     print("evaluating frozen features (mean-pooled patch tokens):", flush=True)
     from ..backbone import build_backbone
 
     torch.manual_seed(cfg.seed)
-    random_encoder = build_backbone(trained["data2vec"]["backbone"].cfg)  # same architecture, untrained
+    random_encoder = build_backbone(trained[cfg.method]["backbone"].cfg)  # the shown method's encoder, untrained
     ytr, yte = train_y.numpy(), test_y.numpy()
     rows: dict[str, dict] = {}
     t_eval = time.time()
