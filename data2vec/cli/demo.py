@@ -6,8 +6,8 @@ What it does (no download, no arguments, a few minutes on 2 CPU cores)
    stratified). Pretraining sees only the train pool's images, never a label.
 2. Pretraining: data2vec 2.0 (docs/design.md section 5, at reduced scale, section 8) on a small pre-LN ViT:
    8 x 8 images cut into 2 x 2 patches (a 4 x 4 grid), width 64, 4 blocks, fixed sin-cos positions; M = 4
-   inverse-block masks of ratio 0.5 per image; targets = average of the teacher's block outputs, each
-   instance-normed; 1,000 updates of 128 images, lr 2e-3. It is the default because it beat data2vec v1 in
+   inverse-block masks of ratio 0.5 per image; targets = average of the teacher's top 3 block outputs,
+   each instance-normed; 1,000 updates of 128 images, lr 2e-3. It is the default because it beat data2vec v1 in
    every protocol of the equal-budget studies on digits and CIFAR-10 (benchmarks/studies/README.md).
    `--method data2vec` shows v1 instead (section 4: learned absolute positions, 40% of the patches masked in
    blocks, targets = average of the teacher's top 3 block outputs, each layer-normed; lr 5e-3).
@@ -49,7 +49,7 @@ from .errors import CliError, HelpFormatter
 
 @dataclass
 class DemoConfig:
-    """The demo's settings; defaults tuned to finish in about 3 minutes on 2 CPU cores."""
+    """The demo's settings; defaults finish in about 4 minutes on 2 CPU cores (measured 3 min 52 s)."""
 
     method: str = "data2vec2"  # the method shown; "data2vec" for v1 (v2 won every protocol of the digits study)
     steps: int = 1000  # updates of every method (about 89 passes over the 1,438 training images at batch 128)
@@ -308,7 +308,7 @@ def add_parser(sub) -> None:
                    "equal-budget digits and CIFAR-10 studies) or data2vec (v1)")
     p.add_argument("--baselines", default="",
                    help="comma-separated extra methods pretrained on the same encoder for the same number of updates: "
-                   "'dino' (adds about a minute), 'data2vec' (v1, about two minutes), 'data2vec2'")
+                   "'dino' (adds about a minute), 'data2vec' (v1, about three minutes), 'data2vec2'")
     p.add_argument("--label-seeds", type=int, default=None, help="random label subsets per budget (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, masks, data order and label subsets")
     p.add_argument("--threads", type=int, default=None,
