@@ -37,7 +37,6 @@ Differences from the released code:
 - masks come from torch's global RNG (or a `generator`), not from seeds hashed from sample ids;
 - the visible tokens keep their original order in the student (fairseq: `argsort` order; attention is
   permutation-equivariant, so only the reduction order differs);
-- the image patch projection is initialised like the rest of the encoder (normal 0.02), not Xavier;
 - text teacher input: as released, with `ema_scope="blocks"` the teacher's blocks run on the student's own
   embedding output (with its dropout in training); with `ema_scope="encoder"` on the EMA embedding;
 - fairseq stops at the first low target/prediction variance after 5000 updates; we use the project's
