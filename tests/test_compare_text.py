@@ -9,6 +9,7 @@ every (arm, protocol). No test reads ../shared/data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -263,8 +264,10 @@ def test_set_changes_one_methods_recipe_and_its_calibration_key(tmp_path, capsys
     tok = train_tokenizer([str(write_corpus(tmp_path / "c.txt"))], kind="bpe", vocab_size=300)
     method, optim, _ = build_text_arm(cfg, "data2vec2", tok)
     assert method.cfg.num_masks == 3 and optim["lr"] == 7e-4
-    assert calibration_key(cfg, "data2vec2")["recipe_sets"] == sets["data2vec2"]
+    assert calibration_key(cfg, "data2vec2")["recipe_sets"] == {"num_masks": 3}  # lr does not change the cost
     assert "recipe_sets" not in calibration_key(cfg, "bert")  # the study's own calibration keys are unchanged
+    lr_only = dataclasses.replace(cfg, recipe_sets={"data2vec": {"lr": 1e-3, "tau_end": 0.99}})
+    assert calibration_key(lr_only, "data2vec") == calibration_key(cfg, "data2vec")  # may reuse the study's steps
     assert main(["compare", "--data", "digits", "--set", "data2vec.lr=1e-3", "--out", str(tmp_path / "v")]) == 2
     assert "(--modality text) only" in capsys.readouterr().err  # images: refused, not ignored
 

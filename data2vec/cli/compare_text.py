@@ -316,13 +316,19 @@ def build_text_arm(cfg: TextCompareConfig, name: str, tok):
     return method, optim, spec
 
 
+# --set keys that change numbers but not the work of an update: a trial that changes only these may reuse the
+# study's calibration.json (the same update count), so it differs from the study's run in that setting alone
+COST_NEUTRAL_SETS = ("lr", "tau_start", "tau_end", "tau_ramp_steps")
+
+
 def calibration_key(cfg: TextCompareConfig, name: str) -> dict:
     """The settings a stored calibration of `name` is valid for: a different one in the same --out is refused
-    (a tuning run's --set changes are part of it, since they change the cost of an update)."""
+    (a tuning run's --set changes are part of it when they change the cost of an update; COST_NEUTRAL_SETS do not)."""
     key = {"modality": "text", "clock": cfg.clock, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
            "budget_minutes": cfg.budget_minutes, "encoder": [cfg.dim, cfg.depth, cfg.heads], "preset": cfg.preset}
-    if cfg.recipe_sets.get(name):
-        key["recipe_sets"] = cfg.recipe_sets[name]
+    costly = {k: v for k, v in cfg.recipe_sets.get(name, {}).items() if k not in COST_NEUTRAL_SETS}
+    if costly:
+        key["recipe_sets"] = costly
     return key
 
 
@@ -730,8 +736,10 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="change one method's recipe for a TUNING run, e.g. --set data2vec.lr=1e-3 --set "
                    "data2vec2.num_masks=4 --set bert.mask_prob=0.2 (values parsed as JSON; lr = the peak lr). Use a "
-                   "separate --out per trial (its calibration is its own) and compare trials on the table's "
-                   "validation scores (carved from the training data), never on the GLUE dev scores you report")
+                   "separate --out per trial (its calibration is its own; a trial that changes only lr or tau_* "
+                   "may start from a copy of the study's calibration.json, so it gets the study's update count) "
+                   "and compare trials on the table's validation scores (carved from the training data), never "
+                   "on the GLUE dev scores you report")
     g.add_argument("--heldout", default=None,
                    help="held-out text (e.g. the corpus builder's heldout.txt) for the bert arm's masked-token "
                    "accuracy; without it that protocol is skipped")
