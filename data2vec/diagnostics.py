@@ -8,6 +8,8 @@ D width, N rows (real tokens or examples), K layers.
   `pred_var` and stops below `min_target_var = 0.1` / `min_pred_var = 0.01` after 5000 updates): the
   standard deviation across the rows (masked tokens) of every feature, averaged over the features,
   mean_d sqrt(var_n(x_nd) + 1e-6). A 0-dim tensor (no sync), for the per-step stats.
+- `explained_variance(pred, target)`: R^2 of the student's predictions for its targets, the scale-free
+  reading of the regression loss (per step, 0-dim tensor like `spread`).
 - `effective_rank(features)`: RankMe (Garrido et al. 2023, arXiv 2210.02885, Eq. 1),
   exp(-sum_k p_k log p_k) with p_k = s_k / ||s||_1 + eps over the singular values s of the (N, D) matrix.
   Between ~1 (every row on one line) and min(N, D) (all directions used equally).
@@ -95,6 +97,23 @@ def spread(x: Tensor) -> Tensor:
         return x.new_zeros((), dtype=torch.float32)
     return torch.sqrt(x.detach().float().var(dim=0, unbiased=False) + 1e-6).mean()
 
+
+def explained_variance(pred: Tensor, target: Tensor) -> Tensor:
+    """The share of the targets' variance the predictions explain, pred and target (N, D):
+    R^2 = 1 - sum_nd (pred_nd - target_nd)^2 / sum_nd (target_nd - mean_n target_nd)^2.
+
+    Scale-free, unlike the regression loss: as the teacher improves, its averaged layers agree more and the
+    targets spread out (`target_std` rises), so the loss can rise while the student keeps pace; this stays
+    put then. 1 = perfect, 0 = no better than each feature's batch mean. A 0-dim tensor (no sync), 0 for
+    fewer than 2 rows."""
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(f"pred and target must both be (N, D), got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if target.shape[0] < 2:
+        return target.new_zeros((), dtype=torch.float32)
+    p, t = pred.detach().float(), target.detach().float()
+    residual = (p - t).pow(2).sum()
+    total = (t - t.mean(dim=0)).pow(2).sum()  # (N, D) centred per feature
+    return 1 - residual / total.clamp(min=1e-12)
 
 # ---- effective rank (RankMe) ---------------------------------------------------------------------------
 

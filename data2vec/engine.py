@@ -351,7 +351,8 @@ def log_step(run: Run, step: int, lr: float, stats: dict, hook_stats: dict, seco
         bar.set_postfix(loss=f"{stats['loss']:.4g}", lr=f"{lr:.2e}")
         if not cfg.quiet and bar.disable and cfg.log_every and ((step + 1) % cfg.log_every == 0
                                                                 or step == run.start_step):
-            extras = " ".join(f"{k} {record[k]:.4g}" for k in ("tau", "target_std", "pred_std") if k in record)
+            shown = ("tau", "target_std", "pred_std", "explained_variance")
+            extras = " ".join(f"{k} {record[k]:.4g}" for k in shown if k in record)
             print(f"step {step + 1}/{cfg.steps} loss {stats['loss']:.4g} lr {lr:.3g} "
                   f"{record['throughput']:.1f} samples/s {extras}".rstrip(), flush=True)
     return record

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .backbone import build_backbone
 from .config import EncoderConfig, check_choices, config_error, from_dict_checked, get_preset, split_overrides
-from .diagnostics import CollapseError, CollapseGuard, spread
+from .diagnostics import CollapseError, CollapseGuard, explained_variance, spread
 from .ema import EMA_SCOPES, EMATeacher, linear_tau
 from .losses import REDUCTIONS, regression_loss
 from .masking import bert_mask, block_masks, span_mask, special_tokens_mask
@@ -380,6 +380,7 @@ class Data2Vec(nn.Module):
             "loss": loss.detach(),
             "target_std": spread(target),
             "pred_std": spread(pred),
+            "explained_variance": explained_variance(pred, target),  # the loss's scale-free reading
             "tau": float(self.tau),
             "masked_fraction": loss_mask.sum().double() / eligible,
         }

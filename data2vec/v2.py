@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from .backbone import build_backbone
 from .config import EncoderConfig, check_choices, config_error, from_dict_checked, get_preset, split_overrides
-from .diagnostics import CollapseGuard, spread
+from .diagnostics import CollapseGuard, explained_variance, spread
 from .ema import EMA_SCOPES, EMATeacher, linear_tau
 from .masking import inverse_block_mask, random_mask
 from .targets import TARGET_NORMS, build_targets
@@ -572,6 +572,7 @@ class Data2Vec2(nn.Module):
                 "loss": loss.detach(),
                 "target_std": spread(masked_targets),
                 "pred_std": spread(decoded[mask]),
+                "explained_variance": explained_variance(decoded[mask], masked_targets),  # loss, scale-free
                 "tau": torch.tensor(float(self.tau), device=loss.device),
                 "masked_fraction": mask.sum() / eligible.clamp(min=1),
             }

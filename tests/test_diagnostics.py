@@ -13,6 +13,7 @@ from data2vec.diagnostics import (
     CollapseError,
     CollapseGuard,
     effective_rank,
+    explained_variance,
     knn_accuracy,
     layer_target_stats,
     prediction_cosine,
@@ -260,6 +261,23 @@ def test_spread_is_the_mean_population_std():
     x = np.random.default_rng(0).normal(size=(10, 3))
     assert float(spread(torch.tensor(x))) == pytest.approx(np.mean(np.sqrt(x.var(0) + 1e-6)), rel=1e-6)
     assert float(spread(torch.zeros(0, 3))) == 0.0
+
+
+def test_explained_variance_is_sklearns_variance_weighted_r2():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(50, 4)) * np.array([0.5, 1.0, 2.0, 3.0])  # features of different spread
+    pred = target + rng.normal(size=(50, 4))
+    reference = r2_score(target, pred, multioutput="variance_weighted")  # 1 - sum SS_res / sum SS_tot
+    assert float(explained_variance(torch.tensor(pred), torch.tensor(target))) == pytest.approx(reference, rel=1e-5)
+    t = torch.tensor(target)
+    assert float(explained_variance(t, t)) == pytest.approx(1.0)
+    assert float(explained_variance(t.mean(0).expand_as(t), t)) == pytest.approx(0.0, abs=1e-6)  # the batch mean
+    assert float(explained_variance(torch.tensor(2 * pred), 2 * t)) == pytest.approx(reference, rel=1e-5)  # scale-free
+    assert float(explained_variance(torch.zeros(1, 4), torch.ones(1, 4))) == 0.0  # one row: no variance to explain
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        explained_variance(torch.zeros(3, 4), torch.zeros(3, 5))
 
 
 # ---- the guard ---------------------------------------------------------------------------------------------------

@@ -175,6 +175,10 @@ def test_text_loss_and_targets_match_reference(layer_norm):
     assert stats["target_std"] == pytest.approx(ref_std, rel=1e-5)
     ref_pred_std = torch.sqrt(pred.detach().var(0, unbiased=False) + 1e-6).mean().item()
     assert stats["pred_std"] == pytest.approx(ref_pred_std, rel=1e-4)
+    from sklearn.metrics import r2_score
+
+    ref_r2 = r2_score(target.numpy(), pred.detach().numpy(), multioutput="variance_weighted")
+    assert stats["explained_variance"] == pytest.approx(ref_r2, rel=1e-4, abs=1e-5)
     n_real = (~batch["padding_mask"]).sum().item()
     assert stats["masked_fraction"] == pytest.approx(target.shape[0] / n_real)
 

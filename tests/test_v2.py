@@ -378,8 +378,9 @@ def test_forward_returns_detached_scalar_stats(modality):
     batch = {"images": images()} if modality == "vision" else text_batch()
     loss, stats = model(batch)
     assert loss.requires_grad and loss.dim() == 0
-    assert {"loss", "target_std", "pred_std", "tau", "masked_fraction"} <= set(stats)
+    assert {"loss", "target_std", "pred_std", "explained_variance", "tau", "masked_fraction"} <= set(stats)
     assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad for v in stats.values())
+    assert stats["explained_variance"].item() <= 1.0
     if modality == "vision":
         assert stats["masked_fraction"].item() == pytest.approx(1 - int(16 * 0.2) / 16)  # 13 of 16
     else:

@@ -27,7 +27,6 @@ from scipy.stats import pearsonr
 from data2vec.cli.compare_text import TextCompareConfig, carve_validation
 from tasks.text import glue
 
-
 GENRE = {"main-news": "news", "main-captions": "captions", "main-forum": "forum", "main-forums": "forum"}
 
 
