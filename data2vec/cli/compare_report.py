@@ -195,8 +195,12 @@ def write_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path
             ss = [by[(arm, p)]["std"] for p in protocols if (arm, p) in by]
             ax.bar(xs, ms, width, yerr=ss, capsize=2, label=ARM_LABELS.get(arm, arm))
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(protocols))], protocols, fontsize=8)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("accuracy per arm and protocol (mean ± std over seeds)")
+        if any(p.startswith(("knn@", "linear@", "finetune@")) for p in protocols):  # images
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title("accuracy per arm and protocol (mean ± std over seeds)")
+        else:  # text: each task's own metric (accuracy, Pearson, Matthews, F1) x 100
+            ax.set_ylabel("score x 100 (GLUE dev; SQuAD/XQuAD F1)")
+            ax.set_title("score per arm and task, each task's metric (mean ± std over seeds)")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on them
         fig.savefig(plots / "accuracy.png", dpi=100)
         written.append(plots / "accuracy.png")
