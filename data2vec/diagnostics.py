@@ -115,6 +115,7 @@ def explained_variance(pred: Tensor, target: Tensor) -> Tensor:
     total = (t - t.mean(dim=0)).pow(2).sum()  # (N, D) centred per feature
     return 1 - residual / total.clamp(min=1e-12)
 
+
 # ---- effective rank (RankMe) ---------------------------------------------------------------------------
 
 

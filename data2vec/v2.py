@@ -568,11 +568,12 @@ class Data2Vec2(nn.Module):
                 eligible = (~self._text(batch)[1]).sum() * M  # real tokens over the M clones
             else:
                 eligible = torch.tensor(mask.numel(), device=mask.device)
+            masked_pred = decoded[mask]  # (|masked|, D), gathered once for both statistics
             stats = {
                 "loss": loss.detach(),
                 "target_std": spread(masked_targets),
-                "pred_std": spread(decoded[mask]),
-                "explained_variance": explained_variance(decoded[mask], masked_targets),  # loss, scale-free
+                "pred_std": spread(masked_pred),
+                "explained_variance": explained_variance(masked_pred, masked_targets),  # the loss, scale-free
                 "tau": torch.tensor(float(self.tau), device=loss.device),
                 "masked_fraction": mask.sum() / eligible.clamp(min=1),
             }
