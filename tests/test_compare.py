@@ -453,3 +453,34 @@ def test_a_diverged_pretraining_is_recorded_as_failed_and_the_comparison_goes_on
     summary = write_report(cfg.out)
     assert summary["failed"][0]["arm"] == "data2vec"
     assert "pretraining failed" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_a_finished_pretraining_whose_run_folder_is_gone_is_pretrained_again(tmp_path):
+    """A fresh clone of a study in progress has its pretrain.json but not its run folder: a rerun pretrains the arm
+    again from its seed (instead of refusing), keeps the earlier record under 'previous', and says whether the new
+    run ended at the same loss; on one machine it does."""
+    import shutil
+
+    from data2vec.cli.compare import (
+        PREVIOUS_RECORD,
+        CompareConfig,
+        data_image_size,
+        load_eval_data,
+        pretrain_arm,
+        result_path,
+    )
+
+    cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
+                        budget_minutes=0.01, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=1)
+    data = load_eval_data(cfg, data_image_size(cfg))
+    assert pretrain_arm(cfg, "data2vec", 1, data) is not None
+    summary = result_path(cfg, "data2vec", 1, "pretrain")
+    first = json.loads(summary.read_text())
+    assert "previous" not in first
+    shutil.rmtree(tmp_path / "runs" / "data2vec-seed1")
+    assert pretrain_arm(cfg, "data2vec", 1, data) is not None  # every evaluation is still to do: pretrained again
+    again = json.loads(summary.read_text())
+    assert again["previous"]["final_loss"] == first["final_loss"]
+    assert again["previous"]["written"] == first["written"]
+    assert again["repeats_previous"] is True and again["final_loss"] == pytest.approx(first["final_loss"], abs=0)
+    assert (tmp_path / "runs" / "data2vec-seed1" / PREVIOUS_RECORD).is_file()  # the retired record, outside results

@@ -225,6 +225,20 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
     with pytest.raises(CliError, match="holds a text comparison with batch_size"):  # refused before calibration
         check_same_text_study(dataclasses.replace(same, batch_size=same.batch_size + 1))
 
+    # a fresh clone of a study in progress: the results files without the run folders. A missing evaluation of a
+    # pretrained arm is computed by pretraining it again from its seed; on one machine it ends where it ended
+    import shutil
+
+    shutil.rmtree(runs / "data2vec-seed1")
+    first = json.loads(result_path(cfg, "data2vec", 1, "pretrain").read_text())
+    result_path(cfg, "data2vec", 1, "sst2").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "pretraining again from the same seed" in capsys.readouterr().out
+    again = json.loads(result_path(cfg, "data2vec", 1, "pretrain").read_text())
+    assert again["previous"]["final_loss"] == first["final_loss"] and again["repeats_previous"] is True
+    assert result_path(cfg, "data2vec", 1, "sst2").is_file()
+
 
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "dino"], "not a text pretraining method"),

@@ -167,6 +167,37 @@ def say(message: str) -> None:
     print(f"[compare {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+# ---- a finished pretraining whose run folder is gone ----------------------------------------------------------
+
+PREVIOUS_RECORD = "previous-pretrain.json"  # kept in the new run folder while the arm is pretrained again
+
+
+def retire_pretrain_record(summary_path: Path, run_dir: Path, pending: list[str]) -> None:
+    """A pretrain.json whose run folder is gone (deleted, or a fresh clone of a study that is still going) cannot
+    give the encoder the `pending` evaluations need. Pretraining is a function of the seed, so the arm is pretrained
+    again: the old record moves into the new run folder (a kill while it pretrains then resumes that run instead of
+    scoring a half-trained checkpoint) and `previous_pretrain` folds it into the new record."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary_path.replace(run_dir / PREVIOUS_RECORD)
+    say(f"{summary_path} exists but its run folder {run_dir} is gone and {pending} are still to do: pretraining "
+        "again from the same seed (the earlier record is kept under 'previous' in the new one)")
+
+
+def previous_pretrain(run_dir: Path, final_loss: float | None) -> dict:
+    """{'previous': the retired record's provenance, final loss and time, 'repeats_previous': whether this run ended
+    at the same loss (same machine and code: it should; another CPU's float reductions differ)}, or {}."""
+    path = run_dir / PREVIOUS_RECORD
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    previous = {k: old.get(k) for k in ("final_loss", "train_seconds", "git_commit", "written", "machine")}
+    same = final_loss is not None and old.get("final_loss") is not None and \
+        abs(float(final_loss) - float(old["final_loss"])) <= 1e-6 * max(1.0, abs(float(old["final_loss"])))
+    say(f"pretrained again: final loss {final_loss} (the earlier run's: {old.get('final_loss')}; "
+        f"{'the same' if same else 'different'})")
+    return {"previous": previous, "repeats_previous": same}
+
+
 # ---- data ---------------------------------------------------------------------------------------------------
 
 
@@ -360,8 +391,7 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
     if summary_path.is_file() and (run_dir / "checkpoint").is_dir():
         return load_pretrained(run_dir).backbone
     if summary_path.is_file():
-        raise CliError(f"{summary_path} exists but its run folder {run_dir} is gone, so the missing evaluations "
-                       f"{pending} cannot be computed; fix: delete {summary_path.parent} to pretrain it again")
+        retire_pretrain_record(summary_path, run_dir, pending)
     calib = calibrate(cfg, name, data.image_size, data.in_chans)
     steps = calib["steps"]
     set_seed(seed)
@@ -404,7 +434,8 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
         "train_wall_seconds": float(sum(r["step_time"] for r in records)), "wall_seconds_this_launch": wall,
         "final_loss": final.get("final_loss"), "optim": optim, "recipe": dataclasses.asdict(RECIPES.get(name,
                                                                                                     CompareRecipe())),
-        "curve": curve, "knn_curve": knn_curve, **({"warning": warning} if warning else {})})
+        "curve": curve, "knn_curve": knn_curve, **({"warning": warning} if warning else {}),
+        **previous_pretrain(run_dir, final.get("final_loss"))})
     return method.backbone
 
 

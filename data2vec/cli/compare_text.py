@@ -56,8 +56,10 @@ from .compare import (
     calibration_load,
     machine_info,
     pretrain_config,
+    previous_pretrain,
     record,
     result_path,
+    retire_pretrain_record,
     say,
     step_seconds,
     write_json,
@@ -396,10 +398,9 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
     has_ckpt = (run_dir / "checkpoint").is_dir() or (run_dir / "checkpoint.old").is_dir()
     if summary_path.is_file() and not pending:
         return None
-    if summary_path.is_file():
-        if not has_ckpt:
-            raise CliError(f"{summary_path} exists but its run folder {run_dir} is gone, so the missing evaluations "
-                           f"{pending} cannot be computed; fix: delete {summary_path.parent} to pretrain it again")
+    if summary_path.is_file() and not has_ckpt:
+        retire_pretrain_record(summary_path, run_dir, pending)
+    elif summary_path.is_file():
         method = build_text_arm(cfg, name, tok)[0]
         load_checkpoint(run_dir / "checkpoint", model=method)
         return method
@@ -442,7 +443,8 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
         "train_seconds": float(clock[-1]) if len(clock) else wall, "clock": cfg.clock,
         "train_wall_seconds": float(wall_clock[-1]) if len(wall_clock) else wall, "wall_seconds_this_launch": wall,
         "final_loss": final.get("final_loss", records[-1]["loss"] if records else None), "optim": optim,
-        "recipe": dataclasses.asdict(recipe_for(cfg, name)), "curve": curve, "health_curve": health_curve})
+        "recipe": dataclasses.asdict(recipe_for(cfg, name)), "curve": curve, "health_curve": health_curve,
+        **previous_pretrain(run_dir, final.get("final_loss", records[-1]["loss"] if records else None))})
     return method  # a stopped run's weights in memory are those its checkpoint holds
 
 
