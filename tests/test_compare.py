@@ -366,6 +366,8 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     (["--data", "/no/such/folder"], "no such file or folder"),
     (["--report-only", "--out", "/no/such/results"], "does not exist"),
     (["--data", "digits", "--budget-minutes", "0"], "must be > 0"),
+    (["--data", "digits", "--finetune-lr-grid", "1e-3,fast"], "not comma-separated numbers"),
+    (["--data", "digits", "--finetune-lr-grid", "1e-3,0"], "every lr must be > 0"),
 ])
 def test_compare_bad_input_is_one_clear_line(argv, message, capsys):
     from data2vec.cli import main
@@ -383,10 +385,13 @@ def test_compare_refuses_to_mix_studies_with_other_settings(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     first = CompareConfig(data="digits", out=str(out), runs=str(tmp_path / "runs"))
-    (out / "config.json").write_text(json.dumps({**dataclasses.asdict(first), "machine": {}}))
+    before_grid = {k: v for k, v in dataclasses.asdict(first).items() if k != "finetune_lr_grid"}  # older config
+    (out / "config.json").write_text(json.dumps({**before_grid, "machine": {}}))
     check_same_study(CompareConfig(data="digits", out=str(out), runs="x", seeds=(1, 2, 3, 4, 5)))  # more seeds: fine
     with pytest.raises(CliError, match="budget_minutes=15.0"):
         check_same_study(CompareConfig(data="digits", out=str(out), runs="x", budget_minutes=5))
+    with pytest.raises(CliError, match="finetune_lr_grid"):  # a study from before the grid had one lr
+        check_same_study(CompareConfig(data="digits", out=str(out), runs="x", finetune_lr_grid=(1e-3, 3e-3)))
 
 
 def test_an_interrupted_pretraining_is_not_scored(tmp_path, monkeypatch):
@@ -484,3 +489,37 @@ def test_a_finished_pretraining_whose_run_folder_is_gone_is_pretrained_again(tmp
     assert again["previous"]["written"] == first["written"]
     assert again["repeats_previous"] is True and again["final_loss"] == pytest.approx(first["final_loss"], abs=0)
     assert (tmp_path / "runs" / "data2vec-seed1" / PREVIOUS_RECORD).is_file()  # the retired record, outside results
+
+
+def test_finetune_lr_grid_reports_the_lr_chosen_on_validation(tmp_path):
+    """--finetune-lr-grid: one fine-tuning run per lr (each in its own run folder); the reported score is the run
+    whose selection-split accuracy is best, and every lr's validation score is stored beside it."""
+    from data2vec.backbone import build_backbone
+    from data2vec.checkpoint import set_seed
+    from data2vec.cli.compare import (
+        CompareConfig,
+        data_image_size,
+        encoder_overrides,
+        evaluate_finetune,
+        load_eval_data,
+        result_path,
+    )
+    from data2vec.config import get_preset
+
+    cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
+                        seeds=(1,), dim=32, depth=2, heads=2, finetune_fractions=(0.1,), finetune_epochs={0.1: 40},
+                        finetune_min_updates=2, finetune_lr_grid=(1e-6, 3e-3))
+    size = data_image_size(cfg)
+    data = load_eval_data(cfg, size)
+    set_seed(1)
+    backbone = build_backbone(get_preset("vision", cfg.preset, **encoder_overrides(cfg, size, data.in_chans)))
+    evaluate_finetune(cfg, "random", 1, backbone, data)
+    details = json.loads(result_path(cfg, "random", 1, "finetune@10%").read_text())["details"]
+    scores = {float(lr): a for lr, a in details["lr_validation_scores"].items()}
+    assert set(scores) == {1e-6, 3e-3}
+    chosen = max(scores, key=scores.get)
+    assert chosen == 3e-3 and scores[3e-3] > scores[1e-6]  # lr 1e-6 leaves the head where it started
+    assert details["recipe"] == {"lr": chosen, "layer_decay": cfg.layer_decay}
+    assert details["validation_best"] == scores[chosen] == max(h["accuracy"] for h in details["history"])
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "finetune-random-seed1-10pct-lr0.003", "finetune-random-seed1-10pct-lr1e-06"]

@@ -13,7 +13,8 @@ The protocol (docs/design.md section 8; ../shared/DESIGN.md section 8 explains w
   the frozen probes read, the linear probe's C, the fine-tuning epoch); the test split is read only to report.
 - Protocols: k-NN (DINO's weighted vote) and a linear probe on frozen features with all labels and with a fraction
   of them; fine-tuning with 1% and 10% of the labels (stratified subsets seeded by the run seed), full labels behind
-  --finetune-full. The reported fine-tuning score is the test accuracy of the epoch chosen on validation.
+  --finetune-full. The reported fine-tuning score is the test accuracy of the epoch chosen on validation (with
+  --finetune-lr-grid, of the lr and epoch chosen on validation).
 
 Everything is resumable: a results file that exists is never recomputed, a pretraining run continues from its
 checkpoint, and `--report-only` rebuilds the table and plots from the results files alone.
@@ -88,6 +89,10 @@ class CompareConfig:
     finetune_min_updates: int = 300  # ... raised to reach at least this many updates (small data sets: digits)
     finetune_lr: float = 1e-3  # one recipe for every arm (AdamW, cosine, warm-up 10%, label smoothing 0.1)
     layer_decay: float = 0.75  # layer-wise lr decay of the fine-tuning recipe (BEiT for shallow models)
+    # () = finetune_lr for every arm (the studies so far); else every fine-tuning protocol of every arm runs once per
+    # lr and reports the lr whose selection-split accuracy is best (MAE / BEiT sweep the lr per model), at len(grid)
+    # times the cost: at 1e-3 a random-init encoder barely trains on 1 % of MNIST (benchmarks/studies/README.md)
+    finetune_lr_grid: tuple[float, ...] = ()
     val_fraction: float = 0.1  # validation split carved from the training data
     val_max: int = 5000  # at most this many validation images (frozen probes); fine-tuning selection uses 2,000
     linear_max_iter: int = 300  # L-BFGS iterations of the all-label linear probe (the few-label one uses 1000)
@@ -533,7 +538,8 @@ def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalDa
 
     plain = Subset(data_as_dataset(data.train_x, data.train_y), val.tolist())
     test = data_as_dataset(data.test_x, data.test_y)
-    run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}"
+    lr_tag = f"-lr{recipe['lr']:g}" if cfg.finetune_lr_grid else ""  # one run folder per lr of a grid
+    run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}{lr_tag}"
     c0 = time.process_time()
     summary = finetune(model, Subset(data.augmented, labelled.tolist()), plain, fcfg, run_dir, metric_fn,
                        collate_fn=image_collate, quiet=True, test_set=test)
@@ -553,6 +559,33 @@ class data_as_dataset:  # noqa: N801  (a tiny adapter, named like the function i
         return self.x[i], int(self.y[i])
 
 
+def finetune_choosing_lr(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData, fraction: float,
+                         epochs: int, layer_decay: float | None) -> tuple[dict, dict, dict]:
+    """`finetune_run` at cfg.finetune_lr, or at every lr of cfg.finetune_lr_grid keeping the run whose selection-split
+    accuracy (at its selected epoch) is best. Returns (that run, its recipe, {lr: selection-split accuracy})."""
+    runs = {}
+    for lr in cfg.finetune_lr_grid or (cfg.finetune_lr,):
+        recipe = dict(lr=lr, layer_decay=layer_decay)
+        runs[lr] = (finetune_run(cfg, arm, seed, backbone, data, fraction, epochs, recipe), recipe)
+    scores = {lr: out["summary"]["best"]["accuracy"] for lr, (out, _) in runs.items()}
+    best = max(scores, key=lambda lr: (scores[lr], -lr))  # ties: the smaller lr
+    if len(runs) > 1:
+        say(f"{arm} seed {seed} finetune@{pct(fraction)}: lr {best:g} chosen on validation ("
+            + ", ".join(f"{lr:g}: {a:.1f} %" for lr, a in scores.items()) + ")")
+    out, recipe = runs[best]
+    return out, recipe, scores
+
+
+def finetune_record(out: dict, recipe: dict, scores: dict, epochs: int) -> dict:
+    """The details every fine-tuning result stores (each lr's selection-split accuracy when a grid was run)."""
+    s = out["summary"]
+    grid = {"lr_validation_scores": {f"{lr:g}": a for lr, a in scores.items()}} if len(scores) > 1 else {}
+    return dict(labelled=out["labelled"], epochs=epochs, cpu_seconds=out["cpu_seconds"],
+                selected_epoch=s["test"]["selected"]["epoch"], last_epoch_score=s["test"]["last"]["accuracy"],
+                validation_best=s["best"]["accuracy"], seconds=s["wall_time_s"], recipe=recipe, **grid,
+                history=s["history"])
+
+
 def finetune_epochs(cfg: CompareConfig, data: EvalData, fraction: float) -> int:
     """The epochs of the fine-tuning protocol at `fraction`: the table's, raised so that the run takes at least
     `finetune_min_updates` updates (13 labelled digits at batch 64 would otherwise get 40 updates)."""
@@ -564,20 +597,16 @@ def finetune_epochs(cfg: CompareConfig, data: EvalData, fraction: float) -> int:
 
 
 def evaluate_finetune(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
-    recipe = dict(lr=cfg.finetune_lr, layer_decay=cfg.layer_decay)
     for fraction in cfg.finetune_fractions:
         name = f"finetune@{pct(fraction)}"
         path = result_path(cfg, arm, seed, name)
         if path.is_file():
             continue
         epochs = finetune_epochs(cfg, data, fraction)
-        out = finetune_run(cfg, arm, seed, backbone, data, fraction, epochs, recipe)
+        out, recipe, scores = finetune_choosing_lr(cfg, arm, seed, backbone, data, fraction, epochs, cfg.layer_decay)
         s = out["summary"]
-        write_json(path, record(cfg, arm, seed, name, s["test"]["selected"]["accuracy"], labelled=out["labelled"],
-                                epochs=epochs, cpu_seconds=out["cpu_seconds"],
-                                selected_epoch=s["test"]["selected"]["epoch"],
-                                last_epoch_score=s["test"]["last"]["accuracy"], validation_best=s["best"]["accuracy"],
-                                seconds=s["wall_time_s"], recipe=recipe, history=s["history"]))
+        write_json(path, record(cfg, arm, seed, name, s["test"]["selected"]["accuracy"],
+                                **finetune_record(out, recipe, scores, epochs)))
         chosen = s["test"]["selected"]
         say(f"{arm} seed {seed} {name}: {chosen['accuracy']:.2f} % (epoch {chosen['epoch']} of {epochs} chosen on "
             f"validation; last {s['test']['last']['accuracy']:.2f} %; {s['wall_time_s']:.0f} s)")
@@ -611,7 +640,6 @@ def supervised_budget(cfg: CompareConfig, name: str, seed: int) -> dict:
 def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_backbone) -> None:
     """Supervised from scratch on each labelled subset, for the pretraining budget plus the fine-tuning time of
     that subset (`supervised_budget`: the same epochs for every seed)."""
-    recipe = dict(lr=cfg.finetune_lr, layer_decay=None)  # nothing pretrained to protect in the lower layers
     for fraction in cfg.finetune_fractions:
         name = f"finetune@{pct(fraction)}"
         path = result_path(cfg, "supervised", seed, name)
@@ -621,15 +649,12 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
         epochs, budget, clock = plan["epochs"], plan["budget_seconds"], plan["clock"]
         say(f"supervised seed {seed} {name}: {epochs} epochs (~{budget / 60:.1f} min = pretraining budget + "
             f"fine-tuning time of {plan['from']})")
-        out = finetune_run(cfg, "supervised", seed, random_backbone, data, fraction, epochs, recipe)
+        out, recipe, scores = finetune_choosing_lr(cfg, "supervised", seed, random_backbone, data, fraction, epochs,
+                                                   layer_decay=None)  # nothing pretrained to protect in lower layers
         s = out["summary"]
         write_json(path, record(cfg, "supervised", seed, name, s["test"]["selected"]["accuracy"],
-                                labelled=out["labelled"], epochs=epochs, budget_seconds=budget, budget_clock=clock,
-                                cpu_seconds=out["cpu_seconds"],
-                                selected_epoch=s["test"]["selected"]["epoch"],
-                                last_epoch_score=s["test"]["last"]["accuracy"],
-                                validation_best=s["best"]["accuracy"], seconds=s["wall_time_s"], recipe=recipe,
-                                history=s["history"]))
+                                budget_seconds=budget, budget_clock=clock,
+                                **finetune_record(out, recipe, scores, epochs)))
         say(f"supervised seed {seed} {name}: {s['test']['selected']['accuracy']:.2f} % ({s['wall_time_s']:.0f} s)")
 
 
@@ -637,8 +662,8 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
 
 # fields that define a study: results made with other values must not be mixed into one table
 STUDY_FIELDS = ("data", "budget_minutes", "clock", "preset", "dim", "depth", "heads", "patch_size", "image_size",
-                "batch_size", "frozen_fraction", "finetune_lr", "layer_decay", "val_fraction", "val_max", "knn_k",
-                "knn_temperature", "finetune_min_updates")
+                "batch_size", "frozen_fraction", "finetune_lr", "finetune_lr_grid", "layer_decay", "val_fraction",
+                "val_max", "knn_k", "knn_temperature", "finetune_min_updates")
 
 
 def check_same_study(cfg: CompareConfig) -> None:
@@ -648,9 +673,10 @@ def check_same_study(cfg: CompareConfig) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text())
+    old.setdefault("finetune_lr_grid", [])  # studies from before the grid used one lr
     new = dataclasses.asdict(cfg)
     for name in STUDY_FIELDS:
-        if name in old and old[name] != new[name]:
+        if name in old and old[name] != (list(new[name]) if isinstance(new[name], tuple) else new[name]):  # JSON
             raise CliError(f"{cfg.out} holds a comparison with {name}={old[name]!r}, this one has {new[name]!r}; "
                            "fix: use another --out folder for other settings (or delete the old results)")
 
@@ -745,6 +771,12 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="pretraining and fine-tuning batch")
     p.add_argument("--finetune-full", action="store_true",
                    help="also fine-tune on all labels (GPU work at CIFAR scale: hours on a CPU)")
+    p.add_argument("--finetune-lr-grid", default=None,
+                   help="comma-separated fine-tuning lrs, e.g. 1e-3,3e-3,1e-2: every fine-tuning protocol of every arm "
+                   "runs once per lr and reports the lr chosen on the validation split (default: 1e-3 for every arm, "
+                   "the studies' protocol). Costs len(grid) times the fine-tuning time; worth it when the arms differ "
+                   "much (a random-init ViT wants a higher lr than a pretrained one: on 1 %% of MNIST, 27 %% at 1e-3 "
+                   "and 67 %% at 3e-3 without layer decay on validation)")
     p.add_argument("--out", default="runs/compare",
                    help="results folder: one JSON per result, summary, table and plots (small: commit it); "
                    "--quick defaults to runs/compare-quick")
@@ -808,12 +840,20 @@ def run(args: argparse.Namespace) -> int:
     if data.lower() != "digits" and not Path(data).exists():
         raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
     fractions = (0.01, 0.1) + ((1.0,) if args.finetune_full else ())
+    try:
+        lr_grid = tuple(float(x) for x in (args.finetune_lr_grid or "").split(",") if x.strip())
+    except ValueError:
+        raise CliError(f"--finetune-lr-grid {args.finetune_lr_grid!r}: not comma-separated numbers; fix: e.g. "
+                       "--finetune-lr-grid 1e-3,3e-3,1e-2") from None
+    if any(lr <= 0 for lr in lr_grid):
+        raise CliError(f"--finetune-lr-grid {args.finetune_lr_grid!r}: every lr must be > 0")
     if args.quick and args.out == "runs/compare":
         args.out = "runs/compare-quick"  # the smoke run never mixes into a real comparison's folder
     values = dict(data=data, out=args.out, runs=args.runs or str(Path(args.out) / "runs"), methods=methods,
                   budget_minutes=args.budget_minutes, seeds=tuple(range(1, args.seeds + 1)), preset=args.preset,
                   dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size,
                   image_size=args.image_size, batch_size=args.batch_size, finetune_fractions=fractions,
+                  finetune_lr_grid=lr_grid,
                   device=choose_device(args.device), threads=args.threads, quick=args.quick,
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
                   command="data2vec " + " ".join(shlex.quote(a) for a in args.argv))
