@@ -60,7 +60,7 @@ def mean_cosine(z: torch.Tensor) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="CIFAR-10 (the tar.gz or its folder)")
+    p.add_argument("--data", required=True, help="the study's --data: CIFAR-10 (the tar.gz or its folder), MNIST, ...")
     p.add_argument("--overrides", default="{}", help="DINO config fields as JSON, on top of the recipe")
     p.add_argument("--lr", type=float, default=None, help="peak lr (default: DINO's rule, 5e-4 x batch / 256)")
     p.add_argument("--recipe", choices=("compare", "preset"), default="compare",
@@ -76,15 +76,17 @@ def main() -> None:
     C.RECIPES["dino"] = C.CompareRecipe(overrides={**base.overrides, **json.loads(args.overrides)},
                                         lr=args.lr if args.lr is not None else base.lr)
     cfg = C.CompareConfig(data=args.data, out=args.runs, runs=args.runs, threads=1)
+    size = C.data_image_size(cfg)  # the study's image side and channels (CIFAR-10: 32 px RGB, MNIST: 28 px grey)
+    test = image_splits(args.data, size, seed=0, augment_train=False)[1]
+    chans = int(test[0][0].shape[0])
     set_seed(1)
-    method, dataset, collate, optim, spec = C.build_arm(cfg, "dino", 32, 3, args.steps)
+    method, dataset, collate, optim, spec = C.build_arm(cfg, "dino", size, chans, args.steps)
     if args.patch_init == "normal":
         normal_patch_init_(method)
     shown = ("momentum_base", "teacher_temp_start", "teacher_temp", "teacher_temp_warmup_steps", "out_dim", "n_local")
     print({k: getattr(method.cfg, k) for k in shown}, optim, f"patch init {args.patch_init}", flush=True)
     if args.init_only:
-        test = image_splits(args.data, 32, seed=0, augment_train=False)[1]
-        images = torch.stack([test[i][0] for i in range(0, len(test), max(1, len(test) // 250))])  # (250, 3, 32, 32)
+        images = torch.stack([test[i][0] for i in range(0, len(test), max(1, len(test) // 250))])  # (250, C, H, W)
         with torch.no_grad():
             tokens = method.backbone(images)  # (250, 1 + N, D)
             print(f"mean cosine: CLS {mean_cosine(tokens[:, 0]):.3f}, mean of patches "
@@ -92,7 +94,7 @@ def main() -> None:
         return
     run = Path(args.runs) / "run"
     shutil.rmtree(run, ignore_errors=True)
-    knn = health_knn_probe(args.data, 32, 256, 1)
+    knn = health_knn_probe(args.data, size, 256, 1)
     pcfg = C.pretrain_config(cfg, optim, args.steps, 1, spec, health_every=25, quiet=True)
 
     def stop_after_updates() -> None:  # SIGTERM: the engine saves and returns, as on a cluster's preemption
