@@ -435,6 +435,7 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
     health_curve = [{"step": r["step"], "seconds": float(c), **{k.removeprefix("health/"): v for k, v in r.items()
                                                                  if k.startswith("health/") and k != "health/seconds"}}
                     for r, c in zip(records, clock, strict=True) if "health/anisotropy" in r]
+    final_loss = final.get("final_loss", records[-1]["loss"] if records else None)
     write_json(summary_path, {
         **text_record(cfg, name, seed, "pretrain", float("nan"), "pretraining"), "steps": steps,
         "steps_done": len(records), "stopped_by_health_guard": stopped,
@@ -442,9 +443,9 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
         "seq_len": cfg.seq_len, "samples_seen": steps * cfg.batch_size, "calibration": calib,
         "train_seconds": float(clock[-1]) if len(clock) else wall, "clock": cfg.clock,
         "train_wall_seconds": float(wall_clock[-1]) if len(wall_clock) else wall, "wall_seconds_this_launch": wall,
-        "final_loss": final.get("final_loss", records[-1]["loss"] if records else None), "optim": optim,
+        "final_loss": final_loss, "optim": optim,
         "recipe": dataclasses.asdict(recipe_for(cfg, name)), "curve": curve, "health_curve": health_curve,
-        **previous_pretrain(run_dir, final.get("final_loss", records[-1]["loss"] if records else None))})
+        **previous_pretrain(run_dir, final_loss)})
     return method  # a stopped run's weights in memory are those its checkpoint holds
 
 
