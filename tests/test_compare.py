@@ -287,7 +287,9 @@ def test_uniform_collapse_warns_only_when_the_teacher_ends_at_log_k():
 
 
 def test_supervised_budget_is_fixed_once_from_the_lowest_seed_and_stored(tmp_path):
-    from data2vec.cli.compare import CompareConfig, result_path, supervised_budget, write_json
+    from data2vec.cli.compare import CompareConfig
+    from data2vec.cli.compare_protocols import supervised_budget
+    from data2vec.cli.compare_records import result_path, write_json
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), budget_minutes=2,
                         seeds=(1, 2, 3))
@@ -314,7 +316,9 @@ def test_supervised_budget_is_fixed_once_from_the_lowest_seed_and_stored(tmp_pat
 
 @pytest.mark.slow
 def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
-    from data2vec.cli.compare import CompareConfig, protocols, result_path, run_comparison
+    from data2vec.cli.compare import CompareConfig, run_comparison
+    from data2vec.cli.compare_protocols import protocols
+    from data2vec.cli.compare_records import result_path
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         budget_minutes=0.05, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=2,
@@ -398,7 +402,9 @@ def test_an_interrupted_pretraining_is_not_scored(tmp_path, monkeypatch):
     """SIGTERM / Ctrl-C inside pretraining: the engine saves a checkpoint and returns; compare must stop there
     (no pretrain.json, no evaluation of a half-trained encoder) and say how to continue."""
     import data2vec.engine
-    from data2vec.cli.compare import CompareConfig, data_image_size, load_eval_data, pretrain_arm, result_path
+    from data2vec.cli.compare import CompareConfig, data_image_size, pretrain_arm
+    from data2vec.cli.compare_protocols import load_eval_data
+    from data2vec.cli.compare_records import result_path
     from data2vec.cli.errors import CliError
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
@@ -435,7 +441,9 @@ def test_online_knn_probe_mixes_the_classes_of_a_class_ordered_folder(tmp_path):
 
 def test_a_diverged_pretraining_is_recorded_as_failed_and_the_comparison_goes_on(tmp_path, monkeypatch):
     import data2vec.engine
-    from data2vec.cli.compare import CompareConfig, data_image_size, load_eval_data, pretrain_arm, result_path
+    from data2vec.cli.compare import CompareConfig, data_image_size, pretrain_arm
+    from data2vec.cli.compare_protocols import load_eval_data
+    from data2vec.cli.compare_records import result_path
     from data2vec.cli.compare_report import write_report
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
@@ -466,14 +474,9 @@ def test_a_finished_pretraining_whose_run_folder_is_gone_is_pretrained_again(tmp
     run ended at the same loss; on one machine it does."""
     import shutil
 
-    from data2vec.cli.compare import (
-        PREVIOUS_RECORD,
-        CompareConfig,
-        data_image_size,
-        load_eval_data,
-        pretrain_arm,
-        result_path,
-    )
+    from data2vec.cli.compare import CompareConfig, data_image_size, pretrain_arm
+    from data2vec.cli.compare_protocols import load_eval_data
+    from data2vec.cli.compare_records import PREVIOUS_RECORD, result_path
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         budget_minutes=0.01, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=1)
@@ -496,14 +499,9 @@ def test_finetune_lr_grid_reports_the_lr_chosen_on_validation(tmp_path):
     whose selection-split accuracy is best, and every lr's validation score is stored beside it."""
     from data2vec.backbone import build_backbone
     from data2vec.checkpoint import set_seed
-    from data2vec.cli.compare import (
-        CompareConfig,
-        data_image_size,
-        encoder_overrides,
-        evaluate_finetune,
-        load_eval_data,
-        result_path,
-    )
+    from data2vec.cli.compare import CompareConfig, data_image_size, encoder_overrides
+    from data2vec.cli.compare_protocols import evaluate_finetune, load_eval_data
+    from data2vec.cli.compare_records import result_path
     from data2vec.config import get_preset
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),

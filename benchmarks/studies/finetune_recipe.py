@@ -3,11 +3,11 @@
 `data2vec compare` fine-tunes every arm with one recipe (AdamW, lr 1e-3, layer decay 0.75, cosine, warm-up 10 %,
 label smoothing 0.1, the training augmentation, BEiT-style; `evaluate_finetune`). On MNIST, random init fine-tuned
 with 1 % of the labels scored far below a linear probe on the same frozen random features with the same labels,
-which says the recipe, not the encoder, limits that cell. This script reruns `compare.finetune_run` on random init
-of the study's encoder, or on a pretrained arm's run folder (--init), with the study's labelled subset and epochs
-(seed 1) and one change at a time and prints the
-accuracy on the comparison's selection split (2,000 seeded validation images carved from the training set) at the
-epoch it selects, the last epoch's, and the final training loss. The test split is never read: `finetune_run`
+which says the recipe, not the encoder, limits that cell. This script reruns `compare_protocols.finetune_run` on
+random init of the study's encoder, or on a pretrained arm's run folder (--init), with the study's labelled subset
+and epochs (seed 1) and one change at a time and prints the accuracy on the comparison's selection split (2,000
+seeded validation images carved from the training set) at the epoch it selects, the last epoch's, and the final
+training loss. The test split is never read: `finetune_run`
 scores it for the comparison, and this script does not print or store it.
 
     python benchmarks/studies/finetune_recipe.py --data ../shared/data/mnist --fraction 0.01 \
@@ -28,6 +28,7 @@ import torch
 from data2vec.backbone import build_backbone
 from data2vec.checkpoint import set_seed
 from data2vec.cli import compare as C
+from data2vec.cli import compare_protocols as P
 from data2vec.config import get_preset
 from data2vec.hub import load_pretrained
 
@@ -59,8 +60,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     cfg = C.CompareConfig(data=args.data, out=args.out, runs=args.out)  # the study's encoder and protocol defaults
     size = C.data_image_size(cfg)
-    data = C.load_eval_data(cfg, size)
-    epochs = C.finetune_epochs(cfg, data, args.fraction)
+    data = P.load_eval_data(cfg, size)
+    epochs = P.finetune_epochs(cfg, data, args.fraction)
     results = []
     for text in args.variants:
         recipe = parse_variant(text)
@@ -70,7 +71,7 @@ def main(argv=None) -> dict:
             backbone = load_pretrained(args.init).backbone
         t0 = time.time()
         arm = Path(args.init).name.rsplit("-seed", 1)[0] if args.init else "random"
-        out = C.finetune_run(cfg, arm, args.seed, backbone, data, args.fraction, epochs, recipe)
+        out = P.finetune_run(cfg, arm, args.seed, backbone, data, args.fraction, epochs, recipe)
         s = out["summary"]
         last = s["history"][-1]
         row = {"variant": text, "init": args.init or "random", "recipe": recipe, "labelled": out["labelled"],

@@ -18,6 +18,9 @@ The protocol (docs/design.md section 8; ../shared/DESIGN.md section 8 explains w
 
 Everything is resumable: a results file that exists is never recomputed, a pretraining run continues from its
 checkpoint, and `--report-only` rebuilds the table and plots from the results files alone.
+
+This file holds the configuration, the recipes, the equal-budget pretraining and the run; the protocols are in
+`compare_protocols`, the results files in `compare_records`, the table and plots in `compare_report`.
 """
 
 from __future__ import annotations
@@ -26,9 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,10 +37,26 @@ from pathlib import Path
 
 import numpy as np
 
+from .compare_protocols import (
+    EvalData,
+    evaluate_finetune,
+    evaluate_frozen,
+    evaluate_supervised,
+    load_eval_data,
+    protocols,
+)
+from .compare_records import (
+    machine_info,
+    previous_pretrain,
+    record,
+    result_path,
+    retire_pretrain_record,
+    say,
+    write_json,
+)
 from .errors import CliError, HelpFormatter
 
 FLOORS = ("random", "pixels", "supervised")  # arms that are not pretraining methods
-FROZEN = ("knn", "linear")  # frozen-feature protocols
 
 
 @dataclass(frozen=True)
@@ -112,137 +129,6 @@ class CompareConfig:
     @property
     def budget_s(self) -> float:
         return 60.0 * self.budget_minutes
-
-
-# ---- small helpers -------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def git_commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic write (a kill mid-write never leaves half a results file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(path)
-
-
-def result_path(cfg: CompareConfig, arm: str, seed: int, protocol: str) -> Path:
-    return Path(cfg.out) / arm / f"seed{seed}" / f"{protocol.replace('%', 'pct')}.json"
-
-
-def protocols(cfg: CompareConfig, arm: str) -> list[str]:
-    """The protocols an arm is scored with: pixels have no encoder to fine-tune, supervised has no frozen features
-    of its own (it is the fine-tuning floor)."""
-    frozen = [f"{p}@100%" for p in FROZEN] + [f"{p}@{pct(cfg.frozen_fraction)}" for p in FROZEN]
-    tuned = [f"finetune@{pct(f)}" for f in cfg.finetune_fractions]
-    if arm == "pixels":
-        return frozen
-    if arm == "supervised":
-        return tuned
-    return frozen + tuned
-
-
-def pct(fraction: float) -> str:
-    return f"{100 * fraction:g}%"
-
-
-def record(cfg: CompareConfig, arm: str, seed: int, protocol: str, score: float, **details) -> dict:
-    return {"arm": arm, "seed": seed, "protocol": protocol, "metric": "accuracy", "score": float(score),
-            "data": cfg.data, "details": details, "command": cfg.command, "git_commit": git_commit(),
-            "machine": machine_info(), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
-def say(message: str) -> None:
-    print(f"[compare {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# ---- a finished pretraining whose run folder is gone ----------------------------------------------------------
-
-PREVIOUS_RECORD = "previous-pretrain.json"  # kept in the new run folder while the arm is pretrained again
-
-
-def retire_pretrain_record(summary_path: Path, run_dir: Path, pending: list[str]) -> None:
-    """A pretrain.json whose run folder is gone (deleted, or a fresh clone of a study that is still going) cannot
-    give the encoder the `pending` evaluations need. Pretraining is a function of the seed, so the arm is pretrained
-    again: the old record moves into the new run folder (a kill while it pretrains then resumes that run instead of
-    scoring a half-trained checkpoint) and `previous_pretrain` folds it into the new record."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary_path.replace(run_dir / PREVIOUS_RECORD)
-    say(f"{summary_path} exists but its run folder {run_dir} is gone and {pending} are still to do: pretraining "
-        "again from the same seed (the earlier record is kept under 'previous' in the new one)")
-
-
-def previous_pretrain(run_dir: Path, final_loss: float | None) -> dict:
-    """{'previous': the retired record's provenance, final loss and time, 'repeats_previous': whether this run ended
-    at the same loss (same machine and code: it should; another CPU's float reductions differ)}, or {}."""
-    path = run_dir / PREVIOUS_RECORD
-    if not path.is_file():
-        return {}
-    old = json.loads(path.read_text())
-    previous = {k: old.get(k) for k in ("final_loss", "train_seconds", "git_commit", "written", "machine")}
-    same = final_loss is not None and old.get("final_loss") is not None and \
-        abs(float(final_loss) - float(old["final_loss"])) <= 1e-6 * max(1.0, abs(float(old["final_loss"])))
-    say(f"pretrained again: final loss {final_loss} (the earlier run's: {old.get('final_loss')}; "
-        f"{'the same' if same else 'different'})")
-    return {"previous": previous, "repeats_previous": same}
-
-
-# ---- data ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EvalData:
-    """The evaluation images in memory (evaluation transform), the validation split and the augmented train set."""
-
-    train_x: object  # (N, C, H, W) float tensor, evaluation transform
-    train_y: np.ndarray  # (N,)
-    test_x: object  # (M, C, H, W)
-    test_y: np.ndarray  # (M,)
-    fit_idx: np.ndarray  # training indices outside the validation split
-    val_idx: np.ndarray  # the validation split (stratified, seeded 0: the same for every arm and seed)
-    augmented: object  # the train split with the training augmentation (fine-tuning, supervised)
-    num_classes: int
-    in_chans: int
-    image_size: int
-
-
-def load_eval_data(cfg: CompareConfig, image_size: int) -> EvalData:
-    import torch
-
-    from ..probe import validation_split
-    from .common import image_splits
-
-    train, test, num_classes, chans = image_splits(cfg.data, image_size, seed=0, augment_train=False)
-    augmented = image_splits(cfg.data, image_size, seed=0, augment_train=True)[0]
-
-    def stack(dataset):
-        xs, ys = [], []
-        for i in range(len(dataset)):
-            x, y = dataset[i]
-            xs.append(x)
-            ys.append(int(y))
-        return torch.stack(xs), np.asarray(ys)  # (N, C, H, W), (N,)
-
-    train_x, train_y = stack(train)
-    test_x, test_y = stack(test)
-    fit_idx, val_idx = validation_split(train_y, cfg.val_fraction, seed=0, max_examples=cfg.val_max)
-    return EvalData(train_x, train_y, test_x, test_y, fit_idx, val_idx, augmented, num_classes, chans, image_size)
 
 
 def data_image_size(cfg: CompareConfig) -> int:
@@ -442,220 +328,6 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
         "curve": curve, "knn_curve": knn_curve, **({"warning": warning} if warning else {}),
         **previous_pretrain(run_dir, final.get("final_loss"))})
     return method.backbone
-
-
-# ---- evaluation ---------------------------------------------------------------------------------------------
-
-
-def frozen_scores(cfg: CompareConfig, arm: str, seed: int, protocol: str, feats: dict, test_feats: dict,
-                  data: EvalData, choice: str, choice_scores: dict) -> None:
-    """One frozen protocol (k-NN or linear probe) with all labels and with `frozen_fraction` of them, on the
-    features chosen for it on validation."""
-    from ..probe import few_label_eval, fraction_indices, linear_probe
-
-    fit_x, fit_y = feats[choice][data.fit_idx], data.train_y[data.fit_idx]
-    val = (feats[choice][data.val_idx], data.train_y[data.val_idx])
-    for fraction in (1.0, cfg.frozen_fraction):
-        name = f"{protocol}@{pct(fraction)}"
-        path = result_path(cfg, arm, seed, name)
-        if path.is_file():
-            continue
-        t0 = time.time()
-        if protocol == "linear" and fraction == 1.0:  # C chosen on the validation split: one fit per C
-            score = linear_probe(fit_x, fit_y, test_feats[choice], data.test_y, seed=seed, val=val,
-                                 max_iter=cfg.linear_max_iter, Cs=(1e-3, 1e-2, 1e-1, 1.0))["accuracy"]
-        else:  # few labels: C by cross-validation on the labelled subset (the validation split is not labelled)
-            score = few_label_eval(fit_x, fit_y, test_feats[choice], data.test_y, protocols=(protocol,),
-                                   fraction=fraction if fraction < 1 else None, seeds=(seed,), k=cfg.knn_k,
-                                   temperature=cfg.knn_temperature)[protocol][0]
-        labelled = len(fit_y) if fraction == 1.0 else len(fraction_indices(fit_y, fraction, seed))
-        write_json(path, record(cfg, arm, seed, name, score, features=choice, labelled=labelled,
-                                validation_scores=choice_scores, seconds=round(time.time() - t0, 2)))
-        say(f"{arm} seed {seed} {name}: {score:.2f} % ({choice})")
-
-
-def evaluate_frozen(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
-    from ..probe import choose_features, layer_features
-
-    wanted = [p for p in protocols(cfg, arm) if not p.startswith("finetune")]
-    if all(result_path(cfg, arm, seed, p).is_file() for p in wanted) or not wanted:
-        return
-    t0 = time.time()
-    if backbone is None:  # raw pixels: the image itself is the feature vector
-        feats = {"pixels": data.train_x.flatten(1).numpy()}
-        test_feats = {"pixels": data.test_x.flatten(1).numpy()}
-    else:
-        backbone = backbone.to(cfg.device)
-
-        def chunks(x, y):
-            return [{"images": x[i : i + 256], "labels": y[i : i + 256]} for i in range(0, len(x), 256)]
-
-        feats, _ = layer_features(backbone, chunks(data.train_x, data.train_y), cfg.device)
-        test_feats, _ = layer_features(backbone, chunks(data.test_x, data.test_y), cfg.device)
-    for name in list(feats):  # each candidate also centred by the training mean: a random or young encoder's
-        mean = feats[name][data.fit_idx].mean(axis=0, keepdims=True)  # tokens share one direction, which
-        feats[f"{name}/centred"] = feats[name] - mean  # swamps the cosine of the k-NN (not the linear probe)
-        test_feats[f"{name}/centred"] = test_feats[name] - mean
-    fit_y, val_y = data.train_y[data.fit_idx], data.train_y[data.val_idx]
-    fit = {k: v[data.fit_idx] for k, v in feats.items()}
-    val = {k: v[data.val_idx] for k, v in feats.items()}
-    for protocol in FROZEN:  # each protocol reads the features it scores best with on validation
-        if protocol == "linear":  # standardisation makes centring a no-op for the linear probe
-            fit = {k: v for k, v in fit.items() if not k.endswith("/centred")}
-        choice, scores = choose_features(fit, fit_y, val, val_y, k=cfg.knn_k, temperature=cfg.knn_temperature,
-                                         protocol=protocol, seed=0)
-        say(f"{arm} seed {seed} {protocol}: features {choice} (validation {protocol} {scores[choice]:.1f} %; "
-            f"{time.time() - t0:.0f} s so far)")
-        frozen_scores(cfg, arm, seed, protocol, feats, test_feats, data, choice, scores)
-
-
-def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData, fraction: float,
-                 epochs: int, recipe: dict) -> dict:
-    """Fine-tune `backbone` (deep-copied) on `fraction` of the labels; the epoch is chosen on validation."""
-    import copy
-
-    from torch.utils.data import Subset
-
-    from tasks.vision import image_collate
-
-    from ..finetune import FinetuneConfig, finetune
-    from ..heads import ImageClassificationHead, TaskModel
-    from ..probe import fraction_indices
-
-    fit_y = data.train_y[data.fit_idx]
-    labelled = data.fit_idx[fraction_indices(fit_y, fraction, seed)] if fraction < 1 else data.fit_idx
-    # the selection split: a fixed seeded subset of the validation split (random, not its first rows: an image
-    # folder lists its images class by class)
-    val = np.sort(np.random.default_rng(0).permutation(data.val_idx)[:2000])
-    model = TaskModel(copy.deepcopy(backbone), ImageClassificationHead(backbone.cfg.dim, data.num_classes,
-                                                                       pooling="mean"))
-    fcfg = FinetuneConfig.vision_defaults(epochs=epochs, batch_size=min(cfg.batch_size, len(labelled)), seed=seed,
-                                          device=cfg.device, save_best=False, log_every=0, warmup_ratio=0.1,
-                                          eval_every=max(1, epochs // 10), **recipe)
-
-    def metric_fn(outputs, labels):
-        return {"accuracy": 100.0 * float((outputs.argmax(-1) == labels).mean())}
-
-    plain = Subset(data_as_dataset(data.train_x, data.train_y), val.tolist())
-    test = data_as_dataset(data.test_x, data.test_y)
-    lr_tag = f"-lr{recipe['lr']:g}" if cfg.finetune_lr_grid else ""  # one run folder per lr of a grid
-    run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}{lr_tag}"
-    c0 = time.process_time()
-    summary = finetune(model, Subset(data.augmented, labelled.tolist()), plain, fcfg, run_dir, metric_fn,
-                       collate_fn=image_collate, quiet=True, test_set=test)
-    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": time.process_time() - c0}
-
-
-class data_as_dataset:  # noqa: N801  (a tiny adapter, named like the function it replaces)
-    """(x (N, ...) tensor, y (N,)) -> a map-style dataset of (x_i, y_i) pairs."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], int(self.y[i])
-
-
-def finetune_choosing_lr(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData, fraction: float,
-                         epochs: int, layer_decay: float | None) -> tuple[dict, dict, dict]:
-    """`finetune_run` at cfg.finetune_lr, or at every lr of cfg.finetune_lr_grid keeping the run whose selection-split
-    accuracy (at its selected epoch) is best. Returns (that run, its recipe, {lr: selection-split accuracy})."""
-    runs = {}
-    for lr in cfg.finetune_lr_grid or (cfg.finetune_lr,):
-        recipe = dict(lr=lr, layer_decay=layer_decay)
-        runs[lr] = (finetune_run(cfg, arm, seed, backbone, data, fraction, epochs, recipe), recipe)
-    scores = {lr: out["summary"]["best"]["accuracy"] for lr, (out, _) in runs.items()}
-    best = max(scores, key=lambda lr: (scores[lr], -lr))  # ties: the smaller lr
-    if len(runs) > 1:
-        say(f"{arm} seed {seed} finetune@{pct(fraction)}: lr {best:g} chosen on validation ("
-            + ", ".join(f"{lr:g}: {a:.1f} %" for lr, a in scores.items()) + ")")
-    out, recipe = runs[best]
-    return out, recipe, scores
-
-
-def finetune_record(out: dict, recipe: dict, scores: dict, epochs: int) -> dict:
-    """The details every fine-tuning result stores (each lr's selection-split accuracy when a grid was run)."""
-    s = out["summary"]
-    grid = {"lr_validation_scores": {f"{lr:g}": a for lr, a in scores.items()}} if len(scores) > 1 else {}
-    return dict(labelled=out["labelled"], epochs=epochs, cpu_seconds=out["cpu_seconds"],
-                selected_epoch=s["test"]["selected"]["epoch"], last_epoch_score=s["test"]["last"]["accuracy"],
-                validation_best=s["best"]["accuracy"], seconds=s["wall_time_s"], recipe=recipe, **grid,
-                history=s["history"])
-
-
-def finetune_epochs(cfg: CompareConfig, data: EvalData, fraction: float) -> int:
-    """The epochs of the fine-tuning protocol at `fraction`: the table's, raised so that the run takes at least
-    `finetune_min_updates` updates (13 labelled digits at batch 64 would otherwise get 40 updates)."""
-    from ..probe import fraction_indices
-
-    labelled = len(fraction_indices(data.train_y[data.fit_idx], fraction, 0)) if fraction < 1 else len(data.fit_idx)
-    per_epoch = max(1, labelled // cfg.batch_size)  # fine-tuning drops the last partial batch (data2vec.finetune)
-    return max(cfg.finetune_epochs.get(fraction, 10), -(-cfg.finetune_min_updates // per_epoch))
-
-
-def evaluate_finetune(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
-    for fraction in cfg.finetune_fractions:
-        name = f"finetune@{pct(fraction)}"
-        path = result_path(cfg, arm, seed, name)
-        if path.is_file():
-            continue
-        epochs = finetune_epochs(cfg, data, fraction)
-        out, recipe, scores = finetune_choosing_lr(cfg, arm, seed, backbone, data, fraction, epochs, cfg.layer_decay)
-        s = out["summary"]
-        write_json(path, record(cfg, arm, seed, name, s["test"]["selected"]["accuracy"],
-                                **finetune_record(out, recipe, scores, epochs)))
-        chosen = s["test"]["selected"]
-        say(f"{arm} seed {seed} {name}: {chosen['accuracy']:.2f} % (epoch {chosen['epoch']} of {epochs} chosen on "
-            f"validation; last {s['test']['last']['accuracy']:.2f} %; {s['wall_time_s']:.0f} s)")
-
-
-def supervised_budget(cfg: CompareConfig, name: str, seed: int) -> dict:
-    """The supervised floor's epochs on one labelled subset: the pretraining budget plus the fine-tuning time of that
-    subset, divided by the time of one fine-tuning epoch. The time is read from the random-init arm of the lowest
-    seed that has it, and the result is stored in calibration.json under "supervised-<protocol>", so every seed gets
-    the same epochs. Reading each seed's own time instead would let the load of that moment decide the epochs
-    (a job on the other SMT sibling inflates even the CPU-time clock)."""
-    path = Path(cfg.out) / "calibration.json"
-    table = json.loads(path.read_text()) if path.is_file() else {}
-    key = f"supervised-{name}"
-    if key in table:
-        return table[key]
-    source = min(s for s in (*cfg.seeds, seed) if result_path(cfg, "random", s, name).is_file())
-    ref = json.loads(result_path(cfg, "random", source, name).read_text())
-    clock = "cpu" if cfg.clock == "cpu" and "cpu_seconds" in ref["details"] else "wall"  # the budget's clock
-    ft_seconds = ref["details"]["cpu_seconds" if clock == "cpu" else "seconds"]
-    ft_epochs = ref["details"]["epochs"]
-    budget = cfg.budget_s + ft_seconds
-    table[key] = {"epochs": max(ft_epochs, int(budget / (ft_seconds / ft_epochs))), "budget_seconds": budget,
-                  "clock": clock, "finetune_seconds": ft_seconds, "finetune_epochs": ft_epochs,
-                  "from": f"random seed {source} {name}", "budget_minutes": cfg.budget_minutes,
-                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_json(path, table)
-    return table[key]
-
-
-def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_backbone) -> None:
-    """Supervised from scratch on each labelled subset, for the pretraining budget plus the fine-tuning time of
-    that subset (`supervised_budget`: the same epochs for every seed)."""
-    for fraction in cfg.finetune_fractions:
-        name = f"finetune@{pct(fraction)}"
-        path = result_path(cfg, "supervised", seed, name)
-        if path.is_file():
-            continue
-        plan = supervised_budget(cfg, name, seed)
-        epochs, budget, clock = plan["epochs"], plan["budget_seconds"], plan["clock"]
-        say(f"supervised seed {seed} {name}: {epochs} epochs (~{budget / 60:.1f} min = pretraining budget + "
-            f"fine-tuning time of {plan['from']})")
-        out, recipe, scores = finetune_choosing_lr(cfg, "supervised", seed, random_backbone, data, fraction, epochs,
-                                                   layer_decay=None)  # nothing pretrained to protect in lower layers
-        s = out["summary"]
-        write_json(path, record(cfg, "supervised", seed, name, s["test"]["selected"]["accuracy"],
-                                budget_seconds=budget, budget_clock=clock,
-                                **finetune_record(out, recipe, scores, epochs)))
-        say(f"supervised seed {seed} {name}: {s['test']['selected']['accuracy']:.2f} % ({s['wall_time_s']:.0f} s)")
 
 
 # ---- the run ------------------------------------------------------------------------------------------------

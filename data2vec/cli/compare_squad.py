@@ -38,7 +38,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compare import result_path, say, write_json
+from .compare_records import result_path, say, write_json
 from .compare_text import TextCompareConfig, text_record
 from .errors import CliError
 

@@ -27,8 +27,8 @@ The protocol
   GLUE table); CoLA Matthews correlation. Every metric of the task is stored in the results file.
 
 Everything is resumable exactly as the image comparison: a results file that exists is never recomputed, a
-pretraining run continues from its checkpoint. Results files, table and plots come from `compare.result_path`,
-`compare.record`, `compare.write_json` and `compare_report.write_report`.
+pretraining run continues from its checkpoint. Results files, table and plots come from `compare_records`
+(`result_path`, `record`, `write_json`) and `compare_report.write_report`.
 
 - With --squad: "squad-heldout" and "xquad-<lang>" (SQuAD v1.1 dev split by article, XQuAD zero-shot; the protocol
   is described in `compare_squad`), for --squad-arms (default every arm but the majority class).
@@ -52,16 +52,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import (
-    calibration_load,
+from .compare import calibration_load, pretrain_config, step_seconds
+from .compare_records import (
     machine_info,
-    pretrain_config,
     previous_pretrain,
     record,
     result_path,
     retire_pretrain_record,
     say,
-    step_seconds,
     write_json,
 )
 from .errors import CliError
