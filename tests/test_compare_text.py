@@ -16,7 +16,8 @@ import random
 import numpy as np
 import pytest
 
-from data2vec.cli.compare_text import carve_validation, parse_epochs, write_synthetic_glue
+from data2vec.cli.compare_glue import carve_validation, write_synthetic_glue
+from data2vec.cli.compare_text import parse_epochs
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
          "upsilon phi chi psi omega good bad fine poor").split()
@@ -85,7 +86,8 @@ def test_synthetic_glue_loads_as_official_files(tmp_path):
 
 
 def test_sst2_subset_is_seeded_and_the_same_for_every_call(tmp_path):
-    from data2vec.cli.compare_text import TextCompareConfig, load_task
+    from data2vec.cli.compare_glue import load_task
+    from data2vec.cli.compare_text import TextCompareConfig
     from tasks.text.tokenizer import train_tokenizer
 
     glue = write_glue(tmp_path / "glue")

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import pearsonr
 
-from data2vec.cli.compare_text import TextCompareConfig, carve_validation
+from data2vec.cli.compare_glue import carve_validation
+from data2vec.cli.compare_text import TextCompareConfig
 from tasks.text import glue
 
 GENRE = {"main-news": "news", "main-captions": "captions", "main-forum": "forum", "main-forums": "forum"}

@@ -38,8 +38,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .compare_glue import text_record
 from .compare_records import result_path, say, write_json
-from .compare_text import TextCompareConfig, text_record
+from .compare_text import TextCompareConfig
 from .errors import CliError
 
 SPLIT_SEED = 0  # the same halves and validation articles for every arm and seed (a fixed evaluation set)
