@@ -198,10 +198,20 @@ def test_study_report_fills_the_readme_tables_from_the_results_files(tmp_path, c
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"arm": "data2vec", "seed": seed, "protocol": "knn@100%", "score": score,
                                     "details": {}}))
-    readme = tmp_path / "README.md"
+    readme, root_readme = tmp_path / "README.md", tmp_path / "ROOT.md"
     readme.write_text("intro\n<!-- table:toy -->\nold numbers\n<!-- /table:toy -->\nafter\n")
-    assert report.main(["--check"], results=results, readme=readme) == 1
-    assert report.main([], results=results, readme=readme) == 0
+    root_readme.write_text("top\n<!-- scores:toy -->\nold\n<!-- /scores:toy -->\nend\n")
+    both = (readme, root_readme)
+    assert report.main(["--check"], results=results, readmes=both) == 1
+    assert report.main([], results=results, readmes=both) == 0
     text = readme.read_text()
     assert "old numbers" not in text and "| data2vec | 42.0 ± 2.0 (2) |" in text and text.endswith("after\n")
-    assert report.main(["--check"], results=results, readme=readme) == 0
+    assert (results / "toy" / "table.md").read_text() in text  # the whole table.md
+    root = root_readme.read_text()  # only the score table
+    assert "| data2vec | 42.0 ± 2.0 (2) |" in root
+    two_tables = "| a |\n|---|\n| 1 |\n\nmedian over seeds:\n\n| a |\n|---|\n| 2 |\n"
+    assert report.score_table(two_tables) == "| a |\n|---|\n| 1 |\n"  # the first table of table.md only
+    assert root.endswith("\n<!-- /scores:toy -->\nend\n") and "\nold\n" not in root
+    assert report.main(["--check"], results=results, readmes=both) == 0
+    root_readme.write_text(root.replace("42.0", "41.0"))  # a hand edit of a generated number is caught
+    assert report.main(["--check"], results=results, readmes=both) == 1
