@@ -7,8 +7,8 @@ which says the recipe, not the encoder, limits that cell. This script reruns `co
 random init of the study's encoder, or on a pretrained arm's run folder (--init), with the study's labelled subset
 and epochs (seed 1) and one change at a time and prints the accuracy on the comparison's selection split (2,000
 seeded validation images carved from the training set) at the epoch it selects, the last epoch's, and the final
-training loss. The test split is never read: `finetune_run`
-scores it for the comparison, and this script does not print or store it.
+training loss. The test split is never read: `finetune_run` scores it for the comparison, and this script does not
+print or store it.
 
     python benchmarks/studies/finetune_recipe.py --data ../shared/data/mnist --fraction 0.01 \
         --variants 'lr=1e-3,layer_decay=0.75' 'lr=1e-3,layer_decay=none' 'lr=3e-3,layer_decay=none'
