@@ -15,6 +15,12 @@ What it implements
 - Evaluation after every `eval_every` epochs (and the last) with a metric function; the best epoch by the task's
   main metric is kept as a checkpoint (`<out>/best/`); `<out>/eval.jsonl` gets one line per evaluation and
   `<out>/metrics.json` the final summary (best and last metrics, config, timings).
+- Resume at epoch granularity: after every evaluated epoch `<out>/checkpoint/` holds the weights, the optimiser,
+  the step, the history, the best epoch so far and every RNG state (the global ones and the data order's
+  generator), so that `finetune(..., resume=True)` after an interruption finishes with the same weights and
+  history as a run that was never stopped (at most `eval_every` epochs are lost). The configuration must match
+  the checkpoint's (device, log_every and eval_batch_size may change). Resuming a finished run trains nothing
+  and writes the same summary again.
 - Honest model selection: with a `test_set`, the evaluation split is a validation split carved from the
   training data; it picks the epoch, and the test split is scored once with the selected weights and once
   with the last ones (`summary["test"]`). Without one, "best" is the best epoch on the very split it is
@@ -42,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -232,6 +239,9 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
 
 # ---- the loop ------------------------------------------------------------------------------------------
 
+CHECKPOINT = "checkpoint"  # <out>/checkpoint: the state after the last evaluated epoch (kept, as pretraining keeps its)
+RESUMABLE_CHANGES = ("device", "log_every", "eval_batch_size")  # FinetuneConfig keys that may differ on resume
+
 
 def _build_optimizer(model: nn.Module, cfg: FinetuneConfig):
     from .optim import build_optimizer
@@ -257,6 +267,7 @@ def finetune(
     run_info: dict | None = None,
     quiet: bool = False,
     test_set: Dataset | None = None,
+    resume: bool = False,
 ) -> dict:
     """Fine-tune `model` (a TaskModel) on `train_set`, evaluate on `eval_set` every `cfg.eval_every` epochs.
 
@@ -264,6 +275,8 @@ def finetune(
     `cfg.main_metric`. Writes `<out_dir>/eval.jsonl`, `<out_dir>/metrics.json` and (if cfg.save_best)
     `<out_dir>/best/`; returns the metrics.json content. With `test_set`, `eval_set` is a validation split that
     selects the epoch, and the summary's "test" holds the test metrics of the selected and of the last weights.
+    resume: continue from `<out_dir>/checkpoint/` when there is one (the same data and configuration; a
+    difference raises ValueError naming it); without one, or with resume=False, the run starts from epoch 1.
     """
     cfg.validate()
     out_dir = Path(out_dir)
@@ -272,7 +285,7 @@ def finetune(
         raise ValueError("finetune: the training set is empty; check --data and --max-train-examples")
     if len(eval_set) == 0:
         raise ValueError("finetune: the evaluation set is empty; check --data and --max-eval-examples")
-    from .checkpoint import set_seed
+    from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state, set_seed
 
     set_seed(cfg.seed)
     device = torch.device(cfg.device)
@@ -293,14 +306,33 @@ def finetune(
     test_loader = None if test_set is None else DataLoader(
         test_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
         collate_fn=eval_collate_fn or collate_fn)
-    eval_log = out_dir / "eval.jsonl"
-    eval_log.write_text("")
     history: list[dict] = []
     best: dict | None = None
     best_state: dict[str, Tensor] | None = None  # the selected epoch's weights (CPU copy), for the test pass
-    step = 0
-    t0 = time.time()
-    for epoch in range(1, cfg.epochs + 1):
+    step, done_epochs, elapsed_before, cpu_before = 0, 0, 0.0, 0.0
+    ckpt_dir = out_dir / CHECKPOINT
+    run_identity = {"finetune": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES},
+                    "train_examples": len(train_set), "eval_examples": len(eval_set),
+                    "test_examples": None if test_set is None else len(test_set)}
+    has_checkpoint = ckpt_dir.is_dir() or ckpt_dir.with_name(f"{CHECKPOINT}.old").is_dir()
+    if resume and has_checkpoint:
+        info = load_checkpoint(ckpt_dir, model=model, optimizer=optimizer, expect_config=run_identity,
+                               map_location=device)
+        state = info["extra"]
+        step, done_epochs = info["step"], state["epoch"]
+        elapsed_before, cpu_before = state["elapsed_s"], state["cpu_time_s"]  # the stopped segments' time
+        history, best, best_state = state["history"], state["best"], state.get("best_state")
+        g.set_state(state["data_order_rng"])  # the next epoch's shuffle is the one the stopped run would have drawn
+        set_rng_state(info["rng"])  # dropout and any other global randomness
+        if not quiet:
+            print(f"resuming {out_dir} after epoch {done_epochs}/{cfg.epochs} (step {step})", flush=True)
+    elif has_checkpoint:  # a fresh start must not leave an older run's state for a later resume
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(ckpt_dir.with_name(f"{CHECKPOINT}.old"), ignore_errors=True)
+    eval_log = out_dir / "eval.jsonl"
+    eval_log.write_text("".join(json.dumps(row) + "\n" for row in history))
+    t0, c0 = time.time() - elapsed_before, time.process_time() - cpu_before  # clocks over every segment of the run
+    for epoch in range(done_epochs + 1, cfg.epochs + 1):
         model.train()
         loss_sum, n_batches = 0.0, 0
         for batch in train_loader:
@@ -325,36 +357,39 @@ def finetune(
             n_batches += 1
             if not quiet and cfg.log_every and step % cfg.log_every == 0:
                 print(f"  step {step}/{total_steps}  loss {loss.item():.4f}  lr {lr:.3g}", flush=True)
-        if epoch % cfg.eval_every and epoch != cfg.epochs:
-            continue
-        outputs, labels = predict(model, eval_loader, cfg.task_type, device)
-        metrics = {k: float(v) for k, v in metric_fn(outputs, labels).items()}
-        if cfg.main_metric not in metrics:
-            raise ValueError(f"the metric function returned {sorted(metrics)}, without main_metric "
-                             f"{cfg.main_metric!r}; set FinetuneConfig.main_metric to one of them")
-        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_batches),
-               "elapsed_s": round(time.time() - t0, 2), **metrics}
-        if test_loader is not None and cfg.test_every_epoch:  # reported beside, never used to select
-            row.update({f"test_{k}": float(v)
-                        for k, v in metric_fn(*predict(model, test_loader, cfg.task_type, device)).items()})
-        history.append(row)
-        with open(eval_log, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        is_best = best is None or _better(metrics[cfg.main_metric], best[cfg.main_metric], cfg.greater_is_better)
-        if is_best:
-            best = dict(row)
-            if test_set is not None:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            if cfg.save_best:
-                from .checkpoint import save_checkpoint
-
-                save_checkpoint(out_dir / "best", model=model, optimizer=None, step=step,
-                                config={"finetune": dataclasses.asdict(cfg), **(run_info or {})},
-                                extra={"epoch": epoch, "metrics": metrics})
-        if not quiet:
-            shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-            print(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {shown}"
-                  f"{'  (best)' if is_best else ''}", flush=True)
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            outputs, labels = predict(model, eval_loader, cfg.task_type, device)
+            metrics = {k: float(v) for k, v in metric_fn(outputs, labels).items()}
+            if cfg.main_metric not in metrics:
+                raise ValueError(f"the metric function returned {sorted(metrics)}, without main_metric "
+                                 f"{cfg.main_metric!r}; set FinetuneConfig.main_metric to one of them")
+            row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_batches),
+                   "elapsed_s": round(time.time() - t0, 2), **metrics}
+            if test_loader is not None and cfg.test_every_epoch:  # reported beside, never used to select
+                row.update({f"test_{k}": float(v)
+                            for k, v in metric_fn(*predict(model, test_loader, cfg.task_type, device)).items()})
+            history.append(row)
+            with open(eval_log, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            is_best = best is None or _better(metrics[cfg.main_metric], best[cfg.main_metric], cfg.greater_is_better)
+            if is_best:
+                best = dict(row)
+                if test_set is not None:
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if cfg.save_best:
+                    save_checkpoint(out_dir / "best", model=model, optimizer=None, step=step,
+                                    config={"finetune": dataclasses.asdict(cfg), **(run_info or {})},
+                                    extra={"epoch": epoch, "metrics": metrics})
+            if not quiet:
+                shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+                print(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {shown}"
+                      f"{'  (best)' if is_best else ''}", flush=True)
+            # the resume point: everything the next epoch needs to continue as if the run had never stopped
+            save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, step=step, config=run_identity,
+                            extra={"epoch": epoch, "elapsed_s": time.time() - t0,
+                                   "cpu_time_s": time.process_time() - c0, "history": history, "best": best,
+                                   "data_order_rng": g.get_state(),
+                                   **({"best_state": best_state} if best_state is not None else {})})
 
     test = None
     if test_set is not None:
@@ -385,6 +420,7 @@ def finetune(
         "eval_examples": len(eval_set),
         "steps": step,
         "wall_time_s": round(time.time() - t0, 2),
+        "cpu_time_s": round(time.process_time() - c0, 2),  # this process's CPU time (all threads), every segment
         **(run_info or {}),
     }
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -67,6 +67,45 @@ def test_finetune_sst2_end_to_end(tmp_path, tokenizer_dir, capsys):
     assert again["final"]["accuracy"] == pytest.approx(metrics["best"]["accuracy"])
 
 
+def test_resume_continues_an_interrupted_run_to_the_uninterrupted_result(tmp_path, tokenizer_dir, capsys,
+                                                                        monkeypatch):
+    import data2vec.finetune
+
+    data = _write_sst2(tmp_path / "glue")
+
+    def command(name, *extra, lr="1e-3"):
+        return (["finetune", "--task", "sst2", "--data", str(data), "--lr", lr, "--val-fraction", "0.25",
+                 *extra] + _tiny_args(tmp_path, tokenizer_dir, name)[:-1] + ["--epochs", "3"])
+
+    assert main(command("straight")) == 0
+    expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+
+    real_predict, calls = data2vec.finetune.predict, []
+
+    def predict_then_die(*args, **kwargs):  # Ctrl-C while epoch 2 is scored: the checkpoint holds epoch 1
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(data2vec.finetune, "predict", predict_then_die)
+    assert main(command("resumed")) != 0
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(data2vec.finetune, "predict", real_predict)
+    assert main(command("resumed", "--resume")) == 0
+    got = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert "resuming" in capsys.readouterr().out
+    drop = ("elapsed_s",)
+    assert ([{k: v for k, v in r.items() if k not in drop} for r in got["history"]]
+            == [{k: v for k, v in r.items() if k not in drop} for r in expected["history"]])
+    assert got["test"] == expected["test"]
+
+    # another recipe is refused with one line naming the difference and the fix
+    assert main(command("resumed", "--resume", lr="2e-3")) == 2
+    err = capsys.readouterr().err
+    assert "lr" in err and "fix" in err and len(err.strip().splitlines()) == 1
+
+
 def test_finetune_val_fraction_picks_the_epoch_on_held_out_training_data(tmp_path, tokenizer_dir, capsys):
     """--val-fraction: the epoch is chosen on a validation split of train.tsv, dev.tsv is scored once with it."""
     data = _write_sst2(tmp_path / "glue")

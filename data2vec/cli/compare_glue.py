@@ -157,7 +157,8 @@ def finetune_task(cfg: TextCompareConfig, arm: str, seed: int, backbone, task: T
 
     run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{task.name}"
     s = finetune(model, task.fit, task.val, fcfg, run_dir, metric_fn,
-                 collate_fn=GlueCollator(tok.pad_id, regression=task.regression), quiet=True, test_set=task.dev)
+                 collate_fn=GlueCollator(tok.pad_id, regression=task.regression), quiet=True, test_set=task.dev,
+                 resume=True)  # a run stopped between epochs goes on from its last one
     key = fcfg.main_metric
     selected, last, on_dev = s["test"]["selected"], s["test"]["last"], s["test"]["best_epoch_on_test"]
     write_json(path, text_record(

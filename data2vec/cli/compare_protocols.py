@@ -182,10 +182,9 @@ def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalDa
     test = data_as_dataset(data.test_x, data.test_y)
     lr_tag = f"-lr{recipe['lr']:g}" if cfg.finetune_lr_grid else ""  # one run folder per lr of a grid
     run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}{lr_tag}"
-    c0 = time.process_time()
     summary = finetune(model, Subset(data.augmented, labelled.tolist()), plain, fcfg, run_dir, metric_fn,
-                       collate_fn=image_collate, quiet=True, test_set=test)
-    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": time.process_time() - c0}
+                       collate_fn=image_collate, quiet=True, test_set=test, resume=True)  # an interrupted run goes on
+    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": summary["cpu_time_s"]}
 
 
 class data_as_dataset:  # noqa: N801  (a tiny adapter, named like the function it replaces)

@@ -293,7 +293,7 @@ def finetune_squad(cfg: TextCompareConfig, arm: str, seed: int, backbone, data: 
             return squad.squad_scores({"data": data.val.articles}, answers)
 
         s = finetune(model, data.fit.features, data.val.features, fcfg, run_dir, metric_fn, collate_fn=collate,
-                     quiet=True)
+                     quiet=True, resume=True)  # a run stopped between epochs goes on from its last one
         last = score_set(model, data.eval, collate, eval_batch, cfg.device)  # the last epoch's weights, labelled
         load_checkpoint(run_dir / "best", model=model)  # the epoch chosen on the validation articles
         model.to(cfg.device)

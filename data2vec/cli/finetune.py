@@ -9,7 +9,8 @@ Where the backbone comes from (`--init`):
 - nothing: a randomly initialised encoder of `--preset` (a "from scratch" baseline).
 
 Outputs in `--out`: `eval.jsonl` (one line per epoch), `metrics.json` (best and final metrics, config),
-`best/` (the best epoch's weights, loadable again with `--init`), `tokenizer/` (text tasks).
+`best/` (the best epoch's weights, loadable again with `--init`), `checkpoint/` (the last evaluated epoch's
+full state, for `--resume`), `tokenizer/` (text tasks).
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def add_parser(sub) -> None:
                    help="evaluate on only this many examples (a seeded random subset): for quick runs")
     p.add_argument("--seed", type=int, default=1, help="random seed (data order, head init, dropout)")
     p.add_argument("--out", default=None, help="output folder (default: runs/finetune-<task>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last evaluated epoch (<out>/checkpoint/, written after "
+                   "every evaluation): rerun the interrupted command with --resume and it ends with the weights and "
+                   "scores an uninterrupted run would have. The options must be the same (--device may change); "
+                   "without a checkpoint the run starts from epoch 1")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     p.set_defaults(run=run)
@@ -172,9 +178,10 @@ def _finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, *
 
     train_part, val_part = split_validation(train_set, args.val_fraction, args.seed)
     if val_part is None:
-        return finetune(model, train_set, eval_set, cfg, args.out, metric_fn, quiet=args.quiet, **kwargs)
+        return finetune(model, train_set, eval_set, cfg, args.out, metric_fn, quiet=args.quiet, resume=args.resume,
+                        **kwargs)
     return finetune(model, train_part, val_part, cfg, args.out, metric_fn, quiet=args.quiet, test_set=eval_set,
-                    **kwargs)
+                    resume=args.resume, **kwargs)
 
 
 def _shown(metrics: dict) -> str:
@@ -396,7 +403,7 @@ def _run_squad(args) -> int:
     if args.eval_only:
         return _evaluate_only(args, model, eval_feats, collate, metric_fn, cfg, info)
     summary = finetune(model, train_feats, eval_feats, cfg, args.out, metric_fn, collate_fn=collate, run_info=info,
-                       quiet=args.quiet)
+                       quiet=args.quiet, resume=args.resume)
     return _finish(args, summary)
 
 
