@@ -82,6 +82,7 @@ class MultiCropTransform:
         if len(mean) != len(std):
             raise ValueError(f"mean and std must have one entry per channel, got {len(mean)} and {len(std)}")
         self.global_size, self.local_size, self.n_local = global_size, local_size, n_local
+        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)  # area fractions
         self.mean, self.std = list(mean), list(std)
 
         def pipeline(size: int, scale, blur_p: float, solarize_p: float) -> v2.Compose:

@@ -114,6 +114,31 @@ def test_vision_digits_runs(method, tmp_path):
     assert json.loads((out / "config.json").read_text())["data"]["channels"] == 1
 
 
+def test_dino_crop_settings_given_with_set_reach_the_data(tmp_path):
+    # the multi-crop pipeline is built from the config the method runs with, not from the preset: a --set of the
+    # crop fields changes the crops the data loader makes (it was silently ignored before)
+    out = tmp_path / "dino"
+    args = ["pretrain", "--method", "dino", "--modality", "vision", "--preset", "tiny", "--data", "digits",
+            "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--out", str(out), "--device", "cpu",
+            "--quiet", "--set", "n_local=1", "--set", "local_scale=[0.3,0.5]", "--set", "global_scale=[0.7,1.0]"]
+    seen = []
+    from baselines.multicrop import MultiCropTransform
+
+    real_call = MultiCropTransform.__call__
+
+    def spy(self, image):
+        crops = real_call(self, image)
+        seen.append((len(crops), tuple(self.local_scale), tuple(self.global_scale)))
+        return crops
+
+    MultiCropTransform.__call__ = spy
+    try:
+        assert main(args) == 0
+    finally:
+        MultiCropTransform.__call__ = real_call
+    assert seen and set(seen) == {(3, (0.3, 0.5), (0.7, 1.0))}  # 2 global + 1 local crop, the scales as set
+
+
 # ---- one command line for every launch: --resume starts afresh when there is no checkpoint yet ----------
 
 

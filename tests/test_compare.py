@@ -315,6 +315,19 @@ def test_supervised_budget_is_fixed_once_from_the_lowest_seed_and_stored(tmp_pat
 
 
 @pytest.mark.slow
+def test_the_comparison_builds_dino_crops_from_the_recipe_it_runs(monkeypatch):
+    # a recipe override of DINO's crop fields (what `dino_collapse.py --overrides` and --set do) reaches the data
+    from data2vec.cli import compare as C
+
+    monkeypatch.setitem(C.RECIPES, "dino", C.CompareRecipe(overrides={
+        **C.RECIPES["dino"].overrides, "n_local": 1, "local_scale": (0.3, 0.5)}))
+    cfg = C.CompareConfig(data="digits", out="unused", runs="unused", dim=32, depth=1, heads=2)
+    method, dataset, collate, _, _ = C.build_arm(cfg, "dino", 8, 1, steps=10)
+    crops = dataset[0]  # one item: the list of crops
+    assert method.cfg.n_local == 1 and len(crops) == 3  # 2 global crops + 1 local
+    assert [tuple(c.shape[-2:]) for c in crops] == [(8, 8), (8, 8), (method.cfg.local_size,) * 2]
+
+
 def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     from data2vec.cli.compare import CompareConfig, run_comparison
     from data2vec.cli.compare_protocols import protocols

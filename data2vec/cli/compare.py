@@ -172,9 +172,7 @@ def build_arm(cfg: CompareConfig, name: str, image_size: int, in_chans: int, ste
             patch = overrides["patch_size"]
             overrides["local_size"] = max(patch, (image_size // 2) // patch * patch)
     method = spec.build("vision", cfg.preset, **overrides)
-    multicrop = None
-    if views is not None:
-        multicrop = dict(views.multicrop, local_size=method.cfg.local_size)
+    multicrop = views.multicrop(method.cfg) if views is not None else None  # the crops the built config states
     dataset, _ = build_vision_data(cfg.data, image_size, multicrop=multicrop)
     defaults = spec.optim["vision"]
     lr = recipe.lr if recipe.lr is not None else defaults.scaled_lr(cfg.batch_size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ class OptimDefaults:
 
 @dataclass(frozen=True)
 class Views:
-    """A method's own data pipeline for images: keyword arguments of `baselines.multicrop.MultiCropTransform`
-    (None = the standard single-view augmentation), the collate function, and config fields derived from the run."""
+    """A method's own data pipeline for images: a function from the method's built config (its --set and recipe
+    overrides included) to keyword arguments of `baselines.multicrop.MultiCropTransform` (None = the standard
+    single-view augmentation), the collate function, and config fields derived from the run."""
 
-    multicrop: dict | None = None
+    multicrop: Callable[[Any], dict] | None = None
     collate: Callable | None = None
     derived: dict = field(default_factory=dict)
 
@@ -78,6 +80,12 @@ def _load(path: str):
     return getattr(importlib.import_module(module), name)
 
 
+def dino_crops(cfg) -> dict:
+    """DINO's crops as its config states them: a `--set n_local=2` or `local_scale=[0.25,0.6]` reaches the data."""
+    return dict(local_size=cfg.local_size, n_local=cfg.n_local, global_scale=cfg.global_scale,
+                local_scale=cfg.local_scale)
+
+
 def dino_views(preset: str, image_size: int, steps: int) -> Views:
     """DINO's multi-crop pipeline for a run of `steps` updates at global crop size `image_size`."""
     from baselines.dino import DINOConfig
@@ -85,8 +93,7 @@ def dino_views(preset: str, image_size: int, steps: int) -> Views:
 
     cfg = DINOConfig.preset("vision", preset, image_size=image_size)
     return Views(
-        multicrop=dict(local_size=cfg.local_size, n_local=cfg.n_local, global_scale=cfg.global_scale,
-                       local_scale=cfg.local_scale),
+        multicrop=dino_crops,
         collate=collate_crops,
         # DINO's schedules are given in ImageNet steps: scale them to this run
         derived=dict(teacher_temp_warmup_steps=max(1, int(0.3 * steps)),

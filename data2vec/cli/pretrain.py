@@ -146,8 +146,8 @@ def check_sets(spec, user: dict) -> None:
         raise CliError(f"--set: {error}") from None
 
 
-def build_method(name: str, modality: str, preset: str, derived: dict, user: dict):
-    """The method object from the registry; `derived` overrides (from the data) are kept only where the config
+def method_config(name: str, modality: str, preset: str, derived: dict, user: dict):
+    """The method's config from the registry; `derived` overrides (from the data) are kept only where the config
     has the field, `user` overrides (--set) must all exist."""
     from ..config import EncoderConfig, field_names
 
@@ -156,7 +156,12 @@ def build_method(name: str, modality: str, preset: str, derived: dict, user: dic
     known = field_names(spec.config_class) | field_names(EncoderConfig)
     overrides = {k: v for k, v in derived.items() if k in known}
     overrides.update(user)
-    return spec.build(modality, preset, **overrides)
+    return spec.config_class.preset(modality, preset, **overrides)
+
+
+def build_method(name: str, modality: str, preset: str, derived: dict, user: dict):
+    """The method object built from `method_config`."""
+    return get_method(name).method_class(method_config(name, modality, preset, derived, user))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,10 +224,13 @@ def run(args: argparse.Namespace) -> int:
             else:
                 size = args.image_size or enc.image_size
                 views = spec.views(args.preset, size, args.steps) if spec.views else None
-                multicrop = views.multicrop if views else None
+                multicrop = None
                 if views:
                     collate = views.collate
                     derived.update(views.derived)
+                    # the crops of the config the method will be built with (--set n_local=... reaches the data)
+                    multicrop = views.multicrop(method_config(args.method, modality, args.preset,
+                                                              {**derived, "image_size": size}, user))
                 dataset, data_info = build_vision_data(args.data, size, multicrop=multicrop)
                 derived.update(image_size=size, in_chans=data_info["channels"])
                 if args.health_every and args.health_knn:
