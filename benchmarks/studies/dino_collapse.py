@@ -83,7 +83,8 @@ def main() -> None:
     method, dataset, collate, optim, spec = C.build_arm(cfg, "dino", size, chans, args.steps)
     if args.patch_init == "normal":
         normal_patch_init_(method)
-    shown = ("momentum_base", "teacher_temp_start", "teacher_temp", "teacher_temp_warmup_steps", "out_dim", "n_local")
+    shown = ("momentum_base", "teacher_temp_start", "teacher_temp", "teacher_temp_warmup_steps", "out_dim", "n_local",
+             "local_scale")
     print({k: getattr(method.cfg, k) for k in shown}, optim, f"patch init {args.patch_init}", flush=True)
     if args.init_only:
         images = torch.stack([test[i][0] for i in range(0, len(test), max(1, len(test) // 250))])  # (250, C, H, W)
