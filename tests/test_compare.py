@@ -328,6 +328,20 @@ def test_the_comparison_builds_dino_crops_from_the_recipe_it_runs(monkeypatch):
     assert [tuple(c.shape[-2:]) for c in crops] == [(8, 8), (8, 8), (method.cfg.local_size,) * 2]
 
 
+def test_set_changes_the_image_recipe_the_comparison_builds():
+    from data2vec.cli import compare as C
+
+    sets = {"dino": {"n_local": 1, "teacher_temp": 0.02, "lr": 3e-4}, "data2vec2": {"num_masks": 2}}
+    cfg = C.CompareConfig(data="digits", out="unused", runs="unused", dim=32, depth=4, heads=2, recipe_sets=sets)
+    method, dataset, _, optim, _ = C.build_arm(cfg, "dino", 8, 1, steps=10)
+    assert (method.cfg.n_local, method.cfg.teacher_temp, optim["lr"]) == (1, 0.02, 3e-4)
+    assert method.cfg.momentum_base == C.RECIPES["dino"].overrides["momentum_base"]  # the rest of the recipe stays
+    assert len(dataset[0]) == 3  # 2 global crops + the one local crop the set asks for
+    method, _, _, optim, _ = C.build_arm(cfg, "data2vec2", 8, 1, steps=10)
+    assert method.cfg.num_masks == 2 and optim["lr"] == C.RECIPES["data2vec2"].lr
+    assert C.recipe_of(C.CompareConfig(data="digits", out="u", runs="u"), "dino") == C.RECIPES["dino"]
+
+
 def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     from data2vec.cli.compare import CompareConfig, run_comparison
     from data2vec.cli.compare_protocols import protocols
@@ -385,6 +399,9 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     (["--data", "digits", "--budget-minutes", "0"], "must be > 0"),
     (["--data", "digits", "--finetune-lr-grid", "1e-3,fast"], "not comma-separated numbers"),
     (["--data", "digits", "--finetune-lr-grid", "1e-3,0"], "every lr must be > 0"),
+    (["--data", "digits", "--methods", "dino", "--set", "dino.no_such_field=1"], "no_such_field"),
+    (["--data", "digits", "--methods", "dino", "--set", "data2vec.lr=1e-3"], "not among --methods"),
+    (["--data", "digits", "--methods", "dino", "--set", "dino.lr=-1"], "lr must be a number > 0"),
 ])
 def test_compare_bad_input_is_one_clear_line(argv, message, capsys):
     from data2vec.cli import main
@@ -409,6 +426,8 @@ def test_compare_refuses_to_mix_studies_with_other_settings(tmp_path):
         check_same_study(CompareConfig(data="digits", out=str(out), runs="x", budget_minutes=5))
     with pytest.raises(CliError, match="finetune_lr_grid"):  # a study from before the grid had one lr
         check_same_study(CompareConfig(data="digits", out=str(out), runs="x", finetune_lr_grid=(1e-3, 3e-3)))
+    with pytest.raises(CliError, match="recipe_sets"):  # a tuning run (--set) never joins the study's table
+        check_same_study(CompareConfig(data="digits", out=str(out), runs="x", recipe_sets={"dino": {"n_local": 0}}))
 
 
 def test_an_interrupted_pretraining_is_not_scored(tmp_path, monkeypatch):

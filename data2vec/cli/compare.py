@@ -82,6 +82,14 @@ RECIPES = {
 }
 
 
+def recipe_of(cfg: CompareConfig, name: str) -> CompareRecipe:
+    """RECIPES[name] with this comparison's `--set` changes on top (lr = the peak lr; the rest are config fields)."""
+    base = RECIPES.get(name, CompareRecipe())
+    sets = dict(cfg.recipe_sets.get(name, {}))
+    lr = sets.pop("lr", base.lr)
+    return dataclasses.replace(base, overrides={**base.overrides, **sets}, lr=lr)
+
+
 @dataclass
 class CompareConfig:
     """One comparison: the data, the arms, the shared encoder, the budget and the evaluation protocols."""
@@ -121,6 +129,8 @@ class CompareConfig:
     #   the machine; equal to wall-clock for one thread on an idle core), "wall" = wall-clock (GPU runs)
     quick: bool = False  # the smoke version (digits, seconds per method)
     command: str = ""  # the command line, stored with every result
+    # --set METHOD.KEY=VALUE for a tuning run: {method: {field or "lr": value}} on top of RECIPES (its own --out)
+    recipe_sets: dict = field(default_factory=dict)
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -163,12 +173,12 @@ def build_arm(cfg: CompareConfig, name: str, image_size: int, in_chans: int, ste
     from .methods import get_method
 
     spec = get_method(name)
-    recipe = RECIPES.get(name, CompareRecipe())
+    recipe = recipe_of(cfg, name)
     views = spec.views(cfg.preset, image_size, steps) if spec.views else None
     overrides = {**encoder_overrides(cfg, image_size, in_chans), **recipe.overrides}
     if views is not None:
         overrides.update(views.derived)
-        if name == "dino":  # local crops at half the global size (DINO: 96 of 224), in whole patches
+        if name == "dino" and "local_size" not in recipe.overrides:  # half the global size (DINO: 96 of 224)
             patch = overrides["patch_size"]
             overrides["local_size"] = max(patch, (image_size // 2) // patch * patch)
     method = spec.build("vision", cfg.preset, **overrides)
@@ -297,8 +307,8 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
                          run_config={"command": "compare", "method": name, "data": cfg.data})
     except TrainingAborted as error:  # diverged or collapsed: a result of the comparison, not a crash of it
         write_json(failed_path, {**record(cfg, name, seed, "pretrain-failed", float("nan")), "metric": "pretraining",
-                                 "reason": str(error), "steps": steps, "recipe": dataclasses.asdict(
-                                     RECIPES.get(name, CompareRecipe())), "optim": optim})
+                                 "reason": str(error), "steps": steps,
+                                 "recipe": dataclasses.asdict(recipe_of(cfg, name)), "optim": optim})
         say(f"{name} seed {seed}: pretraining FAILED: {error}")
         return None
     wall = time.time() - t0
@@ -321,8 +331,7 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
         "batch_size": cfg.batch_size, "samples_seen": steps * cfg.batch_size, "calibration": calib,
         "train_seconds": float(clock[-1]), "clock": cfg.clock,
         "train_wall_seconds": float(sum(r["step_time"] for r in records)), "wall_seconds_this_launch": wall,
-        "final_loss": final.get("final_loss"), "optim": optim, "recipe": dataclasses.asdict(RECIPES.get(name,
-                                                                                                    CompareRecipe())),
+        "final_loss": final.get("final_loss"), "optim": optim, "recipe": dataclasses.asdict(recipe_of(cfg, name)),
         "curve": curve, "knn_curve": knn_curve, **({"warning": warning} if warning else {}),
         **previous_pretrain(run_dir, final.get("final_loss"))})
     return method.backbone
@@ -333,7 +342,7 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
 # fields that define a study: results made with other values must not be mixed into one table
 STUDY_FIELDS = ("data", "budget_minutes", "clock", "preset", "dim", "depth", "heads", "patch_size", "image_size",
                 "batch_size", "frozen_fraction", "finetune_lr", "finetune_lr_grid", "layer_decay", "val_fraction",
-                "val_max", "knn_k", "knn_temperature", "finetune_min_updates")
+                "val_max", "knn_k", "knn_temperature", "finetune_min_updates", "recipe_sets")
 
 
 def check_same_study(cfg: CompareConfig) -> None:
@@ -344,6 +353,7 @@ def check_same_study(cfg: CompareConfig) -> None:
         return
     old = json.loads(path.read_text())
     old.setdefault("finetune_lr_grid", [])  # studies from before the grid used one lr
+    old.setdefault("recipe_sets", {})  # ... and from before --set took image recipes: none
     new = dataclasses.asdict(cfg)
     for name in STUDY_FIELDS:
         if name in old and old[name] != (list(new[name]) if isinstance(new[name], tuple) else new[name]):  # JSON
@@ -447,6 +457,14 @@ def add_parser(sub) -> None:
                    "the studies' protocol). Costs len(grid) times the fine-tuning time; worth it when the arms differ "
                    "much (a random-init ViT wants a higher lr than a pretrained one: on 1 %% of MNIST, 27 %% at 1e-3 "
                    "and 60 %% at 3e-3 with the recipe's layer decay 0.75, 67 %% at 3e-3 without it, on validation)")
+    p.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="change one method's recipe for a TUNING run (images and text), e.g. --set dino.n_local=0 "
+                   "--set dino.teacher_temp=0.02 --set data2vec.lr=1e-3 --set data2vec2.num_masks=4 --set "
+                   "bert.mask_prob=0.2 (values parsed as JSON; lr = the peak lr). Use a separate --out per trial: "
+                   "its calibration is its own (images: an --out made without the same sets is refused; text: a "
+                   "trial that changes only lr or tau_* may start from a copy of the study's calibration.json, so "
+                   "it gets the study's update count). Compare trials on the validation scores (carved from the "
+                   "training data), never on the test or GLUE dev scores you report")
     p.add_argument("--out", default="runs/compare",
                    help="results folder: one JSON per result, summary, table and plots (small: commit it); "
                    "--quick defaults to runs/compare-quick")
@@ -484,9 +502,6 @@ def run(args: argparse.Namespace) -> int:
         return run_text(args)
     if args.data is None and not args.quick:
         raise CliError("--data is required (or --quick for the digits smoke run)")
-    if args.recipe_sets:
-        raise CliError("--set changes a text recipe (--modality text) only; fix: for images, edit RECIPES in "
-                       "data2vec/cli/compare.py and use another --out")
     args.dim = args.dim or 128
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     for m in methods:
@@ -519,11 +534,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--finetune-lr-grid {args.finetune_lr_grid!r}: every lr must be > 0")
     if args.quick and args.out == "runs/compare":
         args.out = "runs/compare-quick"  # the smoke run never mixes into a real comparison's folder
+    from .compare_text import parse_recipe_sets
+
     values = dict(data=data, out=args.out, runs=args.runs or str(Path(args.out) / "runs"), methods=methods,
                   budget_minutes=args.budget_minutes, seeds=tuple(range(1, args.seeds + 1)), preset=args.preset,
                   dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size,
                   image_size=args.image_size, batch_size=args.batch_size, finetune_fractions=fractions,
-                  finetune_lr_grid=lr_grid,
+                  finetune_lr_grid=lr_grid, recipe_sets=parse_recipe_sets(args.recipe_sets, methods),
                   device=choose_device(args.device), threads=args.threads, quick=args.quick,
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
                   command="data2vec " + " ".join(shlex.quote(a) for a in args.argv))

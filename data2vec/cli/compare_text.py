@@ -510,13 +510,6 @@ def add_text_arguments(parser: argparse.ArgumentParser) -> None:
                    "at 4 x 256 on one CPU core that is ~50 min of fine-tuning per arm and seed, a third of it SST-2)")
     g.add_argument("--finetune-lr", type=float, default=1e-4,
                    help="peak fine-tuning lr of every arm (small encoders want 1e-4 to 3e-4, not RoBERTa's 2e-5)")
-    g.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="change one method's recipe for a TUNING run, e.g. --set data2vec.lr=1e-3 --set "
-                   "data2vec2.num_masks=4 --set bert.mask_prob=0.2 (values parsed as JSON; lr = the peak lr). Use a "
-                   "separate --out per trial (its calibration is its own; a trial that changes only lr or tau_* "
-                   "may start from a copy of the study's calibration.json, so it gets the study's update count) "
-                   "and compare trials on the table's validation scores (carved from the training data), never "
-                   "on the GLUE dev scores you report")
     g.add_argument("--heldout", default=None,
                    help="held-out text (e.g. the corpus builder's heldout.txt) for the bert arm's masked-token "
                    "accuracy; without it that protocol is skipped")
