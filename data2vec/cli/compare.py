@@ -216,7 +216,9 @@ def uniform_collapse(records: list[dict], out_dim: int, tail: float = 0.1, toler
         return None
     return (f"the teacher ended at the uniform collapse (mean entropy {last:.3f} over the last {tail:.0%} of the run, "
             f"log K = {log_k:.3f}): its features were learned from no signal; try a longer run, a faster teacher "
-            f"(momentum_base) or a lower teacher temperature (benchmarks/studies/dino_collapse.py diagnoses it)")
+            f"(--set dino.momentum_base=...), a lower teacher temperature (--set dino.teacher_temp=0.02 and "
+            f"teacher_temp_start) and, on images that are mostly empty background (MNIST), no local crops "
+            f"(--set dino.n_local=0); benchmarks/studies/dino_collapse.py tries one change in minutes")
 
 
 def step_seconds(record: dict, clock: str) -> float:
