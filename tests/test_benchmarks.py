@@ -215,3 +215,41 @@ def test_study_report_fills_the_readme_tables_from_the_results_files(tmp_path, c
     assert report.main(["--check"], results=results, readmes=both) == 0
     root_readme.write_text(root.replace("42.0", "41.0"))  # a hand edit of a generated number is caught
     assert report.main(["--check"], results=results, readmes=both) == 1
+
+
+def test_study_report_sets_each_recipe_trial_beside_the_studys_seed_1_run(tmp_path):
+    """A `NAME-tuning` folder's table: each trial's validation scores and the difference from the study's seed-1
+    run of the same method; a trial still running shows dashes; GLUE dev (the record's score) is never shown."""
+    report = load_script("study_report", SPEED_PATH.parent / "studies" / "report.py")
+    results = tmp_path / "results"
+
+    def record(folder, arm, task, dev, validation, seed=1):
+        path = results / folder / arm / f"seed{seed}" / f"{task}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = "validation_accuracy" if task.endswith("-linear") else "validation_best"
+        path.write_text(json.dumps({"arm": arm, "seed": seed, "protocol": task, "score": dev,
+                                    "details": {key: validation}}))
+
+    record("text", "data2vec", "sst2", 11.0, 80.0)
+    record("text", "data2vec", "sst2", 12.0, 90.0, seed=2)  # another seed is not the reference
+    record("text", "data2vec", "stsb", 13.0, 40.0)
+    (results / "text" / "data2vec" / "seed1" / "pretrain.json").write_text(json.dumps(
+        {"arm": "data2vec", "seed": 1, "protocol": "pretrain", "steps": 4, "batch_size": 2, "samples_seen": 8,
+         "calibration": {"s_per_update": 1.0}, "train_seconds": 4.0,
+         "health_curve": [{"seconds": 1.0, "anisotropy": 0.5}, {"seconds": 4.0, "anisotropy": 0.125}]}))
+    for trial, sets in (("data2vec-lr-1e-3", {"data2vec": {"lr": 0.001}}), ("data2vec-tau", {"data2vec": {"tau_end": 0.99}})):
+        (results / "text-tuning" / trial).mkdir(parents=True)
+        (results / "text-tuning" / trial / "config.json").write_text(json.dumps({"recipe_sets": sets}))
+    record("text-tuning/data2vec-lr-1e-3", "data2vec", "sst2", 14.0, 82.5)
+    record("text-tuning/data2vec-lr-1e-3", "data2vec", "stsb", 15.0, 37.0)
+    record("text-tuning/data2vec-lr-1e-3", "data2vec", "sst2-linear", 16.0, 60.0)
+
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- table:text-tuning -->\nold\n<!-- /table:text-tuning -->\n")
+    assert report.main([], results=results, readmes=(readme,)) == 0
+    rows = readme.read_text().splitlines()
+    assert rows[3] == "| data2vec: the study's run | — | 80.0 | 40.0 | — | 0.12 |"  # the last health pass
+    assert rows[4] == "| data2vec-lr-1e-3 | `data2vec.lr=0.001` | 82.5 (+2.5) | 37.0 (-3.0) | 60.0 | — |"
+    assert rows[5] == "| data2vec-tau | `data2vec.tau_end=0.99` | — | — | — | — |"
+    assert not any(dev in readme.read_text() for dev in ("11.0", "13.0", "14.0", "15.0", "16.0"))
+    assert report.main(["--check"], results=results, readmes=(readme,)) == 0

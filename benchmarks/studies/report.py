@@ -10,11 +10,17 @@ and `<!-- /table:NAME -->` (NAME = the folder's name: everything between them be
 only its score table (mean +- std per arm and protocol, the first table of table.md) between
 `<!-- scores:NAME -->` and `<!-- /scores:NAME -->`, so no README holds a study number that is not in a results
 file.
+
+A folder `NAME-tuning` holds recipe trials of the study NAME, one `data2vec compare --set` run per subfolder
+(`benchmarks/studies/text_tuning.sh`). Its table (`NAME-tuning/table.md`, README block `<!-- table:NAME-tuning -->`)
+sets each trial's seed-1 scores on the validation splits carved from the training data beside the study's seed-1 run
+of the same method, the run it differs from in that one setting. GLUE dev is not in it: trials are chosen without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -26,6 +32,51 @@ READMES = (Path(__file__).resolve().parent / "README.md", ROOT / "README.md")
 
 def studies(results: Path) -> list[Path]:
     return sorted(p for p in results.iterdir() if p.is_dir() and any(p.glob("*/seed*/*.json")))
+
+
+TRIAL_TASKS = ("sst2", "stsb", "sst2-linear")  # the primary tasks a text trial fine-tunes, and the frozen probe
+
+
+def validation_score(folder: Path, method: str, task: str) -> float | None:
+    """Seed 1's score on the carved validation split (the selected epoch's, or the chosen C's for a probe)."""
+    path = folder / method / "seed1" / f"{task}.json"
+    if not path.exists():
+        return None
+    details = json.loads(path.read_text())["details"]
+    return next((details[k] for k in ("validation_best", "validation_accuracy") if details.get(k) is not None), None)
+
+
+def anisotropy_cell(folder: Path, method: str) -> str:
+    """The last table cell: the mean cosine between random token outputs at the last health pass of seed 1's
+    pretraining (the text health pass's anisotropy, docs/health.md)."""
+    path = folder / method / "seed1" / "pretrain.json"
+    curve = json.loads(path.read_text()).get("health_curve") if path.exists() else None
+    return f" | {curve[-1]['anisotropy']:.2f} |" if curve else " | — |"
+
+
+def trials_table(trials: Path, study: Path) -> str:
+    """Markdown: per method, the study's seed-1 run and then each trial of that method, validation scores with
+    the trial's difference from the study's run in brackets."""
+    by_method: dict[str, list[tuple[str, str]]] = {}
+    for folder in sorted(p for p in trials.iterdir() if (p / "config.json").exists()):
+        sets = json.loads((folder / "config.json").read_text()).get("recipe_sets") or {}
+        for method, changes in sets.items():
+            change = ", ".join(f"{method}.{key}={value}" for key, value in changes.items())
+            by_method.setdefault(method, []).append((folder.name, change))
+    lines = ["| run (seed 1) | change from the study's recipe | " + " | ".join(TRIAL_TASKS)
+             + " | token anisotropy at the end |", "|---|---|" + "---|" * (len(TRIAL_TASKS) + 1)]
+    for method, runs in sorted(by_method.items()):
+        reference = {task: validation_score(study, method, task) for task in TRIAL_TASKS}
+        cells = [f"{v:.1f}" if v is not None else "—" for v in reference.values()]
+        lines.append(f"| {method}: the study's run | — | " + " | ".join(cells) + anisotropy_cell(study, method))
+        for name, change in runs:
+            cells = []
+            for task in TRIAL_TASKS:
+                mine = validation_score(trials / name, method, task)
+                cells.append("—" if mine is None else f"{mine:.1f}" if reference[task] is None
+                             else f"{mine:.1f} ({mine - reference[task]:+.1f})")
+            lines.append(f"| {name} | `{change}` | " + " | ".join(cells) + anisotropy_cell(trials / name, method))
+    return "\n".join(lines) + "\n"
 
 
 def score_table(table_md: str) -> str:
@@ -55,6 +106,12 @@ def main(argv: list[str] | None = None, results: Path = RESULTS, readmes: tuple[
         summary = write_report(folder)
         tables[folder.name] = (folder / "table.md").read_text()
         print(f"{folder.name}: {len(summary['rows'])} rows from {summary['results_files']} results files")
+    for trials in sorted(results.glob("*-tuning")):
+        study = results / trials.name.removesuffix("-tuning")
+        if trials.is_dir() and study.is_dir():
+            (trials / "table.md").write_text(trials_table(trials, study))
+            tables[trials.name] = (trials / "table.md").read_text()
+            print(f"{trials.name}: {len(tables[trials.name].splitlines()) - 2} rows (trials of {study.name})")
     stale = []
     for readme in readmes:
         old = readme.read_text()
