@@ -237,7 +237,8 @@ def test_study_report_sets_each_recipe_trial_beside_the_studys_seed_1_run(tmp_pa
         {"arm": "data2vec", "seed": 1, "protocol": "pretrain", "steps": 4, "batch_size": 2, "samples_seen": 8,
          "calibration": {"s_per_update": 1.0}, "train_seconds": 4.0,
          "health_curve": [{"seconds": 1.0, "anisotropy": 0.5}, {"seconds": 4.0, "anisotropy": 0.125}]}))
-    for trial, sets in (("data2vec-lr-1e-3", {"data2vec": {"lr": 0.001}}), ("data2vec-tau", {"data2vec": {"tau_end": 0.99}})):
+    for trial, sets in (("data2vec-lr-1e-3", {"data2vec": {"lr": 0.001}}),
+                        ("data2vec-tau", {"data2vec": {"tau_end": 0.99}})):
         (results / "text-tuning" / trial).mkdir(parents=True)
         (results / "text-tuning" / trial / "config.json").write_text(json.dumps({"recipe_sets": sets}))
     record("text-tuning/data2vec-lr-1e-3", "data2vec", "sst2", 14.0, 82.5)
