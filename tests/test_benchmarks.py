@@ -219,38 +219,55 @@ def test_study_report_fills_the_readme_tables_from_the_results_files(tmp_path, c
 
 def test_study_report_sets_each_recipe_trial_beside_the_studys_seed_1_run(tmp_path):
     """A `NAME-tuning` folder's table: each trial's validation scores and the difference from the study's seed-1
-    run of the same method; a trial still running shows dashes; GLUE dev (the record's score) is never shown."""
+    run of the same method; a trial still running shows dashes; the reported score (GLUE dev, the image test split)
+    is never shown; an image probe counts the features it chose (the best on validation)."""
     report = load_script("study_report", SPEED_PATH.parent / "studies" / "report.py")
     results = tmp_path / "results"
 
-    def record(folder, arm, task, dev, validation, seed=1):
-        path = results / folder / arm / f"seed{seed}" / f"{task}.json"
+    def record(folder, arm, protocol, reported, details, seed=1):
+        path = results / folder / arm / f"seed{seed}" / f"{protocol.replace('%', 'pct')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = "validation_accuracy" if task.endswith("-linear") else "validation_best"
-        path.write_text(json.dumps({"arm": arm, "seed": seed, "protocol": task, "score": dev,
-                                    "details": {key: validation}}))
+        path.write_text(json.dumps({"arm": arm, "seed": seed, "protocol": protocol, "score": reported,
+                                    "details": details}))
 
-    record("text", "data2vec", "sst2", 11.0, 80.0)
-    record("text", "data2vec", "sst2", 12.0, 90.0, seed=2)  # another seed is not the reference
-    record("text", "data2vec", "stsb", 13.0, 40.0)
-    (results / "text" / "data2vec" / "seed1" / "pretrain.json").write_text(json.dumps(
-        {"arm": "data2vec", "seed": 1, "protocol": "pretrain", "steps": 4, "batch_size": 2, "samples_seen": 8,
-         "calibration": {"s_per_update": 1.0}, "train_seconds": 4.0,
-         "health_curve": [{"seconds": 1.0, "anisotropy": 0.5}, {"seconds": 4.0, "anisotropy": 0.125}]}))
-    for trial, sets in (("data2vec-lr-1e-3", {"data2vec": {"lr": 0.001}}),
-                        ("data2vec-tau", {"data2vec": {"tau_end": 0.99}})):
-        (results / "text-tuning" / trial).mkdir(parents=True)
-        (results / "text-tuning" / trial / "config.json").write_text(json.dumps({"recipe_sets": sets}))
-    record("text-tuning/data2vec-lr-1e-3", "data2vec", "sst2", 14.0, 82.5)
-    record("text-tuning/data2vec-lr-1e-3", "data2vec", "stsb", 15.0, 37.0)
-    record("text-tuning/data2vec-lr-1e-3", "data2vec", "sst2-linear", 16.0, 60.0)
+    def pretrained(folder, arm, **curves):
+        path = results / folder / arm / "seed1" / "pretrain.json"
+        path.write_text(json.dumps({"arm": arm, "seed": 1, "protocol": "pretrain", "steps": 4, "batch_size": 2,
+                                    "samples_seen": 8, "calibration": {"s_per_update": 1.0}, "train_seconds": 4.0,
+                                    **curves}))
+
+    def trial(folder, sets):
+        (results / folder).mkdir(parents=True)
+        (results / folder / "config.json").write_text(json.dumps({"recipe_sets": sets}))
+
+    record("text", "data2vec", "sst2", 11.0, {"validation_best": 80.0})
+    record("text", "data2vec", "sst2", 12.0, {"validation_best": 90.0}, seed=2)  # another seed is not the reference
+    record("text", "data2vec", "stsb", 13.0, {"validation_best": 40.0})
+    record("text", "data2vec", "cola", 13.5, {"validation_best": 9.0})  # no trial scores it: no column
+    pretrained("text", "data2vec", health_curve=[{"seconds": 1.0, "anisotropy": 0.5},
+                                                 {"seconds": 4.0, "anisotropy": 0.25}])
+    trial("text-tuning/data2vec-lr-1e-3", {"data2vec": {"lr": 0.001}})
+    trial("text-tuning/data2vec-tau", {"data2vec": {"tau_end": 0.99}})
+    record("text-tuning/data2vec-lr-1e-3", "data2vec", "sst2", 14.0, {"validation_best": 82.5})
+    record("text-tuning/data2vec-lr-1e-3", "data2vec", "stsb", 15.0, {"validation_best": 37.0})
+    record("text-tuning/data2vec-lr-1e-3", "data2vec", "sst2-linear", 16.0, {"validation_accuracy": 60.0})
+
+    record("mnist", "dino", "knn@100%", 17.0, {"validation_scores": {"block1/cls": 48.0, "final/mean": 44.0}})
+    pretrained("mnist", "dino", knn_curve=[{"seconds": 4.0, "knn": 35.5}], warning="the teacher ended at ...")
+    trial("mnist-tuning/dino-nolocal", {"dino": {"n_local": 0}})
+    record("mnist-tuning/dino-nolocal", "dino", "knn@100%", 18.0, {"validation_scores": {"final/mean": 70.5}})
+    pretrained("mnist-tuning/dino-nolocal", "dino", knn_curve=[{"seconds": 4.0, "knn": 60.0}])
 
     readme = tmp_path / "README.md"
-    readme.write_text("<!-- table:text-tuning -->\nold\n<!-- /table:text-tuning -->\n")
+    readme.write_text("<!-- table:text-tuning -->\nold\n<!-- /table:text-tuning -->\n"
+                      "<!-- table:mnist-tuning -->\nold\n<!-- /table:mnist-tuning -->\n")
     assert report.main([], results=results, readmes=(readme,)) == 0
     rows = readme.read_text().splitlines()
-    assert rows[3] == "| data2vec: the study's run | — | 80.0 | 40.0 | — | 0.12 |"  # the last health pass
-    assert rows[4] == "| data2vec-lr-1e-3 | `data2vec.lr=0.001` | 82.5 (+2.5) | 37.0 (-3.0) | 60.0 | — |"
+    assert rows[1].startswith("| run (seed 1) | change from the study's recipe | sst2 | sst2-linear | stsb | end")
+    assert rows[3] == "| data2vec: the study's run | — | 80.0 | — | 40.0 | anisotropy 0.25 |"  # the last pass
+    assert rows[4] == "| data2vec-lr-1e-3 | `data2vec.lr=0.001` | 82.5 (+2.5) | 60.0 | 37.0 (-3.0) | — |"
     assert rows[5] == "| data2vec-tau | `data2vec.tau_end=0.99` | — | — | — | — |"
-    assert not any(dev in readme.read_text() for dev in ("11.0", "13.0", "14.0", "15.0", "16.0"))
+    assert rows[-3] == "| dino: the study's run | — | 48.0 | online k-NN 35.5 (collapse warning) |"
+    assert rows[-2] == "| dino-nolocal | `dino.n_local=0` | 70.5 (+22.5) | online k-NN 60.0 |"
+    assert not any(reported in readme.read_text() for reported in ("11.0", "13.0", "14.0", "15.0", "17.0", "18.0"))
     assert report.main(["--check"], results=results, readmes=(readme,)) == 0

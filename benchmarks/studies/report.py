@@ -34,48 +34,64 @@ def studies(results: Path) -> list[Path]:
     return sorted(p for p in results.iterdir() if p.is_dir() and any(p.glob("*/seed*/*.json")))
 
 
-TRIAL_TASKS = ("sst2", "stsb", "sst2-linear")  # the primary tasks a text trial fine-tunes, and the frozen probe
+def seed1_records(folder: Path, method: str) -> dict[str, dict]:
+    """{protocol: record} of seed 1's evaluations of `method` in a study or trial folder (pretraining left out)."""
+    records = [json.loads(p.read_text()) for p in sorted((folder / method / "seed1").glob("*.json"))]
+    return {r["protocol"]: r for r in records if r.get("protocol") not in (None, "pretrain", "pretrain-failed")}
 
 
-def validation_score(folder: Path, method: str, task: str) -> float | None:
-    """Seed 1's score on the carved validation split (the selected epoch's, or the chosen C's for a probe)."""
-    path = folder / method / "seed1" / f"{task}.json"
-    if not path.exists():
-        return None
-    details = json.loads(path.read_text())["details"]
+def validation_score(record: dict) -> float | None:
+    """A record's score on the validation split carved from the training data: fine-tuning's at the selected
+    epoch, a text probe's at the chosen C, an image probe's for the features it chose (the best on validation)."""
+    details = record["details"]
+    if details.get("validation_scores"):
+        return max(details["validation_scores"].values())
     return next((details[k] for k in ("validation_best", "validation_accuracy") if details.get(k) is not None), None)
 
 
-def anisotropy_cell(folder: Path, method: str) -> str:
-    """The last table cell: the mean cosine between random token outputs at the last health pass of seed 1's
-    pretraining (the text health pass's anisotropy, docs/health.md)."""
+def end_of_pretraining(folder: Path, method: str) -> str:
+    """The last cell: how seed 1's pretraining ended. Text: the mean cosine between random token outputs at the
+    last health pass (docs/health.md); images: the last online k-NN on training images; a collapse warning marked."""
     path = folder / method / "seed1" / "pretrain.json"
-    curve = json.loads(path.read_text()).get("health_curve") if path.exists() else None
-    return f" | {curve[-1]['anisotropy']:.2f} |" if curve else " | — |"
+    if not path.exists():
+        return "—"
+    record = json.loads(path.read_text())
+    if record.get("health_curve"):
+        cell = f"anisotropy {record['health_curve'][-1]['anisotropy']:.2f}"
+    elif record.get("knn_curve"):
+        cell = f"online k-NN {record['knn_curve'][-1]['knn']:.1f}"
+    else:
+        cell = "—"
+    return cell + (" (collapse warning)" if record.get("warning") else "")
 
 
 def trials_table(trials: Path, study: Path) -> str:
     """Markdown: per method, the study's seed-1 run and then each trial of that method, validation scores with
     the trial's difference from the study's run in brackets."""
+    from data2vec.cli.compare_report import PROTOCOL_ORDER, _order
+
     by_method: dict[str, list[tuple[str, str]]] = {}
     for folder in sorted(p for p in trials.iterdir() if (p / "config.json").exists()):
         sets = json.loads((folder / "config.json").read_text()).get("recipe_sets") or {}
         for method, changes in sets.items():
             change = ", ".join(f"{method}.{key}={value}" for key, value in changes.items())
             by_method.setdefault(method, []).append((folder.name, change))
-    lines = ["| run (seed 1) | change from the study's recipe | " + " | ".join(TRIAL_TASKS)
-             + " | token anisotropy at the end |", "|---|---|" + "---|" * (len(TRIAL_TASKS) + 1)]
+    references = {method: seed1_records(study, method) for method in by_method}
+    measured = [seed1_records(trials / name, method) for method, runs in by_method.items() for name, _ in runs]
+    protocols = _order({p for records in measured for p in records}, PROTOCOL_ORDER)  # what the trials score
+    lines = ["| run (seed 1) | change from the study's recipe | " + " | ".join(protocols)
+             + " | end of pretraining |", "|---|---|" + "---|" * (len(protocols) + 1)]
     for method, runs in sorted(by_method.items()):
-        reference = {task: validation_score(study, method, task) for task in TRIAL_TASKS}
-        cells = [f"{v:.1f}" if v is not None else "—" for v in reference.values()]
-        lines.append(f"| {method}: the study's run | — | " + " | ".join(cells) + anisotropy_cell(study, method))
+        reference = {p: validation_score(r) for p, r in references[method].items()}
+        cells = [f"{reference[p]:.1f}" if reference.get(p) is not None else "—" for p in protocols]
+        lines.append(f"| {method}: the study's run | — | " + " | ".join(cells)
+                     + f" | {end_of_pretraining(study, method)} |")
         for name, change in runs:
-            cells = []
-            for task in TRIAL_TASKS:
-                mine = validation_score(trials / name, method, task)
-                cells.append("—" if mine is None else f"{mine:.1f}" if reference[task] is None
-                             else f"{mine:.1f} ({mine - reference[task]:+.1f})")
-            lines.append(f"| {name} | `{change}` | " + " | ".join(cells) + anisotropy_cell(trials / name, method))
+            mine = {p: validation_score(r) for p, r in seed1_records(trials / name, method).items()}
+            cells = ["—" if mine.get(p) is None else f"{mine[p]:.1f}" if reference.get(p) is None
+                     else f"{mine[p]:.1f} ({mine[p] - reference[p]:+.1f})" for p in protocols]
+            lines.append(f"| {name} | `{change}` | " + " | ".join(cells)
+                         + f" | {end_of_pretraining(trials / name, method)} |")
     return "\n".join(lines) + "\n"
 
 
