@@ -79,19 +79,20 @@ def trials_table(trials: Path, study: Path) -> str:
     references = {method: seed1_records(study, method) for method in by_method}
     measured = [seed1_records(trials / name, method) for method, runs in by_method.items() for name, _ in runs]
     protocols = _order({p for records in measured for p in records}, PROTOCOL_ORDER)  # what the trials score
-    lines = ["| run (seed 1) | change from the study's recipe | " + " | ".join(protocols)
-             + " | end of pretraining |", "|---|---|" + "---|" * (len(protocols) + 1)]
+    def row(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [row(["run (seed 1)", "change from the study's recipe", *protocols, "end of pretraining"]),
+             row(["---"] * (len(protocols) + 3))]
     for method, runs in sorted(by_method.items()):
         reference = {p: validation_score(r) for p, r in references[method].items()}
         cells = [f"{reference[p]:.1f}" if reference.get(p) is not None else "—" for p in protocols]
-        lines.append(f"| {method}: the study's run | — | " + " | ".join(cells)
-                     + f" | {end_of_pretraining(study, method)} |")
+        lines.append(row([f"{method}: the study's run", "—", *cells, end_of_pretraining(study, method)]))
         for name, change in runs:
             mine = {p: validation_score(r) for p, r in seed1_records(trials / name, method).items()}
             cells = ["—" if mine.get(p) is None else f"{mine[p]:.1f}" if reference.get(p) is None
                      else f"{mine[p]:.1f} ({mine[p] - reference[p]:+.1f})" for p in protocols]
-            lines.append(f"| {name} | `{change}` | " + " | ".join(cells)
-                         + f" | {end_of_pretraining(trials / name, method)} |")
+            lines.append(row([name, f"`{change}`", *cells, end_of_pretraining(trials / name, method)]))
     return "\n".join(lines) + "\n"
 
 
