@@ -43,10 +43,11 @@ def seed1_records(folder: Path, method: str) -> dict[str, dict]:
 def validation_score(record: dict) -> float | None:
     """A record's score on the validation split carved from the training data: fine-tuning's at the selected
     epoch, a text probe's at the chosen C, an image probe's for the features it chose (the best on validation)."""
-    details = record["details"]
-    if details.get("validation_scores"):
-        return max(details["validation_scores"].values())
-    return next((details[k] for k in ("validation_best", "validation_accuracy") if details.get(k) is not None), None)
+    from data2vec.cli.compare_report import selected_validation
+
+    if record["details"].get("validation_scores"):
+        return max(record["details"]["validation_scores"].values())
+    return selected_validation(record)
 
 
 def end_of_pretraining(folder: Path, method: str) -> str:
@@ -79,6 +80,7 @@ def trials_table(trials: Path, study: Path) -> str:
     references = {method: seed1_records(study, method) for method in by_method}
     measured = [seed1_records(trials / name, method) for method, runs in by_method.items() for name, _ in runs]
     protocols = _order({p for records in measured for p in records}, PROTOCOL_ORDER)  # what the trials score
+
     def row(cells: list[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
@@ -126,8 +128,8 @@ def main(argv: list[str] | None = None, results: Path = RESULTS, readmes: tuple[
     for trials in sorted(results.glob("*-tuning")):
         study = results / trials.name.removesuffix("-tuning")
         if trials.is_dir() and study.is_dir():
-            (trials / "table.md").write_text(trials_table(trials, study))
-            tables[trials.name] = (trials / "table.md").read_text()
+            tables[trials.name] = trials_table(trials, study)
+            (trials / "table.md").write_text(tables[trials.name])
             print(f"{trials.name}: {len(tables[trials.name].splitlines()) - 2} rows (trials of {study.name})")
     stale = []
     for readme in readmes:

@@ -90,6 +90,31 @@ def recipe_of(cfg: CompareConfig, name: str) -> CompareRecipe:
     return dataclasses.replace(base, overrides={**base.overrides, **sets}, lr=lr)
 
 
+def parse_recipe_sets(items: list[str], methods: tuple[str, ...]) -> dict:
+    """--set METHOD.KEY=VALUE items as {method: {key: value}}; the method must be an arm of this comparison and
+    the key a field of its config or of the encoder (or lr)."""
+    from .methods import get_method
+    from .pretrain import _parse_sets, check_sets
+
+    out: dict = {}
+    for item in items:
+        target, sep, _ = item.partition("=")
+        method, dot, key = target.partition(".")
+        if not sep or not dot or not key.strip():
+            raise CliError(f"--set {item!r} is not METHOD.KEY=VALUE; fix: e.g. --set data2vec.lr=1e-3")
+        method = method.strip()
+        if method not in methods:
+            raise CliError(f"--set {item!r}: {method} is not among --methods {','.join(methods)}; fix: name one "
+                           "of them")
+        (value,) = _parse_sets([item.partition(".")[2]]).values()
+        if key.strip() != "lr":
+            check_sets(get_method(method), {key.strip(): value})
+        elif not isinstance(value, (int, float)) or value <= 0:
+            raise CliError(f"--set {item!r}: lr must be a number > 0; fix: e.g. --set {method}.lr=1e-3")
+        out.setdefault(method, {})[key.strip()] = value
+    return out
+
+
 @dataclass
 class CompareConfig:
     """One comparison: the data, the arms, the shared encoder, the budget and the evaluation protocols."""
@@ -536,8 +561,6 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--finetune-lr-grid {args.finetune_lr_grid!r}: every lr must be > 0")
     if args.quick and args.out == "runs/compare":
         args.out = "runs/compare-quick"  # the smoke run never mixes into a real comparison's folder
-    from .compare_text import parse_recipe_sets
-
     values = dict(data=data, out=args.out, runs=args.runs or str(Path(args.out) / "runs"), methods=methods,
                   budget_minutes=args.budget_minutes, seeds=tuple(range(1, args.seeds + 1)), preset=args.preset,
                   dim=args.dim, depth=args.depth, heads=args.heads, patch_size=args.patch_size,

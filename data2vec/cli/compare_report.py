@@ -50,6 +50,13 @@ def _order(items, preferred) -> list:
     return sorted(items, key=lambda x: (preferred.index(x) if x in preferred else len(preferred), x))
 
 
+def selected_validation(record: dict) -> float | None:
+    """The carved validation split's score of what a text result selected (fine-tuning: its epoch; the probe: its
+    C); None for results without one (image probes keep a score per feature choice in `validation_scores`)."""
+    details = record["details"]
+    return next((details[k] for k in ("validation_best", "validation_accuracy") if details.get(k) is not None), None)
+
+
 def aggregate(evals: list[dict]) -> list[dict]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for rec in evals:
@@ -59,8 +66,7 @@ def aggregate(evals: list[dict]) -> list[dict]:
         recs = sorted(recs, key=lambda r: r["seed"])
         runs = [r["score"] for r in recs]
         on_dev = [r["details"]["best_on_dev"] for r in recs if r["details"].get("best_on_dev") is not None]
-        validation = [r["details"][k] for r in recs for k in ("validation_best", "validation_accuracy")
-                      if r["details"].get(k) is not None]  # the carved split's score of the selected epoch / C
+        validation = [v for v in map(selected_validation, recs) if v is not None]
         rows.append({"arm": arm, "protocol": protocol, "mean": float(np.mean(runs)), "std": float(np.std(runs)),
                      "median": float(np.median(runs)), "runs": runs, "seeds": [r["seed"] for r in recs],
                      "features": sorted({r["details"].get("features") for r in recs if r["details"].get("features")}),
