@@ -8,7 +8,8 @@ file does not pin it again.
 
 The independent references the tests compare against (layer and instance norm, Smooth L1, attention,
 the float32 parity tolerance) live in `tests/reference.py`; markers: `slow` (subprocesses, torchrun,
-notebooks, multi-second runs; `python -m pytest -m "not slow"` is the fast loop) and `gpu`.
+notebooks, multi-second runs; `python -m pytest -m "not slow"` is the fast loop) and `gpu`. `pytest.approx`
+refuses a tensor here on every pytest version (below), so a statistic is converted where it leaves the method.
 """
 
 import os
@@ -20,6 +21,22 @@ os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
+
+_approx = pytest.approx
+
+
+def approx_of_host_values(expected, *args, **kwargs):
+    """`pytest.approx` that refuses a tensor on every pytest version, as pytest 9.2 and newer do (with a less
+    telling "iteration over a 0-d tensor"): a suite that passes on an older pytest then passes on today's too.
+    Convert a method's statistics first (`reference.host_values`, or `.item()`)."""
+    values = expected.values() if isinstance(expected, dict) else expected if isinstance(expected, list | tuple) \
+        else [expected]
+    if any(torch.is_tensor(v) for v in values):
+        raise TypeError("pytest.approx got a tensor; fix: convert it to a float first (reference.host_values)")
+    return _approx(expected, *args, **kwargs)
+
+
+pytest.approx = approx_of_host_values
 
 
 @pytest.fixture(autouse=True)

@@ -169,3 +169,11 @@ def randomise_(module: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torc
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return module
+
+
+def host_values(stats: dict) -> dict[str, float]:
+    """A method's statistics as Python floats, converted where they leave the method, as the engine does.
+
+    The methods return 0-dim tensors (the engine moves them to the host in one transfer per step); a test
+    converts them here before comparing, because `pytest.approx` rejects a tensor on pytest 9.2 and newer."""
+    return {k: float(v) for k, v in stats.items()}

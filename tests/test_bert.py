@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-from reference import gelu, layer_norm_of
+from reference import gelu, host_values, layer_norm_of
 
 from baselines.bert import BertMLM, BertMLMConfig
 
@@ -87,6 +87,7 @@ def test_forward_masks_only_eligible_tokens_and_reports_statistics():
     assert not (mask & special).any()  # never <s>, </s> or padding
     assert torch.equal(corrupted[~mask], ids[~mask])
     loss, stats = model(batch)
+    stats = host_values(stats)
     assert set(stats) == {"loss", "mlm_accuracy", "masked_fraction"}
     assert stats["loss"] == pytest.approx(loss.item())
     assert 0.10 < stats["masked_fraction"] < 0.20  # 15% of the eligible tokens, exact count per row

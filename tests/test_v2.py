@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import host_values
 
 from data2vec.config import get_preset
 from data2vec.diagnostics import CollapseError
@@ -382,13 +383,14 @@ def test_forward_returns_detached_scalar_stats(modality):
     assert loss.requires_grad and loss.dim() == 0
     assert {"loss", "target_std", "pred_std", "explained_variance", "tau", "masked_fraction"} <= set(stats)
     assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad for v in stats.values())
-    assert stats["explained_variance"].item() <= 1.0
+    stats = host_values(stats)
+    assert stats["explained_variance"] <= 1.0
     if modality == "vision":
-        assert stats["masked_fraction"].item() == pytest.approx(1 - int(16 * 0.2) / 16)  # 13 of 16
+        assert stats["masked_fraction"] == pytest.approx(1 - int(16 * 0.2) / 16)  # 13 of 16
     else:
         real = (~batch["padding_mask"]).sum(1)
         masked = sum(int(n) - max(1, int(int(n) * 0.52)) for n in real)
-        assert stats["masked_fraction"].item() == pytest.approx(masked / real.sum().item())
+        assert stats["masked_fraction"] == pytest.approx(masked / real.sum().item())
 
 
 def test_teacher_excludes_the_decoder_and_step_hook_follows_the_tau_schedule():
@@ -436,6 +438,7 @@ def train(model, modality, steps, start=0, optimizer=None, total=30):
         else:
             batch = {"input_ids": data[idx], "padding_mask": torch.zeros(8, 32, dtype=torch.bool)}
         loss, stats = model(batch)
+        stats = host_values(stats)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -450,7 +453,7 @@ def test_tiny_run_loss_falls_without_collapse(modality):
     losses, stats, _ = train(model, modality, 30)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, losses
-    assert stats["target_std"].item() > 0.3  # the targets still differ between tokens
+    assert stats["target_std"] > 0.3  # the targets still differ between tokens
 
 
 @pytest.mark.parametrize("modality", ["vision", "text"])
