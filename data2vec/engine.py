@@ -218,6 +218,7 @@ class Run:
     trainable: list = field(default_factory=list)
     health: Health | None = None  # the health pass's probe data and guard (None = off)
     health_in_a_row: int = 0  # health passes past a threshold in a row, from the checkpoint
+    seconds_this_launch: float = 0.0  # wall-clock of the updates taken since this launch (the console's ETA)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -349,13 +350,23 @@ def log_step(run: Run, step: int, lr: float, stats: dict, hook_stats: dict, seco
         run.log.write(record)
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.4g}", lr=f"{lr:.2e}")
+        run.seconds_this_launch += seconds
         if not cfg.quiet and bar.disable and cfg.log_every and ((step + 1) % cfg.log_every == 0
                                                                 or step == run.start_step):
-            shown = ("tau", "target_std", "pred_std", "explained_variance")
-            extras = " ".join(f"{k} {record[k]:.4g}" for k in shown if k in record)
-            print(f"step {step + 1}/{cfg.steps} loss {stats['loss']:.4g} lr {lr:.3g} "
-                  f"{record['throughput']:.1f} samples/s {extras}".rstrip(), flush=True)
+            print(console_line(run, step, lr, record), flush=True)
     return record
+
+
+def console_line(run: Run, step: int, lr: float, record: dict) -> str:
+    """The line printed every `log_every` updates where no progress bar is shown (output to a file or a pipe):
+    progress, speed and the time left at this launch's mean speed, then the loss and the target statistics."""
+    done = step + 1 - run.start_step  # updates taken since this launch
+    rate = done / max(run.seconds_this_launch, 1e-9)  # updates per second
+    left = (run.cfg.steps - step - 1) / rate
+    shown = ("tau", "target_std", "pred_std", "explained_variance")
+    extras = " ".join(f"{k} {record[k]:.4g}" for k in shown if k in record)
+    return (f"step {step + 1}/{run.cfg.steps} ({rate:.2f} updates/s, ETA {int(left) // 60}:{int(left) % 60:02d}) "
+            f"loss {record['loss']:.4g} lr {lr:.3g} {record['throughput']:.1f} samples/s {extras}").rstrip()
 
 
 def stop_if_diverged(run: Run, step: int) -> None:

@@ -268,6 +268,7 @@ def finetune(
     quiet: bool = False,
     test_set: Dataset | None = None,
     resume: bool = False,
+    split_names: tuple[str, str] = ("evaluation", "test"),
 ) -> dict:
     """Fine-tune `model` (a TaskModel) on `train_set`, evaluate on `eval_set` every `cfg.eval_every` epochs.
 
@@ -277,6 +278,7 @@ def finetune(
     selects the epoch, and the summary's "test" holds the test metrics of the selected and of the last weights.
     resume: continue from `<out_dir>/checkpoint/` when there is one (the same data and configuration; a
     difference raises ValueError naming it); without one, or with resume=False, the run starts from epoch 1.
+    split_names: what the console lines call `eval_set` and `test_set` (e.g. "validation", "GLUE dev").
     """
     cfg.validate()
     out_dir = Path(out_dir)
@@ -382,7 +384,7 @@ def finetune(
                                     extra={"epoch": epoch, "metrics": metrics})
             if not quiet:
                 shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-                print(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {shown}"
+                print(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  {split_names[0]}: {shown}"
                       f"{'  (best)' if is_best else ''}", flush=True)
             # the resume point: everything the next epoch needs to continue as if the run had never stopped
             save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, step=step, config=run_identity,
@@ -405,8 +407,9 @@ def finetune(
             test["best_epoch_on_test"] = {"epoch": top["epoch"], **{k.removeprefix("test_"): v for k, v in top.items()
                                                                     if k.startswith("test_")}}
         if not quiet:
-            print(f"test ({len(test_set)} examples): {cfg.main_metric} {selected[cfg.main_metric]:.2f} at the "
-                  f"selected epoch {best['epoch']}, {last[cfg.main_metric]:.2f} at the last", flush=True)
+            print(f"{split_names[1]} ({len(test_set)} examples): {cfg.main_metric} "
+                  f"{selected[cfg.main_metric]:.2f} at the selected epoch {best['epoch']}, "
+                  f"{last[cfg.main_metric]:.2f} at the last", flush=True)
     summary = {
         "main_metric": cfg.main_metric,
         "best": best,

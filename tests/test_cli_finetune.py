@@ -111,6 +111,7 @@ def test_finetune_val_fraction_picks_the_epoch_on_held_out_training_data(tmp_pat
     data = _write_sst2(tmp_path / "glue")
     args = _tiny_args(tmp_path, tokenizer_dir, "sst2val")
     args[args.index("--epochs") + 1] = "3"
+    args.remove("--quiet")  # the epoch lines are checked below
     rc = main(["finetune", "--task", "sst2", "--data", str(data), "--lr", "1e-3", "--val-fraction", "0.25"] + args)
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "sst2val" / "metrics.json").read_text())
@@ -119,7 +120,12 @@ def test_finetune_val_fraction_picks_the_epoch_on_held_out_training_data(tmp_pat
     test = metrics["test"]
     assert test["selected"]["epoch"] == chosen["epoch"] and test["last"]["epoch"] == 3 and test["examples"] == 16
     assert metrics["best_is"] == "selected on a validation split"
-    assert "at the epoch chosen on validation" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "GLUE dev at the epoch chosen on validation" in out
+    # every line names its split: the epochs are scored on validation, dev.tsv once, and never called "test"
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 3 and all("validation: accuracy" in line for line in epochs), epochs
+    assert "GLUE dev (16 examples): score" in out and not any(line.startswith("test") for line in out.splitlines())
     assert main(["finetune", "--task", "sst2", "--data", str(data), "--val-fraction", "1.5"] + args) == 2
     assert "--val-fraction must lie in (0, 1)" in capsys.readouterr().err
 

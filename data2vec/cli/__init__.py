@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="data2vec",
         description="data2vec from scratch: self-supervised pretraining (data2vec, BERT, DINO), fine-tuning "
-        "and probing on one Transformer core. Run `data2vec demo` for a 5-minute tour on the CPU.",
+        "and probing on one Transformer core. Run `data2vec demo` for a tour on the CPU (a few minutes, no download).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in _available_modules():

@@ -55,6 +55,7 @@ from .compare_records import (
     write_json,
 )
 from .errors import CliError, HelpFormatter
+from .flags import add_device_and_threads
 
 FLOORS = ("random", "pixels", "supervised")  # arms that are not pretraining methods
 
@@ -441,9 +442,11 @@ def run_comparison(cfg: CompareConfig) -> dict:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "compare",
-        help="pretrain data2vec, data2vec 2.0 and DINO at an equal wall-clock budget on one image data set and "
-        "compare them (k-NN, linear probe, few-label fine-tuning) against random init, raw pixels and supervised",
-        description="Equal-budget comparison of self-supervised methods on one image data set. Each method's "
+        help="pretrain several methods at an equal budget and compare them against the floors: on an image data set "
+        "(k-NN, linear probe, few-label fine-tuning; data2vec, data2vec 2.0, DINO) or a text corpus (--modality text: "
+        "GLUE, SQuAD/XQuAD; BERT, data2vec, data2vec 2.0)",
+        description="Equal-budget comparison of self-supervised methods on an image data set (described here) or, "
+        "with --modality text, a text corpus scored on GLUE and SQuAD/XQuAD (see --glue). Each method's "
         "seconds per update are measured once, its update count fixed to fill --budget-minutes, and every encoder "
         "is scored with the same protocols; the floors (random init, raw pixels, supervised from scratch with the "
         "pretraining + fine-tuning time) are always included. Writes OUT/<arm>/seed<k>/<protocol>.json, "
@@ -502,10 +505,8 @@ def add_parser(sub) -> None:
                    help="only rebuild OUT/summary.json, the tables and the plots from OUT's results files")
     p.add_argument("--quick", action="store_true",
                    help="a smoke version on digits: 1 seed, ~10 s per method, small fine-tuning; a few minutes")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads; pin it (e.g. 1) when other work shares the machine, so the calibrated "
-                   "seconds per update hold for the whole run")
+    add_device_and_threads(p, threads_help="torch CPU threads (default: torch's choice); pin it (e.g. 1) when "
+                           "other work shares the machine, so the calibrated seconds per update hold for the whole run")
     from .compare_text import add_text_arguments
 
     add_text_arguments(p)

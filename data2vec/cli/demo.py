@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CliError, HelpFormatter
+from .flags import add_device_and_threads, apply_threads
 
 
 @dataclass
@@ -167,7 +168,7 @@ def build_method(name: str, cfg: DemoConfig):
     return method, collate
 
 
-def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: bool) -> dict:
+def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: bool, device: str = "cpu") -> dict:
     """Pretrain one method with engine.pretrain; returns {"backbone", "seconds", "final_loss", "metrics"}."""
     import shutil
 
@@ -189,7 +190,8 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     lr = recipe.lr if recipe.lr is not None else cfg.lr
     pcfg = PretrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, min_lr=lr / 100,
                           warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=recipe.betas,
-                          clip_norm=3.0, seed=cfg.seed, device="cpu", quiet=True, plots=True, log_every=0,
+                          clip_norm=3.0, seed=cfg.seed, device=device, quiet=quiet, plots=True,
+                          log_every=max(1, cfg.steps // 10),  # a line per tenth where no progress bar shows
                           find_unused_parameters=METHODS[name].find_unused_parameters)
     t0 = time.time()
     summary = pretrain(method, data, pcfg, run_dir, collate_fn=collate,
@@ -221,13 +223,13 @@ def evaluate_features(train_x, train_y, test_x, test_y, cfg: DemoConfig) -> dict
     return res
 
 
-def pooled_features(backbone, images, labels):
+def pooled_features(backbone, images, labels, device: str = "cpu"):
     """(mean-pooled patch features (N, D), labels) of images (N, C, H, W), in chunks of 512 (shared with
     benchmarks/v1_vs_v2.py, which scores with the demo's protocol)."""
     from ..probe import extract_features
 
-    return extract_features(backbone, [{"images": images[i : i + 512], "labels": labels[i : i + 512]}
-                                       for i in range(0, len(images), 512)], pooling="mean")
+    return extract_features(backbone.to(device), [{"images": images[i : i + 512], "labels": labels[i : i + 512]}
+                                                  for i in range(0, len(images), 512)], pooling="mean", device=device)
 
 
 # ---- report ----------------------------------------------------------------------------------------------
@@ -311,19 +313,18 @@ def add_parser(sub) -> None:
                    "'dino' (adds about a minute), 'data2vec' (v1, about three minutes), 'data2vec2'")
     p.add_argument("--label-seeds", type=int, default=None, help="random label subsets per budget (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, masks, data order and label subsets")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice, usually the number of cores)")
+    add_device_and_threads(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from .common import choose_device
+
     t_start = time.time()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CliError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    device = choose_device(args.device)
+    apply_threads(args.threads)
     overrides = {"seed": args.seed}
     if args.steps is not None:
         if args.steps < 2:
@@ -348,9 +349,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"data2vec demo: scikit-learn digits, {len(train_x)} unlabeled training images (8x8, grey), "
           f"{len(test_x)} test images")
     print(f"encoder: ViT {cfg.depth} blocks x {cfg.dim} wide, {cfg.patch_size}x{cfg.patch_size} patches "
-          f"({(8 // cfg.patch_size) ** 2} tokens + CLS); torch threads: {torch.get_num_threads()}")
+          f"({(8 // cfg.patch_size) ** 2} tokens + CLS); device {device}, torch threads: {torch.get_num_threads()}")
     print("pretraining (labels unused):", flush=True)
-    trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False) for name in (cfg.method,) + baselines}
+    trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False, device=device)
+               for name in (cfg.method,) + baselines}
 
     print("evaluating frozen features (mean-pooled patch tokens):", flush=True)
     from ..backbone import build_backbone
@@ -362,8 +364,8 @@ def run(args: argparse.Namespace) -> int:
     t_eval = time.time()
     encoders = [("random init (no training)", random_encoder)] + [(n, t["backbone"]) for n, t in trained.items()]
     for name, model in encoders:
-        fx_train, _ = pooled_features(model, train_x, train_y)
-        fx_test, _ = pooled_features(model, test_x, test_y)
+        fx_train, _ = pooled_features(model, train_x, train_y, device)
+        fx_test, _ = pooled_features(model, test_x, test_y, device)
         rows[name] = evaluate_features(fx_train, ytr, fx_test, yte, cfg)
     rows["raw pixels (reference)"] = evaluate_features(train_x.flatten(1).numpy(), ytr, test_x.flatten(1).numpy(),
                                                        yte, cfg)
@@ -389,6 +391,7 @@ def run(args: argparse.Namespace) -> int:
         "eval_seconds": round(eval_seconds, 2),
         "wall_time_s": round(elapsed, 2),
         "torch_threads": torch.get_num_threads(),
+        "device": device,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.txt").write_text(table + "\n")

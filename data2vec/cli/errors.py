@@ -14,6 +14,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if action.default is None or action.default is argparse.SUPPRESS or action.default is False \
-                or "default" in text.lower() or action.default == []:
+                or "default" in text.lower() or action.default in ([], ""):
             return text
         return super()._get_help_string(action)

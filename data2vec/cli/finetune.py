@@ -19,17 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import (
-    Init,
-    check_channels,
-    choose_device,
-    image_splits,
-    load_init,
-    load_text_tokenizer,
-    seeded_subset,
-    vision_init,
-)
 from .errors import CliError, HelpFormatter
+from .flags import add_device_and_threads, apply_threads
 
 TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 TASKS = TEXT_TASKS + ("squad", "xquad", "image")
@@ -120,7 +111,7 @@ def add_parser(sub) -> None:
                    "every evaluation): rerun the interrupted command with --resume and it ends with the weights and "
                    "scores an uninterrupted run would have. The options must be the same (--device may change); "
                    "without a checkpoint the run starts from epoch 1")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_device_and_threads(p)
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     p.set_defaults(run=run)
 
@@ -129,7 +120,10 @@ def add_parser(sub) -> None:
 
 
 def _check_positive(args) -> None:
+    from .common import choose_device  # imports torch: kept out of `data2vec --help`
+
     args.device = choose_device(args.device)
+    apply_threads(args.threads)
     if args.val_fraction is not None and not 0 < args.val_fraction < 1:
         raise CliError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}; fix: e.g. 0.1")
     if args.val_fraction is not None and args.task in ("squad", "xquad"):
@@ -177,11 +171,12 @@ def _finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, *
     from ..finetune import finetune
 
     train_part, val_part = split_validation(train_set, args.val_fraction, args.seed)
+    scored = "GLUE dev" if args.task in TEXT_TASKS else "test"  # the split the task is reported on
     if val_part is None:
         return finetune(model, train_set, eval_set, cfg, args.out, metric_fn, quiet=args.quiet, resume=args.resume,
-                        **kwargs)
+                        split_names=(scored, scored), **kwargs)
     return finetune(model, train_part, val_part, cfg, args.out, metric_fn, quiet=args.quiet, test_set=eval_set,
-                    resume=args.resume, **kwargs)
+                    resume=args.resume, split_names=("validation", scored), **kwargs)
 
 
 def _shown(metrics: dict) -> str:
@@ -195,7 +190,8 @@ def _finish(args, summary: dict) -> int:
     main = summary.get("main_metric")
     test = summary.get("test")
     if test:
-        print(f"finetune {args.task}: evaluation split at the epoch chosen on validation "
+        scored = "GLUE dev" if args.task in TEXT_TASKS else "test"
+        print(f"finetune {args.task}: {scored} at the epoch chosen on validation "
               f"({test['selected']['epoch']}): {_shown(test['selected'])}; at the last epoch: {_shown(test['last'])}")
     else:
         print(f"finetune {args.task}: best epoch {best.get('epoch')} ({main}): {_shown(best)} (picked on the split it "
@@ -208,6 +204,8 @@ def _finish(args, summary: dict) -> int:
 
 def _text_backbone(args, default_preset_overrides: dict | None = None):
     """Init + tokenizer for text tasks; a random init takes the vocabulary size from the tokenizer."""
+    from .common import load_init, load_text_tokenizer
+
     if args.init is None:
         tokenizer = load_text_tokenizer(args.tokenizer, None)
         style_overrides = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
@@ -251,6 +249,7 @@ def _run_glue(args) -> int:
     from tasks.text import glue
 
     from ..heads import SequenceClassificationHead, TaskModel
+    from .common import seeded_subset
 
     args.out = args.out or f"runs/finetune-{args.task}"
     args.max_length = args.max_length or 128
@@ -284,7 +283,7 @@ def _run_glue(args) -> int:
     return _finish(args, summary)
 
 
-def _maybe_load_head(model, init: Init) -> None:
+def _maybe_load_head(model, init) -> None:
     """Restore a fine-tuned head (from a <out>/best checkpoint) when its tensors fit the new head exactly."""
     if not init.head_state:
         return
@@ -403,7 +402,7 @@ def _run_squad(args) -> int:
     if args.eval_only:
         return _evaluate_only(args, model, eval_feats, collate, metric_fn, cfg, info)
     summary = finetune(model, train_feats, eval_feats, cfg, args.out, metric_fn, collate_fn=collate, run_info=info,
-                       quiet=args.quiet, resume=args.resume)
+                       quiet=args.quiet, resume=args.resume, split_names=(Path(eval_name).name,) * 2)
     return _finish(args, summary)
 
 
@@ -415,6 +414,7 @@ def _run_image(args) -> int:
 
     from ..finetune import FinetuneConfig
     from ..heads import ImageClassificationHead, TaskModel
+    from .common import check_channels, image_splits, seeded_subset, vision_init
 
     args.out = args.out or "runs/finetune-image"
     init, size = vision_init(args.data, args.init, args.preset, args.image_size, args.seed)

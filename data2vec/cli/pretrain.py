@@ -11,6 +11,7 @@ import argparse
 import json
 
 from .errors import CliError, HelpFormatter
+from .flags import add_device_and_threads, apply_threads
 from .methods import METHODS, PRETRAINING_METHODS, get_method
 
 PRESETS = ("tiny", "mini", "small", "base")
@@ -61,7 +62,7 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-norm", type=float, default=None, help="gradient-norm clipping (0 = off; default text 5, "
                    "vision 3, bert 1)")
     p.add_argument("--seed", type=int, default=1, help="seeds init, data order, masks and augmentation")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (under torchrun: each rank's GPU)")
+    add_device_and_threads(p)
     p.add_argument("--save-every", type=int, default=0,
                    help="checkpoint every N updates (0 = at the end and on Ctrl-C/SIGTERM only); the checkpoint is "
                    "replaced atomically, so an interrupted save never corrupts it")
@@ -203,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     user = _parse_sets(args.set)
     check_sets(spec, user)
     device = choose_device(args.device)
+    apply_threads(args.threads)
     out, resuming = prepare_run_dir(args.out, args.resume)  # --resume without a checkpoint starts afresh
     rank, _, world = dist_utils.init_distributed(device, timeout_s=args.dist_timeout)
     defaults = spec.optim[modality]

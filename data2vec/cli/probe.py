@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CliError, HelpFormatter
+from .flags import add_device_and_threads, apply_threads
 
 
 def add_parser(sub) -> None:
@@ -64,7 +65,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random encoder (without --init), the subsets and the probe's CV folds")
     p.add_argument("--out", default="runs/probe", help="output folder for metrics.json")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_device_and_threads(p)
     p.set_defaults(run=run)
 
 
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_channels, choose_device, dataset_labels, image_splits, seeded_subset, vision_init
 
     args.device = choose_device(args.device)
+    apply_threads(args.threads)
 
     for name in ("k", "batch_size", "label_seeds", "labels_per_class", "max_train_examples", "max_eval_examples"):
         value = getattr(args, name)
