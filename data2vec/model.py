@@ -232,7 +232,7 @@ REDUCED: dict[str, dict] = {  # tiny / mini / small: what changes from RECIPES a
         # instance norm per layer (over tokens, per channel: data2vec 2.0's text choice) instead of layer norm:
         # it removes the direction all tokens share from the targets. With layer norm, 300 mini updates on
         # python-docs left the tokens anisotropic (mean cosine 0.66 between tokens vs 0.16) and SST-2
-        # fine-tuning at chance (50.9 % vs 67.8 %); see README "Differences"
+        # fine-tuning at chance (50.9 % vs 67.8 %); see docs/differences.md
         layer_norm="instance",
     ),
     "vision": dict(

@@ -560,7 +560,7 @@ assert abs(sel.float().mean() - 0.15) < 0.01 and abs(to_mask - 0.8) < 0.02
 # again. (That is the paper's recipe, which we chose above with `layer_norm="layer"`. The reduced text
 # presets default to `"instance"`: each channel normalised over the real tokens of its sentence, which
 # removes the direction all tokens share; at small scale layer-norm targets let the token outputs drift
-# towards one direction. The README's "Differences" section has the measurement.) Padded positions
+# towards one direction. `docs/differences.md` has the measurement.) Padded positions
 # never enter the loss. The loss is Smooth L1 with $\beta = 4$, **summed**
 # over the $D$ features and averaged over the selected tokens. The text encoder has dropout 0.1, so for
 # an exact comparison with `model(batch)` we put the model in eval mode (the teacher always is).

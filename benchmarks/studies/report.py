@@ -1,8 +1,8 @@
 """Regenerate every study's summary, tables and plots from its committed results files, and the tables in
-benchmarks/studies/README.md and the project's README.md.
+benchmarks/studies/README.md and docs/studies.md.
 
-    python benchmarks/studies/report.py           # rewrite summary.json, table.md/.txt, plots/ and the README blocks
-    python benchmarks/studies/report.py --check   # write nothing to the READMEs; exit 1 if a block is out of date
+    python benchmarks/studies/report.py           # rewrite summary.json, table.md/.txt, plots/ and the page blocks
+    python benchmarks/studies/report.py --check   # write nothing to the pages; exit 1 if a block is out of date
 
 A study is a folder of `benchmarks/results/studies/` that holds `data2vec compare` results
 (`<arm>/seed<k>/<protocol>.json`). A README carries a study's tables between the markers `<!-- table:NAME -->`
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "studies"
-READMES = (Path(__file__).resolve().parent / "README.md", ROOT / "README.md")
+READMES = (Path(__file__).resolve().parent / "README.md", ROOT / "docs" / "studies.md")  # the pages with blocks
 
 
 def studies(results: Path) -> list[Path]:
