@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .common import (
@@ -149,11 +150,25 @@ def run(args: argparse.Namespace) -> int:
 
     _check_positive(args)
     set_seed(args.seed)  # before any model is built: the new task head's initial weights come from --seed
-    if args.task == "image":
-        return _run_image(args)
-    if args.task in ("squad", "xquad"):
-        return _run_squad(args)
-    return _run_glue(args)
+    try:
+        if args.task == "image":
+            return _run_image(args)
+        if args.task in ("squad", "xquad"):
+            return _run_squad(args)
+        return _run_glue(args)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main exits 130 / 143): say what was kept
+        _say_how_to_continue(args)
+        raise
+
+
+def _say_how_to_continue(args) -> None:
+    """After a signal: where the last evaluated epoch's state is, and the command that continues from it."""
+    from ..finetune import CHECKPOINT
+
+    ckpt = Path(args.out or ".") / CHECKPOINT
+    if args.out and not args.eval_only and (ckpt.is_dir() or ckpt.with_name(f"{CHECKPOINT}.old").is_dir()):
+        print(f"finetune: stopped; {ckpt} holds the last evaluated epoch: continue with the same command and "
+              "--resume", file=sys.stderr, flush=True)
 
 
 def split_validation(train_set, fraction: float | None, seed: int):
