@@ -92,6 +92,9 @@ def test_a_copied_text_run_resumes_to_the_uninterrupted_result(corpus, tmp_path,
     copy = tmp_path / "elsewhere" / "copy"
     assert main(text_args(corpus, copy, "--resume")) == 0
     assert losses(copy) == losses(tmp_path / "full") and same_weights(copy, tmp_path / "full")
+    # the copy exports with the tokenizer it carries (convert and --init find it next to the weights)
+    assert main(["convert", "--to-hf", str(copy), "--out", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (copy / "tokenizer" / "tokenizer.json").read_bytes()
     # naming the run's own tokenizer (the fix an older message offered) is the same as leaving it out
     assert main(text_args(corpus, tmp_path / "copy2", "--resume", "--tokenizer", str(tmp_path / "copy2" /
                                                                                      "tokenizer"))) == 0
@@ -219,3 +222,20 @@ def test_a_signalled_pretrain_process_exits_128_plus_the_signal_then_resumes(cor
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(losses(tmp_path / "cut")) == steps
+
+
+def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatch, capsys):
+    real = data2vec.engine.log_step
+
+    def log_then_ctrl_c(run, step, *args, **kwargs):
+        record = real(run, step, *args, **kwargs)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # a first Ctrl-C: the update finishes, the checkpoint is saved
+        return record
+
+    monkeypatch.setattr(data2vec.engine, "log_step", log_then_ctrl_c)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec",
+                 "--out", str(out)]) == 130
+    assert "stopped by SIGINT while pretraining data2vec2" in capsys.readouterr().err
+    assert not (out / "results.json").exists() and not (out / "pretrain-data2vec").exists()

@@ -44,7 +44,9 @@ def add_parser(sub) -> None:
         "finetune",
         help="fine-tune on GLUE, SQuAD/XQuAD or images (evaluation each epoch, best checkpoint kept)",
         description="Fine-tune a pretrained (or random) backbone with a task head; evaluates after every epoch, "
-        "keeps the best epoch in <out>/best and writes <out>/metrics.json and <out>/eval.jsonl.",
+        "keeps the best epoch in <out>/best and writes <out>/metrics.json and <out>/eval.jsonl. Ctrl-C or SIGTERM "
+        "stops it with exit status 130 / 143 (0 = finished, 2 = bad input), keeping the last evaluated epoch in "
+        "<out>/checkpoint: the same command with --resume continues (the run folder may have been moved).",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--task", required=True, choices=TASKS,
