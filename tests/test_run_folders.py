@@ -239,3 +239,54 @@ def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatc
                  "--out", str(out)]) == 130
     assert "stopped by SIGINT while pretraining data2vec2" in capsys.readouterr().err
     assert not (out / "results.json").exists() and not (out / "pretrain-data2vec").exists()
+
+
+def _workers(pid: int) -> list[int]:
+    """The child processes of `pid` (torchrun's workers), read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow  # three torchrun launches of 2 processes (~40 s)
+def test_under_torchrun_a_sigterm_ends_the_job_nonzero_and_a_worker_stopped_alone_is_relaunched(corpus, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    steps = 40
+
+    def torchrun(out):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "--max-restarts", "3", "-m", "data2vec",
+                *text_args(corpus, out, "--resume", "--dist-timeout", "30", steps=steps)]
+
+    def start_and_wait(out, updates):
+        """torchrun started, returned once `updates` updates are logged."""
+        proc = subprocess.Popen(torchrun(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline, metrics = time.time() + 300, out / "metrics.jsonl"
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= updates:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before the signal was sent"
+        return proc
+
+    # a scheduler's SIGTERM to torchrun: forwarded to the workers, which save; the job ends non-zero, no relaunch
+    proc = start_and_wait(tmp_path / "job", 2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "stopped by SIGTERM" in stdout, stderr[-3000:]
+    assert 2 <= len(losses(tmp_path / "job")) < steps
+    assert (tmp_path / "job" / "checkpoint" / "model.safetensors").is_file()
+    # a SIGTERM to one worker alone: both save and exit 143, torchrun relaunches them and the run resumes to the end
+    proc = start_and_wait(tmp_path / "job", len(losses(tmp_path / "job")) + 2)
+    os.kill(_workers(proc.pid)[-1], signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped by SIGTERM" in stdout and len(losses(tmp_path / "job")) == steps
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["steps_done"] == steps
