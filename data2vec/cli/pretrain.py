@@ -284,7 +284,7 @@ def keep_legacy_tokenizer_entry(data_info: dict, out) -> dict:
 
     try:
         saved = json.loads((resolve_checkpoint(Path(out) / "checkpoint") / CONFIG).read_text(encoding="utf-8"))
-    except (FileNotFoundError, OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # no checkpoint, or an unreadable config.json
         return data_info  # load_checkpoint reports a missing or corrupt file with its fix
     saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
     entry = saved_data.get("tokenizer")
