@@ -187,7 +187,6 @@ def agreed_signal(run: Run, stop: StopFlag) -> str:
     return signal.Signals(agreed).name
 
 
-
 # ---- the run's state --------------------------------------------------------------------------------
 VOLATILE_KEYS = ("steps", "save_every", "log_every", "quiet", "plots", "device", "compile", "num_workers",
                  "max_nonfinite", "health_every", "health_probe_size", "health_max_anisotropy",
