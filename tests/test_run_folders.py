@@ -134,6 +134,9 @@ def test_a_moved_vision_run_resumes_loads_and_exports(tmp_path, monkeypatch):
     shutil.move(moved, tmp_path / "moved-again")
     assert main(["probe", "--init", str(tmp_path / "moved-again"), "--data", "digits", "--method", "knn",
                  "--out", str(tmp_path / "probe"), "--device", "cpu"]) == 0
+    assert main(["finetune", "--task", "image", "--init", str(tmp_path / "moved-again"), "--data", "digits",
+                 "--epochs", "1", "--max-train-examples", "32", "--max-eval-examples", "16", "--out",
+                 str(tmp_path / "ft"), "--quiet"]) == 0
     assert main(["convert", "--to-hf", str(tmp_path / "moved-again"), "--out", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "config.json").is_file()
 
