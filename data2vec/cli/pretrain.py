@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
         "saves a checkpoint; rerun the same command with --resume to continue exactly where it stopped (the run "
         "folder may have been copied or moved: paths inside it are stored relative to it). Exit status: 0 finished, "
         "130 / 143 stopped by Ctrl-C / SIGTERM with its checkpoint saved (so `pretrain ... && finetune ...` stops "
-        "there; under torchrun --max-restarts a worker stopped alone counts as failed and is relaunched, resuming), "
+        "there; under torchrun a signal to torchrun reaches every worker and ends the job non-zero, while a worker "
+        "stopped alone counts as failed and --max-restarts relaunches it, resuming), "
         "2 bad input or a run stopped by a guard (divergence, collapse). "
         "Multi-GPU: torchrun --nproc_per_node 8 -m data2vec pretrain ... (the global batch is "
         "batch-size x grad-accum x processes).",
