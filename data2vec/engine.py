@@ -178,6 +178,14 @@ class StopFlag:
         return False
 
 
+def agreed_signal(run: Run, stop: StopFlag) -> str:
+    """The name of the signal that stops the run, the same on every rank (one all-reduce, only when stopping):
+    SIGTERM when any rank got one (a scheduler's), else SIGINT. A rank that got none learns it from the others,
+    so every process reports the same summary and exit status."""
+    number = float(signal.Signals[stop.signal_name]) if stop.signal_name else 0.0
+    agreed = int(dist_utils.all_reduce_max(torch.tensor(number, device=run.device)))
+    return signal.Signals(agreed).name
+
 
 # ---- the run's state --------------------------------------------------------------------------------
 VOLATILE_KEYS = ("steps", "save_every", "log_every", "quiet", "plots", "device", "compile", "num_workers",
@@ -264,7 +272,7 @@ def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, 
                 stop_if_collapsed(run, step)
                 stop_if_diverged(run, step)
                 if stop_now:
-                    stopped_by = stop.signal_name or "signal on another rank"
+                    stopped_by = agreed_signal(run, stop)
                     save(run, step + 1, "signal")
                     break
                 maybe_save(run, step)

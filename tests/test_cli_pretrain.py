@@ -74,7 +74,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(corpus, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 0, stderr[-2000:]
+    assert proc.returncode == 143, stderr[-2000:]  # 128 + SIGTERM: the run is unfinished, its checkpoint saved
     done = len(losses(out))
     assert 2 <= done < steps, "the run finished before SIGTERM arrived"
     assert "--resume" in stdout

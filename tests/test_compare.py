@@ -451,8 +451,9 @@ def test_an_interrupted_pretraining_is_not_scored(tmp_path, monkeypatch):
         return summary if len(calls) == 1 else {**summary, "stopped_by": "SIGTERM", "steps_done": 1}  # 1 = calibration
 
     monkeypatch.setattr(data2vec.engine, "pretrain", interrupted)
-    with pytest.raises(CliError, match="stopped by SIGTERM .* rerun the same command"):
+    with pytest.raises(CliError, match="stopped by SIGTERM .* rerun the same command") as stopped:
         pretrain_arm(cfg, "data2vec", 1, data)
+    assert stopped.value.exit_code == 143  # `data2vec compare` exits 128 + SIGTERM
     assert not result_path(cfg, "data2vec", 1, "pretrain").exists()
 
 

@@ -314,6 +314,7 @@ def test_an_interrupted_pretraining_writes_no_results_file(tmp_path, monkeypatch
     (tmp_path / "out" / "calibration.json").write_text(json.dumps(
         {"bert": {**calibration_key(cfg, "bert"), "s_per_update": 0.1, "steps": 50}}))
     monkeypatch.setattr(data2vec.engine, "pretrain", lambda *a, **k: {"stopped_by": "SIGTERM", "steps_done": 3})
-    with pytest.raises(CliError, match="stopped by SIGTERM after update 3 of 50"):
+    with pytest.raises(CliError, match="stopped by SIGTERM after update 3 of 50") as stopped:
         pretrain_text_arm(cfg, "bert", 1, None, tok)
+    assert stopped.value.exit_code == 143  # `data2vec compare` exits 128 + SIGTERM
     assert not result_path(cfg, "bert", 1, "pretrain").exists()

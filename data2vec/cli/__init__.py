@@ -7,6 +7,9 @@ are wired together; nothing else in `data2vec/` imports `tasks/` or `baselines/`
 
 Bad input never ends in a bare traceback: a `CliError` (or a ValueError / FileNotFoundError raised by
 the library's own checks) is printed as one line `data2vec <command>: error: ...` and the exit code is 2.
+A command stopped by Ctrl-C (SIGINT) or SIGTERM exits 130 or 143 (128 + the signal's number), after saving
+what it can: pretraining finishes its update and saves a checkpoint; elsewhere the signal stops the command
+where it is (fine-tuning keeps the checkpoint of its last evaluated epoch).
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
-from .errors import CliError
+from .errors import CliError, Interrupted, signal_exit_code
 
 SUBCOMMANDS = ("pretrain", "finetune", "probe", "compare", "demo", "convert")
 
@@ -50,6 +56,28 @@ def one_line(error: BaseException) -> str:
     return text
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised as an exception, as Python raises Ctrl-C: the command stops where it is, its `finally`
+    blocks run, and `main` exits 143. The pretraining loop installs its own handler (finish the update, save)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextmanager
+def sigterm_raises():
+    """Within the block, SIGTERM raises `Terminated` (only the main thread can install a handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.run(args) or 0)
+        with sigterm_raises():
+            return int(args.run(args) or 0)
+    except Interrupted as error:  # stopped by a signal after saving: the message says how to continue
+        print(f"data2vec {args.command}: {one_line(error)}", file=sys.stderr)
+        return error.exit_code
     except (CliError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
         print(f"data2vec {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"data2vec {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        name = "SIGTERM" if isinstance(error, Terminated) else "SIGINT"
+        print(f"data2vec {args.command}: interrupted ({name})", file=sys.stderr)
+        return signal_exit_code(name)

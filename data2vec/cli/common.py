@@ -59,6 +59,16 @@ def prepare_run_dir(out: str | Path, resume: bool) -> tuple[Path, bool]:
     return out, resume and has_ckpt
 
 
+def run_path(path: str | Path, out: str | Path) -> str:
+    """`path` as a run's config.json records it: relative to the run folder `out` when it lies inside it, else as
+    given. A copied or moved run folder then still matches its checkpoint's configuration on --resume, while a
+    path outside it (the --data corpus) keeps telling a real change of input apart."""
+    try:
+        return Path(path).resolve().relative_to(Path(out).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def positive(name: str, value, allow_zero: bool = False):
     if value is None:
         return value
@@ -95,17 +105,19 @@ def build_text_data(data: str | Path, out: Path, *, tokenizer: str | None, vocab
 
     files = text_files(data)
     own = out / "tokenizer"
+    if tokenizer is not None and resume and run_path(tokenizer, out) in ("tokenizer", "tokenizer/tokenizer.json"):
+        tokenizer = None  # --tokenizer naming the run's own copy: the same as leaving it out
     if tokenizer is not None:
         tok = load_tokenizer(require_path(tokenizer, "tokenizer", "pass --tokenizer a tokenizer.json or its folder"))
-        source, trained = str(tokenizer), False
+        source, trained = run_path(tokenizer, out), False
         if not resume:
             tok.save(own)  # the run folder carries its tokenizer, so `finetune --init OUT` finds it
     elif resume and (own / "tokenizer.json").is_file():
-        tok, source, trained = load_tokenizer(own), str(own), True
+        tok, source, trained = load_tokenizer(own), run_path(own, out), True
     else:
         tok = train_tokenizer(files, kind="bpe", vocab_size=vocab_size)  # byte-level BPE on --data
         tok.save(own)
-        source, trained = str(own), True
+        source, trained = run_path(own, out), True
     dataset = TokenBlockDataset([str(f) for f in files], tok, block_size=seq_len, cache_dir=out / "cache")
     if len(dataset) == 0:
         raise CliError(f"{data} produced no text blocks; fix: pass a file with some text in it")

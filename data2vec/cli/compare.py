@@ -54,7 +54,7 @@ from .compare_records import (
     say,
     write_json,
 )
-from .errors import CliError, HelpFormatter
+from .errors import CliError, HelpFormatter, Interrupted
 from .flags import add_device_and_threads
 
 FLOORS = ("random", "pixels", "supervised")  # arms that are not pretraining methods
@@ -281,10 +281,13 @@ def calibrate(cfg: CompareConfig, name: str, image_size: int, in_chans: int) -> 
     run_dir = Path(cfg.runs) / f"calibrate-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     say(f"calibrating {name}: {n} updates at batch {cfg.batch_size}")
-    pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0, warmup_steps=1),
-             run_dir, collate_fn=collate)
+    summary = pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0,
+                                                        warmup_steps=1), run_dir, collate_fn=collate)
     times = [step_seconds(r, cfg.clock) for r in read_metrics(run_dir / "metrics.jsonl")][2:]
     shutil.rmtree(run_dir, ignore_errors=True)
+    if summary["stopped_by"]:  # a signal stopped it: store nothing, the next launch measures again
+        raise Interrupted(f"the calibration of {name} was stopped by {summary['stopped_by']}; rerun the same command "
+                          "to continue (finished results are kept)", summary["stopped_by"])
     s_per_update = float(np.median(times))
     load = calibration_load(cfg, name)
     steps = max(10, int(cfg.budget_s // s_per_update))
@@ -341,9 +344,9 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
         return None
     wall = time.time() - t0
     if final.get("stopped_by"):  # Ctrl-C / SIGTERM: the checkpoint is saved; a half-trained encoder is not scored
-        raise CliError(f"pretraining of {name} seed {seed} stopped by {final['stopped_by']} after update "
-                       f"{final.get('steps_done')} of {steps}; fix: rerun the same command to continue from the "
-                       "checkpoint (finished results are kept)")
+        raise Interrupted(f"pretraining of {name} seed {seed} stopped by {final['stopped_by']} after update "
+                          f"{final.get('steps_done')} of {steps}; fix: rerun the same command to continue from the "
+                          "checkpoint (finished results are kept)", final["stopped_by"])
     records = read_metrics(run_dir / "metrics.jsonl")
     clock = np.cumsum([step_seconds(r, cfg.clock) for r in records])  # budget seconds since the start (no health)
     every = max(1, len(records) // 200)

@@ -70,7 +70,7 @@ from .compare_records import (
     say,
     write_json,
 )
-from .errors import CliError
+from .errors import CliError, Interrupted
 
 TEXT_METHODS = ("bert", "data2vec", "data2vec2")  # registry names this comparison pretrains
 TEXT_TASKS = ("sst2", "stsb", "mrpc", "rte", "cola")  # DESIGN section 8: SST-2 and STS-B carry the signal
@@ -296,13 +296,13 @@ def calibrate_text(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
     run_dir = Path(cfg.runs) / f"calibrate-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     say(f"calibrating {name}: {n} updates at batch {cfg.batch_size} x {cfg.seq_len} tokens")
-    pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0, warmup_steps=1),
-             run_dir)
+    summary = pretrain(method, dataset, pretrain_config(cfg, optim, n, 0, spec, plots=False, health_every=0,
+                                                        warmup_steps=1), run_dir)
     times = [step_seconds(r, cfg.clock) for r in read_metrics(run_dir / "metrics.jsonl")][2:]
     shutil.rmtree(run_dir, ignore_errors=True)
-    if len(times) < cfg.calibration_steps:  # a signal stopped it: store nothing, the next launch measures again
-        raise CliError(f"the calibration of {name} was interrupted after {len(times) + 2} of {n} updates; fix: rerun "
-                       "the same command")
+    if summary["stopped_by"]:  # a signal stopped it: store nothing, the next launch measures again
+        raise Interrupted(f"the calibration of {name} was stopped by {summary['stopped_by']} after {len(times) + 2} "
+                          f"of {n} updates; fix: rerun the same command", summary["stopped_by"])
     s_per_update = float(np.median(times))
     load = calibration_load(cfg, name)
     steps = max(10, int(cfg.budget_s // s_per_update))
@@ -352,9 +352,9 @@ def pretrain_text_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok
         say(f"{name} seed {seed}: stopped by the health guard ({error}); evaluating the encoder as it stands")
     wall = time.time() - t0
     if final.get("stopped_by"):  # Ctrl-C / SIGTERM: the checkpoint is saved, pretrain.json must wait for the end
-        raise CliError(f"pretraining {name} seed {seed} stopped by {final['stopped_by']} after update "
-                       f"{final.get('steps_done')} of {steps}; fix: rerun the same command to continue from its "
-                       "checkpoint")
+        raise Interrupted(f"pretraining {name} seed {seed} stopped by {final['stopped_by']} after update "
+                          f"{final.get('steps_done')} of {steps}; fix: rerun the same command to continue from its "
+                          "checkpoint", final["stopped_by"])
     records = read_metrics(run_dir / "metrics.jsonl")
     clock = np.cumsum([step_seconds(r, cfg.clock) for r in records])  # budget seconds since the start (no health)
     wall_clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # health included

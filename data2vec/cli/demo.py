@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CliError, HelpFormatter
+from .errors import CliError, HelpFormatter, Interrupted
 from .flags import add_device_and_threads, apply_threads
 
 
@@ -198,6 +198,9 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
                        run_config={"method": name, "data": "sklearn digits (train pool)",
                                    "demo": dataclasses.asdict(cfg)})
     seconds = time.time() - t0
+    if summary["stopped_by"]:  # Ctrl-C / SIGTERM: a half-trained encoder is not scored
+        raise Interrupted(f"stopped by {summary['stopped_by']} while pretraining {name}; the demo starts afresh on "
+                          "every run: rerun it", summary["stopped_by"])
     records = read_metrics(run_dir / "metrics.jsonl")
     if not quiet:
         print(f"  {name:10s} {cfg.steps} updates in {seconds:5.1f} s, final loss {summary.get('final_loss'):.4g}",

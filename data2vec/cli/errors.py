@@ -1,8 +1,26 @@
-"""The one exception type the CLI turns into a one-line error message and exit code 2."""
+"""The one exception type the CLI turns into a one-line error message and exit code 2, and the exit status of a
+command stopped by a signal (`Interrupted`, `signal_exit_code`)."""
+
+import signal
 
 
 class CliError(Exception):
     """Bad input from the user: the message names the problem and the fix."""
+
+
+def signal_exit_code(signal_name: str) -> int:
+    """128 + the signal's number (SIGINT 130, SIGTERM 143): the status a shell reports for a process ended by that
+    signal, so that `data2vec pretrain ... && data2vec finetune ...` stops after an interrupted run."""
+    return 128 + int(signal.Signals[signal_name])
+
+
+class Interrupted(CliError):
+    """A command stopped by SIGINT/SIGTERM after saving what it had; the message says how to continue, the exit
+    status is `signal_exit_code` (a CliError, so callers that catch those still stop on it)."""
+
+    def __init__(self, message: str, signal_name: str):
+        super().__init__(message)
+        self.exit_code = signal_exit_code(signal_name)
 
 
 import argparse  # noqa: E402  (kept next to the one class that needs it)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .errors import CliError, HelpFormatter
@@ -34,7 +35,9 @@ def add_parser(sub) -> None:
         "finetune",
         help="fine-tune on GLUE, SQuAD/XQuAD or images (evaluation each epoch, best checkpoint kept)",
         description="Fine-tune a pretrained (or random) backbone with a task head; evaluates after every epoch, "
-        "keeps the best epoch in <out>/best and writes <out>/metrics.json and <out>/eval.jsonl.",
+        "keeps the best epoch in <out>/best and writes <out>/metrics.json and <out>/eval.jsonl. Ctrl-C or SIGTERM "
+        "stops it with exit status 130 / 143 (0 = finished, 2 = bad input), keeping the last evaluated epoch in "
+        "<out>/checkpoint: the same command with --resume continues (the run folder may have been moved).",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--task", required=True, choices=TASKS,
@@ -143,11 +146,25 @@ def run(args: argparse.Namespace) -> int:
 
     _check_positive(args)
     set_seed(args.seed)  # before any model is built: the new task head's initial weights come from --seed
-    if args.task == "image":
-        return _run_image(args)
-    if args.task in ("squad", "xquad"):
-        return _run_squad(args)
-    return _run_glue(args)
+    try:
+        if args.task == "image":
+            return _run_image(args)
+        if args.task in ("squad", "xquad"):
+            return _run_squad(args)
+        return _run_glue(args)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main exits 130 / 143): say what was kept
+        _say_how_to_continue(args)
+        raise
+
+
+def _say_how_to_continue(args) -> None:
+    """After a signal: where the last evaluated epoch's state is, and the command that continues from it."""
+    from ..finetune import CHECKPOINT
+
+    ckpt = Path(args.out or ".") / CHECKPOINT
+    if args.out and not args.eval_only and (ckpt.is_dir() or ckpt.with_name(f"{CHECKPOINT}.old").is_dir()):
+        print(f"finetune: stopped; {ckpt} holds the last evaluated epoch: continue with the same command and "
+              "--resume", file=sys.stderr, flush=True)
 
 
 def split_validation(train_set, fraction: float | None, seed: int):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import CliError, HelpFormatter
+from .errors import CliError, HelpFormatter, signal_exit_code
 from .flags import add_device_and_threads, apply_threads
 from .methods import METHODS, PRETRAINING_METHODS, get_method
 
@@ -22,7 +22,12 @@ def add_parser(sub) -> None:
         "pretrain", help="self-supervised pretraining (data2vec, BERT, DINO) on text or images",
         description="Pretrain a method on unlabelled data, writing OUT/metrics.jsonl (one line per update), "
         "OUT/config.json, OUT/plots/*.png and OUT/checkpoint/ (safetensors + optimiser state). Ctrl-C or SIGTERM "
-        "saves a checkpoint; rerun the same command with --resume to continue exactly where it stopped. "
+        "saves a checkpoint; rerun the same command with --resume to continue exactly where it stopped (the run "
+        "folder may have been copied or moved: paths inside it are stored relative to it). Exit status: 0 finished, "
+        "130 / 143 stopped by Ctrl-C / SIGTERM with its checkpoint saved (so `pretrain ... && finetune ...` stops "
+        "there; under torchrun a signal to torchrun reaches every worker and ends the job non-zero, while a worker "
+        "stopped alone counts as failed and --max-restarts relaunches it, resuming), "
+        "2 bad input or a run stopped by a guard (divergence, collapse). "
         "Multi-GPU: torchrun --nproc_per_node 8 -m data2vec pretrain ... (the global batch is "
         "batch-size x grad-accum x processes).",
         formatter_class=HelpFormatter)
@@ -222,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
                 vocab = args.vocab_size or enc.vocab_size
                 dataset, tok, data_info = build_text_data(args.data, out, tokenizer=args.tokenizer, vocab_size=vocab,
                                                           seq_len=args.seq_len, resume=resuming or rank > 0)
+                if resuming:
+                    data_info = keep_legacy_tokenizer_entry(data_info, out)
                 derived = text_overrides(tok)
             else:
                 size = args.image_size or enc.image_size
@@ -257,8 +264,8 @@ def run(args: argparse.Namespace) -> int:
     run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
                   "data": data_info, "overrides": user}
     try:
-        pretrain(method, dataset, cfg, out, resume=resuming, collate_fn=collate, run_config=run_config,
-                 health_data=knn)
+        summary = pretrain(method, dataset, cfg, out, resume=resuming, collate_fn=collate, run_config=run_config,
+                           health_data=knn)
         # leave the process group together (only after a run that finished on every rank: on an error path the
         # others may be gone); a rank tearing gloo down while another still used it aborted once in ~25 runs here
         dist_utils.barrier()
@@ -266,4 +273,25 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     finally:
         dist_utils.cleanup()
-    return 0
+    # stopped by a signal: the engine saved and printed how to continue; the status says the run is unfinished
+    return signal_exit_code(summary["stopped_by"]) if summary["stopped_by"] else 0
+
+
+def keep_legacy_tokenizer_entry(data_info: dict, out) -> dict:
+    """Run folders written before paths inside them were stored relative to them recorded a tokenizer trained on
+    --data as `<out>/tokenizer`, with --out as it was given then. Such an entry names the run's own tokenizer
+    wherever the folder now is, so it is kept (the checkpoint's config then matches and the run resumes)."""
+    from pathlib import Path
+
+    from ..checkpoint import CONFIG, resolve_checkpoint
+
+    try:
+        saved = json.loads((resolve_checkpoint(Path(out) / "checkpoint") / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no checkpoint, or an unreadable config.json
+        return data_info  # load_checkpoint reports a missing or corrupt file with its fix
+    saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    entry = saved_data.get("tokenizer")
+    if (data_info.get("tokenizer_trained_on_data") and saved_data.get("tokenizer_trained_on_data")
+            and isinstance(entry, str) and len(Path(entry).parts) > 1 and Path(entry).name == "tokenizer"):
+        return {**data_info, "tokenizer": entry}
+    return data_info

@@ -1,0 +1,295 @@
+"""Run folders that travel, and the exit status of interrupted runs.
+
+A pretraining or fine-tuning run folder that was copied or moved elsewhere resumes there and ends bit-exact with
+an uninterrupted run (paths inside a run folder are stored relative to it); a moved run folder still loads as
+`--init` and exports with `convert`; a real change of configuration is still refused. A run stopped by SIGTERM /
+Ctrl-C saves, says how to continue and exits 143 / 130 (128 + the signal's number), so `pretrain && finetune`
+stops there; the same command with --resume then finishes and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import data2vec.engine
+import data2vec.finetune
+from data2vec.cli import main
+
+WORDS = "the cat sat on a mat while dogs ran over hills and birds sang in green trees near old rivers".split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    with open(path, "w") as fh:
+        for _ in range(20):
+            for _ in range(6):
+                fh.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + ".\n")
+            fh.write("\n")
+    return path
+
+
+def text_args(corpus, out, *extra, steps=8):
+    return ["pretrain", "--method", "data2vec", "--modality", "text", "--preset", "tiny", "--data", str(corpus),
+            "--steps", str(steps), "--batch-size", "4", "--seq-len", "32", "--seed", "2", "--out", str(out),
+            "--device", "cpu", "--quiet", "--health-every", "0", *extra]
+
+
+def vision_args(out, *extra, steps=6):
+    return ["pretrain", "--method", "data2vec", "--modality", "vision", "--preset", "tiny", "--data", "digits",
+            "--image-size", "8", "--steps", str(steps), "--batch-size", "4", "--warmup-steps", "1", "--seed", "3",
+            "--out", str(out), "--device", "cpu", "--quiet", "--health-every", "0", *extra]
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def same_weights(a, b) -> bool:
+    """The checkpoints of run folders a and b hold the same tensors, bit for bit."""
+    wa, wb = (load_file(str(run / "checkpoint" / "model.safetensors")) for run in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def sigterm_after_update(monkeypatch, update: int) -> None:
+    """SIGTERM to this process once update `update` is logged: the loop finishes the next update, saves, stops."""
+    real = data2vec.engine.log_step
+
+    def log_then_signal(run, step, *args, **kwargs):
+        record = real(run, step, *args, **kwargs)
+        if step + 1 == update:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return record
+
+    monkeypatch.setattr(data2vec.engine, "log_step", log_then_signal)
+
+
+# ---- pretraining run folders that were copied or moved ---------------------------------------------------------
+def test_a_copied_text_run_resumes_to_the_uninterrupted_result(corpus, tmp_path, monkeypatch, capsys):
+    assert main(text_args(corpus, tmp_path / "full")) == 0
+    with monkeypatch.context() as patch:
+        sigterm_after_update(patch, 2)
+        assert main(text_args(corpus, tmp_path / "cut")) == 143  # stopped by SIGTERM, checkpoint saved
+    assert "--resume" in capsys.readouterr().out and 2 <= len(losses(tmp_path / "cut")) < 8
+    config = json.loads((tmp_path / "cut" / "checkpoint" / "config.json").read_text())
+    assert config["data"]["tokenizer"] == "tokenizer"  # inside the run folder: stored relative to it
+    assert config["data"]["path"] == str(corpus)  # outside it: as given
+    shutil.copytree(tmp_path / "cut", tmp_path / "elsewhere" / "copy")
+    shutil.copytree(tmp_path / "cut", tmp_path / "copy2")
+    shutil.rmtree(tmp_path / "cut")  # nothing may still point at the original folder
+    copy = tmp_path / "elsewhere" / "copy"
+    assert main(text_args(corpus, copy, "--resume")) == 0
+    assert losses(copy) == losses(tmp_path / "full") and same_weights(copy, tmp_path / "full")
+    # the copy exports with the tokenizer it carries (convert and --init find it next to the weights)
+    assert main(["convert", "--to-hf", str(copy), "--out", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (copy / "tokenizer" / "tokenizer.json").read_bytes()
+    # naming the run's own tokenizer (the fix an older message offered) is the same as leaving it out
+    assert main(text_args(corpus, tmp_path / "copy2", "--resume", "--tokenizer", str(tmp_path / "copy2" /
+                                                                                     "tokenizer"))) == 0
+    assert losses(tmp_path / "copy2") == losses(tmp_path / "full")
+
+
+def test_a_real_change_of_configuration_is_still_refused(corpus, tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as patch:
+        sigterm_after_update(patch, 1)
+        assert main(text_args(corpus, tmp_path / "cut")) == 143
+    shutil.copytree(tmp_path / "cut", tmp_path / "copy")
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text())
+    capsys.readouterr()
+    assert main(text_args(other, tmp_path / "copy", "--resume")) == 2  # another corpus
+    err = capsys.readouterr().err
+    assert "data.path" in err and "fix:" in err and len(err.strip().splitlines()) == 1
+    assert main(text_args(corpus, tmp_path / "copy", "--resume", "--seq-len", "16")) == 2  # another block size
+    assert "seq_len" in capsys.readouterr().err
+    assert main(text_args(corpus, tmp_path / "copy", "--resume", "--tokenizer", str(tmp_path / "cut" /
+                                                                                    "tokenizer"))) == 2
+    assert "tokenizer" in capsys.readouterr().err  # a tokenizer from elsewhere is not the run's own
+
+
+def test_a_moved_vision_run_resumes_loads_and_exports(tmp_path, monkeypatch):
+    assert main(vision_args(tmp_path / "full")) == 0
+    with monkeypatch.context() as patch:
+        sigterm_after_update(patch, 2)
+        assert main(vision_args(tmp_path / "cut")) == 143
+    assert len(losses(tmp_path / "cut")) < 6
+    moved = tmp_path / "archive" / "moved"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "cut", moved)
+    assert main(vision_args(moved, "--resume")) == 0
+    assert losses(moved) == losses(tmp_path / "full") and same_weights(moved, tmp_path / "full")
+    # the moved run folder serves as --init and exports to the HuggingFace layout
+    shutil.move(moved, tmp_path / "moved-again")
+    assert main(["probe", "--init", str(tmp_path / "moved-again"), "--data", "digits", "--method", "knn",
+                 "--out", str(tmp_path / "probe"), "--device", "cpu"]) == 0
+    assert main(["finetune", "--task", "image", "--init", str(tmp_path / "moved-again"), "--data", "digits",
+                 "--epochs", "1", "--max-train-examples", "32", "--max-eval-examples", "16", "--out",
+                 str(tmp_path / "ft"), "--quiet"]) == 0
+    assert main(["convert", "--to-hf", str(tmp_path / "moved-again"), "--out", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file()
+
+
+def test_a_run_folder_written_before_relative_paths_still_resumes(corpus, tmp_path, monkeypatch):
+    """Older run folders recorded the tokenizer trained on --data as `<out>/tokenizer`, --out as given then."""
+    assert main(text_args(corpus, tmp_path / "full")) == 0
+    with monkeypatch.context() as patch:
+        sigterm_after_update(patch, 2)
+        assert main(text_args(corpus, tmp_path / "old")) == 143
+    for path in (tmp_path / "old" / "config.json", tmp_path / "old" / "checkpoint" / "config.json"):
+        config = json.loads(path.read_text())
+        config["data"]["tokenizer"] = "runs/old/tokenizer"
+        path.write_text(json.dumps(config))
+    shutil.move(tmp_path / "old", tmp_path / "renamed")
+    assert main(text_args(corpus, tmp_path / "renamed", "--resume")) == 0
+    assert losses(tmp_path / "renamed") == losses(tmp_path / "full")
+
+
+# ---- fine-tuning ---------------------------------------------------------------------------------------------
+def finetune_args(out, *extra):
+    return ["finetune", "--task", "image", "--data", "digits", "--preset", "tiny", "--epochs", "3", "--batch-size",
+            "16", "--lr", "1e-3", "--max-train-examples", "64", "--max-eval-examples", "32", "--seed", "4",
+            "--out", str(out), "--quiet", *extra]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_an_interrupted_finetune_exits_128_plus_the_signal_and_a_copy_resumes(tmp_path, monkeypatch, capsys, sig,
+                                                                              status):
+    assert main(finetune_args(tmp_path / "full")) == 0
+    expected = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    real, calls = data2vec.finetune.predict, []
+
+    def predict_then_signal(*args, **kwargs):  # the signal arrives while epoch 2 is scored: epoch 1 is saved
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(data2vec.finetune, "predict", predict_then_signal)
+        assert main(finetune_args(tmp_path / "cut")) == status
+    err = capsys.readouterr().err
+    assert f"interrupted ({sig.name})" in err and "--resume" in err
+    shutil.copytree(tmp_path / "cut", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "cut")
+    assert main(finetune_args(tmp_path / "copy", "--resume")) == 0
+    got = json.loads((tmp_path / "copy" / "metrics.json").read_text())
+    drop = ("elapsed_s",)
+    assert ([{k: v for k, v in r.items() if k not in drop} for r in got["history"]]
+            == [{k: v for k, v in r.items() if k not in drop} for r in expected["history"]])
+    assert same_weights(tmp_path / "copy", tmp_path / "full")
+
+
+# ---- the exit status of a signalled pretraining process -------------------------------------------------------
+def _stop_with(sig, corpus, out, steps=40):
+    """Start `data2vec pretrain` in a subprocess, send `sig` once two updates are logged; -> (status, stdout)."""
+    proc = subprocess.Popen([sys.executable, "-m", "data2vec", *text_args(corpus, out, steps=steps)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    metrics = out / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal was sent"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=240)
+    return proc.returncode, stdout, stderr
+
+
+@pytest.mark.slow  # two subprocess runs of the CLI and their resumption (~10 s)
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signalled_pretrain_process_exits_128_plus_the_signal_then_resumes(corpus, tmp_path, sig, status):
+    steps = 40
+    code, stdout, stderr = _stop_with(sig, corpus, tmp_path / "cut", steps)
+    assert code == status, stderr[-2000:]
+    assert f"stopped by {sig.name}" in stdout and "--resume" in stdout
+    assert (tmp_path / "cut" / "checkpoint" / "model.safetensors").is_file()
+    assert 2 <= len(losses(tmp_path / "cut")) < steps, "the run finished before the signal arrived"
+    # a shell's `&&` stops after the interrupted run; the same command with --resume finishes it and exits 0
+    shell = subprocess.run(["sh", "-c", f"exit {code}"], check=False)
+    assert shell.returncode == status
+    resumed = subprocess.run([sys.executable, "-m", "data2vec", *text_args(corpus, tmp_path / "cut", "--resume",
+                                                                            steps=steps)],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(losses(tmp_path / "cut")) == steps
+
+
+def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatch, capsys):
+    real = data2vec.engine.log_step
+
+    def log_then_ctrl_c(run, step, *args, **kwargs):
+        record = real(run, step, *args, **kwargs)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # a first Ctrl-C: the update finishes, the checkpoint is saved
+        return record
+
+    monkeypatch.setattr(data2vec.engine, "log_step", log_then_ctrl_c)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec",
+                 "--out", str(out)]) == 130
+    assert "stopped by SIGINT while pretraining data2vec2" in capsys.readouterr().err
+    assert not (out / "results.json").exists() and not (out / "pretrain-data2vec").exists()
+
+
+def _workers(pid: int) -> list[int]:
+    """The child processes of `pid` (torchrun's workers), read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow  # three torchrun launches of 2 processes (~40 s)
+def test_under_torchrun_a_sigterm_ends_the_job_nonzero_and_a_worker_stopped_alone_is_relaunched(corpus, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    steps = 40
+
+    def torchrun(out):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "--max-restarts", "3", "-m", "data2vec",
+                *text_args(corpus, out, "--resume", "--dist-timeout", "30", steps=steps)]
+
+    def start_and_wait(out, updates):
+        """torchrun started, returned once `updates` updates are logged."""
+        proc = subprocess.Popen(torchrun(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline, metrics = time.time() + 300, out / "metrics.jsonl"
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= updates:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before the signal was sent"
+        return proc
+
+    # a scheduler's SIGTERM to torchrun: forwarded to the workers, which save; the job ends non-zero, no relaunch
+    proc = start_and_wait(tmp_path / "job", 2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "stopped by SIGTERM" in stdout, stderr[-3000:]
+    assert 2 <= len(losses(tmp_path / "job")) < steps
+    assert (tmp_path / "job" / "checkpoint" / "model.safetensors").is_file()
+    # a SIGTERM to one worker alone: both save and exit 143, torchrun relaunches them and the run resumes to the end
+    proc = start_and_wait(tmp_path / "job", len(losses(tmp_path / "job")) + 2)
+    os.kill(_workers(proc.pid)[-1], signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped by SIGTERM" in stdout and len(losses(tmp_path / "job")) == steps
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())["steps_done"] == steps
