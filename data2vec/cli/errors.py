@@ -1,4 +1,9 @@
-"""The one exception type the CLI turns into a one-line error message and exit code 2."""
+"""The one exception type the CLI turns into a one-line error message and exit code 2, and the help texts the
+subcommands share (kept here, away from torch, so that `data2vec --help` stays fast)."""
+
+# the help of --overwrite, the same on every command that refuses an --out holding a result
+OVERWRITE_HELP = ("replace the result already in --out: the files this command writes there are deleted first "
+                  "(other files are left alone); without it such a folder is refused")
 
 
 class CliError(Exception):

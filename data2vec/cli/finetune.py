@@ -26,10 +26,12 @@ from .common import (
     image_splits,
     load_init,
     load_text_tokenizer,
+    prepare_run_dir,
+    removed_on_failure,
     seeded_subset,
     vision_init,
 )
-from .errors import CliError, HelpFormatter
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter
 
 TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 TASKS = TEXT_TASKS + ("squad", "xquad", "image")
@@ -114,12 +116,15 @@ def add_parser(sub) -> None:
     p.add_argument("--max-eval-examples", type=int, default=None,
                    help="evaluate on only this many examples (a seeded random subset): for quick runs")
     p.add_argument("--seed", type=int, default=1, help="random seed (data order, head init, dropout)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/finetune-<task>)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: runs/finetune-<task>); one that holds a result is refused unless "
+                   "--resume or --overwrite")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last evaluated epoch (<out>/checkpoint/, written after "
                    "every evaluation): rerun the interrupted command with --resume and it ends with the weights and "
                    "scores an uninterrupted run would have. The options must be the same (--device may change); "
                    "without a checkpoint the run starts from epoch 1")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     p.set_defaults(run=run)
@@ -148,12 +153,15 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import set_seed
 
     _check_positive(args)
-    set_seed(args.seed)  # before any model is built: the new task head's initial weights come from --seed
-    if args.task == "image":
-        return _run_image(args)
-    if args.task in ("squad", "xquad"):
-        return _run_squad(args)
-    return _run_glue(args)
+    args.out = args.out or f"runs/finetune-{args.task}"
+    with removed_on_failure(args.out, "finetune"):  # a launch that fails before training leaves no folder behind
+        prepare_run_dir(args.out, "finetune", resume=args.resume, overwrite=args.overwrite, can_resume=True)
+        set_seed(args.seed)  # before any model is built: the new task head's initial weights come from --seed
+        if args.task == "image":
+            return _run_image(args)
+        if args.task in ("squad", "xquad"):
+            return _run_squad(args)
+        return _run_glue(args)
 
 
 def split_validation(train_set, fraction: float | None, seed: int):
@@ -221,12 +229,11 @@ def _text_backbone(args, default_preset_overrides: dict | None = None):
             raise CliError(f"the tokenizer has {tokenizer.vocab_size} tokens but the encoder only "
                            f"{init.encoder_config.vocab_size}; fix: use the tokenizer the model was pretrained with")
     cfg = init.encoder_config
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    tokenizer.save(Path(args.out) / "tokenizer")  # so that <out>/best works as --init on its own
     limit = cfg.max_positions - cfg.position_offset
     if args.max_length > limit:
         raise CliError(f"--max-length {args.max_length} exceeds the encoder's {limit} positions; fix: use "
                        f"--max-length {limit} or less")
+    tokenizer.save(Path(args.out) / "tokenizer")  # so that <out>/best works as --init on its own
     return init, tokenizer
 
 
@@ -252,7 +259,6 @@ def _run_glue(args) -> int:
 
     from ..heads import SequenceClassificationHead, TaskModel
 
-    args.out = args.out or f"runs/finetune-{args.task}"
     args.max_length = args.max_length or 128
     spec = glue.get_task(args.task)
     eval_split = "dev_matched" if spec.name == "mnli" else "dev"
@@ -370,7 +376,6 @@ def _run_squad(args) -> int:
     from ..finetune import finetune
     from ..heads import QuestionAnsweringHead, TaskModel
 
-    args.out = args.out or f"runs/finetune-{args.task}"
     args.max_length = args.max_length or 384
     train_articles, eval_articles, eval_name = _squad_files(args)
     train_articles = squad.limit_questions(train_articles, args.max_train_examples, args.seed)
@@ -416,7 +421,6 @@ def _run_image(args) -> int:
     from ..finetune import FinetuneConfig
     from ..heads import ImageClassificationHead, TaskModel
 
-    args.out = args.out or "runs/finetune-image"
     init, size = vision_init(args.data, args.init, args.preset, args.image_size, args.seed)
     cfg_enc = init.encoder_config
     train_set, eval_set, num_classes, in_chans = image_splits(args.data, size, args.seed)

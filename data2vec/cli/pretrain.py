@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import CliError, HelpFormatter
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter
 from .methods import METHODS, PRETRAINING_METHODS, get_method
 
 PRESETS = ("tiny", "mini", "small", "base")
@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
                    "170k words, built on first use: for trying the pipeline, far too small to learn much); "
                    "vision: 'digits' (bundled with scikit-learn), a CIFAR-10 or MNIST "
                    "folder, or an image folder <root>/<class>/<image>")
-    p.add_argument("--out", required=True, help="run folder (created); must not hold a run unless --resume")
+    p.add_argument("--out", required=True,
+                   help="run folder (created); one that holds a run is refused unless --resume or --overwrite")
     p.add_argument("--steps", type=int, default=1000, help="optimiser updates; tiny runs need a few hundred to move")
     p.add_argument("--batch-size", type=int, default=32,
                    help="samples per process per micro-batch; when you change the global batch, scale --lr with it")
@@ -70,6 +71,7 @@ def add_parser(sub) -> None:
                    help="continue the run in --out from its checkpoint (the losses equal those of an uninterrupted "
                    "run); with no checkpoint there yet, start a new run. Put it in job scripts and torchrun "
                    "--max-restarts launches, so the same command line serves the first launch and every relaunch")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU: faster; CPU: only on recent CPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; the first step is slow)")
     p.add_argument("--dist-timeout", type=float, default=300.0,
@@ -165,19 +167,7 @@ def build_method(name: str, modality: str, preset: str, derived: dict, user: dic
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as dist_utils
-    from ..config import get_preset
-    from ..engine import PretrainConfig, TrainingAborted, pretrain
-    from .common import (
-        build_text_data,
-        build_vision_data,
-        choose_device,
-        health_knn_probe,
-        positive,
-        prepare_run_dir,
-        set_seed,
-        text_overrides,
-    )
+    from .common import choose_device, positive, removed_on_failure
 
     spec = get_method(args.method)
     if args.modality is None and len(spec.modalities) > 1:
@@ -203,7 +193,27 @@ def run(args: argparse.Namespace) -> int:
     user = _parse_sets(args.set)
     check_sets(spec, user)
     device = choose_device(args.device)
-    out, resuming = prepare_run_dir(args.out, args.resume)  # --resume without a checkpoint starts afresh
+    with removed_on_failure(args.out, "pretrain"):  # a launch that fails before training leaves no folder behind
+        return _train(args, spec, modality, user, device)
+
+
+def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: str) -> int:
+    """Claim the run folder, build the data and the method, and run the engine."""
+    from .. import distributed as dist_utils
+    from ..config import get_preset
+    from ..engine import PretrainConfig, TrainingAborted, pretrain
+    from .common import (
+        build_text_data,
+        build_vision_data,
+        health_knn_probe,
+        prepare_run_dir,
+        set_seed,
+        text_overrides,
+    )
+
+    # --resume without a checkpoint starts afresh
+    out, resuming = prepare_run_dir(args.out, "pretrain", resume=args.resume, overwrite=args.overwrite,
+                                    can_resume=True)
     rank, _, world = dist_utils.init_distributed(device, timeout_s=args.dist_timeout)
     defaults = spec.optim[modality]
     global_batch = args.batch_size * args.grad_accum * world
