@@ -381,8 +381,9 @@ def image_splits(data: str, image_size: int, seed: int, augment_train: bool = Tr
     try:
         return train_test_datasets(data, image_size, seed, augment_train=augment_train)
     except FileNotFoundError as error:
-        raise CliError(f"--data: {error}; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
-                       "(<class>/<image>)") from None
+        fix = "" if "fix:" in str(error) else ("; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
+                                               "(<class>/<image>)")
+        raise CliError(f"--data: {error}{fix}") from None
 
 
 def dataset_labels(dataset) -> np.ndarray:

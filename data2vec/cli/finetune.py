@@ -26,6 +26,7 @@ from .common import (
     image_splits,
     load_init,
     load_text_tokenizer,
+    positive,
     prepare_run_dir,
     removed_on_failure,
     seeded_subset,
@@ -140,9 +141,7 @@ def _check_positive(args) -> None:
     if args.val_fraction is not None and args.task in ("squad", "xquad"):
         raise CliError("--val-fraction is for GLUE and image tasks; fix: leave it out (squad holds out articles)")
     for name in ("epochs", "batch_size", "max_length", "max_train_examples", "max_eval_examples", "image_size"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        positive(f"--{name.replace('_', '-')}", getattr(args, name, None))
     if args.lr is not None and not args.lr > 0:
         raise CliError(f"--lr must be > 0, got {args.lr}; fix: try 2e-5 for pretrained text models")
     if args.layer_decay is not None and not 0 < args.layer_decay <= 1:
