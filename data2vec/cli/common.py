@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from ..checkpoint import set_seed  # noqa: F401  (re-exported for the subcommands)
 from ..config import EncoderConfig
 from ..devices import resolve_device
-from .errors import CliError
+from .errors import CliError, with_fix
 
 TEXT_SUFFIXES = (".txt", ".raw", ".tokens", ".text")
 PYTHON_DOCS = "python-docs"  # --data value of the built-in text corpus (tasks/text/python_docs.py)
@@ -320,7 +320,8 @@ def load_init(init: str | None, modality: str, preset: str, overrides: dict | No
         folder, kind = locate_checkpoint(init)
         model = load_pretrained(folder)
     except (ValueError, KeyError, OSError, RuntimeError) as error:
-        raise CliError(f"--init {init}: {error}") from None
+        raise CliError(with_fix(f"--init {init}: {error}", "pass a HuggingFace folder, a `data2vec pretrain` run "
+                                "folder (or its checkpoint/) or a fine-tuned <out>/best folder")) from None
     cfg = model.encoder_config
     if cfg.modality != modality:
         raise CliError(f"--init {init} is a {cfg.modality} encoder but this task needs a {modality} encoder; "

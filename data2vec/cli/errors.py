@@ -10,6 +10,11 @@ class CliError(Exception):
     """Bad input from the user: the message names the problem and the fix."""
 
 
+def with_fix(message: str, fix: str) -> str:
+    """`message`, with "; fix: <fix>" added when it does not name a fix yet (a library error passed on)."""
+    return message if "fix:" in message else f"{message}; fix: {fix}"
+
+
 import argparse  # noqa: E402  (kept next to the one class that needs it)
 
 

@@ -249,7 +249,7 @@ def _finetune_config(args, task_type: str, main_metric: str, pretrained: bool, *
         values["layer_decay"] = None
     try:
         return FinetuneConfig(**values)
-    except ValueError as error:
+    except ValueError as error:  # "FinetuneConfig.field: problem; fix: what to do"
         raise CliError(str(error)) from None
 
 
@@ -350,7 +350,7 @@ def _squad_files(args):
         eval_path = resolve(Path(args.eval_data), "--eval-data", ("dev-v1.1.json",))
     elif args.task == "xquad":
         raise CliError("--task xquad needs the XQuAD file: pass --eval-data xquad.<lang>.json or --language <code> "
-                       "with --data/--eval-data pointing at the XQuAD folder")
+                       "with --data/--eval-data pointing at the XQuAD folder; fix: add one of them")
     if args.eval_only:
         target = eval_path or resolve(data, "--data", ("dev-v1.1.json",))
         return [], load_squad(target)["data"], str(target)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import OVERWRITE_HELP, CliError, HelpFormatter
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter, with_fix
 from .methods import METHODS, PRETRAINING_METHODS, get_method
 
 PRESETS = ("tiny", "mini", "small", "base")
@@ -145,7 +145,7 @@ def check_sets(spec, user: dict) -> None:
     try:
         split_overrides(spec.config_class, user)
     except ValueError as error:
-        raise CliError(f"--set: {error}") from None
+        raise CliError(with_fix(f"--set: {error}", "use a field of the method's config or the encoder")) from None
 
 
 def method_config(name: str, modality: str, preset: str, derived: dict, user: dict):
@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
     spec = get_method(args.method)
     if args.modality is None and len(spec.modalities) > 1:
-        raise CliError(f"--method {args.method} needs --modality ({' or '.join(spec.modalities)})")
+        raise CliError(f"--method {args.method} needs --modality ({' or '.join(spec.modalities)}); fix: add "
+                       f"--modality {spec.modalities[0]} (or {' or '.join(spec.modalities[1:])})")
     modality = args.modality or spec.modalities[0]
     if modality not in spec.modalities:
         trains_on = ", ".join(f"{name}: {'/'.join(METHODS[name].modalities)}" for name in PRETRAINING_METHODS)
@@ -184,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag), allow_zero=True)
     for flag in ("health_max_anisotropy", "health_min_effective_rank"):
         if getattr(args, flag) is not None and not 0 <= getattr(args, flag) <= 1:
-            raise CliError(f"--{flag.replace('_', '-')} must be in [0, 1] (0 = off), got {getattr(args, flag)}")
+            raise CliError(f"--{flag.replace('_', '-')} must be in [0, 1] (0 = off), got {getattr(args, flag)}; "
+                           "fix: pass a fraction such as 0.6, or 0 to turn the check off")
     positive("--health-patience", args.health_patience)
     if args.health_probe_size < 2:
         raise CliError(f"--health-probe-size must be >= 2, got {args.health_probe_size}; fix: e.g. 64")
@@ -271,7 +273,8 @@ def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: st
         # others may be gone); a rank tearing gloo down while another still used it aborted once in ~25 runs here
         dist_utils.barrier()
     except TrainingAborted as error:
-        raise CliError(str(error)) from None
+        raise CliError(with_fix(str(error), "read the run's metrics.jsonl and plots/; docs/health.md lists the "
+                                "usual causes and cures (a lower --lr, a longer --warmup-steps)")) from None
     finally:
         dist_utils.cleanup()
     return 0

@@ -75,7 +75,8 @@ def _check_layer(layer: str, depth: int):
         return layer
     if layer.isdigit() and 1 <= int(layer) <= depth:
         return int(layer)
-    raise CliError(f"--layer {layer!r}: use 'final', 'auto' or a block number 1..{depth} (this encoder has {depth})")
+    raise CliError(f"--layer {layer!r} is not a layer of this encoder ({depth} blocks); fix: use 'final', 'auto' or a "
+                   f"block number 1..{depth}")
 
 
 def _features(backbone, dataset, layer, args, device):

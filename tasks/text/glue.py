@@ -131,7 +131,7 @@ def get_task(task: str) -> GlueTask:
     if key == "ax":
         return DIAGNOSTIC
     if key not in GLUE_TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; choose one of {', '.join(GLUE_TASKS)} (or 'ax')")
+        raise ValueError(f"unknown GLUE task {task!r}; fix: choose one of {', '.join(GLUE_TASKS)} (or 'ax')")
     return GLUE_TASKS[key]
 
 
@@ -201,7 +201,7 @@ def find_task_file(task: str, split: str, data_dir: str | Path) -> Path:
     fname = split_file(spec, split)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"GLUE data folder not found: {data_dir}")
+        raise FileNotFoundError(f"GLUE data folder not found: {data_dir}; fix: pass the GLUE root or the task's folder")
     wanted = _task_names(spec)
     folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and p.name.lower() in wanted)
     if data_dir.name.lower() in wanted or not folders:
@@ -212,7 +212,8 @@ def find_task_file(task: str, split: str, data_dir: str | Path) -> Path:
     folder = folders[-1] if folders[-1] != data_dir or data_dir.name.lower() in wanted else data_dir / spec.folder
     raise FileNotFoundError(
         f"GLUE {spec.folder} {split}: missing file {folder / fname}; the task folder must hold the official "
-        f"{', '.join(split_file(spec, s) for s in spec.splits)} (run GLUE's download_glue_data.py or copy them there)"
+        f"{', '.join(split_file(spec, s) for s in spec.splits)}; fix: run GLUE's download_glue_data.py or copy "
+        "them there"
     )
 
 
@@ -252,7 +253,8 @@ def load_glue(task: str, split: str, data_dir: str | Path) -> list[GlueExample]:
         elif header is None or labelled:
             cols[key] = pos if pos >= 0 else (len(header) if header else 4) + pos  # official position
         else:
-            raise ValueError(f"{path}: header {header} has no column {name!r} for {spec.folder} {split}")
+            raise ValueError(f"{path}: header {header} has no column {name!r} for {spec.folder} {split}; fix: use the "
+                             f"official {spec.folder} file")
     iidx = None
     if header is not None:
         iidx = next((header.index(n) for n in ("index", "id") if n in header), None)
@@ -322,7 +324,7 @@ def encode_glue(examples: Sequence[GlueExample], tokenizer, max_length: int = 51
         else:
             budget = max_length - tokenizer.num_special_tokens_pair
             if budget < 2:
-                raise ValueError(f"max_length={max_length} leaves no room for a pair")
+                raise ValueError(f"max_length={max_length} leaves no room for a pair; fix: raise --max-length")
             while len(a) + len(b) > budget:
                 if len(a) >= len(b):
                     a.pop()

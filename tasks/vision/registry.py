@@ -13,6 +13,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from .datasets import (
+    VISION_DATA_FIX,
     extract_archive,
     find_cifar_pickle_dir,
     find_idx,
@@ -25,10 +26,6 @@ from .datasets import (
     normalise_split,
 )
 from .transforms import eval_transform, pretrain_transform
-
-# what an image --data may be: the fix of every message about one that is not image data
-VISION_DATA_FIX = ("pass 'digits', a CIFAR-10 or MNIST folder (or archive), or an image folder <root>/<class>/<image> "
-                   "(or <root>/<split>/<class>/<image>)")
 
 
 def detect_vision_layout(path: str | Path) -> str:
