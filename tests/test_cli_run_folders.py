@@ -152,14 +152,15 @@ def test_compare_keeps_a_finished_study_of_other_settings(tmp_path, capsys):
 # ---- no debris: a launch that fails before training leaves the file system as it was --------------------------
 
 
-def _image_folder(root, broken: bool):
-    """Two classes of four 8 x 8 images; with `broken`, every image of the first class is not a PNG."""
+def _image_folder(root, broken: int):
+    """Two classes of four 8 x 8 images; the last `broken` images of the first class are not PNGs (all four: the
+    first image, which the data check reads, is broken; three: the engine's first batch meets them)."""
     for label in ("a", "b"):
         (root / label).mkdir(parents=True)
         for i in range(4):
             pixels = np.random.default_rng(i).integers(0, 255, (8, 8, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / label / f"{i}.png")
-            if broken and label == "a":
+            if label == "a" and i >= 4 - broken:
                 (root / label / f"{i}.png").write_bytes(b"this is not a png")
     return root
 
@@ -174,7 +175,9 @@ FAILURES = {  # name -> argv builder(tmp_path, out): each launch fails before it
     "pretrain: a bad path": lambda t, out: pretrain_args(t / "missing.txt", out),
     "pretrain: an empty text corpus": lambda t, out: pretrain_args(_write(t / "empty.txt", ""), out),
     "pretrain: a text file as image data": lambda t, out: vision_pretrain(_write(t / "README.md", "# hi\n"), out),
-    "pretrain: broken images": lambda t, out: vision_pretrain(_image_folder(t / "imgs", broken=True), out),
+    "pretrain: a broken first image": lambda t, out: vision_pretrain(_image_folder(t / "imgs", broken=4), out),
+    "pretrain: broken images in the first batch": lambda t, out: vision_pretrain(_image_folder(t / "imgs", broken=3),
+                                                                                 out),
     "finetune: a bad path": lambda t, out: ["finetune", "--task", "image", "--data", str(t / "nope"), "--preset",
                                             "tiny", "--out", str(out)],
     "finetune: a text file as image data": lambda t, out: ["finetune", "--task", "image", "--data",
