@@ -76,6 +76,7 @@ def _entries(out: Path, patterns: tuple[str, ...]) -> list[Path]:
 
 
 def _remove(path: Path) -> None:
+    """Delete a file, a link or a folder with everything in it."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
@@ -382,9 +383,8 @@ def image_splits(data: str, image_size: int, seed: int, augment_train: bool = Tr
     try:
         return train_test_datasets(data, image_size, seed, augment_train=augment_train)
     except FileNotFoundError as error:
-        fix = "" if "fix:" in str(error) else ("; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
-                                               "(<class>/<image>)")
-        raise CliError(f"--data: {error}{fix}") from None
+        raise CliError(with_fix(f"--data: {error}", "give 'digits', a CIFAR-10/MNIST folder or an image folder "
+                                "(<class>/<image>)")) from None
 
 
 def dataset_labels(dataset) -> np.ndarray:
