@@ -105,10 +105,9 @@ def prepare_run_dir(out: str | Path, command: str, *, resume: bool = False, over
                 _remove(path)
         found, has_ckpt = [], False
     if found and not (resume and has_ckpt):
-        fixes = ["add --resume to continue it"] if can_resume and has_ckpt else []
-        fixes += ["--overwrite to replace it", "choose another --out"]
-        raise CliError(f"{out} already holds a {command} result ({found[0].name}); fix: "
-                       f"{', '.join(fixes[:-1])}, or {fixes[-1]}")
+        flags = (["--resume to continue it"] if can_resume and has_ckpt else []) + ["--overwrite to replace it"]
+        raise CliError(f"{out} already holds a {command} result ({found[0].name}); fix: add {', '.join(flags)}, "
+                       "or choose another --out")
     if resume and not has_ckpt and os.environ.get("RANK", "0") == "0":
         print(f"{command}: --resume: {out} holds no checkpoint yet; starting a new run there", flush=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -303,7 +303,7 @@ def add_parser(sub) -> None:
                    "--quick runs/demo-quick); one that holds a demo's results is refused unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--quick", action="store_true",
-                   help="a ~30 s smoke version (30 updates, 2 label subsets): checks the pipeline, numbers not "
+                   help="a ~30 s smoke version (20 updates, 2 label subsets): checks the pipeline, numbers not "
                    "meaningful; writes to runs/demo-quick unless --out, so the full demo's results stay")
     p.add_argument("--steps", type=int, default=None,
                    help="pretraining updates (default 1000). More steps keep improving the features; the teacher's "
