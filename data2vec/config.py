@@ -26,8 +26,8 @@ INIT_SCHEMES = ("bert", "beit")
 
 # ---- helpers shared by every configuration class (EncoderConfig, Data2VecConfig, the baselines') ----
 def config_error(owner: str, field_name: str, problem: str, fix: str) -> ValueError:
-    """The one error format of every config: "Owner.field: problem; fix" (the caller raises it)."""
-    return ValueError(f"{owner}.{field_name}: {problem}; {fix}")
+    """The one error format of every config: "Owner.field: problem; fix: what to do" (the caller raises it)."""
+    return ValueError(f"{owner}.{field_name}: {problem}; {fix if fix.startswith('fix:') else 'fix: ' + fix}")
 
 
 def check_choices(config, choices: dict[str, tuple]) -> None:

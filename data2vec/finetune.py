@@ -284,9 +284,9 @@ def finetune(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(train_set) == 0:
-        raise ValueError("finetune: the training set is empty; check --data and --max-train-examples")
+        raise ValueError("finetune: the training set is empty; fix: check --data and --max-train-examples")
     if len(eval_set) == 0:
-        raise ValueError("finetune: the evaluation set is empty; check --data and --max-eval-examples")
+        raise ValueError("finetune: the evaluation set is empty; fix: check --data and --max-eval-examples")
     from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state, set_seed
 
     set_seed(cfg.seed)

@@ -165,7 +165,8 @@ def family_of(hf_config: dict) -> str:
     family = ALIASES.get(model_type, model_type)
     if family not in FAMILIES:
         raise ValueError(f"config.json has model_type={model_type!r}, which this importer does not know; "
-                         f"supported families: {FAMILIES + tuple(ALIASES)}")
+                         f"supported families: {FAMILIES + tuple(ALIASES)}; fix: point at a HuggingFace folder of one "
+                         "of them (its config.json names the model_type)")
     return family
 
 

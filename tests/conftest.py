@@ -10,9 +10,13 @@ The independent references the tests compare against (layer and instance norm, S
 the float32 parity tolerance) live in `tests/reference.py`; markers: `slow` (subprocesses, torchrun,
 notebooks, multi-second runs; `python -m pytest -m "not slow"` is the fast loop) and `gpu`. `pytest.approx`
 refuses a tensor here on every pytest version (below), so a statistic is converted where it leaves the method.
+
+Tests write only under `tmp_path`: a session that leaves a `runs/` folder in the checkout (or the working
+directory) where there was none fails, naming it (a command run with its default --out).
 """
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,3 +49,31 @@ def one_torch_thread():
     count, and a later bitwise comparison in this process would then see another reduction order."""
     yield
     torch.set_num_threads(1)
+
+
+# ---- tests write only under tmp_path ---------------------------------------------------------------------------
+_NEW_RUNS = pytest.StashKey[list]()
+
+
+def _runs_folders(config) -> set[Path]:
+    """Where a command's default --out (runs/...) would land: the checkout and the working directory."""
+    return {Path(config.rootpath) / "runs", Path.cwd() / "runs"}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_NEW_RUNS] = [p for p in _runs_folders(session.config) if not p.exists()]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when a test wrote a runs/ folder outside tmp_path. Checked once, by the process that starts
+    before and ends after every test: the only one without `workerinput` (pytest-xdist's workers have it)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    appeared = [p for p in session.config.stash.get(_NEW_RUNS, []) if p.exists()]
+    if appeared:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (f"a test wrote {appeared[0]} (files outside tmp_path); fix: pass --out under tmp_path to the "
+                   "command that wrote it, then delete that folder")
+        if reporter is not None:
+            reporter.write_line("\n" + message, red=True)  # on its own line after the progress dots
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

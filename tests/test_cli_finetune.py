@@ -212,7 +212,8 @@ def test_finetune_image_folder_with_layer_decay(tmp_path):
 
 
 def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, tokenizer_dir, capsys):
-    rc = main(["finetune", "--task", "sst2", "--data", str(tmp_path / "missing"), "--tokenizer", str(tokenizer_dir)])
+    rc = main(["finetune", "--task", "sst2", "--data", str(tmp_path / "missing"), "--tokenizer", str(tokenizer_dir),
+               "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "missing" in err[0]
     # a real checkpoint whose weights file was cut short (e.g. a copy that broke off)
@@ -227,14 +228,16 @@ def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, tokenizer_dir, ca
                               config={"method_config": {"encoder": cfg.to_dict()}})
     weights = corrupt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    rc = main(["finetune", "--task", "image", "--data", "digits", "--init", str(tmp_path / "run")])
+    rc = main(["finetune", "--task", "image", "--data", "digits", "--init", str(tmp_path / "run"),
+               "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "corrupt" in err[0] and "fix" in err[0]
-    rc = main(["finetune", "--task", "image", "--data", "digits", "--init", str(tmp_path / "nowhere")])
+    rc = main(["finetune", "--task", "image", "--data", "digits", "--init", str(tmp_path / "nowhere"),
+               "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "nowhere" in err[0]
     data = _write_sst2(tmp_path / "glue2")
     rc = main(["finetune", "--task", "sst2", "--data", str(data), "--tokenizer", str(tokenizer_dir), "--preset", "tiny",
-               "--max-length", "4096"])
+               "--max-length", "4096", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--max-length" in err[0]

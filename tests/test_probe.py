@@ -199,14 +199,14 @@ def test_probe_random_encoder_follows_seed_not_the_global_rng(tmp_path):
 def test_probe_command_bad_input_gives_one_clear_line(tmp_path, capsys):
     from data2vec.cli import main
 
-    rc = main(["probe", "--data", str(tmp_path / "nope"), "--preset", "tiny"])
+    rc = main(["probe", "--data", str(tmp_path / "nope"), "--preset", "tiny", "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "nope" in err[0] and "fix" in err[0]
     corrupt = tmp_path / "ckpt"
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{not json")
     (corrupt / "model.safetensors").write_bytes(b"garbage")
-    rc = main(["probe", "--init", str(corrupt), "--data", "digits"])
+    rc = main(["probe", "--init", str(corrupt), "--data", "digits", "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "corrupt" in err[0]
 
@@ -222,10 +222,11 @@ def test_probe_image_size_and_channel_mismatch_are_explained(tmp_path, capsys):
     holder.backbone = build_backbone(cfg)
     save_checkpoint(tmp_path / "run" / "checkpoint", model=holder, optimizer=None, step=0,
                     config={"method": {"encoder": cfg.to_dict()}})
-    rc = main(["probe", "--init", str(tmp_path / "run"), "--data", "digits", "--image-size", "6"])
+    rc = main(["probe", "--init", str(tmp_path / "run"), "--data", "digits", "--image-size", "6",
+               "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "not divisible by the encoder's patch size 4" in err[0]
-    rc = main(["probe", "--init", str(tmp_path / "run"), "--data", "digits"])  # digits are grey, 1 channel
+    rc = main(["probe", "--init", str(tmp_path / "run"), "--data", "digits", "--out", str(tmp_path / "p")])  # grey
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "1 channel(s) but the encoder expects 3" in err[0]
 
@@ -247,5 +248,5 @@ def test_probe_layer_auto_chooses_on_a_validation_split_of_the_training_images(t
     assert metrics["results"]["knn"]["features"] in candidates | {f"{c}/centred" for c in candidates}
     printed = capsys.readouterr().out
     assert f"features {metrics['results']['knn']['features']}," in printed
-    assert main(["probe", "--data", "digits", "--preset", "tiny", "--layer", "7", "--out", str(out)]) == 2
+    assert main(["probe", "--data", "digits", "--preset", "tiny", "--layer", "7", "--out", str(tmp_path / "bad")]) == 2
     assert "block number 1..2" in capsys.readouterr().err

@@ -6,10 +6,15 @@ layer is where the library (`data2vec/`), the reference methods (`baselines/`) a
 are wired together; nothing else in `data2vec/` imports `tasks/` or `baselines/`.
 
 Bad input never ends in a bare traceback: a `CliError` (or a ValueError / FileNotFoundError raised by
-the library's own checks) is printed as one line `data2vec <command>: error: ...` and the exit code is 2.
+the library's own checks) is printed as one line `data2vec <command>: error: ...` naming the problem and
+its fix, and the exit code is 2.
 A command stopped by Ctrl-C (SIGINT) or SIGTERM exits 130 or 143 (128 + the signal's number), after saving
 what it can: pretraining finishes its update and saves a checkpoint; elsewhere the signal stops the command
 where it is (fine-tuning keeps the checkpoint of its last evaluated epoch).
+
+Run folders (`common.prepare_run_dir`, `common.removed_on_failure`): no command replaces a result already in
+its --out unless asked (`--overwrite`; `--resume` continues a checkpoint where the command has it), and a
+launch that fails before training removes what it created, so a typo leaves no empty folder behind.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ so that `data2vec --help` stays fast.
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from torch.utils.data import Dataset
 from ..checkpoint import set_seed  # noqa: F401  (re-exported for the subcommands)
 from ..config import EncoderConfig
 from ..devices import resolve_device
-from .errors import CliError
+from .errors import CliError, with_fix
 
 TEXT_SUFFIXES = (".txt", ".raw", ".tokens", ".text")
 PYTHON_DOCS = "python-docs"  # --data value of the built-in text corpus (tasks/text/python_docs.py)
@@ -41,20 +43,73 @@ def require_path(path: str | Path, what: str, fix: str) -> Path:
     return path
 
 
-def prepare_run_dir(out: str | Path, resume: bool) -> tuple[Path, bool]:
-    """The run folder, and whether this launch continues a checkpoint.
+# What each command writes into --out. `result`: entries (glob patterns) whose presence means the folder holds a
+# finished or resumable result, which a new launch must not replace unasked; `outputs`: every entry the command
+# writes, which --overwrite deletes first (nothing else in the folder is touched); `progress`: files that, once
+# non-empty, show that training has started (a failed launch then keeps its folder for diagnosis or --resume).
+@dataclass(frozen=True)
+class RunOutputs:
+    result: tuple[str, ...]  # entries that make the folder a result
+    outputs: tuple[str, ...]  # entries the command writes (the result's and the run's other files)
+    progress: tuple[str, ...] = ()  # files that are non-empty once the first update is done
 
-    --resume continues the checkpoint in `out` when there is one and otherwise starts a new run (with a
-    notice), so one command line serves the first launch and every relaunch (a scheduler's requeue,
-    `torchrun --max-restarts`, a kill before the first checkpoint). Without --resume a folder that already
-    holds a checkpoint is refused: a finished or running run is never overwritten by accident."""
+
+RUN_OUTPUTS = {
+    "pretrain": RunOutputs(("checkpoint", "checkpoint.old"),
+                           ("checkpoint", "checkpoint.old", "checkpoint.tmp", "metrics.jsonl", "config.json",
+                            "summary.json", "plots", "tokenizer", "cache"), progress=("metrics.jsonl",)),
+    "finetune": RunOutputs(("metrics.json", "best", "checkpoint", "checkpoint.old"),
+                           ("metrics.json", "best", "checkpoint", "checkpoint.old", "checkpoint.tmp", "eval.jsonl",
+                            "tokenizer"), progress=("eval.jsonl",)),
+    "probe": RunOutputs(("metrics.json",), ("metrics.json",)),
+    "demo": RunOutputs(("results.json", "pretrain-*"), ("results.json", "results.txt", "plots", "pretrain-*")),
+    "convert": RunOutputs(("config.json", "model.safetensors", "pytorch_model.bin"),
+                          ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json",
+                           "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "vocab.txt",
+                           "sentencepiece.bpe.model", "added_tokens.json")),
+}
+
+
+def _entries(out: Path, patterns: tuple[str, ...]) -> list[Path]:
+    """The entries of `out` (top level) that match any of `patterns`, sorted."""
+    return sorted({p for pattern in patterns for p in out.glob(pattern)}) if out.is_dir() else []
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link or a folder with everything in it."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def prepare_run_dir(out: str | Path, command: str, *, resume: bool = False, overwrite: bool = False,
+                    can_resume: bool = False) -> tuple[Path, bool]:
+    """The run folder of `command`, and whether this launch continues a checkpoint.
+
+    A folder that already holds a result of the command (RUN_OUTPUTS) is refused, so a finished or running run
+    is never replaced by accident; --overwrite deletes that result's files first. With `can_resume` (pretrain,
+    finetune), --resume continues the checkpoint in `out` when there is one and otherwise starts a new run (with
+    a notice), so one command line serves the first launch and every relaunch (a scheduler's requeue,
+    `torchrun --max-restarts`, a kill before the first checkpoint)."""
     out = Path(out)
+    if resume and overwrite:
+        raise CliError("--resume and --overwrite contradict each other; fix: keep --resume to continue the run in "
+                       "--out, or --overwrite to replace it")
+    spec = RUN_OUTPUTS[command]
+    found = _entries(out, spec.result)
     has_ckpt = (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir()
-    if not resume and has_ckpt:
-        raise CliError(f"{out} already holds a run with a checkpoint; fix: add --resume to continue it, or choose a "
-                       "new --out folder")
+    if found and overwrite:
+        if os.environ.get("RANK", "0") == "0":
+            for path in _entries(out, spec.outputs):
+                _remove(path)
+        found, has_ckpt = [], False
+    if found and not (resume and has_ckpt):
+        flags = (["--resume to continue it"] if can_resume and has_ckpt else []) + ["--overwrite to replace it"]
+        raise CliError(f"{out} already holds a {command} result ({found[0].name}); fix: add {', '.join(flags)}, "
+                       "or choose another --out")
     if resume and not has_ckpt and os.environ.get("RANK", "0") == "0":
-        print(f"pretrain: --resume: {out} holds no checkpoint yet; starting a new run there", flush=True)
+        print(f"{command}: --resume: {out} holds no checkpoint yet; starting a new run there", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     return out, resume and has_ckpt
 
@@ -67,6 +122,39 @@ def run_path(path: str | Path, out: str | Path) -> str:
         return Path(path).resolve().relative_to(Path(out).resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+def _started(out: Path, spec: RunOutputs, before: set[str]) -> bool:
+    """Whether a launch produced something worth keeping: a result, or a progress file with content."""
+    if any(p.name not in before for p in _entries(out, spec.result)):
+        return True
+    return any((out / name).is_file() and (out / name).stat().st_size > 0 for name in spec.progress)
+
+
+@contextmanager
+def removed_on_failure(out: str | Path, command: str):
+    """Run the body; when it fails before training produced anything (`_started`), remove what this launch
+    created in `out` -- the folder itself if it did not exist, else only the entries that are new -- so that a
+    typo in --data leaves no empty or half-built run folder behind. What was there before is never touched, and
+    a run that trained keeps its folder (its metrics explain the failure; --resume continues a checkpoint). Only
+    rank 0 removes anything (the folder is shared)."""
+    out = Path(out)
+    existed = out.exists()
+    before = set(os.listdir(out)) if out.is_dir() else set()
+    new_parents = [p for p in out.parents if not p.exists()]  # created by `mkdir(parents=True)` (e.g. runs/)
+    try:
+        yield
+    except BaseException:
+        if os.environ.get("RANK", "0") == "0" and out.is_dir() and not _started(out, RUN_OUTPUTS[command], before):
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+                for parent in new_parents:  # innermost first; a parent another launch has filled since is kept
+                    with suppress(OSError):
+                        parent.rmdir()
+            else:
+                for name in set(os.listdir(out)) - before:
+                    _remove(out / name)
+        raise
 
 
 def positive(name: str, value, allow_zero: bool = False):
@@ -244,7 +332,8 @@ def load_init(init: str | None, modality: str, preset: str, overrides: dict | No
         folder, kind = locate_checkpoint(init)
         model = load_pretrained(folder)
     except (ValueError, KeyError, OSError, RuntimeError) as error:
-        raise CliError(f"--init {init}: {error}") from None
+        raise CliError(with_fix(f"--init {init}: {error}", "pass a HuggingFace folder, a `data2vec pretrain` run "
+                                "folder (or its checkpoint/) or a fine-tuned <out>/best folder")) from None
     cfg = model.encoder_config
     if cfg.modality != modality:
         raise CliError(f"--init {init} is a {cfg.modality} encoder but this task needs a {modality} encoder; "
@@ -305,8 +394,8 @@ def image_splits(data: str, image_size: int, seed: int, augment_train: bool = Tr
     try:
         return train_test_datasets(data, image_size, seed, augment_train=augment_train)
     except FileNotFoundError as error:
-        raise CliError(f"--data: {error}; fix: give 'digits', a CIFAR-10/MNIST folder or an image folder "
-                       "(<class>/<image>)") from None
+        raise CliError(with_fix(f"--data: {error}", "give 'digits', a CIFAR-10/MNIST folder or an image folder "
+                                "(<class>/<image>)")) from None
 
 
 def dataset_labels(dataset) -> np.ndarray:

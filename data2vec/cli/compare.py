@@ -532,7 +532,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_text(args)
     if args.data is None and not args.quick:
-        raise CliError("--data is required (or --quick for the digits smoke run)")
+        raise CliError("--data is required; fix: pass --data digits, a CIFAR-10/MNIST folder or an image folder, or "
+                       "--quick for the digits smoke run")
     args.dim = args.dim or 128
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     for m in methods:
@@ -547,9 +548,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--methods is empty; fix: e.g. --methods data2vec,data2vec2,dino")
     for flag in ("seeds", "dim", "depth", "heads", "batch_size"):
         if getattr(args, flag) < 1:
-            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}; fix: pass 1 or more")
     if args.budget_minutes <= 0:
-        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}; fix: e.g. --budget-minutes 15")
     if args.dim % args.heads:
         raise CliError(f"--heads {args.heads} does not divide --dim {args.dim}; fix: e.g. --dim 128 --heads 4")
     data = args.data or "digits"
@@ -562,7 +563,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--finetune-lr-grid {args.finetune_lr_grid!r}: not comma-separated numbers; fix: e.g. "
                        "--finetune-lr-grid 1e-3,3e-3,1e-2") from None
     if any(lr <= 0 for lr in lr_grid):
-        raise CliError(f"--finetune-lr-grid {args.finetune_lr_grid!r}: every lr must be > 0")
+        raise CliError(f"--finetune-lr-grid {args.finetune_lr_grid!r}: every lr must be > 0; fix: e.g. "
+                       "--finetune-lr-grid 1e-3,3e-3,1e-2")
     if args.quick and args.out == "runs/compare":
         args.out = "runs/compare-quick"  # the smoke run never mixes into a real comparison's folder
     values = dict(data=data, out=args.out, runs=args.runs or str(Path(args.out) / "runs"), methods=methods,

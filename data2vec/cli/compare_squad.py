@@ -41,7 +41,7 @@ from pathlib import Path
 from .compare_glue import text_record
 from .compare_records import result_path, say, write_json
 from .compare_text import TextCompareConfig
-from .errors import CliError
+from .errors import CliError, with_fix
 
 SPLIT_SEED = 0  # the same halves and validation articles for every arm and seed (a fixed evaluation set)
 XQUAD_LANGUAGES = ("en", "de", "es")  # the Latin-script languages issue 16 asks for at least
@@ -133,7 +133,7 @@ def read_squad(path: str, flag: str) -> list:
         raise CliError(f"{flag} {path}: no such file; fix: give SQuAD v1.1 dev-v1.1.json (and for --xquad a folder "
                        "of xquad.<lang>.json)") from None
     except ValueError as error:
-        raise CliError(f"{flag}: {error}") from None
+        raise CliError(with_fix(f"{flag}: {error}", "give the official SQuAD v1.1 / XQuAD JSON files")) from None
 
 
 def xquad_file(cfg: TextCompareConfig, lang: str) -> Path:
@@ -387,7 +387,7 @@ def squad_values(args: argparse.Namespace, arms: tuple[str, ...]) -> dict:
     for flag in ("squad_epochs", "squad_max_questions", "squad_max_length"):
         value = getattr(args, flag)
         if value is not None and value < 1:
-            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {value}; fix: pass 1 or more")
     if args.squad_lr <= 0:
         raise CliError(f"--squad-lr must be > 0, got {args.squad_lr}; fix: e.g. 1e-4")
     return dict(squad=args.squad, xquad=args.xquad, xquad_languages=languages, squad_arms=chosen,

@@ -555,15 +555,16 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
         raise CliError("--tasks is empty; fix: e.g. --tasks sst2,stsb")
     for flag in ("seeds", "dim", "depth", "heads", "batch_size", "seq_len", "vocab_size"):
         if getattr(args, flag) < 1:
-            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}; fix: pass 1 or more")
     if args.budget_minutes <= 0:
-        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}; fix: e.g. --budget-minutes 15")
     if args.dim % args.heads:
         raise CliError(f"--heads {args.heads} does not divide --dim {args.dim}; fix: e.g. --dim 256 --heads 4")
     if args.finetune_lr <= 0:
         raise CliError(f"--finetune-lr must be > 0, got {args.finetune_lr}; fix: e.g. 1e-4")
     if args.sst2_train_examples < 0:
-        raise CliError(f"--sst2-train-examples must be >= 0 (0 = all), got {args.sst2_train_examples}")
+        raise CliError(f"--sst2-train-examples must be >= 0 (0 = all), got {args.sst2_train_examples}; fix: pass 0 "
+                       "or a number of examples")
     if args.heldout and not Path(args.heldout).is_file():
         raise CliError(f"--heldout {args.heldout}: no such file; fix: give a text file held out of the corpus")
     runs = args.runs or str(Path(args.out) / "runs")
@@ -577,10 +578,10 @@ def text_config(args: argparse.Namespace) -> TextCompareConfig:
             tasks = tuple(t for t in tasks if t in ("sst2", "stsb")) or ("sst2", "stsb")
             heldout = heldout or str(Path(glue) / "heldout.txt")
     if data is None:
-        raise CliError("--modality text needs --data (the pretraining corpus: a .txt file, a folder of them or "
-                       "python-docs), or --quick")
+        raise CliError("--modality text needs --data; fix: pass the pretraining corpus (a .txt file, a folder of them "
+                       "or python-docs), or --quick")
     if glue is None:
-        raise CliError("--modality text needs --glue (the GLUE root with SST-2/, STS-B/, ...), or --quick")
+        raise CliError("--modality text needs --glue; fix: pass the GLUE root (with SST-2/, STS-B/, ...), or --quick")
     if str(data) != PYTHON_DOCS and not Path(data).exists():
         raise CliError(f"--data {data}: no such file or folder; fix: give a text corpus (.txt file or folder)")
     values = dict(data=str(data), glue=str(glue), out=args.out, runs=runs, methods=methods, tasks=tasks,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .errors import CliError, HelpFormatter
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter
 
 EXPORT_FAMILIES = ("roberta", "data2vec-text", "bert", "vit", "data2vec-vision", "beit")
 
@@ -36,7 +36,9 @@ def add_parser(sub) -> None:
                            help="a HuggingFace folder (config.json + model.safetensors or pytorch_model.bin)")
     direction.add_argument("--to-hf", metavar="OURDIR",
                            help="our checkpoint folder (convert output, finetune best/, pretrain run or checkpoint/)")
-    p.add_argument("--out", required=True, help="output folder (created; existing files are overwritten)")
+    p.add_argument("--out", required=True,
+                   help="output folder (created); one that already holds a checkpoint is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--family", choices=EXPORT_FAMILIES, default=None,
                    help="--to-hf layout: roberta/data2vec-text for our text encoders (bert for position_offset 0), "
                    "data2vec-vision/beit for relative-bias + layer-scale encoders, vit for learned positions. "
@@ -48,25 +50,43 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .common import prepare_run_dir, removed_on_failure
+
+    source = Path(args.from_hf or args.to_hf)
+    if source.exists() and Path(args.out).resolve() in (source.resolve(), source.resolve().parent):
+        raise CliError(f"--out {args.out} is the folder being converted; fix: choose another --out")
+    with removed_on_failure(args.out, "convert"):  # a conversion that fails leaves no folder or partial files
+        out, _ = prepare_run_dir(args.out, "convert", overwrite=args.overwrite)
+        return _import_hf(args, out) if args.from_hf else _export_hf(args, out)
+
+
+def _import_hf(args: argparse.Namespace, out: Path) -> int:
+    """--from-hf: a HuggingFace folder -> our format in `out`."""
+    from .. import hub
+
+    src = Path(args.from_hf)
+    if not src.is_dir():
+        raise CliError(f"--from-hf {src}: no such folder; fix: download the model files into a folder first")
+    if hub.is_own_format(src):
+        raise CliError(f"--from-hf {src} is already in our format; fix: use it directly or --to-hf to export it")
+    model = hub.load_hf(src)
+    hub.save_backbone(out, model.backbone, {"family": model.family, "source": str(src)}, head=model.head)
+    copied = hub.copy_tokenizer_files(src, out)
+    print(f"convert: imported {model.family} from {src} -> {out}")
+    print(f"  encoder: {model.encoder_config.depth} x {model.encoder_config.dim}, "
+          f"head: {type(model.head).__name__ if model.head is not None else 'none'}")
+    print("  " + str(model.report).replace("\n", "\n  "))
+    print(f"  tokenizer files: {copied or 'none found (pass --tokenizer to finetune)'}")
+    return 0
+
+
+def _export_hf(args: argparse.Namespace, out: Path) -> int:
+    """--to-hf: our checkpoint -> a HuggingFace folder in `out`."""
     from .. import hub, hub_export
 
-    out = Path(args.out)
-    if args.from_hf:
-        src = Path(args.from_hf)
-        if not src.is_dir():
-            raise CliError(f"--from-hf {src}: no such folder; fix: download the model files into a folder first")
-        if hub.is_own_format(src):
-            raise CliError(f"--from-hf {src} is already in our format; fix: use it directly or --to-hf to export it")
-        model = hub.load_hf(src)
-        hub.save_backbone(out, model.backbone, {"family": model.family, "source": str(src)}, head=model.head)
-        copied = hub.copy_tokenizer_files(src, out)
-        print(f"convert: imported {model.family} from {src} -> {out}")
-        print(f"  encoder: {model.encoder_config.depth} x {model.encoder_config.dim}, "
-              f"head: {type(model.head).__name__ if model.head is not None else 'none'}")
-        print("  " + str(model.report).replace("\n", "\n  "))
-        print(f"  tokenizer files: {copied or 'none found (pass --tokenizer to finetune)'}")
-        return 0
-
+    if args.tokenizer and not any((Path(args.tokenizer) / name).is_file() for name in hub.TOKENIZER_FILES):
+        raise CliError(f"--tokenizer {args.tokenizer}: no tokenizer files ({', '.join(hub.TOKENIZER_FILES[:5])}) "
+                       "there; fix: pass the folder that holds tokenizer.json (e.g. <pretrain run>/tokenizer)")
     src, kind = hub.locate_checkpoint(args.to_hf)
     if kind == "huggingface":
         raise CliError(f"--to-hf {args.to_hf} is already a HuggingFace folder; fix: use it as it is, or import it "
@@ -85,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
         if folder.is_dir() and hub.copy_tokenizer_files(folder, out):
             tokenizer_src = folder
             break
-    if args.tokenizer and tokenizer_src is None:
-        raise CliError(f"--tokenizer {args.tokenizer}: no tokenizer files ({', '.join(hub.TOKENIZER_FILES[:5])}) there")
     print(f"convert: exported {src} as {family} -> {out} (head: "
           f"{type(model.head).__name__ if model.head is not None else 'none'}); tokenizer from "
           f"{tokenizer_src or 'nowhere (pass --tokenizer)'}")

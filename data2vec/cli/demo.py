@@ -20,10 +20,12 @@ What it does (no download, no arguments, a few minutes on 2 CPU cores)
    scored on the test set. The same protocol runs on a randomly initialised encoder of the same
    architecture (the floor pretraining must beat) and, as a reference, on the raw pixels.
 4. Output: a results table (mean ± std over label subsets), `results.json`, `plots/` (pretraining
-   loss curves, accuracy vs. labels per class) in `--out` (default runs/demo).
+   loss curves, accuracy vs. labels per class) in `--out` (default runs/demo; runs/demo-quick with `--quick`).
+   A folder that already holds a demo's results is refused unless `--overwrite`.
 
 Every number printed comes from this run. `--quick` is a ~30 s version (fewer steps, fewer subsets)
-used by the tests; its numbers are not meaningful.
+used by the tests; its numbers are not meaningful. It writes to its own folder by default, so a smoke run
+never replaces the full demo's results or its checkpoint (runs/demo/pretrain-data2vec2).
 
 Differences from the papers' recipes (why): data2vec 2.0 uses 4 masks instead of 16 and a 0.5 mask ratio
 instead of 0.8 on the 4 x 4 grid (chosen on a validation split of the training digits,
@@ -44,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CliError, HelpFormatter, Interrupted
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter, Interrupted
 from .flags import add_device_and_threads, apply_threads
 
 
@@ -301,10 +303,13 @@ def add_parser(sub) -> None:
         "plots/ in --out.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (results.json, plots/, one run folder per method)")
+    p.add_argument("--out", default=None,
+                   help="output folder: results.json, plots/, one run folder per method (default runs/demo, with "
+                   "--quick runs/demo-quick); one that holds a demo's results is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--quick", action="store_true",
-                   help="a ~30 s smoke version (30 updates, 2 label subsets): checks the pipeline, numbers not "
-                   "meaningful")
+                   help="a ~30 s smoke version (20 updates, 2 label subsets): checks the pipeline, numbers not "
+                   "meaningful; writes to runs/demo-quick unless --out, so the full demo's results stay")
     p.add_argument("--steps", type=int, default=None,
                    help="pretraining updates (default 1000). More steps keep improving the features; the teacher's "
                    "EMA ramp and the lr schedule scale with it")
@@ -321,12 +326,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .common import choose_device
+    from .common import choose_device, prepare_run_dir, removed_on_failure
 
     t_start = time.time()
-    device = choose_device(args.device)
+    args.device = choose_device(args.device)
     apply_threads(args.threads)
     overrides = {"seed": args.seed}
     if args.steps is not None:
@@ -335,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.update(steps=args.steps, warmup_steps=max(1, args.steps // 10))
     if args.label_seeds is not None:
         if args.label_seeds < 1:
-            raise CliError(f"--label-seeds must be >= 1, got {args.label_seeds}")
+            raise CliError(f"--label-seeds must be >= 1, got {args.label_seeds}; fix: e.g. 5 (the default)")
         overrides["label_seeds"] = args.label_seeds
     baselines = tuple(b.strip().lower() for b in args.baselines.split(",") if b.strip())
     others = [name for name in DEMO_RECIPES if name != args.method]
@@ -345,9 +348,17 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--baselines: {b!r} {reason}; fix: use {', '.join(map(repr, others))} or leave it out")
     overrides.update(method=args.method, baselines=baselines)
     cfg = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))  # a smoke run never replaces the demo
+    with removed_on_failure(out, "demo"):  # a launch that fails before pretraining leaves no folder behind
+        prepare_run_dir(out, "demo", overwrite=args.overwrite)
+        return _demo(args, cfg, out, t_start)
 
+
+def _demo(args: argparse.Namespace, cfg: DemoConfig, out: Path, t_start: float) -> int:
+    """Pretrain, evaluate the frozen features, print the table and write the results into `out`."""
+    import torch
+
+    device = args.device
     train_x, train_y, test_x, test_y = digits_tensors()
     print(f"data2vec demo: scikit-learn digits, {len(train_x)} unlabeled training images (8x8, grey), "
           f"{len(test_x)} test images")
@@ -355,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
           f"({(8 // cfg.patch_size) ** 2} tokens + CLS); device {device}, torch threads: {torch.get_num_threads()}")
     print("pretraining (labels unused):", flush=True)
     trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False, device=device)
-               for name in (cfg.method,) + baselines}
+               for name in (cfg.method,) + cfg.baselines}
 
     print("evaluating frozen features (mean-pooled patch tokens):", flush=True)
     from ..backbone import build_backbone

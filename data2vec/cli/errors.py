@@ -1,7 +1,12 @@
-"""The one exception type the CLI turns into a one-line error message and exit code 2, and the exit status of a
-command stopped by a signal (`Interrupted`, `signal_exit_code`)."""
+"""The one exception type the CLI turns into a one-line error message and exit code 2, the exit status of a
+command stopped by a signal (`Interrupted`, `signal_exit_code`), and the help texts the subcommands share (kept
+here, away from torch, so that `data2vec --help` stays fast)."""
 
 import signal
+
+# the help of --overwrite, the same on every command that refuses an --out holding a result
+OVERWRITE_HELP = ("replace the result already in --out: the files this command writes there are deleted first "
+                  "(other files are left alone); without it such a folder is refused")
 
 
 class CliError(Exception):
@@ -21,6 +26,11 @@ class Interrupted(CliError):
     def __init__(self, message: str, signal_name: str):
         super().__init__(message)
         self.exit_code = signal_exit_code(signal_name)
+
+
+def with_fix(message: str, fix: str) -> str:
+    """`message`, with "; fix: <fix>" added when it does not name a fix yet (a library error passed on)."""
+    return message if "fix:" in message else f"{message}; fix: {fix}"
 
 
 import argparse  # noqa: E402  (kept next to the one class that needs it)

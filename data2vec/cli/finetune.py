@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import CliError, HelpFormatter
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter
 from .flags import add_device_and_threads, apply_threads
 
 TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -108,12 +108,15 @@ def add_parser(sub) -> None:
     p.add_argument("--max-eval-examples", type=int, default=None,
                    help="evaluate on only this many examples (a seeded random subset): for quick runs")
     p.add_argument("--seed", type=int, default=1, help="random seed (data order, head init, dropout)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/finetune-<task>)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: runs/finetune-<task>); one that holds a result is refused unless "
+                   "--resume or --overwrite")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last evaluated epoch (<out>/checkpoint/, written after "
                    "every evaluation): rerun the interrupted command with --resume and it ends with the weights and "
                    "scores an uninterrupted run would have. The options must be the same (--device may change); "
                    "without a checkpoint the run starts from epoch 1")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_and_threads(p)
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     p.set_defaults(run=run)
@@ -123,7 +126,7 @@ def add_parser(sub) -> None:
 
 
 def _check_positive(args) -> None:
-    from .common import choose_device  # imports torch: kept out of `data2vec --help`
+    from .common import choose_device, positive  # imports torch: kept out of `data2vec --help`
 
     args.device = choose_device(args.device)
     apply_threads(args.threads)
@@ -132,9 +135,7 @@ def _check_positive(args) -> None:
     if args.val_fraction is not None and args.task in ("squad", "xquad"):
         raise CliError("--val-fraction is for GLUE and image tasks; fix: leave it out (squad holds out articles)")
     for name in ("epochs", "batch_size", "max_length", "max_train_examples", "max_eval_examples", "image_size"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        positive(f"--{name.replace('_', '-')}", getattr(args, name, None))
     if args.lr is not None and not args.lr > 0:
         raise CliError(f"--lr must be > 0, got {args.lr}; fix: try 2e-5 for pretrained text models")
     if args.layer_decay is not None and not 0 < args.layer_decay <= 1:
@@ -143,15 +144,19 @@ def _check_positive(args) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import set_seed
+    from .common import prepare_run_dir, removed_on_failure
 
     _check_positive(args)
-    set_seed(args.seed)  # before any model is built: the new task head's initial weights come from --seed
+    args.out = args.out or f"runs/finetune-{args.task}"
     try:
-        if args.task == "image":
-            return _run_image(args)
-        if args.task in ("squad", "xquad"):
-            return _run_squad(args)
-        return _run_glue(args)
+        with removed_on_failure(args.out, "finetune"):  # a launch that fails before training leaves no folder
+            prepare_run_dir(args.out, "finetune", resume=args.resume, overwrite=args.overwrite, can_resume=True)
+            set_seed(args.seed)  # before any model is built: the new task head's initial weights come from --seed
+            if args.task == "image":
+                return _run_image(args)
+            if args.task in ("squad", "xquad"):
+                return _run_squad(args)
+            return _run_glue(args)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main exits 130 / 143): say what was kept
         _say_how_to_continue(args)
         raise
@@ -236,12 +241,11 @@ def _text_backbone(args, default_preset_overrides: dict | None = None):
             raise CliError(f"the tokenizer has {tokenizer.vocab_size} tokens but the encoder only "
                            f"{init.encoder_config.vocab_size}; fix: use the tokenizer the model was pretrained with")
     cfg = init.encoder_config
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    tokenizer.save(Path(args.out) / "tokenizer")  # so that <out>/best works as --init on its own
     limit = cfg.max_positions - cfg.position_offset
     if args.max_length > limit:
         raise CliError(f"--max-length {args.max_length} exceeds the encoder's {limit} positions; fix: use "
                        f"--max-length {limit} or less")
+    tokenizer.save(Path(args.out) / "tokenizer")  # so that <out>/best works as --init on its own
     return init, tokenizer
 
 
@@ -258,7 +262,7 @@ def _finetune_config(args, task_type: str, main_metric: str, pretrained: bool, *
         values["layer_decay"] = None
     try:
         return FinetuneConfig(**values)
-    except ValueError as error:
+    except ValueError as error:  # "FinetuneConfig.field: problem; fix: what to do"
         raise CliError(str(error)) from None
 
 
@@ -268,7 +272,6 @@ def _run_glue(args) -> int:
     from ..heads import SequenceClassificationHead, TaskModel
     from .common import seeded_subset
 
-    args.out = args.out or f"runs/finetune-{args.task}"
     args.max_length = args.max_length or 128
     spec = glue.get_task(args.task)
     eval_split = "dev_matched" if spec.name == "mnli" else "dev"
@@ -361,7 +364,7 @@ def _squad_files(args):
         eval_path = resolve(Path(args.eval_data), "--eval-data", ("dev-v1.1.json",))
     elif args.task == "xquad":
         raise CliError("--task xquad needs the XQuAD file: pass --eval-data xquad.<lang>.json or --language <code> "
-                       "with --data/--eval-data pointing at the XQuAD folder")
+                       "with --data/--eval-data pointing at the XQuAD folder; fix: add one of them")
     if args.eval_only:
         target = eval_path or resolve(data, "--data", ("dev-v1.1.json",))
         return [], load_squad(target)["data"], str(target)
@@ -386,7 +389,6 @@ def _run_squad(args) -> int:
     from ..finetune import finetune
     from ..heads import QuestionAnsweringHead, TaskModel
 
-    args.out = args.out or f"runs/finetune-{args.task}"
     args.max_length = args.max_length or 384
     train_articles, eval_articles, eval_name = _squad_files(args)
     train_articles = squad.limit_questions(train_articles, args.max_train_examples, args.seed)
@@ -433,7 +435,6 @@ def _run_image(args) -> int:
     from ..heads import ImageClassificationHead, TaskModel
     from .common import check_channels, image_splits, seeded_subset, vision_init
 
-    args.out = args.out or "runs/finetune-image"
     init, size = vision_init(args.data, args.init, args.preset, args.image_size, args.seed)
     cfg_enc = init.encoder_config
     train_set, eval_set, num_classes, in_chans = image_splits(args.data, size, args.seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import CliError, HelpFormatter, signal_exit_code
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter, signal_exit_code, with_fix
 from .flags import add_device_and_threads, apply_threads
 from .methods import METHODS, PRETRAINING_METHODS, get_method
 
@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
                    "170k words, built on first use: for trying the pipeline, far too small to learn much); "
                    "vision: 'digits' (bundled with scikit-learn), a CIFAR-10 or MNIST "
                    "folder, or an image folder <root>/<class>/<image>")
-    p.add_argument("--out", required=True, help="run folder (created); must not hold a run unless --resume")
+    p.add_argument("--out", required=True,
+                   help="run folder (created); one that holds a run is refused unless --resume or --overwrite")
     p.add_argument("--steps", type=int, default=1000, help="optimiser updates; tiny runs need a few hundred to move")
     p.add_argument("--batch-size", type=int, default=32,
                    help="samples per process per micro-batch; when you change the global batch, scale --lr with it")
@@ -76,6 +77,7 @@ def add_parser(sub) -> None:
                    help="continue the run in --out from its checkpoint (the losses equal those of an uninterrupted "
                    "run); with no checkpoint there yet, start a new run. Put it in job scripts and torchrun "
                    "--max-restarts launches, so the same command line serves the first launch and every relaunch")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU: faster; CPU: only on recent CPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; the first step is slow)")
     p.add_argument("--dist-timeout", type=float, default=300.0,
@@ -149,7 +151,7 @@ def check_sets(spec, user: dict) -> None:
     try:
         split_overrides(spec.config_class, user)
     except ValueError as error:
-        raise CliError(f"--set: {error}") from None
+        raise CliError(with_fix(f"--set: {error}", "use a field of the method's config or the encoder")) from None
 
 
 def method_config(name: str, modality: str, preset: str, derived: dict, user: dict):
@@ -171,23 +173,12 @@ def build_method(name: str, modality: str, preset: str, derived: dict, user: dic
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as dist_utils
-    from ..config import get_preset
-    from ..engine import PretrainConfig, TrainingAborted, pretrain
-    from .common import (
-        build_text_data,
-        build_vision_data,
-        choose_device,
-        health_knn_probe,
-        positive,
-        prepare_run_dir,
-        set_seed,
-        text_overrides,
-    )
+    from .common import choose_device, positive, removed_on_failure
 
     spec = get_method(args.method)
     if args.modality is None and len(spec.modalities) > 1:
-        raise CliError(f"--method {args.method} needs --modality ({' or '.join(spec.modalities)})")
+        raise CliError(f"--method {args.method} needs --modality ({' or '.join(spec.modalities)}); fix: add "
+                       f"--modality {spec.modalities[0]} (or {' or '.join(spec.modalities[1:])})")
     modality = args.modality or spec.modalities[0]
     if modality not in spec.modalities:
         trains_on = ", ".join(f"{name}: {'/'.join(METHODS[name].modalities)}" for name in PRETRAINING_METHODS)
@@ -200,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
         positive(f"--{flag.replace('_', '-')}", getattr(args, flag), allow_zero=True)
     for flag in ("health_max_anisotropy", "health_min_effective_rank"):
         if getattr(args, flag) is not None and not 0 <= getattr(args, flag) <= 1:
-            raise CliError(f"--{flag.replace('_', '-')} must be in [0, 1] (0 = off), got {getattr(args, flag)}")
+            raise CliError(f"--{flag.replace('_', '-')} must be in [0, 1] (0 = off), got {getattr(args, flag)}; "
+                           "fix: pass a fraction such as 0.6, or 0 to turn the check off")
     positive("--health-patience", args.health_patience)
     if args.health_probe_size < 2:
         raise CliError(f"--health-probe-size must be >= 2, got {args.health_probe_size}; fix: e.g. 64")
@@ -210,7 +202,27 @@ def run(args: argparse.Namespace) -> int:
     check_sets(spec, user)
     device = choose_device(args.device)
     apply_threads(args.threads)
-    out, resuming = prepare_run_dir(args.out, args.resume)  # --resume without a checkpoint starts afresh
+    with removed_on_failure(args.out, "pretrain"):  # a launch that fails before training leaves no folder behind
+        return _train(args, spec, modality, user, device)
+
+
+def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: str) -> int:
+    """Claim the run folder, build the data and the method, and run the engine."""
+    from .. import distributed as dist_utils
+    from ..config import get_preset
+    from ..engine import PretrainConfig, TrainingAborted, pretrain
+    from .common import (
+        build_text_data,
+        build_vision_data,
+        health_knn_probe,
+        prepare_run_dir,
+        set_seed,
+        text_overrides,
+    )
+
+    # --resume without a checkpoint starts afresh
+    out, resuming = prepare_run_dir(args.out, "pretrain", resume=args.resume, overwrite=args.overwrite,
+                                    can_resume=True)
     rank, _, world = dist_utils.init_distributed(device, timeout_s=args.dist_timeout)
     defaults = spec.optim[modality]
     global_batch = args.batch_size * args.grad_accum * world
@@ -270,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
         # others may be gone); a rank tearing gloo down while another still used it aborted once in ~25 runs here
         dist_utils.barrier()
     except TrainingAborted as error:
-        raise CliError(str(error)) from None
+        raise CliError(with_fix(str(error), "read the run's metrics.jsonl and plots/; docs/health.md lists the "
+                                "usual causes and cures (a lower --lr, a longer --warmup-steps)")) from None
     finally:
         dist_utils.cleanup()
     # stopped by a signal: the engine saved and printed how to continue; the status says the run is unfinished

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CliError, HelpFormatter
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter
 from .flags import add_device_and_threads, apply_threads
 
 
@@ -64,7 +64,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass during extraction")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random encoder (without --init), the subsets and the probe's CV folds")
-    p.add_argument("--out", default="runs/probe", help="output folder for metrics.json")
+    p.add_argument("--out", default="runs/probe",
+                   help="output folder for metrics.json; one that holds a result is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_and_threads(p)
     p.set_defaults(run=run)
 
@@ -74,7 +76,8 @@ def _check_layer(layer: str, depth: int):
         return layer
     if layer.isdigit() and 1 <= int(layer) <= depth:
         return int(layer)
-    raise CliError(f"--layer {layer!r}: use 'final', 'auto' or a block number 1..{depth} (this encoder has {depth})")
+    raise CliError(f"--layer {layer!r} is not a layer of this encoder ({depth} blocks); fix: use 'final', 'auto' or a "
+                   f"block number 1..{depth}")
 
 
 def _features(backbone, dataset, layer, args, device):
@@ -99,23 +102,37 @@ def _loader(dataset, batch_size: int):
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=image_collate)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse impossible option values before any work (and before --out is claimed)."""
+    from .common import choose_device, positive
+
+    args.device = choose_device(args.device)
+    apply_threads(args.threads)
+    for name in ("k", "batch_size", "label_seeds", "labels_per_class", "max_train_examples", "max_eval_examples"):
+        positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.temperature < 0:
+        raise CliError(f"--temperature must be >= 0 (0 = majority vote), got {args.temperature}; fix: e.g. 0.07 "
+                       "(DINO's)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from .common import prepare_run_dir, removed_on_failure
+
+    _check_options(args)
+    with removed_on_failure(args.out, "probe"):  # a launch that fails before its result leaves no folder behind
+        prepare_run_dir(args.out, "probe", overwrite=args.overwrite)
+        return _probe(args)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """Embed the images, score the probes and write <out>/metrics.json."""
     import torch
     from torch.utils.data import Subset
 
     from ..checkpoint import set_seed
     from ..probe import choose_features, few_label_eval, few_label_indices, validation_split
-    from .common import check_channels, choose_device, dataset_labels, image_splits, seeded_subset, vision_init
+    from .common import check_channels, dataset_labels, image_splits, seeded_subset, vision_init
 
-    args.device = choose_device(args.device)
-    apply_threads(args.threads)
-
-    for name in ("k", "batch_size", "label_seeds", "labels_per_class", "max_train_examples", "max_eval_examples"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.temperature < 0:
-        raise CliError(f"--temperature must be >= 0 (0 = majority vote), got {args.temperature}")
     t0 = time.time()
     data = str(args.data)
     if data.lower() != "digits" and not Path(data).exists():

@@ -72,7 +72,7 @@ def iter_sentences(path: str | Path, layout: str = "auto") -> Iterator[tuple[str
     """Yield (sentence, starts_new_document) for each non-empty line of a text file, streaming."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"corpus file not found: {path}")
+        raise FileNotFoundError(f"corpus file not found: {path}; fix: pass the path of a text file")
     if layout == "auto":
         layout = detect_layout(path)
     if layout not in ("plain", "wikitext"):
@@ -153,7 +153,7 @@ def build_token_cache(
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.is_file():
-            raise FileNotFoundError(f"corpus file not found: {p}")
+            raise FileNotFoundError(f"corpus file not found: {p}; fix: pass the path of a text file")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "tokens"
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = _cache_key(paths, tokenizer, layout)
@@ -266,7 +266,8 @@ class TokenBlockDataset(Dataset):
         layout: str = "auto",
     ):
         if block_size < 3:
-            raise ValueError(f"block_size must be >= 3 (two specials + one token), got {block_size}")
+            raise ValueError(f"block_size must be >= 3 (two specials + one token), got {block_size}; fix: use longer "
+                             "blocks (--seq-len), e.g. 128")
         if isinstance(source, TokenCache):
             cache = source
         elif isinstance(source, (str, Path)) or (

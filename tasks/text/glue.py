@@ -42,6 +42,8 @@ Malformed rows (our choice)
   such a row, so it means a corrupted file or another task's file, and skipping it would quietly train or
   evaluate on a different set.
 - A file that is not UTF-8 text is a ValueError naming the file.
+- Another task's file (its folder is named for that task, or its header and labels are that task's, e.g. SST-2
+  pointed at the RTE folder) is a ValueError naming both tasks, before any row is read.
 Checked on the official CoLA, SST-2, MRPC, STS-B, QNLI, RTE, WNLI and AX files: every row well-formed, the
 same example counts as before this rule (e.g. SST-2 train 67,349, CoLA train 8,551, STS-B train 5,749).
 """
@@ -129,7 +131,7 @@ def get_task(task: str) -> GlueTask:
     if key == "ax":
         return DIAGNOSTIC
     if key not in GLUE_TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; choose one of {', '.join(GLUE_TASKS)} (or 'ax')")
+        raise ValueError(f"unknown GLUE task {task!r}; fix: choose one of {', '.join(GLUE_TASKS)} (or 'ax')")
     return GLUE_TASKS[key]
 
 
@@ -150,14 +152,57 @@ def split_file(spec: GlueTask, split: str) -> str:
     return _SPLIT_FILES.get(split, f"{split}.tsv") if spec is DIAGNOSTIC else f"{split}.tsv"
 
 
+def _task_names(spec: GlueTask) -> set[str]:
+    """The folder names that mean a task: "SST-2", "sst2" (any case)."""
+    return {spec.folder.lower(), spec.folder.lower().replace("-", ""), spec.name}
+
+
+def _has_columns(spec: GlueTask, header: list[str]) -> bool:
+    """Whether a header names every column a labelled file of the task needs."""
+    return all(col[0] in header for col in (spec.text_a, spec.text_b, spec.label) if col is not None)
+
+
+def other_task(spec: GlueTask, path: Path, header: list[str] | None,
+               rows: list[list[str]]) -> tuple[GlueTask, str] | None:
+    """The other GLUE task a labelled file evidently belongs to, and the evidence: its folder is named for that
+    task, or its header lacks this task's columns and has exactly one other task's, whose labels its rows use."""
+    others = [t for t in GLUE_TASKS.values() if t is not spec]
+    for t in others:
+        if path.parent.name.lower() in _task_names(t):
+            return t, f"its folder is named {path.parent.name}"
+    if header is None or _has_columns(spec, header):
+        return None
+    fitting = []
+    for t in others:
+        if not t.header or not _has_columns(t, header):
+            continue
+        col = header.index(t.label[0])
+        seen = {row[col].strip() for row in rows[:1000] if len(row) > col}
+        if t.labels is None or seen <= set(t.labels):
+            fitting.append(t)
+    if len(fitting) != 1:
+        return None
+    return fitting[0], f"its header {header} and labels are {fitting[0].folder}'s"
+
+
+def refuse_other_task(spec: GlueTask, path: Path, header: list[str] | None, rows: list[list[str]]) -> None:
+    """A ValueError when a labelled file is another task's (`other_task`): training SST-2 on RTE's file would
+    fail on the first word label, or worse, read the wrong columns quietly."""
+    found = other_task(spec, path, header, rows) if spec in GLUE_TASKS.values() else None
+    if found is not None:
+        other, evidence = found
+        raise ValueError(f"{path} is {other.folder} data, not {spec.folder} ({evidence}); fix: point --data/--glue at "
+                         f"the {spec.folder} folder (or the GLUE root that holds it)")
+
+
 def find_task_file(task: str, split: str, data_dir: str | Path) -> Path:
     """Path of a task's split file under the GLUE root or the task folder; FileNotFoundError names it."""
     spec = get_task(task)
     fname = split_file(spec, split)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"GLUE data folder not found: {data_dir}")
-    wanted = {spec.folder.lower(), spec.folder.lower().replace("-", ""), spec.name}
+        raise FileNotFoundError(f"GLUE data folder not found: {data_dir}; fix: pass the GLUE root or the task's folder")
+    wanted = _task_names(spec)
     folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and p.name.lower() in wanted)
     if data_dir.name.lower() in wanted or not folders:
         folders.insert(0, data_dir)  # data_dir is the task folder itself
@@ -167,7 +212,8 @@ def find_task_file(task: str, split: str, data_dir: str | Path) -> Path:
     folder = folders[-1] if folders[-1] != data_dir or data_dir.name.lower() in wanted else data_dir / spec.folder
     raise FileNotFoundError(
         f"GLUE {spec.folder} {split}: missing file {folder / fname}; the task folder must hold the official "
-        f"{', '.join(split_file(spec, s) for s in spec.splits)} (run GLUE's download_glue_data.py or copy them there)"
+        f"{', '.join(split_file(spec, s) for s in spec.splits)}; fix: run GLUE's download_glue_data.py or copy "
+        "them there"
     )
 
 
@@ -194,6 +240,8 @@ def load_glue(task: str, split: str, data_dir: str | Path) -> list[GlueExample]:
     if has_header and rows:
         header, rows = [c.strip() for c in rows[0]], rows[1:]
     labelled = not split.startswith("test") and spec is not DIAGNOSTIC
+    if labelled:
+        refuse_other_task(spec, path, header, rows)
     fields = {"text_a": spec.text_a, "text_b": spec.text_b, "label": spec.label if labelled else None}
     cols: dict[str, int] = {}
     for key, name_pos in fields.items():
@@ -205,7 +253,8 @@ def load_glue(task: str, split: str, data_dir: str | Path) -> list[GlueExample]:
         elif header is None or labelled:
             cols[key] = pos if pos >= 0 else (len(header) if header else 4) + pos  # official position
         else:
-            raise ValueError(f"{path}: header {header} has no column {name!r} for {spec.folder} {split}")
+            raise ValueError(f"{path}: header {header} has no column {name!r} for {spec.folder} {split}; fix: use the "
+                             f"official {spec.folder} file")
     iidx = None
     if header is not None:
         iidx = next((header.index(n) for n in ("index", "id") if n in header), None)
@@ -275,7 +324,7 @@ def encode_glue(examples: Sequence[GlueExample], tokenizer, max_length: int = 51
         else:
             budget = max_length - tokenizer.num_special_tokens_pair
             if budget < 2:
-                raise ValueError(f"max_length={max_length} leaves no room for a pair")
+                raise ValueError(f"max_length={max_length} leaves no room for a pair; fix: raise --max-length")
             while len(a) + len(b) > budget:
                 if len(a) >= len(b):
                     a.pop()

@@ -101,7 +101,7 @@ def load_squad(path: str | Path) -> dict:
     """Parse a SQuAD-v1.1-format JSON file (SQuAD, XQuAD) and check its structure."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SQuAD file not found: {path}")
+        raise FileNotFoundError(f"SQuAD file not found: {path}; fix: give a SQuAD v1.1-format JSON file")
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)

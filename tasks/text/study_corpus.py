@@ -231,9 +231,9 @@ def _dev_overlap(data_root: Path, tasks: Sequence[str], corpus_lines: set[str]) 
 def _check_sources(sources: Sequence[str]) -> None:
     unknown = [s for s in sources if s not in ALL_SOURCES]
     if unknown:
-        raise ValueError(f"unknown corpus source(s) {unknown}; choose from {', '.join(ALL_SOURCES)}")
+        raise ValueError(f"unknown corpus source(s) {unknown}; fix: choose from {', '.join(ALL_SOURCES)}")
     if not sources:
-        raise ValueError(f"no corpus sources given; choose from {', '.join(ALL_SOURCES)}")
+        raise ValueError(f"no corpus sources given; fix: choose from {', '.join(ALL_SOURCES)}")
 
 
 def build_study_corpus(

@@ -79,7 +79,7 @@ def _read_texts(files: Iterable[str | Path] | str | Path) -> Iterator[str]:
     for f in files:
         path = Path(f)
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer training file not found: {path}")
+            raise FileNotFoundError(f"tokenizer training file not found: {path}; fix: pass existing text files")
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 line = line.strip()
@@ -282,7 +282,8 @@ def train_tokenizer(
     """
     if kind == "bpe":
         if vocab_size <= 256 + len(ROBERTA_SPECIALS):
-            raise ValueError(f"byte-level BPE needs vocab_size > 261 (256 bytes + 5 specials), got {vocab_size}")
+            raise ValueError(f"byte-level BPE needs vocab_size > 261 (256 bytes + 5 specials), got {vocab_size}; "
+                             "fix: ask for more tokens (--vocab-size), e.g. 1000")
         tok = _bpe_skeleton(models.BPE(unk_token=None))
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                       special_tokens=list(ROBERTA_SPECIALS),

@@ -46,6 +46,9 @@ from torchvision import tv_tensors
 # OSErrors; some decoders raise SyntaxError ("broken PNG file"), ValueError, EOFError or struct.error.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# what an image data set given by path may be: the fix of every message about one that is not image data
+VISION_DATA_FIX = ("pass 'digits', a CIFAR-10 or MNIST folder (or archive), or an image folder <root>/<class>/<image> "
+                   "(or <root>/<split>/<class>/<image>)")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _SPLIT_ALIASES = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test", "dev": "test"}
 
@@ -92,17 +95,18 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: str | Path, transform: Callable | None = None):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {root}")
+            raise FileNotFoundError(f"image folder not found: {root}; fix: {VISION_DATA_FIX}")
         self.root = root
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.classes:
-            raise FileNotFoundError(f"{root} has no class sub-folders (expected <root>/<class>/<image>)")
+            raise FileNotFoundError(f"{root} has no class sub-folders; fix: {VISION_DATA_FIX}")
         self.samples: list[tuple[Path, int]] = []
         for label, cls in enumerate(self.classes):
             files = sorted(p for p in (root / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
             self.samples.extend((p, label) for p in files)
         if not self.samples:
-            raise FileNotFoundError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+            raise FileNotFoundError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders; "
+                                    "fix: put the images in <root>/<class>/")
         self.transform = transform
 
     @property
@@ -138,7 +142,7 @@ def extract_archive(archive: str | Path, cache_dir: str | Path | None = None) ->
     """Extract a .tar/.tar.gz/.tgz once into `<cache>/extracted/<name>-<hash>/` and return that folder."""
     archive = Path(archive)
     if not archive.is_file():
-        raise FileNotFoundError(f"archive not found: {archive}")
+        raise FileNotFoundError(f"archive not found: {archive}; fix: {VISION_DATA_FIX}")
     st = archive.stat()
     key = hashlib.sha1(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     base = archive.name.split(".")[0]
@@ -190,7 +194,7 @@ def load_cifar10(root: str | Path, split: str = "train", transform: Callable | N
     if is_archive(root):
         root = extract_archive(root, cache_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"CIFAR-10 folder not found: {root}")
+        raise FileNotFoundError(f"CIFAR-10 folder not found: {root}; fix: {VISION_DATA_FIX}")
     pdir = find_cifar_pickle_dir(root)
     if pdir is not None:
         names = [f"data_batch_{k}" for k in range(1, 6)] if split == "train" else ["test_batch"]
@@ -198,7 +202,8 @@ def load_cifar10(root: str | Path, split: str = "train", transform: Callable | N
         for n in names:
             f = pdir / n
             if not f.is_file():
-                raise FileNotFoundError(f"CIFAR-10 pickle layout: missing {f}")
+                raise FileNotFoundError(f"CIFAR-10 pickle layout: missing {f}; fix: extract the whole "
+                                        "cifar-10-python.tar.gz again")
             with open(f, "rb") as fh:
                 batch = pickle.load(fh, encoding="bytes")
             data = batch.get(b"data", batch.get("data"))
@@ -219,7 +224,7 @@ def load_cifar10(root: str | Path, split: str = "train", transform: Callable | N
     if folder is None:
         raise FileNotFoundError(
             f"{root}: not a CIFAR-10 folder: expected cifar-10-batches-py/{{data_batch_1..5,test_batch}} "
-            f"or {split}/<class>/<image> (CIFAR-10-images layout)"
+            f"or {split}/<class>/<image> (CIFAR-10-images layout); fix: {VISION_DATA_FIX}"
         )
     return ImageFolderDataset(folder, transform)
 
@@ -236,12 +241,13 @@ def read_idx(path: str | Path) -> np.ndarray:
     with opener(path, "rb") as fh:
         raw = fh.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
+        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()}); fix: download the MNIST files again")
     ndim = raw[3]
     shape = struct.unpack(f">{ndim}i", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values")
+        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values; fix: download the "
+                         "file again (it is cut short)")
     return data.reshape(shape)
 
 
@@ -267,10 +273,11 @@ def load_mnist(root: str | Path, split: str = "train", transform: Callable | Non
     lab_path = find_idx(root, f"{prefix}-labels-idx1-ubyte")
     if img_path is None or lab_path is None:
         missing = f"{prefix}-images-idx3-ubyte" if img_path is None else f"{prefix}-labels-idx1-ubyte"
-        raise FileNotFoundError(f"MNIST: missing {root / missing} (or its .gz); put the IDX files in {root}")
+        raise FileNotFoundError(f"MNIST: missing {root / missing} (or its .gz); fix: put the IDX files in {root}")
     images, labels = read_idx(img_path), read_idx(lab_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"MNIST: {img_path} shape {images.shape} does not match {lab_path} shape {labels.shape}")
+        raise ValueError(f"MNIST: {img_path} shape {images.shape} does not match {lab_path} shape {labels.shape}; "
+                         "fix: download the MNIST files again")
     return ArrayImageDataset(images, labels.astype(np.int64), transform, [str(d) for d in range(10)])
 
 

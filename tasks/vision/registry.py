@@ -13,6 +13,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from .datasets import (
+    VISION_DATA_FIX,
     extract_archive,
     find_cifar_pickle_dir,
     find_idx,
@@ -29,14 +30,17 @@ from .transforms import eval_transform, pretrain_transform
 
 def detect_vision_layout(path: str | Path) -> str:
     """'digits', 'cifar10-pickle', 'mnist', 'split-folders' (<root>/{train,test}/<class>/), 'image-folder'
-    or 'archive'; FileNotFoundError when the folder matches none."""
+    or 'archive'; FileNotFoundError when there is no such path or the folder matches none, ValueError when the
+    path is a file that is not an archive."""
     if str(path).lower() == "digits":
         return "digits"
     path = Path(path)
     if is_archive(path):
         return "archive"
+    if path.exists() and not path.is_dir():  # e.g. a README or a text corpus given as image data
+        raise ValueError(f"{path} exists but is a file, not image data; fix: {VISION_DATA_FIX}")
     if not path.is_dir():
-        raise FileNotFoundError(f"image data set not found: {path}")
+        raise FileNotFoundError(f"image data set not found: {path}; fix: {VISION_DATA_FIX}")
     if find_cifar_pickle_dir(path) is not None:
         return "cifar10-pickle"
     if find_idx(path, "train-images-idx3-ubyte") or find_idx(path, "t10k-images-idx3-ubyte"):
@@ -47,7 +51,7 @@ def detect_vision_layout(path: str | Path) -> str:
         return "image-folder"
     raise FileNotFoundError(
         f"{path}: no known image layout "
-        "(cifar-10-batches-py, MNIST IDX files, <split>/<class>/<image>, <class>/<image>)"
+        f"(cifar-10-batches-py, MNIST IDX files, <split>/<class>/<image>, <class>/<image>); fix: {VISION_DATA_FIX}"
     )
 
 
