@@ -176,9 +176,14 @@ def test_an_interrupted_finetune_exits_128_plus_the_signal_and_a_copy_resumes(tm
             os.kill(os.getpid(), sig)
         return real(*args, **kwargs)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(data2vec.finetune, "predict", predict_then_signal)
-        assert main(finetune_args(tmp_path / "cut")) == status
+    # Ctrl-C as a terminal delivers it: a test session started as a background job inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(data2vec.finetune, "predict", predict_then_signal)
+            assert main(finetune_args(tmp_path / "cut")) == status
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert f"interrupted ({sig.name})" in err and "--resume" in err
     shutil.copytree(tmp_path / "cut", tmp_path / "copy")
