@@ -1,4 +1,4 @@
-"""The engine's representation-health pass (data2vec/engine.py `health_pass`, data2vec/diagnostics.py):
+"""The engine's representation-health pass (data2vec/engine/health.py `health_pass`, data2vec/diagnostics.py):
 health/* keys in metrics.jsonl and plots/health.png from real tiny runs, losses unchanged bit for bit with
 the pass on, the same probe statistics after a resume, the online k-NN on labelled images, and the guard
 stopping layer-norm text targets (measured statistics and a real tiny run) but not instance-norm ones."""
@@ -21,7 +21,8 @@ from data2vec.diagnostics import (
     mean_pooled,
     token_anisotropy,
 )
-from data2vec.engine import PretrainConfig, health_guard
+from data2vec.engine import PretrainConfig
+from data2vec.engine.health import health_guard
 
 WORDS = ("the cat sat on a mat while dogs ran over hills and birds sang in green trees near old rivers under a "
          "bright sky as children played with kites").split()
@@ -107,7 +108,7 @@ def test_the_health_pass_leaves_the_losses_unchanged_bit_for_bit(corpus, tmp_pat
 
 @pytest.mark.slow  # three tiny CLI runs (~4 s)
 def test_a_resumed_run_uses_the_same_probe_batch(corpus, tmp_path, monkeypatch):
-    import data2vec.engine as engine
+    import data2vec.engine.loop as engine
 
     extra = ("--health-every", "2", "--save-every", "3")
     assert main(text_args(corpus, tmp_path / "full", 6, *extra)) == 0

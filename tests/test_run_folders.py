@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import data2vec.engine
+import data2vec.engine.loop
 import data2vec.finetune
 from data2vec.cli import main
 
@@ -65,7 +65,7 @@ def same_weights(a, b) -> bool:
 
 def sigterm_after_update(monkeypatch, update: int) -> None:
     """SIGTERM to this process once update `update` is logged: the loop finishes the next update, saves, stops."""
-    real = data2vec.engine.log_step
+    real = data2vec.engine.loop.log_step
 
     def log_then_signal(run, step, *args, **kwargs):
         record = real(run, step, *args, **kwargs)
@@ -73,7 +73,7 @@ def sigterm_after_update(monkeypatch, update: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return record
 
-    monkeypatch.setattr(data2vec.engine, "log_step", log_then_signal)
+    monkeypatch.setattr(data2vec.engine.loop, "log_step", log_then_signal)
 
 
 # ---- pretraining run folders that were copied or moved ---------------------------------------------------------
@@ -228,7 +228,7 @@ def test_a_signalled_pretrain_process_exits_128_plus_the_signal_then_resumes(cor
 
 
 def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatch, capsys):
-    real = data2vec.engine.log_step
+    real = data2vec.engine.loop.log_step
 
     def log_then_ctrl_c(run, step, *args, **kwargs):
         record = real(run, step, *args, **kwargs)
@@ -236,7 +236,7 @@ def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatc
             os.kill(os.getpid(), signal.SIGINT)  # a first Ctrl-C: the update finishes, the checkpoint is saved
         return record
 
-    monkeypatch.setattr(data2vec.engine, "log_step", log_then_ctrl_c)
+    monkeypatch.setattr(data2vec.engine.loop, "log_step", log_then_ctrl_c)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec",
                  "--out", str(out)]) == 130

@@ -250,7 +250,7 @@ def _text_backbone(args, default_preset_overrides: dict | None = None):
 
 
 def _finetune_config(args, task_type: str, main_metric: str, pretrained: bool, **defaults):
-    from ..finetune import FinetuneConfig
+    from ..finetune_config import FinetuneConfig
 
     values = dict(task_type=task_type, main_metric=main_metric, seed=args.seed, device=args.device)
     values.update(defaults)
@@ -431,7 +431,7 @@ def _run_squad(args) -> int:
 def _run_image(args) -> int:
     from tasks.vision import image_collate
 
-    from ..finetune import FinetuneConfig
+    from ..finetune_config import FinetuneConfig
     from ..heads import ImageClassificationHead, TaskModel
     from .common import check_channels, image_splits, seeded_subset, vision_init
 
