@@ -61,16 +61,16 @@ class PretrainConfig:
     plots: bool = True  # write plots/*.png at each checkpoint and at the end
     # representation health (docs/health.md): a pass over a fixed probe batch after update 1, every
     # `health_every` updates and after the last one; it never touches the training RNG or the losses
-    health_every: int = 100  # updates between health passes (0 = off); measured overhead in docs/health.md
+    health_every: int = 100  # updates between health passes (0 = off); its cost is in docs/health.md
     health_probe_size: int = 64  # samples in the fixed probe batch (seeded indices of the data, same on resume)
     health_max_anisotropy: float = 0.6  # text runs: stop when the probe tokens' mean cosine stays above this
-    #   (0 = off); measured after the warm-up (docs/health.md): healthy 0.14-0.45, layer-norm targets 0.67-0.97.
-    #   Not applied to images (random init: 0.001 ViT of data2vec/DINO, 0.74 data2vec 2.0's: no common bound)
+    #   (0 = off); the bound lies between healthy runs and layer-norm-target collapses (docs/health.md). Not
+    #   applied to images: a randomly initialised ViT already sits anywhere from ~0 to ~0.75 by architecture
     health_min_effective_rank: float = 0.0  # stop when RankMe / min(N, D) of the probe tokens (a FRACTION of the
-    #   width D for a probe of more tokens than D) stays below this (0 = off, the default: healthy mini vision
-    #   runs measured 0.017 from random init, text 0.44-0.64 healthy vs 0.26-0.36 layer-norm; docs/health.md)
+    #   width D for a probe of more tokens than D) stays below this (0 = off, the default: a healthy vision run
+    #   from random init starts far below any useful text bound; docs/health.md)
     health_warmup_steps: int | None = None  # updates before the health thresholds apply (None = 5 x the lr
-    #   warm-up: healthy text runs pass a transient of up to 0.99 around the lr peak and settle by ~4x it)
+    #   warm-up: healthy text runs pass a transient of high anisotropy around the lr peak and settle after it)
     health_patience: int = 2  # consecutive health passes past a threshold before the run stops
 
     @property
@@ -96,13 +96,15 @@ class PretrainConfig:
                  "use fewer warm-up steps than --steps (about 10%)")
         if self.schedule not in PRETRAIN_SCHEDULES:
             fail("schedule", f"unknown schedule {self.schedule!r}", f"use one of {PRETRAIN_SCHEDULES}")
-        if self.clip_norm < 0 or self.weight_decay < 0 or self.save_every < 0 or self.log_every < 0:
-            fail("clip_norm", "clip_norm, weight_decay, save_every and log_every must be >= 0", "use 0 to disable")
-        if self.health_every < 0 or self.resolved_health_warmup < 0:
-            fail("health_every", "health_every and health_warmup_steps must be >= 0", "use 0 to turn health off")
-        if self.health_probe_size < 2 or self.health_patience < 1:
-            fail("health_probe_size", f"need health_probe_size >= 2 and health_patience >= 1, got "
-                 f"{self.health_probe_size} and {self.health_patience}", "e.g. 64 samples, patience 2")
+        for name in ("clip_norm", "weight_decay", "save_every", "log_every", "num_workers", "health_every"):
+            if getattr(self, name) < 0:
+                fail(name, f"must be >= 0, got {getattr(self, name)}", "use 0 to turn it off")
+        if self.resolved_health_warmup < 0:
+            fail("health_warmup_steps", f"must be >= 0, got {self.health_warmup_steps}", "use 0 or leave it unset")
+        if self.health_probe_size < 2:
+            fail("health_probe_size", f"must be >= 2, got {self.health_probe_size}", "e.g. 64 samples")
+        if self.health_patience < 1:
+            fail("health_patience", f"must be >= 1, got {self.health_patience}", "e.g. 2 passes")
         for name in ("health_max_anisotropy", "health_min_effective_rank"):
             if not 0 <= getattr(self, name) <= 1:
                 fail(name, f"must be in [0, 1] (0 = off), got {getattr(self, name)}", "e.g. 0.7 / 0.02, or 0")

@@ -61,8 +61,8 @@ def start_health(run: Run, data, collate_fn, knn: LabelledProbe | None) -> Healt
 
 def health_guard(cfg: PretrainConfig, method_name: str, text: bool = True) -> CollapseGuard:
     """The guard of the health statistics: anisotropy at most `health_max_anisotropy` (text probes only: a
-    random data2vec 2.0 ViT already measures 0.74), rank_fraction at least `health_min_effective_rank`, from
-    update `resolved_health_warmup` on, `health_patience` passes in a row."""
+    randomly initialised ViT can sit high by architecture alone), rank_fraction at least
+    `health_min_effective_rank`, from update `resolved_health_warmup` on, `health_patience` passes in a row."""
     max_anisotropy = cfg.health_max_anisotropy if text else 0.0
     return CollapseGuard({"rank_fraction": cfg.health_min_effective_rank}, cfg.resolved_health_warmup,
                          cfg.health_patience, maximums={"anisotropy": max_anisotropy}, method=method_name,
