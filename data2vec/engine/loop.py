@@ -37,6 +37,7 @@ from .setup import progress_bar, start_run
 from .state import Run, StopFlag, agreed_signal, save
 
 
+# ---- the loop -----------------------------------------------------------------------------------------
 def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = False,
              collate_fn=None, run_config: dict | None = None, health_data: LabelledProbe | None = None) -> dict:
     """Pretrain `method` (a `PretrainMethod`) on `data` for `cfg.steps` updates, writing the run folder `out_dir`.
@@ -182,6 +183,7 @@ def stop_if_diverged(run: Run, step: int) -> None:
             f"--clip-norm, or turn off --bf16; the last good weights are in {run.ckpt_dir}")
 
 
+# ---- checkpoints and the end of a run ---------------------------------------------------------------------
 def maybe_save(run: Run, step: int) -> None:
     """The periodic checkpoint (every `save_every` updates; the final one is written after the loop)."""
     every = run.cfg.save_every

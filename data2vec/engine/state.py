@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .health import Health
 
 
+# ---- the run's state --------------------------------------------------------------------------------------
 @dataclass
 class Run:
     """Everything one pretraining run holds between its steps."""
@@ -102,6 +103,7 @@ def agreed_signal(run: Run, stop: StopFlag) -> str:
     return signal.Signals(agreed).name
 
 
+# ---- the run's checkpoint --------------------------------------------------------------------------------
 def save(run: Run, step_done: int, reason: str) -> None:
     """An atomic checkpoint after `step_done` updates (rank 0 writes; every rank checks the EMA teachers agree)."""
     rngs = dist_utils.all_gather_object(get_rng_state())
