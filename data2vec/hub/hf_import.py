@@ -36,6 +36,11 @@ from .pretrained import ImportReport, PretrainedModel
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # index buffers of old checkpoints
 
 
+# ---------------------------------------------------------------------------------------------------
+# The family and the key names of a checkpoint
+# ---------------------------------------------------------------------------------------------------
+
+
 def family_of(hf_config: dict) -> str:
     model_type = hf_config.get("model_type")
     family = ALIASES.get(model_type, model_type)
@@ -152,6 +157,11 @@ def encoder_config_from_hf(hf: dict, family: str, state: dict[str, Tensor]) -> E
         image_size=image, patch_size=patch, in_chans=int(hf.get("num_channels", 3)), position=position,
         shared_rel_pos=not per_layer, use_mask_token="embeddings.mask_token" in state, **common,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Copying the weights
+# ---------------------------------------------------------------------------------------------------
 
 
 def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tensor]) -> ImportReport:
