@@ -6,11 +6,11 @@ stopping layer-norm text targets (measured statistics and a real tiny run) but n
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 import torch
+from word_corpus import write_word_corpus
 
 from data2vec.cli import main
 from data2vec.diagnostics import (
@@ -32,14 +32,7 @@ HEALTH_KEYS = ("health/anisotropy", "health/effective_rank", "health/rank_fracti
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    with open(path, "w") as fh:
-        for _ in range(60):
-            for _ in range(6):
-                fh.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + ".\n")
-            fh.write("\n")
-    return path
+    return write_word_corpus(tmp_path_factory.mktemp("data") / "corpus.txt", documents=60, words=WORDS)
 
 
 def text_args(corpus, out, steps, *extra):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -21,24 +20,16 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from word_corpus import write_word_corpus
 
 import data2vec.engine.loop
 import data2vec.finetune
 from data2vec.cli import main
 
-WORDS = "the cat sat on a mat while dogs ran over hills and birds sang in green trees near old rivers".split()
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    with open(path, "w") as fh:
-        for _ in range(20):
-            for _ in range(6):
-                fh.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + ".\n")
-            fh.write("\n")
-    return path
+    return write_word_corpus(tmp_path_factory.mktemp("data") / "corpus.txt", documents=20)
 
 
 def text_args(corpus, out, *extra, steps=8):
