@@ -91,8 +91,9 @@ def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
 def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float, v2_masks: int, out: Path,
         v2_set: dict | None = None) -> dict:
     """One pretraining run with a probe every `probe_every` updates; returns its curve."""
+    from data2vec.checkpoint import preserved_rng
     from data2vec.cli.demo import DigitImages
-    from data2vec.engine import preserved_rng, pretrain, read_metrics
+    from data2vec.engine import pretrain, read_metrics
 
     train_x, train_y, eval_x, eval_y = data
     model, cfg = build(method, seed, v2_lr, v2_masks, steps, v2_set)

@@ -23,8 +23,8 @@ _EXPORTS = {
     "ema": ("EMATeacher", "cosine_momentum", "ema_update_", "linear_tau"),
     "embeddings": ("PatchEmbedding", "RelativePositionBias", "TextEmbedding"),
     "heads": ("ImageClassificationHead", "QuestionAnsweringHead", "SequenceClassificationHead", "TaskModel"),
-    "hub": ("load_pretrained",),
-    "hub_export": ("export_hf",),
+    "hub.hf_export": ("export_hf",),
+    "hub.locate": ("load_pretrained",),
     "losses": ("regression_loss",),
     "masking": ("bert_mask", "block_mask", "block_masks", "span_mask"),
     "model": ("CollapseError", "Data2Vec", "Data2VecConfig"),
@@ -61,8 +61,8 @@ if TYPE_CHECKING:  # what a type checker and an IDE see: the same names, eagerly
         SequenceClassificationHead,
         TaskModel,
     )
-    from .hub import load_pretrained  # noqa: F401
-    from .hub_export import export_hf  # noqa: F401
+    from .hub.hf_export import export_hf  # noqa: F401
+    from .hub.locate import load_pretrained  # noqa: F401
     from .losses import regression_loss  # noqa: F401
     from .masking import bert_mask, block_mask, block_masks, span_mask  # noqa: F401
     from .model import CollapseError, Data2Vec, Data2VecConfig  # noqa: F401

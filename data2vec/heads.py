@@ -13,6 +13,12 @@
   data2vec paper section 4 fine-tuning): logits = W LN(mean_{i>0} x_i) + b over the patch tokens (CLS
   dropped); or ViT (Dosovitskiy et al. 2021, eq. 4): logits = W x_0 + b on the CLS token, whose final
   norm the backbone has already applied.
+- `task_loss`, the loss of each task type:
+    "classification": cross-entropy with optional label smoothing eps,
+        L = -sum_c q_c log softmax(z)_c,  q = (1 - eps) onehot(y) + eps / C   (Szegedy et al. 2016, section 7)
+    "regression" (STS-B): mean squared error, L = mean_i (z_i - y_i)^2 (RoBERTa / fairseq sentence_prediction)
+    "span" (SQuAD): L = (CE(start_logits, s) + CE(end_logits, e)) / 2 over the tokens (BERT section 4.2);
+        padded positions are excluded from the softmax.
 
 Differences from the originals: none in the math. The heads take the backbone's features (B, T, D)
 rather than the whole model, so the same heads serve every pretraining method of this project.
@@ -20,11 +26,15 @@ rather than the whole model, so the same heads serve every pretraining method of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 SEQUENCE_STYLES = ("roberta", "bert")
 POOLINGS = ("mean", "cls")
+TASK_TYPES = ("classification", "regression", "span")  # the losses of `task_loss`
 
 
 def _check_features(features: Tensor, dim: int, who: str) -> None:
@@ -139,4 +149,34 @@ class TaskModel(nn.Module):
         return self.head(self.features(**inputs))
 
 
-__all__ = ["ImageClassificationHead", "QuestionAnsweringHead", "SequenceClassificationHead", "TaskModel"]
+
+# ---- the losses of the task types, and what a batch feeds the TaskModel ------------------------------------
+
+
+def task_loss(task_type: str, outputs, batch: Mapping[str, Tensor], label_smoothing: float = 0.0) -> Tensor:
+    """The loss of one batch (see the module docstring for the three formulas)."""
+    if task_type == "classification":
+        return F.cross_entropy(outputs, batch["labels"], label_smoothing=label_smoothing)  # outputs (B, C)
+    if task_type == "regression":
+        pred = outputs.reshape(-1)  # (B, 1) -> (B,)
+        return F.mse_loss(pred, batch["labels"].to(pred.dtype))
+    if task_type == "span":
+        start, end = outputs  # each (B, T)
+        pad = batch.get("padding_mask")
+        if pad is not None:  # padded tokens never win the softmax
+            start = start.masked_fill(pad, torch.finfo(start.dtype).min)
+            end = end.masked_fill(pad, torch.finfo(end.dtype).min)
+        return 0.5 * (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"]))
+    raise ValueError(f"unknown task type {task_type!r}; use one of {TASK_TYPES}")
+
+
+MODEL_INPUTS = ("input_ids", "padding_mask", "token_type_ids", "images")
+
+
+def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The keys of a batch that the TaskModel consumes (the rest are targets and bookkeeping)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
+
+
+__all__ = ["ImageClassificationHead", "QuestionAnsweringHead", "SequenceClassificationHead", "TaskModel",
+           "model_inputs", "task_loss"]

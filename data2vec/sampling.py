@@ -16,26 +16,19 @@ re-seeds it approximately); here every shard and sample is seeded explicitly. Le
 from __future__ import annotations
 
 import hashlib
-import random
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["SeededItems", "ShardSampler", "mix_seed", "seed_all", "shard_seed"]
+from .checkpoint import set_seed
+
+__all__ = ["SeededItems", "ShardSampler", "mix_seed", "shard_seed"]
 
 
 def mix_seed(*values: int) -> int:
     """A 63-bit seed from integers (sha256; independent streams for (seed, step, shard) tuples)."""
     digest = hashlib.sha256(",".join(str(int(v)) for v in values).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def seed_all(seed: int) -> None:
-    """Seed python, numpy and torch's global generators from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class SeededItems(Dataset):
@@ -49,7 +42,7 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key):
         epoch, index = key
-        seed_all(mix_seed(self.seed, 1, epoch, index))
+        set_seed(mix_seed(self.seed, 1, epoch, index))
         return self.dataset[index]
 
 

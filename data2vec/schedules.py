@@ -6,8 +6,10 @@ What it implements
 - `tri_stage`: fairseq's tri-stage schedule (`fairseq/optim/lr_scheduler/tri_stage_lr_scheduler.py`,
   used by data2vec-speech/wav2vec 2.0 fine-tuning): linear warm-up from `init_scale * base_lr`, hold at
   `base_lr`, exponential decay to `final_scale * base_lr`, then constant.
-- `LRSchedule`: evaluates one of them at a step and writes `lr * group["lr_scale"]` into every optimiser
-  parameter group (the scale carries layer-wise lr decay, see `engine.param_groups`).
+- `warmup_linear`: linear warm-up then linear decay (RoBERTa's GLUE fine-tuning, fairseq `polynomial_decay`
+  with power 1).
+- `LRSchedule`: evaluates one of the pretraining schedules at a step and writes `lr * group["lr_scale"]` into
+  every optimiser parameter group (`set_lr`; the scale carries layer-wise lr decay, see `optim.param_groups`).
 
 Convention: `step` is the 0-based index of the optimiser step about to be taken; `warmup_cosine` reaches
 `base_lr` exactly at step `warmup_steps - 1` (so step 0 already takes a small, non-zero step).
@@ -25,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-SCHEDULES = ("cosine", "tri_stage", "constant")
+PRETRAIN_SCHEDULES = ("cosine", "tri_stage", "constant")  # `PretrainConfig.schedule`, built by `LRSchedule`
+FINETUNE_SCHEDULES = ("linear", "cosine")  # `FinetuneConfig.schedule`: the decay after the warm-up
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_lr: float = 0.0) -> float:
@@ -40,6 +43,20 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float
     progress = min(1.0, (step - warmup_steps) / decay_steps)  # p in [0, 1]
     # lr(p) = final + (base - final) * (1 + cos(pi p)) / 2
     return final_lr + 0.5 * (base_lr - final_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_linear(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_lr: float = 0.0) -> float:
+    """Linear warm-up from 0 to base_lr over warmup_steps, then linear decay to final_lr at total_steps.
+
+    lr(t) = base_lr * (t + 1) / warmup                                   for t < warmup
+    lr(t) = final_lr + (base_lr - final_lr) * (T - t) / (T - warmup)     after (clamped at final_lr)
+    (fairseq `polynomial_decay` with power 1, RoBERTa's GLUE schedule.)
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    frac = min(1.0, (step - warmup_steps) / span)
+    return final_lr + (base_lr - final_lr) * (1.0 - frac)
 
 
 def tri_stage(
@@ -105,7 +122,7 @@ class LRSchedule:
             fn = partial(tri_stage, total_steps=total_steps, warmup_frac=w, hold_frac=h, decay_frac=d,
                          base_lr=base_lr, init_scale=init_scale, final_scale=final_scale)
         else:
-            raise ValueError(f"unknown schedule {kind!r}; use one of {SCHEDULES}")
+            raise ValueError(f"unknown schedule {kind!r}; use one of {PRETRAIN_SCHEDULES}")
         return cls(fn, desc)
 
     def __call__(self, step: int) -> float:
@@ -114,9 +131,14 @@ class LRSchedule:
     def apply(self, optimizer, step: int) -> float:
         """Set every group's lr to `lr(step) * lr_scale`; returns the unscaled lr."""
         lr = self.fn(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        set_lr(optimizer, lr)
         return lr
 
     def state_dict(self) -> dict:
         return dict(self.description)
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """Every parameter group's lr = `lr * group["lr_scale"]` (layer-wise decay scales each group)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -3,29 +3,20 @@ clear one-line errors for bad input, and a 2-process torchrun launch of the real
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from word_corpus import write_word_corpus
 
 from data2vec.cli import main
-
-WORDS = "the cat sat on a mat while dogs ran over hills and birds sang in green trees near old rivers".split()
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    with open(path, "w") as fh:
-        for _ in range(30):
-            for _ in range(6):
-                fh.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + ".\n")
-            fh.write("\n")
-    return path
+    return write_word_corpus(tmp_path_factory.mktemp("data") / "corpus.txt", documents=30)
 
 
 def text_args(corpus, out, steps=6, *extra):

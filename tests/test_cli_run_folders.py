@@ -43,9 +43,9 @@ def own_checkpoint(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def no_plots(monkeypatch):
     """The engine's plots (about 3 s of matplotlib per pretraining launch) are not what these tests check."""
-    import data2vec.engine
+    import data2vec.engine.state
 
-    monkeypatch.setattr(data2vec.engine, "write_plots", lambda *args, **kwargs: None)
+    monkeypatch.setattr(data2vec.engine.state, "write_plots", lambda *args, **kwargs: None)
 
 
 def pretrain_args(corpus, out, *extra):
@@ -224,11 +224,11 @@ def test_demo_failing_before_pretraining_leaves_no_folder(monkeypatch, tmp_path)
 
 def test_a_failure_after_training_started_keeps_the_run_folder(corpus, tmp_path, monkeypatch):
     """What a run that trained wrote explains its failure (and --resume continues a checkpoint): it is kept."""
-    import data2vec.engine
+    import data2vec.engine.state
 
     def plots_then_fail(*args, **kwargs):  # the run's end, after every update was logged
         raise ValueError("disk full; fix: free some space")
 
-    monkeypatch.setattr(data2vec.engine, "write_plots", plots_then_fail)
+    monkeypatch.setattr(data2vec.engine.state, "write_plots", plots_then_fail)
     assert main(pretrain_args(corpus, tmp_path / "run")) == 2
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -237,7 +237,7 @@ def test_preserved_rng_restores_every_generator():
 
     import numpy as np
 
-    from data2vec.engine import preserved_rng
+    from data2vec.checkpoint import preserved_rng
 
     torch.manual_seed(0), np.random.seed(0), random.seed(0)
     expected = (torch.rand(3), np.random.rand(3), random.random())

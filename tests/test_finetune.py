@@ -11,8 +11,10 @@ from torch.utils.data import Dataset
 
 from data2vec.backbone import build_backbone
 from data2vec.config import vision_preset
-from data2vec.finetune import FinetuneConfig, finetune, lr_at, task_loss, warmup_linear
-from data2vec.heads import ImageClassificationHead, TaskModel
+from data2vec.finetune import finetune, lr_at
+from data2vec.finetune_config import FinetuneConfig
+from data2vec.heads import ImageClassificationHead, TaskModel, task_loss
+from data2vec.schedules import warmup_linear
 
 
 def test_warmup_linear_table():
@@ -63,11 +65,11 @@ def _tiny_image_model(depth=3, classes=3):
 
 
 def test_layer_wise_lr_decay_scales_match_the_formula():
-    from data2vec.finetune import _build_optimizer
+    from data2vec.finetune import finetune_optimizer
 
     depth, decay = 3, 0.65
     model = _tiny_image_model(depth)
-    opt = _build_optimizer(model, FinetuneConfig(lr=1e-3, layer_decay=decay))
+    opt = finetune_optimizer(model, FinetuneConfig(lr=1e-3, layer_decay=decay))
     scale_of = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     for name, p in model.named_parameters():
@@ -81,7 +83,7 @@ def test_layer_wise_lr_decay_scales_match_the_formula():
         assert scale_of[id(p)] == pytest.approx(decay ** (depth + 1 - layer)), name
         assert lr_of[id(p)] == pytest.approx(1e-3 * decay ** (depth + 1 - layer)), name
     # without decay every group has scale 1
-    opt = _build_optimizer(model, FinetuneConfig(lr=1e-3))
+    opt = finetune_optimizer(model, FinetuneConfig(lr=1e-3))
     assert {g["lr_scale"] for g in opt.param_groups} == {1.0}
 
 
@@ -213,7 +215,7 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(tmp_p
 def test_resume_without_the_saved_rng_state_would_not_be_exact(tmp_path, monkeypatch):
     # the control for the test above: with the global RNG (dropout) left as the new process seeded it, the
     # resumed run ends elsewhere, so that test does check the RNG restore and is not equal by construction
-    import data2vec.checkpoint
+    import data2vec.finetune
 
     cfg = FinetuneConfig.vision_defaults(epochs=4, batch_size=16, lr=3e-3, layer_decay=None, log_every=0)
     train, val = _Blobs(80, 0), _Blobs(32, 1)
@@ -221,7 +223,7 @@ def test_resume_without_the_saved_rng_state_would_not_be_exact(tmp_path, monkeyp
     finetune(straight, train, val, cfg, tmp_path / "straight", _accuracy, quiet=True)
     with pytest.raises(_Interrupted):
         finetune(_dropout_model(), train, val, cfg, tmp_path / "resumed", _stopping_metric(3), quiet=True)
-    monkeypatch.setattr(data2vec.checkpoint, "set_rng_state", lambda state: None)
+    monkeypatch.setattr(data2vec.finetune, "set_rng_state", lambda state: None)
     resumed = _dropout_model()
     torch.manual_seed(12345)
     finetune(resumed, train, val, cfg, tmp_path / "resumed", _accuracy, quiet=True, resume=True)

@@ -1,4 +1,4 @@
-"""The engine's representation-health pass (data2vec/engine.py `health_pass`, data2vec/diagnostics.py):
+"""The engine's representation-health pass (data2vec/engine/health.py `health_pass`, data2vec/diagnostics.py):
 health/* keys in metrics.jsonl and plots/health.png from real tiny runs, losses unchanged bit for bit with
 the pass on, the same probe statistics after a resume, the online k-NN on labelled images, and the guard
 stopping layer-norm text targets (measured statistics and a real tiny run) but not instance-norm ones."""
@@ -6,11 +6,11 @@ stopping layer-norm text targets (measured statistics and a real tiny run) but n
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 import torch
+from word_corpus import write_word_corpus
 
 from data2vec.cli import main
 from data2vec.diagnostics import (
@@ -21,7 +21,8 @@ from data2vec.diagnostics import (
     mean_pooled,
     token_anisotropy,
 )
-from data2vec.engine import PretrainConfig, health_guard
+from data2vec.engine import PretrainConfig
+from data2vec.engine.health import health_guard
 
 WORDS = ("the cat sat on a mat while dogs ran over hills and birds sang in green trees near old rivers under a "
          "bright sky as children played with kites").split()
@@ -31,14 +32,7 @@ HEALTH_KEYS = ("health/anisotropy", "health/effective_rank", "health/rank_fracti
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    with open(path, "w") as fh:
-        for _ in range(60):
-            for _ in range(6):
-                fh.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + ".\n")
-            fh.write("\n")
-    return path
+    return write_word_corpus(tmp_path_factory.mktemp("data") / "corpus.txt", documents=60, words=WORDS)
 
 
 def text_args(corpus, out, steps, *extra):
@@ -107,7 +101,7 @@ def test_the_health_pass_leaves_the_losses_unchanged_bit_for_bit(corpus, tmp_pat
 
 @pytest.mark.slow  # three tiny CLI runs (~4 s)
 def test_a_resumed_run_uses_the_same_probe_batch(corpus, tmp_path, monkeypatch):
-    import data2vec.engine as engine
+    import data2vec.engine.loop as engine
 
     extra = ("--health-every", "2", "--save-every", "3")
     assert main(text_args(corpus, tmp_path / "full", 6, *extra)) == 0

@@ -17,8 +17,7 @@ transformers = pytest.importorskip("transformers")  # the dev extra; the referen
 
 from data2vec import EncoderConfig, build_backbone, get_preset  # noqa: E402
 from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead  # noqa: E402
-from data2vec.hub import load_backbone, load_pretrained, save_backbone  # noqa: E402
-from data2vec.hub_export import export_hf  # noqa: E402
+from data2vec.hub import export_hf, load_backbone, load_pretrained, save_backbone  # noqa: E402
 
 TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)

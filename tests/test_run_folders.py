@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -21,24 +20,16 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from word_corpus import write_word_corpus
 
-import data2vec.engine
+import data2vec.engine.loop
 import data2vec.finetune
 from data2vec.cli import main
-
-WORDS = "the cat sat on a mat while dogs ran over hills and birds sang in green trees near old rivers".split()
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    with open(path, "w") as fh:
-        for _ in range(20):
-            for _ in range(6):
-                fh.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + ".\n")
-            fh.write("\n")
-    return path
+    return write_word_corpus(tmp_path_factory.mktemp("data") / "corpus.txt", documents=20)
 
 
 def text_args(corpus, out, *extra, steps=8):
@@ -65,7 +56,7 @@ def same_weights(a, b) -> bool:
 
 def sigterm_after_update(monkeypatch, update: int) -> None:
     """SIGTERM to this process once update `update` is logged: the loop finishes the next update, saves, stops."""
-    real = data2vec.engine.log_step
+    real = data2vec.engine.loop.log_step
 
     def log_then_signal(run, step, *args, **kwargs):
         record = real(run, step, *args, **kwargs)
@@ -73,7 +64,7 @@ def sigterm_after_update(monkeypatch, update: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return record
 
-    monkeypatch.setattr(data2vec.engine, "log_step", log_then_signal)
+    monkeypatch.setattr(data2vec.engine.loop, "log_step", log_then_signal)
 
 
 # ---- pretraining run folders that were copied or moved ---------------------------------------------------------
@@ -233,7 +224,7 @@ def test_a_signalled_pretrain_process_exits_128_plus_the_signal_then_resumes(cor
 
 
 def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatch, capsys):
-    real = data2vec.engine.log_step
+    real = data2vec.engine.loop.log_step
 
     def log_then_ctrl_c(run, step, *args, **kwargs):
         record = real(run, step, *args, **kwargs)
@@ -241,7 +232,7 @@ def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatc
             os.kill(os.getpid(), signal.SIGINT)  # a first Ctrl-C: the update finishes, the checkpoint is saved
         return record
 
-    monkeypatch.setattr(data2vec.engine, "log_step", log_then_ctrl_c)
+    monkeypatch.setattr(data2vec.engine.loop, "log_step", log_then_ctrl_c)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec",
                  "--out", str(out)]) == 130

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 NO_DROPOUT = ["--set", "dropout=0.0", "--set", "attn_dropout=0.0"]  # eager and compiled draw dropout differently
-# --compile compiles the encoders only (engine.compile_encoders): the masks stay eager, drawn from the seeded RNG
+# --compile compiles the encoders only (engine.setup.compile_encoders): the masks stay eager, drawn from the seeded RNG
 
 
 def command(out, *args):

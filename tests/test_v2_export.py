@@ -9,8 +9,7 @@ import torch
 import transformers  # the dev extra: the reference implementation
 from reference import assert_close_scaled
 
-from data2vec.hub import load_pretrained
-from data2vec.hub_export import export_hf
+from data2vec.hub import export_hf, load_pretrained
 from data2vec.v2 import Data2Vec2, Data2Vec2Config
 
 

@@ -404,7 +404,7 @@ for modality in ("text", "vision"):
 # The last check compares one post-LN `Block` with the reference implementation everybody uses,
 # `transformers.models.bert.modeling_bert.BertLayer`, on the same weights. A BERT layer keeps separate
 # `query`, `key`, `value` linears; ours is the fused $[W_q; W_k; W_v]$, so the copy concatenates them.
-# The module names map as follows (the same table `data2vec/hub.py` uses to import whole checkpoints,
+# The module names map as follows (the same table `data2vec/hub/names.py` uses to import whole checkpoints,
 # `TEXT_BLOCK`; notebook 07 does that):
 #
 # | ours (`Block`) | `BertLayer` |
@@ -484,7 +484,7 @@ else:
 # * In the depth study, raise `DEPTH_STUDY` to 48 and initialise with `std=0.2`: the post-LN stack stays
 #   normalised while the pre-LN stream keeps growing; then add the final LayerNorm (`final_norm=True`).
 # * Compare a pre-LN block with `transformers`' `ViTLayer` the same way (names: `layernorm_before`,
-#   `attention.attention.query`, ..., `layernorm_after`; see `VISION_BLOCK` in `data2vec/hub.py`), or a
+#   `attention.attention.query`, ..., `layernorm_after`; see `VISION_BLOCK` in `data2vec/hub/names.py`), or a
 #   BEiT layer, whose key projection has no bias (`k_bias=False`) and whose `lambda_1`, `lambda_2` are our
 #   `gamma1`, `gamma2`.
 # * Notebook 07 does the same parity for whole released checkpoints, layer by layer.

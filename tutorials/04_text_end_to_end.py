@@ -241,7 +241,7 @@ assert health_steps == [1] + list(range(HEALTH_EVERY, STEPS + 1, HEALTH_EVERY))
 
 # %% [markdown]
 # **By hand.** The probe batch is 64 indices drawn once from the run's own seeded stream (`mix_seed(seed, 3)`,
-# see `start_health` in data2vec/engine.py); text blocks involve no augmentation, so the batch is just those
+# see `start_health` in data2vec/engine/health.py); text blocks involve no augmentation, so the batch is just those
 # blocks collated. We run the trained student on it and recompute the anisotropy from the full $N \times N$
 # cosine matrix (the library uses an $O(ND)$ identity instead) and RankMe from numpy's SVD, and compare them
 # with what the loop logged after the last update.

@@ -360,7 +360,7 @@ print(f"online k-NN: {first['health/knn_acc']:.1f} % after update {first['step']
 
 # %% [markdown]
 # **The last pass, by hand.** The probe batch is 64 training images drawn at start-up from the run's own
-# seeded stream (`engine.start_health`: a permutation seeded by `mix_seed(seed, 3)`, first 64, sorted); the
+# seeded stream (`engine.health.start_health`: a permutation seeded by `mix_seed(seed, 3)`, first 64, sorted); the
 # last pass ran after the last update, on the weights the model holds now. We rebuild the batch, run the
 # student and recompute the statistics with numpy in float64.
 

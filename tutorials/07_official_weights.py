@@ -3,8 +3,8 @@
 #
 # The data2vec authors released their pretrained encoders in HuggingFace's format
 # (`facebook/data2vec-text-base`, `facebook/data2vec-vision-base`, ...). This project reads such a folder
-# straight into its own modules (`data2vec/hub.py`), fine-tunes it with its own loop, and writes it back in
-# the same format (`data2vec/hub_export.py`). This notebook walks that whole path:
+# straight into its own modules (`data2vec/hub/hf_import.py`), fine-tunes it with its own loop, and writes it back in
+# the same format (`data2vec/hub/hf_export.py`). This notebook walks that whole path:
 #
 # 1. what a `save_pretrained` folder holds, and how each HuggingFace tensor name maps onto our modules
 #    (checked tensor by tensor);
@@ -36,7 +36,9 @@ import torch
 import transformers
 
 from data2vec.cli import main as data2vec_cli
-from data2vec.hub import (
+from data2vec.hub import export_hf, load_pretrained
+from data2vec.hub.files import read_weights
+from data2vec.hub.names import (
     SHARED_REL,
     TEXT_BLOCK,
     TEXT_EMBED,
@@ -45,11 +47,8 @@ from data2vec.hub import (
     VISION_EMBED,
     VISION_QKV,
     key_pairs,
-    load_pretrained,
     qkv_key_names,
-    read_weights,
 )
-from data2vec.hub_export import export_hf
 from tasks.text.tokenizer import load_tokenizer, train_tokenizer
 from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
 
@@ -131,7 +130,7 @@ for name in list(hf_state)[:4] + [k for k in hf_state if k.startswith("encoder.l
     print(f"  {name:55s} {tuple(hf_state[name].shape)}")
 
 # %% [markdown]
-# **The name tables** (`data2vec/hub.py`; the one source of truth for import *and* export). Most tensors
+# **The name tables** (`data2vec/hub/names.py`; the one source of truth for import *and* export). Most tensors
 # map one to one, `encoder.layer.{i}.<theirs>` to our `encoder.blocks.{i}.<ours>`. The exception is
 # attention: HuggingFace keeps three linears `query`, `key`, `value`, we keep one fused projection, so the
 # import concatenates the rows,
@@ -524,7 +523,7 @@ for variable in ("D2V_TEXT_BASE", "D2V_VISION_BASE"):  # folders of the released
 #   (or `Data2VecVisionForImageClassification`) the same way; `load_pretrained` then imports the head too
 #   and `model.logits(...)` matches `transformers`' logits.
 # * Build a BEiT stand-in with one relative-bias table per block (`use_relative_position_bias=True`) or with
-#   both kinds: the import adds the shared table to each block's (`data2vec/hub.py`, `import_state`).
+#   both kinds: the import adds the shared table to each block's (`data2vec/hub/hf_import.py`, `import_state`).
 # * Perturb one tensor of the folder (say `encoder.layer.0.attention.self.key.weight` times 1.001), save
 #   it, reload: which blocks fail the parity check, and by how much?
 # * Try `--family roberta` in the export: data2vec-text and RoBERTa share the layout, only `model_type`

@@ -62,16 +62,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _import_hf(args: argparse.Namespace, out: Path) -> int:
     """--from-hf: a HuggingFace folder -> our format in `out`."""
-    from .. import hub
+    from ..hub.files import copy_tokenizer_files
+    from ..hub.hf_import import load_hf
+    from ..hub.own_format import is_own_format, save_backbone
 
     src = Path(args.from_hf)
     if not src.is_dir():
         raise CliError(f"--from-hf {src}: no such folder; fix: download the model files into a folder first")
-    if hub.is_own_format(src):
+    if is_own_format(src):
         raise CliError(f"--from-hf {src} is already in our format; fix: use it directly or --to-hf to export it")
-    model = hub.load_hf(src)
-    hub.save_backbone(out, model.backbone, {"family": model.family, "source": str(src)}, head=model.head)
-    copied = hub.copy_tokenizer_files(src, out)
+    model = load_hf(src)
+    save_backbone(out, model.backbone, {"family": model.family, "source": str(src)}, head=model.head)
+    copied = copy_tokenizer_files(src, out)
     print(f"convert: imported {model.family} from {src} -> {out}")
     print(f"  encoder: {model.encoder_config.depth} x {model.encoder_config.dim}, "
           f"head: {type(model.head).__name__ if model.head is not None else 'none'}")
@@ -82,27 +84,31 @@ def _import_hf(args: argparse.Namespace, out: Path) -> int:
 
 def _export_hf(args: argparse.Namespace, out: Path) -> int:
     """--to-hf: our checkpoint -> a HuggingFace folder in `out`."""
-    from .. import hub, hub_export
+    from ..hub.files import TOKENIZER_FILES, copy_tokenizer_files
+    from ..hub.hf_export import export_hf
+    from ..hub.locate import locate_checkpoint
+    from ..hub.names import FAMILIES
+    from ..hub.own_format import load_own
 
-    if args.tokenizer and not any((Path(args.tokenizer) / name).is_file() for name in hub.TOKENIZER_FILES):
-        raise CliError(f"--tokenizer {args.tokenizer}: no tokenizer files ({', '.join(hub.TOKENIZER_FILES[:5])}) "
+    if args.tokenizer and not any((Path(args.tokenizer) / name).is_file() for name in TOKENIZER_FILES):
+        raise CliError(f"--tokenizer {args.tokenizer}: no tokenizer files ({', '.join(TOKENIZER_FILES[:5])}) "
                        "there; fix: pass the folder that holds tokenizer.json (e.g. <pretrain run>/tokenizer)")
-    src, kind = hub.locate_checkpoint(args.to_hf)
+    src, kind = locate_checkpoint(args.to_hf)
     if kind == "huggingface":
         raise CliError(f"--to-hf {args.to_hf} is already a HuggingFace folder; fix: use it as it is, or import it "
                        "with --from-hf")
-    model = hub.load_own(src)
+    model = load_own(src)
     cfg = model.encoder_config
-    family = args.family or (model.family if model.family in hub.FAMILIES else None)
+    family = args.family or (model.family if model.family in FAMILIES else None)
     if family is None:  # our own runs record no HF family: pick the layout that holds the encoder
         family = ("bert" if cfg.position_offset == 0 else "roberta") if cfg.modality == "text" else \
             ("vit" if cfg.position == "learned" and cfg.layer_scale is None else "data2vec-vision")
-    hub_export.export_hf(out, model, family)
+    export_hf(out, model, family)
     candidates = [Path(args.tokenizer)] if args.tokenizer else [src, src / "tokenizer", src.parent,
                                                                   src.parent / "tokenizer"]
     tokenizer_src = None
     for folder in candidates:
-        if folder.is_dir() and hub.copy_tokenizer_files(folder, out):
+        if folder.is_dir() and copy_tokenizer_files(folder, out):
             tokenizer_src = folder
             break
     print(f"convert: exported {src} as {family} -> {out} (head: "

@@ -33,6 +33,17 @@ def with_fix(message: str, fix: str) -> str:
     return message if "fix:" in message else f"{message}; fix: {fix}"
 
 
+def config_refusal(error: ValueError, owner: str, flags: dict[str, str] | None = None) -> CliError:
+    """A config's "Owner.field: problem; fix: ..." (`config.config_error`) as the command's one-line refusal,
+    naming the flag: `--field-name`, or `flags[field]` where the flag is spelled differently."""
+    message = str(error)
+    where, sep, rest = message.partition(": ")
+    if sep and where.startswith(owner + "."):
+        field = where[len(owner) + 1:]
+        message = f"{(flags or {}).get(field, '--' + field.replace('_', '-'))}: {rest}"
+    return CliError(message)
+
+
 import argparse  # noqa: E402  (kept next to the one class that needs it)
 
 

@@ -16,16 +16,21 @@ full state, for `--resume`), `tokenizer/` (text tasks).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from .errors import OVERWRITE_HELP, CliError, HelpFormatter
+from .finetune_setup import (
+    TASKS,
+    evaluate_only,
+    finetune_config,
+    finetune_with_selection,
+    finish,
+    maybe_load_head,
+    squad_files,
+    text_backbone,
+)
 from .flags import add_device_and_threads, apply_threads
-
-TEXT_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
-TASKS = TEXT_TASKS + ("squad", "xquad", "image")
-
 
 # ---- argument parsing ----------------------------------------------------------------------------------
 
@@ -40,6 +45,15 @@ def add_parser(sub) -> None:
         "<out>/checkpoint: the same command with --resume continues (the run folder may have been moved).",
         formatter_class=HelpFormatter,
     )
+    _add_task_flags(p)
+    _add_recipe_flags(p)
+    _add_input_flags(p)
+    _add_run_flags(p)
+    p.set_defaults(run=run)
+
+
+def _add_task_flags(p) -> None:
+    """The task, its data, and the starting weights."""
     p.add_argument("--task", required=True, choices=TASKS,
                    help="GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte wnli: trains on train.tsv, evaluates on "
                    "dev.tsv), squad (SQuAD v1.1 JSON), xquad (evaluate a SQuAD model on an XQuAD language file), "
@@ -66,6 +80,10 @@ def add_parser(sub) -> None:
     p.add_argument("--tokenizer", default=None,
                    help="text tasks: tokenizer.json or a folder with tokenizer files; defaults to the one next to "
                    "--init. A random-init model needs one")
+
+
+def _add_recipe_flags(p) -> None:
+    """The optimisation recipe; each default is the task's published one (FinetuneConfig)."""
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the training data (default: 10 for GLUE, as RoBERTa; 2 for SQuAD; 10 images). "
                    "Small data sets (RTE, MRPC, STS-B, CoLA) benefit from the full 10")
@@ -76,8 +94,7 @@ def add_parser(sub) -> None:
                    help="peak learning rate (default: 2e-5 for pretrained text models, 1e-4 for random-init text, "
                    "3e-5 SQuAD, 2.5e-4 images at batch 64). Too high shows as a loss that jumps or goes NaN; "
                    "RoBERTa's GLUE sweep is {1e-5, 2e-5, 3e-5}. The image default is BEiT's ViT-B rate for 100 "
-                   "ImageNet epochs: small models and short runs want about 10x more (the demo's encoder on digits: "
-                   "83%% at the default, 95%% at 3e-3)")
+                   "ImageNet epochs: small models and short runs want about 10x more (docs/usage.md)")
     p.add_argument("--layer-decay", type=float, default=None,
                    help="layer-wise lr decay: a block l of L gets lr * decay^(L+1-l), the head the full lr "
                    "(default: 0.65 for images as data2vec-vision ViT-B, none for text). Use 0.75 for shallower "
@@ -89,6 +106,10 @@ def add_parser(sub) -> None:
                    help="fraction of updates for linear warm-up (default: 0.06 text as RoBERTa, 0.2 images)")
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="classification label smoothing (default: 0.1 images, 0 GLUE)")
+
+
+def _add_input_flags(p) -> None:
+    """How examples are cut (text) or sized (images), and the image head's pooling."""
     p.add_argument("--max-length", type=int, default=None,
                    help="max tokens per example (default: 128 GLUE, 384 SQuAD); must fit the encoder's positions")
     p.add_argument("--doc-stride", type=int, default=128,
@@ -97,6 +118,10 @@ def add_parser(sub) -> None:
                    help="images: input resolution (default: the encoder's image_size; digits: 8)")
     p.add_argument("--pooling", choices=("mean", "cls"), default="mean",
                    help="images: mean of patch tokens + LayerNorm (BEiT/data2vec-vision) or the CLS token (ViT/DINO)")
+
+
+def _add_run_flags(p) -> None:
+    """Model selection, subsets for quick runs, the seed, the run folder, resume, device."""
     p.add_argument("--val-fraction", type=float, default=None,
                    help="GLUE and images: hold out this fraction of the TRAINING examples (seeded) as a validation "
                    "split that picks the epoch, and score the evaluation split (GLUE dev, the image test split) once "
@@ -119,13 +144,13 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_and_threads(p)
     p.add_argument("--quiet", action="store_true", help="print only the final result")
-    p.set_defaults(run=run)
 
 
 # ---- the command ---------------------------------------------------------------------------------------
 
 
-def _check_positive(args) -> None:
+def _check_flags(args) -> None:
+    """Refuse bad flags before any work; the recipe's flags are checked by `FinetuneConfig.validate`."""
     from .common import choose_device, positive  # imports torch: kept out of `data2vec --help`
 
     args.device = choose_device(args.device)
@@ -134,19 +159,16 @@ def _check_positive(args) -> None:
         raise CliError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}; fix: e.g. 0.1")
     if args.val_fraction is not None and args.task in ("squad", "xquad"):
         raise CliError("--val-fraction is for GLUE and image tasks; fix: leave it out (squad holds out articles)")
-    for name in ("epochs", "batch_size", "max_length", "max_train_examples", "max_eval_examples", "image_size"):
+    for name in ("max_length", "max_train_examples", "max_eval_examples", "image_size"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name, None))
-    if args.lr is not None and not args.lr > 0:
-        raise CliError(f"--lr must be > 0, got {args.lr}; fix: try 2e-5 for pretrained text models")
-    if args.layer_decay is not None and not 0 < args.layer_decay <= 1:
-        raise CliError(f"--layer-decay must lie in (0, 1], got {args.layer_decay}; fix: use 0.65-0.75, or 1 for none")
+    finetune_config(args, "classification", "score")  # the recipe flags over FinetuneConfig's defaults
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import set_seed
     from .common import prepare_run_dir, removed_on_failure
 
-    _check_positive(args)
+    _check_flags(args)
     args.out = args.out or f"runs/finetune-{args.task}"
     try:
         with removed_on_failure(args.out, "finetune"):  # a launch that fails before training leaves no folder
@@ -172,100 +194,6 @@ def _say_how_to_continue(args) -> None:
               "--resume", file=sys.stderr, flush=True)
 
 
-def split_validation(train_set, fraction: float | None, seed: int):
-    """(train part, validation part or None): a seeded random `fraction` of the training examples held out."""
-    import torch
-    from torch.utils.data import Subset
-
-    if fraction is None:
-        return train_set, None
-    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed + 7919)).tolist()
-    n_val = int(round(fraction * len(order)))
-    if n_val < 1 or n_val >= len(order):
-        raise CliError(f"--val-fraction {fraction} leaves {n_val} of {len(order)} training examples for validation; "
-                       "fix: use a fraction that keeps at least one example on each side (e.g. 0.1)")
-    return Subset(train_set, sorted(order[n_val:])), Subset(train_set, sorted(order[:n_val]))
-
-
-def _finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, **kwargs) -> dict:
-    """finetune(); with --val-fraction the epoch is chosen on a validation split of the training data and the
-    evaluation split is scored once (summary["test"])."""
-    from ..finetune import finetune
-
-    train_part, val_part = split_validation(train_set, args.val_fraction, args.seed)
-    scored = "GLUE dev" if args.task in TEXT_TASKS else "test"  # the split the task is reported on
-    if val_part is None:
-        return finetune(model, train_set, eval_set, cfg, args.out, metric_fn, quiet=args.quiet, resume=args.resume,
-                        split_names=(scored, scored), **kwargs)
-    return finetune(model, train_part, val_part, cfg, args.out, metric_fn, quiet=args.quiet, test_set=eval_set,
-                    resume=args.resume, split_names=("validation", scored), **kwargs)
-
-
-def _shown(metrics: dict) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()
-                     if k not in ("epoch", "step", "train_loss", "elapsed_s") and isinstance(v, (int, float)))
-
-
-def _finish(args, summary: dict) -> int:
-    out = Path(args.out)
-    best = summary.get("best") or {}
-    main = summary.get("main_metric")
-    test = summary.get("test")
-    if test:
-        scored = "GLUE dev" if args.task in TEXT_TASKS else "test"
-        print(f"finetune {args.task}: {scored} at the epoch chosen on validation "
-              f"({test['selected']['epoch']}): {_shown(test['selected'])}; at the last epoch: {_shown(test['last'])}")
-    else:
-        print(f"finetune {args.task}: best epoch {best.get('epoch')} ({main}): {_shown(best)} (picked on the split it "
-              f"is measured on: optimistic; --val-fraction 0.1 picks it on held-out training data); last epoch: "
-              f"{_shown(summary.get('final') or {})}")
-    best_note = f", {out / 'best'}" if (out / "best").exists() else ""
-    print(f"wrote {out / 'metrics.json'}, {out / 'eval.jsonl'}" + best_note)
-    return 0
-
-
-def _text_backbone(args, default_preset_overrides: dict | None = None):
-    """Init + tokenizer for text tasks; a random init takes the vocabulary size from the tokenizer."""
-    from .common import load_init, load_text_tokenizer
-
-    if args.init is None:
-        tokenizer = load_text_tokenizer(args.tokenizer, None)
-        style_overrides = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
-        if tokenizer.style == "bert":
-            style_overrides.update(position_offset=0, type_vocab_size=2)
-        init = load_init(None, "text", args.preset, style_overrides)
-    else:
-        init = load_init(args.init, "text", args.preset)
-        tokenizer = load_text_tokenizer(args.tokenizer, init.tokenizer_dir)
-        if tokenizer.vocab_size > init.encoder_config.vocab_size:
-            raise CliError(f"the tokenizer has {tokenizer.vocab_size} tokens but the encoder only "
-                           f"{init.encoder_config.vocab_size}; fix: use the tokenizer the model was pretrained with")
-    cfg = init.encoder_config
-    limit = cfg.max_positions - cfg.position_offset
-    if args.max_length > limit:
-        raise CliError(f"--max-length {args.max_length} exceeds the encoder's {limit} positions; fix: use "
-                       f"--max-length {limit} or less")
-    tokenizer.save(Path(args.out) / "tokenizer")  # so that <out>/best works as --init on its own
-    return init, tokenizer
-
-
-def _finetune_config(args, task_type: str, main_metric: str, pretrained: bool, **defaults):
-    from ..finetune import FinetuneConfig
-
-    values = dict(task_type=task_type, main_metric=main_metric, seed=args.seed, device=args.device)
-    values.update(defaults)
-    for name in ("epochs", "batch_size", "lr", "layer_decay", "weight_decay", "warmup_ratio", "label_smoothing"):
-        value = getattr(args, name, None)
-        if value is not None:
-            values[name] = value
-    if values.get("layer_decay") == 1.0:
-        values["layer_decay"] = None
-    try:
-        return FinetuneConfig(**values)
-    except ValueError as error:  # "FinetuneConfig.field: problem; fix: what to do"
-        raise CliError(str(error)) from None
-
-
 def _run_glue(args) -> int:
     from tasks.text import glue
 
@@ -277,10 +205,10 @@ def _run_glue(args) -> int:
     eval_split = "dev_matched" if spec.name == "mnli" else "dev"
     train_examples = [] if args.eval_only else glue.load_glue(spec.name, "train", args.data)
     eval_examples = glue.load_glue(spec.name, eval_split, args.data)
-    init, tokenizer = _text_backbone(args)
+    init, tokenizer = text_backbone(args)
     head = SequenceClassificationHead(init.encoder_config.dim, spec.num_labels, style=tokenizer.style)
     model = TaskModel(init.backbone, head)
-    _maybe_load_head(model, init)
+    maybe_load_head(model, init)
     train_set = seeded_subset(glue.GlueDataset(train_examples, tokenizer, args.max_length),
                               args.max_train_examples, args.seed)
     eval_set = seeded_subset(glue.GlueDataset(eval_examples, tokenizer, args.max_length),
@@ -293,94 +221,17 @@ def _run_glue(args) -> int:
         return glue.glue_metrics(spec.name, preds, labels)
 
     pretrained = args.init is not None
-    cfg = _finetune_config(args, task_type, "score", pretrained, lr=2e-5 if pretrained else 1e-4)
+    cfg = finetune_config(args, task_type, "score", lr=2e-5 if pretrained else 1e-4)
     info = {"task": spec.name, "init": init.source, "encoder": init.encoder_config.to_dict(),
             "tokenizer": str(args.tokenizer or init.tokenizer_dir)}
     if args.eval_only:
-        return _evaluate_only(args, model, eval_set, collate, metric_fn, cfg, info)
-    summary = _finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, collate_fn=collate,
+        return evaluate_only(args, model, eval_set, collate, metric_fn, cfg, info)
+    summary = finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, collate_fn=collate,
                                        run_info=info)
-    return _finish(args, summary)
-
-
-def _maybe_load_head(model, init) -> None:
-    """Restore a fine-tuned head (from a <out>/best checkpoint) when its tensors fit the new head exactly."""
-    if not init.head_state:
-        return
-    own = model.head.state_dict()
-    if set(own) == set(init.head_state) and all(own[k].shape == init.head_state[k].shape for k in own):
-        model.head.load_state_dict(init.head_state)
-        print(f"restored the task head from {init.source}")
-
-
-def _evaluate_only(args, model, eval_set, collate, metric_fn, cfg, info) -> int:
-    from torch.utils.data import DataLoader
-
-    from ..finetune import predict
-
-    if args.init is None:
-        raise CliError("--eval-only needs --init (a fine-tuned <out>/best folder); "
-                       "fix: fine-tune first or drop --eval-only")
-    loader = DataLoader(eval_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, collate_fn=collate)
-    outputs, labels = predict(model.to(cfg.device), loader, cfg.task_type, cfg.device)
-    metrics = metric_fn(outputs, labels)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"main_metric": cfg.main_metric, "eval_only": True, "final": metrics, "best": metrics,
-               "eval_examples": len(eval_set), **info}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-    print(f"evaluate {args.task}: {shown}")
-    print(f"wrote {out / 'metrics.json'}")
-    return 0
+    return finish(args, summary)
 
 
 # ---- SQuAD / XQuAD -------------------------------------------------------------------------------------
-
-
-def _squad_files(args):
-    """(train articles, eval articles, eval description) from --data / --eval-data / --language."""
-    import random
-
-    from tasks.text.squad import load_squad
-
-    def resolve(path: Path, role: str, names: tuple[str, ...]) -> Path:
-        if path.is_file():
-            return path
-        if not path.exists():
-            raise CliError(f"{role} {path}: no such file or folder; fix: give a SQuAD-format JSON file or its folder")
-        for name in names:
-            if (path / name).is_file():
-                return path / name
-        raise CliError(f"{role} {path}: none of {', '.join(names)} in this folder; fix: point it at the JSON file")
-
-    data = Path(args.data)
-    eval_path = None
-    if args.language:
-        folder = Path(args.eval_data) if args.eval_data else data
-        folder = folder if folder.is_dir() else folder.parent
-        eval_path = resolve(folder, "--language", (f"xquad.{args.language}.json",))
-    elif args.eval_data:
-        eval_path = resolve(Path(args.eval_data), "--eval-data", ("dev-v1.1.json",))
-    elif args.task == "xquad":
-        raise CliError("--task xquad needs the XQuAD file: pass --eval-data xquad.<lang>.json or --language <code> "
-                       "with --data/--eval-data pointing at the XQuAD folder; fix: add one of them")
-    if args.eval_only:
-        target = eval_path or resolve(data, "--data", ("dev-v1.1.json",))
-        return [], load_squad(target)["data"], str(target)
-    train_path = resolve(data, "--data", ("train-v1.1.json", "dev-v1.1.json"))
-    train_articles = load_squad(train_path)["data"]
-    if eval_path is not None:
-        return train_articles, load_squad(eval_path)["data"], str(eval_path)
-    # no separate evaluation file: hold out 10% of the articles (whole articles, so no context leaks)
-    if len(train_articles) < 2:
-        raise CliError(f"--data {train_path} has a single article, too few to hold some out; fix: pass --eval-data")
-    order = list(range(len(train_articles)))
-    random.Random(args.seed).shuffle(order)
-    n_eval = max(1, len(order) // 10)
-    held = set(order[:n_eval])
-    return ([a for i, a in enumerate(train_articles) if i not in held],
-            [a for i, a in enumerate(train_articles) if i in held], f"{train_path} (held-out articles)")
 
 
 def _run_squad(args) -> int:
@@ -390,12 +241,12 @@ def _run_squad(args) -> int:
     from ..heads import QuestionAnsweringHead, TaskModel
 
     args.max_length = args.max_length or 384
-    train_articles, eval_articles, eval_name = _squad_files(args)
+    train_articles, eval_articles, eval_name = squad_files(args)
     train_articles = squad.limit_questions(train_articles, args.max_train_examples, args.seed)
     eval_articles = squad.limit_questions(eval_articles, args.max_eval_examples, args.seed)
-    init, tokenizer = _text_backbone(args)
+    init, tokenizer = text_backbone(args)
     model = TaskModel(init.backbone, QuestionAnsweringHead(init.encoder_config.dim))
-    _maybe_load_head(model, init)
+    maybe_load_head(model, init)
     stride = min(args.doc_stride, max(1, args.max_length // 2))
     try:
         train_feats = squad.prepare_features({"data": train_articles}, tokenizer, args.max_length, stride) \
@@ -413,16 +264,16 @@ def _run_squad(args) -> int:
 
     pretrained = args.init is not None
     # BERT SQuAD v1.1: lr 5e-5, batch 32, 2-3 epochs; RoBERTa: 1.5e-5, batch 48, 2 epochs, 6% warm-up
-    cfg = _finetune_config(args, "span", "f1", pretrained, epochs=2, lr=3e-5 if pretrained else 1e-4)
+    cfg = finetune_config(args, "span", "f1", epochs=2, lr=3e-5 if pretrained else 1e-4)
     # eval_examples / train_examples count context windows (features); the questions scored are counted here
     info = {"task": args.task, "init": init.source, "eval_data": eval_name, "encoder": init.encoder_config.to_dict(),
             "eval_questions": squad.count_questions(eval_articles),
             "train_questions": squad.count_questions(train_articles)}
     if args.eval_only:
-        return _evaluate_only(args, model, eval_feats, collate, metric_fn, cfg, info)
+        return evaluate_only(args, model, eval_feats, collate, metric_fn, cfg, info)
     summary = finetune(model, train_feats, eval_feats, cfg, args.out, metric_fn, collate_fn=collate, run_info=info,
                        quiet=args.quiet, resume=args.resume, split_names=(Path(eval_name).name,) * 2)
-    return _finish(args, summary)
+    return finish(args, summary)
 
 
 # ---- images --------------------------------------------------------------------------------------------
@@ -431,7 +282,7 @@ def _run_squad(args) -> int:
 def _run_image(args) -> int:
     from tasks.vision import image_collate
 
-    from ..finetune import FinetuneConfig
+    from ..finetune_config import FinetuneConfig
     from ..heads import ImageClassificationHead, TaskModel
     from .common import check_channels, image_splits, seeded_subset, vision_init
 
@@ -441,7 +292,7 @@ def _run_image(args) -> int:
     check_channels(in_chans, cfg_enc.in_chans)
     head = ImageClassificationHead(cfg_enc.dim, num_classes, pooling=args.pooling)
     model = TaskModel(init.backbone, head)
-    _maybe_load_head(model, init)
+    maybe_load_head(model, init)
     train_set = seeded_subset(train_set, args.max_train_examples, args.seed)
     eval_set = seeded_subset(eval_set, args.max_eval_examples, args.seed)
 
@@ -453,11 +304,11 @@ def _run_image(args) -> int:
     if args.init is None:
         defaults["layer_decay"] = None  # nothing pretrained to protect in the lower layers
         defaults["lr"] = 1e-3
-    cfg = _finetune_config(args, "classification", "accuracy", args.init is not None, **defaults)
+    cfg = finetune_config(args, "classification", "accuracy", **defaults)
     info = {"task": "image", "data": str(args.data), "init": init.source, "encoder": cfg_enc.to_dict(),
             "num_classes": num_classes}
     if args.eval_only:
-        return _evaluate_only(args, model, eval_set, image_collate, metric_fn, cfg, info)
-    summary = _finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, collate_fn=image_collate,
+        return evaluate_only(args, model, eval_set, image_collate, metric_fn, cfg, info)
+    summary = finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, collate_fn=image_collate,
                                        run_info=info)
-    return _finish(args, summary)
+    return finish(args, summary)

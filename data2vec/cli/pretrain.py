@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import OVERWRITE_HELP, CliError, HelpFormatter, signal_exit_code, with_fix
+from ..schedules import PRETRAIN_SCHEDULES
+from .errors import OVERWRITE_HELP, CliError, HelpFormatter, config_refusal, signal_exit_code, with_fix
 from .flags import add_device_and_threads, apply_threads
 from .methods import METHODS, PRETRAINING_METHODS, get_method
 
@@ -31,6 +32,16 @@ def add_parser(sub) -> None:
         "Multi-GPU: torchrun --nproc_per_node 8 -m data2vec pretrain ... (the global batch is "
         "batch-size x grad-accum x processes).",
         formatter_class=HelpFormatter)
+    _add_what_flags(p)
+    _add_optimisation_flags(p)
+    _add_run_flags(p)
+    _add_data_flags(p)
+    _add_health_flags(p.add_argument_group("representation health (docs/health.md)"))
+    p.set_defaults(run=run)
+
+
+def _add_what_flags(p) -> None:
+    """The method, the modality, the model size, the data and the run folder."""
     p.add_argument("--method", required=True, choices=PRETRAINING_METHODS,
                    help="; ".join(f"{name}: {METHODS[name].summary}" for name in PRETRAINING_METHODS))
     p.add_argument("--modality", choices=("text", "vision"), default=None,
@@ -46,6 +57,10 @@ def add_parser(sub) -> None:
                    "folder, or an image folder <root>/<class>/<image>")
     p.add_argument("--out", required=True,
                    help="run folder (created); one that holds a run is refused unless --resume or --overwrite")
+
+
+def _add_optimisation_flags(p) -> None:
+    """Updates, batch, learning rate and its schedule, regularisation, seed."""
     p.add_argument("--steps", type=int, default=1000, help="optimiser updates; tiny runs need a few hundred to move")
     p.add_argument("--batch-size", type=int, default=32,
                    help="samples per process per micro-batch; when you change the global batch, scale --lr with it")
@@ -60,7 +75,7 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="linear warm-up updates (default 10%% of --steps); too short a warm-up is the most common "
                    "cause of divergence and of data2vec collapse")
-    p.add_argument("--schedule", choices=("cosine", "tri_stage", "constant"), default="cosine",
+    p.add_argument("--schedule", choices=PRETRAIN_SCHEDULES, default="cosine",
                    help="cosine: warm-up then cosine decay (data2vec/BEiT); tri_stage: fairseq's warm-up/hold/decay")
     p.add_argument("--weight-decay", type=float, default=None,
                    help="AdamW decay, never applied to biases, norms, tokens or position tables (default text 0.01, "
@@ -68,6 +83,10 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-norm", type=float, default=None, help="gradient-norm clipping (0 = off; default text 5, "
                    "vision 3, bert 1)")
     p.add_argument("--seed", type=int, default=1, help="seeds init, data order, masks and augmentation")
+
+
+def _add_run_flags(p) -> None:
+    """Where and how the run executes: device, checkpoints, logging, resume, precision, processes."""
     add_device_and_threads(p)
     p.add_argument("--save-every", type=int, default=0,
                    help="checkpoint every N updates (0 = at the end and on Ctrl-C/SIGTERM only); the checkpoint is "
@@ -88,6 +107,10 @@ def add_parser(sub) -> None:
                    help="DataLoader workers (samples are seeded individually, so results do not depend on it)")
     p.add_argument("--max-nonfinite", type=int, default=5,
                    help="stop after this many non-finite losses in a row (each one skips its update)")
+
+
+def _add_data_flags(p) -> None:
+    """Tokenizer and sequence length (text), image size (vision), --set overrides of the method's config."""
     p.add_argument("--tokenizer", default=None,
                    help="text: a tokenizer.json (or folder) to use instead of training a BPE on --data")
     p.add_argument("--vocab-size", type=int, default=None,
@@ -102,12 +125,15 @@ def add_parser(sub) -> None:
                    "--set dropout=0.0 (values parsed as JSON, else kept as text; none or null = None); see "
                    "Data2VecConfig for the fields")
     p.add_argument("--quiet", action="store_true", help="no progress bar or console lines")
-    h = p.add_argument_group("representation health (docs/health.md)")
+
+
+def _add_health_flags(h) -> None:
+    """The representation-health pass and its guard (docs/health.md)."""
     h.add_argument("--health-every", type=int, default=100,
                    help="a health pass every N updates (and after the first and the last): anisotropy, effective "
                    "rank and (labelled images) an online k-NN accuracy of the student's features on a fixed probe "
                    "batch, logged as health/* in metrics.jsonl and drawn in plots/health.png; 0 = off. Costs "
-                   "under 5%% of a run at 100 (measured); lower it for short runs to see more points")
+                   "under 5%% of a run at 100 (docs/health.md); lower it for short runs to see more points")
     h.add_argument("--health-probe-size", type=int, default=64, help="samples in the fixed probe batch")
     h.add_argument("--health-knn", type=int, default=256,
                    help="vision: labelled training images of the online k-NN (3/4 memory bank, 1/4 held-out "
@@ -115,8 +141,9 @@ def add_parser(sub) -> None:
                    "steadier curve, lower it if the pass is slow")
     h.add_argument("--health-max-anisotropy", type=float, default=None,
                    help="text: stop when the probe tokens' mean cosine stays above this after the warm-up (0 = off; "
-                   "default 0.6, from measured runs): a run whose tokens share one direction is dead even when "
-                   "target_std looks fine (not applied to images, whose healthy level depends on the encoder)")
+                   "default 0.6, between healthy and collapsed runs in docs/health.md): a run whose tokens share one "
+                   "direction is dead even when target_std looks fine (not applied to images, whose healthy level "
+                   "depends on the encoder)")
     h.add_argument("--health-min-effective-rank", type=float, default=None,
                    help="stop when the effective rank (RankMe) of the probe tokens, as a FRACTION of the width D, "
                    "stays below this after the warm-up (0 = off; default PretrainConfig's)")
@@ -125,7 +152,6 @@ def add_parser(sub) -> None:
                    "transient of high anisotropy around the peak learning rate")
     h.add_argument("--health-patience", type=int, default=None,
                    help="health passes in a row past a threshold before stopping (default PretrainConfig's)")
-    p.set_defaults(run=run)
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -176,6 +202,23 @@ def run(args: argparse.Namespace) -> int:
     from .common import choose_device, positive, removed_on_failure
 
     spec = get_method(args.method)
+    modality = chosen_modality(args, spec)
+    positive("--seq-len", args.seq_len)
+    positive("--health-knn", args.health_knn, allow_zero=True)
+    user = _parse_sets(args.set)
+    check_sets(spec, user)
+    device = choose_device(args.device)
+    try:  # every other flag is checked where its meaning is defined: PretrainConfig.validate
+        pretrain_config(args, spec, modality, device).validate()
+    except ValueError as error:
+        raise config_refusal(error, "PretrainConfig", {"num_workers": "--workers"}) from None
+    apply_threads(args.threads)
+    with removed_on_failure(args.out, "pretrain"):  # a launch that fails before training leaves no folder behind
+        return _train(args, spec, modality, user, device)
+
+
+def chosen_modality(args: argparse.Namespace, spec) -> str:
+    """--modality, or the method's only one; refused when the method does not train on it."""
     if args.modality is None and len(spec.modalities) > 1:
         raise CliError(f"--method {args.method} needs --modality ({' or '.join(spec.modalities)}); fix: add "
                        f"--modality {spec.modalities[0]} (or {' or '.join(spec.modalities[1:])})")
@@ -184,50 +227,69 @@ def run(args: argparse.Namespace) -> int:
         trains_on = ", ".join(f"{name}: {'/'.join(METHODS[name].modalities)}" for name in PRETRAINING_METHODS)
         raise CliError(f"--method {args.method} does not train on {modality} ({args.method} is "
                        f"{'/'.join(spec.modalities)}-only); fix: pick a method for it ({trains_on})")
-    for flag in ("steps", "batch_size", "grad_accum", "seq_len", "max_nonfinite"):
-        positive(f"--{flag.replace('_', '-')}", getattr(args, flag))
-    for flag in ("save_every", "log_every", "workers", "warmup_steps", "health_every", "health_knn",
-                 "health_warmup_steps"):
-        positive(f"--{flag.replace('_', '-')}", getattr(args, flag), allow_zero=True)
-    for flag in ("health_max_anisotropy", "health_min_effective_rank"):
-        if getattr(args, flag) is not None and not 0 <= getattr(args, flag) <= 1:
-            raise CliError(f"--{flag.replace('_', '-')} must be in [0, 1] (0 = off), got {getattr(args, flag)}; "
-                           "fix: pass a fraction such as 0.6, or 0 to turn the check off")
-    positive("--health-patience", args.health_patience)
-    if args.health_probe_size < 2:
-        raise CliError(f"--health-probe-size must be >= 2, got {args.health_probe_size}; fix: e.g. 64")
-    if args.lr is not None and args.lr <= 0:
-        raise CliError(f"--lr must be > 0, got {args.lr}; fix: e.g. --lr 5e-4")
-    user = _parse_sets(args.set)
-    check_sets(spec, user)
-    device = choose_device(args.device)
-    apply_threads(args.threads)
-    with removed_on_failure(args.out, "pretrain"):  # a launch that fails before training leaves no folder behind
-        return _train(args, spec, modality, user, device)
+    return modality
+
+
+def pretrain_config(args: argparse.Namespace, spec, modality: str, device: str, world: int = 1, rank: int = 0):
+    """The loop's `PretrainConfig` from the flags, the method's optimiser defaults where a flag is left out."""
+    from ..engine import PretrainConfig
+
+    defaults = spec.optim[modality]
+    global_batch = args.batch_size * args.grad_accum * world
+    return PretrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        lr=args.lr if args.lr is not None else defaults.scaled_lr(global_batch), min_lr=args.min_lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay if args.weight_decay is not None else defaults.weight_decay,
+        betas=defaults.betas, clip_norm=args.clip_norm if args.clip_norm is not None else defaults.clip_norm,
+        schedule=args.schedule, bf16=args.bf16, compile=args.compile, save_every=args.save_every,
+        log_every=args.log_every, max_nonfinite=args.max_nonfinite, seed=args.seed, device=device,
+        num_workers=args.workers, find_unused_parameters=spec.find_unused_parameters, quiet=args.quiet or rank > 0,
+        health_every=args.health_every, health_probe_size=args.health_probe_size,
+        health_warmup_steps=args.health_warmup_steps,
+        **{k: getattr(args, k) for k in ("health_max_anisotropy", "health_min_effective_rank", "health_patience")
+           if getattr(args, k) is not None})
 
 
 def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: str) -> int:
     """Claim the run folder, build the data and the method, and run the engine."""
     from .. import distributed as dist_utils
-    from ..config import get_preset
-    from ..engine import PretrainConfig, TrainingAborted, pretrain
-    from .common import (
-        build_text_data,
-        build_vision_data,
-        health_knn_probe,
-        prepare_run_dir,
-        set_seed,
-        text_overrides,
-    )
+    from ..checkpoint import set_seed
+    from ..engine import TrainingAborted, pretrain
+    from .common import prepare_run_dir
 
     # --resume without a checkpoint starts afresh
     out, resuming = prepare_run_dir(args.out, "pretrain", resume=args.resume, overwrite=args.overwrite,
                                     can_resume=True)
     rank, _, world = dist_utils.init_distributed(device, timeout_s=args.dist_timeout)
-    defaults = spec.optim[modality]
-    global_batch = args.batch_size * args.grad_accum * world
+    dataset, data_info, derived, collate, knn = _build_data(args, spec, modality, user, out, resuming, rank)
+    set_seed(args.seed)  # the same initial weights on every rank
+    method = build_method(args.method, modality, args.preset, derived, user)
+    cfg = pretrain_config(args, spec, modality, device, world, rank)
+    run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
+                  "data": data_info, "overrides": user}
+    try:
+        summary = pretrain(method, dataset, cfg, out, resume=resuming, collate_fn=collate, run_config=run_config,
+                           health_data=knn)
+        # leave the process group together (only after a run that finished on every rank: on an error path the
+        # others may be gone); a rank tearing gloo down while another still uses it can abort that rank
+        dist_utils.barrier()
+    except TrainingAborted as error:
+        raise CliError(with_fix(str(error), "read the run's metrics.jsonl and plots/; docs/health.md lists the "
+                                "usual causes and cures (a lower --lr, a longer --warmup-steps)")) from None
+    finally:
+        dist_utils.cleanup()
+    # stopped by a signal: the engine saved and printed how to continue; the status says the run is unfinished
+    return signal_exit_code(summary["stopped_by"]) if summary["stopped_by"] else 0
 
-    # ---- data (rank 0 first: it trains the tokenizer / fills the caches the others then reuse) -------
+
+def _build_data(args: argparse.Namespace, spec, modality: str, user: dict, out, resuming: bool, rank: int):
+    """The training data, rank 0 first (it trains the tokenizer / fills the caches the other ranks then reuse).
+    -> (dataset, data_info for config.json, config overrides derived from the data, collate_fn, k-NN probe)."""
+    from .. import distributed as dist_utils
+    from ..config import get_preset
+    from .common import build_text_data, build_vision_data, health_knn_probe, text_overrides
+
     enc = get_preset(modality, args.preset)
     derived, collate, knn = {}, None, None
     for turn in (0, 1):
@@ -257,37 +319,7 @@ def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: st
                 if args.health_every and args.health_knn:
                     knn = health_knn_probe(args.data, size, args.health_knn, args.seed)
         dist_utils.barrier()
-
-    set_seed(args.seed)  # the same initial weights on every rank
-    method = build_method(args.method, modality, args.preset, derived, user)
-    cfg = PretrainConfig(
-        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lr=args.lr if args.lr is not None else defaults.scaled_lr(global_batch), min_lr=args.min_lr,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay if args.weight_decay is not None else defaults.weight_decay,
-        betas=defaults.betas, clip_norm=args.clip_norm if args.clip_norm is not None else defaults.clip_norm,
-        schedule=args.schedule, bf16=args.bf16, compile=args.compile, save_every=args.save_every,
-        log_every=args.log_every, max_nonfinite=args.max_nonfinite, seed=args.seed, device=device,
-        num_workers=args.workers, find_unused_parameters=spec.find_unused_parameters, quiet=args.quiet or rank > 0,
-        health_every=args.health_every, health_probe_size=args.health_probe_size,
-        health_warmup_steps=args.health_warmup_steps,
-        **{k: getattr(args, k) for k in ("health_max_anisotropy", "health_min_effective_rank", "health_patience")
-           if getattr(args, k) is not None})
-    run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
-                  "data": data_info, "overrides": user}
-    try:
-        summary = pretrain(method, dataset, cfg, out, resume=resuming, collate_fn=collate, run_config=run_config,
-                           health_data=knn)
-        # leave the process group together (only after a run that finished on every rank: on an error path the
-        # others may be gone); a rank tearing gloo down while another still used it aborted once in ~25 runs here
-        dist_utils.barrier()
-    except TrainingAborted as error:
-        raise CliError(with_fix(str(error), "read the run's metrics.jsonl and plots/; docs/health.md lists the "
-                                "usual causes and cures (a lower --lr, a longer --warmup-steps)")) from None
-    finally:
-        dist_utils.cleanup()
-    # stopped by a signal: the engine saved and printed how to continue; the status says the run is unfinished
-    return signal_exit_code(summary["stopped_by"]) if summary["stopped_by"] else 0
+    return dataset, data_info, derived, collate, knn
 
 
 def keep_legacy_tokenizer_entry(data_info: dict, out) -> dict:

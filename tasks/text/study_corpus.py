@@ -1,4 +1,4 @@
-"""The offline pretraining text of the text study (issue 16): corpus.txt, a held-out slice, an 8k BPE.
+"""The offline pretraining text of the text study: corpus.txt, a held-out slice, an 8k BPE.
 
 What it builds, from the shared data folder given as `data_root` (never hard-coded):
 - `corpus.txt` in the "plain" layout of `tasks.text.corpus` (one line per line, a blank line between

@@ -1,9 +1,9 @@
-"""Export of our encoders to the HuggingFace layout (docs/design.md section 7): the way back from `data2vec.hub`.
+"""Export of our encoders to the HuggingFace layout (docs/design.md section 7): the way back from `hf_import.py`.
 
 `export_hf(folder, model, family)` writes `config.json` + `model.safetensors` that `transformers` loads
 as a `bert` / `roberta` / `data2vec-text` or `vit` / `beit` / `data2vec-vision` model, with a
 classification or QA head when there is one. The key names come from the same tables the import uses
-(`data2vec.hub`), so a round trip ours -> folder -> ours is the identity (tested), and so is ours ->
+(`names.py`), so a round trip ours -> folder -> ours is the identity (tested), and so is ours ->
 folder -> `transformers` on the outputs.
 
 What a family's layout cannot express is refused with the reason and the fix, never written
@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .backbone import TextTransformer, VisionTransformer
-from .config import EncoderConfig
-from .heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
-from .hub import (
+from ..backbone import TextTransformer, VisionTransformer
+from ..config import EncoderConfig
+from ..heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
+from .files import copy_tokenizer_files
+from .names import (
     ALIASES,
     BASE_CLASS,
     FAMILIES,
@@ -33,12 +34,11 @@ from .hub import (
     SHARED_REL,
     TEXT_FAMILIES,
     VISION_FAMILIES,
-    PretrainedModel,
-    copy_tokenizer_files,
     head_key_pairs,
     key_pairs,
     qkv_key_names,
 )
+from .pretrained import PretrainedModel
 
 
 def _export_error(family: str, problem: str, fix: str) -> ValueError:
