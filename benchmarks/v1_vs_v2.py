@@ -43,7 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def digits(validation: bool):
     """(train images, train labels, eval images, eval labels), normalised as in the demo. validation=True:
     the eval set is 20 % of the training images (seeded), the test digits are not touched."""
-    from data2vec.cli.demo import digits_tensors
+    from data2vec.study.digits import digits_tensors
 
     train_x, train_y, test_x, test_y = digits_tensors()
     if not validation:
@@ -55,8 +55,8 @@ def digits(validation: bool):
 
 def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_set: dict | None = None):
     """(the method, its PretrainConfig) on the demo's encoder."""
-    from data2vec.cli.demo import DemoConfig, build_method, encoder_overrides
-    from data2vec.cli.methods import METHODS
+    from data2vec.study.digits import DemoConfig, build_method, demo_encoder_overrides
+    from data2vec.methods import METHODS
     from data2vec.engine import PretrainConfig
 
     demo = DemoConfig(seed=seed, steps=steps)
@@ -65,7 +65,7 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_se
         lr, betas, clip = demo.lr, (0.9, 0.999), 3.0
     else:
         torch.manual_seed(seed)
-        encoder = {k: v for k, v in encoder_overrides(demo).items() if k != "position"}  # v2: sin-cos positions
+        encoder = {k: v for k, v in demo_encoder_overrides(demo).items() if k != "position"}  # v2: sin-cos positions
         model = METHODS["data2vec2"].build("vision", "mini", **encoder, num_masks=v2_masks, **(v2_set or {}))
         optim = METHODS["data2vec2"].optim["vision"]
         lr, betas, clip = v2_lr, optim.betas, optim.clip_norm
@@ -77,7 +77,7 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_se
 
 
 def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
-    from data2vec.cli.demo import pooled_features
+    from data2vec.study.digits import pooled_features
     from data2vec.probe import knn_classify, linear_probe
 
     a, ay = pooled_features(backbone, train_x, train_y)
@@ -91,7 +91,7 @@ def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
 def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float, v2_masks: int, out: Path,
         v2_set: dict | None = None) -> dict:
     """One pretraining run with a probe every `probe_every` updates; returns its curve."""
-    from data2vec.cli.demo import DigitImages
+    from data2vec.study.digits import DigitImages
     from data2vec.engine import preserved_rng, pretrain, read_metrics
 
     train_x, train_y, eval_x, eval_y = data

@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import data2vec
 from data2vec.backbone import build_backbone
-from data2vec.cli.demo import DemoConfig, build_method, digits_tensors, pooled_features
+from data2vec.study.digits import DemoConfig, build_method, digits_tensors, pooled_features
 from data2vec.masking import block_mask, inverse_block_mask, random_mask
 from data2vec.model import Data2Vec
 from data2vec.optim import build_optimizer

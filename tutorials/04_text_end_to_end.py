@@ -36,8 +36,8 @@ import torch
 from torch.utils.data import default_collate
 
 from data2vec.backbone import build_backbone
-from data2vec.cli.common import text_overrides
-from data2vec.cli.methods import METHODS
+from data2vec.study.data import text_overrides
+from data2vec.methods import METHODS
 from data2vec.diagnostics import health_statistics, layer_target_stats
 from data2vec.engine import PretrainConfig, TrainingAborted, pretrain, read_metrics
 from data2vec.finetune import FinetuneConfig, finetune, predict
@@ -165,7 +165,7 @@ assert (first["input_ids"][real:] == tok.pad_id).all() and not first["padding_ma
 # %% [markdown]
 # ## 3. Pretraining data2vec text
 #
-# The registry `data2vec.cli.methods.METHODS` is the one table of methods; `data2vec pretrain --method data2vec
+# The registry `data2vec.methods.METHODS` is the one table of methods; `data2vec pretrain --method data2vec
 # --modality text --preset tiny` does exactly what the next cell does: `METHODS["data2vec"].build("text",
 # "tiny", **overrides)` with the vocabulary size and special ids taken from the tokenizer (`text_overrides`),
 # and a `PretrainConfig` filled with the method's optimiser defaults for text.

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from data2vec.cli.demo import DemoConfig, DigitImages, build_method, digits_tensors, pooled_features
+from data2vec.study.digits import DemoConfig, DigitImages, build_method, digits_tensors, pooled_features
 from data2vec.diagnostics import LabelledProbe
 from data2vec.engine import PretrainConfig, pretrain, read_metrics
 from data2vec.probe import DEFAULT_CS, few_label_indices, knn_classify, knn_predict, linear_probe

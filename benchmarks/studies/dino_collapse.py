@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from data2vec.checkpoint import set_seed
 from data2vec.cli import compare as C
-from data2vec.cli.common import health_knn_probe, image_splits
+from data2vec.study.data import health_knn_probe, image_splits
 from data2vec.engine import pretrain, read_metrics
 
 

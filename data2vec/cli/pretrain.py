@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..methods import METHODS, PRETRAINING_METHODS, get_method
 from .errors import OVERWRITE_HELP, CliError, HelpFormatter, signal_exit_code, with_fix
 from .flags import add_device_and_threads, apply_threads
-from .methods import METHODS, PRETRAINING_METHODS, get_method
 
 PRESETS = ("tiny", "mini", "small", "base")
 
@@ -211,14 +211,8 @@ def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: st
     from .. import distributed as dist_utils
     from ..config import get_preset
     from ..engine import PretrainConfig, TrainingAborted, pretrain
-    from .common import (
-        build_text_data,
-        build_vision_data,
-        health_knn_probe,
-        prepare_run_dir,
-        set_seed,
-        text_overrides,
-    )
+    from ..study.data import build_text_data, build_vision_data, health_knn_probe, text_overrides
+    from .common import prepare_run_dir, set_seed
 
     # --resume without a checkpoint starts afresh
     out, resuming = prepare_run_dir(args.out, "pretrain", resume=args.resume, overwrite=args.overwrite,

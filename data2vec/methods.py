@@ -74,6 +74,14 @@ class MethodSpec:
         """`Method(Config.preset(modality, preset, **overrides))`."""
         return self.method_class(self.config_class.preset(modality, preset, **overrides))
 
+    def build_fitted(self, modality: str, preset: str, derived: dict, **overrides):
+        """`build` with the `derived` fields (from the data: a tokenizer's ids, the encoder's size) kept only where
+        the method's config or the encoder has the field; `overrides` are applied as given, on top."""
+        from .config import EncoderConfig, field_names
+
+        known = field_names(self.config_class) | field_names(EncoderConfig)
+        return self.build(modality, preset, **{**{k: v for k, v in derived.items() if k in known}, **overrides})
+
 
 def _load(path: str):
     module, _, name = path.partition(":")
