@@ -55,9 +55,9 @@ def digits(validation: bool):
 
 def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_set: dict | None = None):
     """(the method, its PretrainConfig) on the demo's encoder."""
-    from data2vec.study.digits import DemoConfig, build_method, demo_encoder_overrides
-    from data2vec.methods import METHODS
     from data2vec.engine import PretrainConfig
+    from data2vec.methods import METHODS
+    from data2vec.study.digits import DemoConfig, build_method, demo_encoder_overrides
 
     demo = DemoConfig(seed=seed, steps=steps)
     if method == "data2vec":
@@ -77,8 +77,8 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_se
 
 
 def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
-    from data2vec.study.digits import pooled_features
     from data2vec.probe import knn_classify, linear_probe
+    from data2vec.study.digits import pooled_features
 
     a, ay = pooled_features(backbone, train_x, train_y)
     b, by = pooled_features(backbone, eval_x, eval_y)
@@ -91,8 +91,8 @@ def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
 def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float, v2_masks: int, out: Path,
         v2_set: dict | None = None) -> dict:
     """One pretraining run with a probe every `probe_every` updates; returns its curve."""
-    from data2vec.study.digits import DigitImages
     from data2vec.engine import preserved_rng, pretrain, read_metrics
+    from data2vec.study.digits import DigitImages
 
     train_x, train_y, eval_x, eval_y = data
     model, cfg = build(method, seed, v2_lr, v2_masks, steps, v2_set)

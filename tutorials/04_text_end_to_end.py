@@ -36,13 +36,13 @@ import torch
 from torch.utils.data import default_collate
 
 from data2vec.backbone import build_backbone
-from data2vec.study.data import text_overrides
-from data2vec.methods import METHODS
 from data2vec.diagnostics import health_statistics, layer_target_stats
 from data2vec.engine import PretrainConfig, TrainingAborted, pretrain, read_metrics
 from data2vec.finetune import FinetuneConfig, finetune, predict
 from data2vec.heads import SequenceClassificationHead, TaskModel
+from data2vec.methods import METHODS
 from data2vec.sampling import mix_seed
+from data2vec.study.data import text_overrides
 from data2vec.targets import build_targets
 from tasks.text import glue
 from tasks.text.corpus import TokenBlockDataset

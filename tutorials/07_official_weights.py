@@ -26,6 +26,8 @@
 # %%
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +37,6 @@ import numpy as np
 import torch
 import transformers
 
-from data2vec.cli import main as data2vec_cli
 from data2vec.hub import (
     SHARED_REL,
     TEXT_BLOCK,
@@ -52,6 +53,12 @@ from data2vec.hub import (
 from data2vec.hub_export import export_hf
 from tasks.text.tokenizer import load_tokenizer, train_tokenizer
 from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
+
+
+def data2vec_cli(args: list[str]) -> int:
+    """`data2vec ARGS` run as the command (what a shell runs); returns its exit status."""
+    return subprocess.run([sys.executable, "-m", "data2vec", *args], check=False).returncode
+
 
 QUICK = os.environ.get("TUTORIAL_QUICK") == "1"  # the test suite runs a reduced size
 DEPTH = 2 if QUICK else 4  # blocks of the stand-in checkpoints (the released base models have 12)
@@ -343,7 +350,7 @@ plt.show()
 # written here (`train.tsv`, `dev.tsv`, a `sentence<TAB>label` header), the label decided by one word. The
 # learning rate: the default for a pretrained text encoder is RoBERTa's 2e-5; a random stand-in has nothing
 # to protect and learns this toy task faster at 1e-3. The command is the same one you would run on the real
-# weights (section 5); here it is called in-process, `data2vec_cli([...])` = `data2vec ...` in a shell. A
+# weights (section 5); here `data2vec_cli([...])` runs `data2vec ...` as a shell would. A
 # random stand-in knows nothing about language, so a few epochs on a few dozen sentences lift the dev
 # accuracy only part of the way from chance (50 %): the point here is the path, not the number.
 

@@ -27,10 +27,11 @@ import torch
 
 from data2vec.backbone import build_backbone
 from data2vec.checkpoint import set_seed
-from data2vec.cli import compare as C
-from data2vec.cli import compare_protocols as P
 from data2vec.config import get_preset
 from data2vec.hub import load_pretrained
+from data2vec.study import vision_protocols as P
+from data2vec.study.vision import data_image_size, image_encoder_overrides
+from data2vec.study.vision_config import CompareConfig
 
 
 def parse_variant(text: str) -> dict:
@@ -58,15 +59,15 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    cfg = C.CompareConfig(data=args.data, out=args.out, runs=args.out)  # the study's encoder and protocol defaults
-    size = C.data_image_size(cfg)
+    cfg = CompareConfig(data=args.data, out=args.out, runs=args.out)  # the study's encoder and protocol defaults
+    size = data_image_size(cfg)
     data = P.load_eval_data(cfg, size)
     epochs = P.finetune_epochs(cfg, data, args.fraction)
     results = []
     for text in args.variants:
         recipe = parse_variant(text)
         set_seed(args.seed)  # the same random init as the study's random arm of this seed (and the same head init)
-        backbone = build_backbone(get_preset("vision", cfg.preset, **C.encoder_overrides(cfg, size, data.in_chans)))
+        backbone = build_backbone(get_preset("vision", cfg.preset, **image_encoder_overrides(cfg, size, data.in_chans)))
         if args.init:
             backbone = load_pretrained(args.init).backbone
         t0 = time.time()
