@@ -351,7 +351,7 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     from data2vec.study.pipeline import run_comparison
     from data2vec.study.records import result_path
     from data2vec.study.vision_config import CompareConfig
-    from data2vec.study.vision_protocols import protocols
+    from data2vec.study.vision_protocols import image_protocols as protocols
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         budget_minutes=0.05, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=2,

@@ -117,7 +117,7 @@ def test_too_few_articles_is_refused():
 
 
 def test_protocols_are_added_only_with_squad():
-    from data2vec.study.text import protocols
+    from data2vec.study.text import text_protocols as protocols
     from data2vec.study.text_config import TextCompareConfig
 
     plain = TextCompareConfig(data="x", glue="x", out="o", runs="r", tasks=("sst2",))

@@ -109,7 +109,7 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
 
     from data2vec.cli import main
     from data2vec.study.records import result_path
-    from data2vec.study.text import protocols
+    from data2vec.study.text import text_protocols as protocols
     from data2vec.study.text_config import TextCompareConfig
     from tasks.text.glue import load_glue
 

@@ -3,7 +3,7 @@
 `data2vec compare` fine-tunes every arm with one recipe (AdamW, lr 1e-3, layer decay 0.75, cosine, warm-up 10 %,
 label smoothing 0.1, the training augmentation, BEiT-style; `evaluate_finetune`). On MNIST, random init fine-tuned
 with 1 % of the labels scored far below a linear probe on the same frozen random features with the same labels,
-which says the recipe, not the encoder, limits that cell. This script reruns `compare_protocols.finetune_run` on
+which says the recipe, not the encoder, limits that cell. This script reruns `vision_protocols.finetune_run` on
 random init of the study's encoder, or on a pretrained arm's run folder (--init), with the study's labelled subset
 and epochs (seed 1) and one change at a time and prints the accuracy on the comparison's selection split (2,000
 seeded validation images carved from the training set) at the epoch it selects, the last epoch's, and the final

@@ -32,7 +32,7 @@ the run (`pipeline.run_comparison`); the settings and recipes are in `text_confi
 GLUE data and protocols in `glue`, SQuAD/XQuAD in `squad`, the results files in `records`, the report in `report`.
 
 - With --squad: "squad-heldout" and "xquad-<lang>" (SQuAD v1.1 dev split by article, XQuAD zero-shot; the protocol
-  is described in `compare_squad`), for --squad-arms (default every arm but the majority class).
+  is described in `squad`), for --squad-arms (default every arm but the majority class).
 
 Differences from a full study: the fine-tuning recipe is one fixed recipe (lr 1e-4,
 RoBERTa's schedule), not tuned per arm.
@@ -74,7 +74,7 @@ from .squad import SquadData, check_squad, finetune_squad, load_squad_data, squa
 from .text_config import ANISOTROPY_GUARDED, TextCompareConfig
 
 
-def protocols(cfg: TextCompareConfig, arm: str) -> list[str]:
+def text_protocols(cfg: TextCompareConfig, arm: str) -> list[str]:
     """The protocols an arm is scored with: the majority class has only the GLUE tasks; the masked-token accuracy
     needs an MLM head (the bert arm) and a --heldout file."""
     if arm == "majority":
@@ -194,7 +194,7 @@ def pretrain_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok):
     from ..engine import TrainingAborted, pretrain, read_metrics
 
     summary_path = result_path(cfg, name, seed, "pretrain")
-    pending = [p for p in protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
+    pending = [p for p in text_protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
     run_dir = Path(cfg.runs) / f"{name}-seed{seed}"
     has_ckpt = (run_dir / "checkpoint").is_dir() or (run_dir / "checkpoint.old").is_dir()
     if summary_path.is_file() and not pending:
@@ -252,7 +252,7 @@ def evaluate_encoder(cfg: TextCompareConfig, arm: str, seed: int, backbone, task
         finetune_task(cfg, arm, seed, backbone, tasks[name], tok)
     if "sst2" in tasks:
         probe_sst2(cfg, arm, seed, backbone, tasks["sst2"], tok)
-    if squad is not None and "squad-heldout" in protocols(cfg, arm):
+    if squad is not None and "squad-heldout" in text_protocols(cfg, arm):
         finetune_squad(cfg, arm, seed, backbone, squad, tok)
 
 
@@ -330,7 +330,7 @@ def score_arm(cfg: TextCompareConfig, arm: str, seed: int, data: TextData, conte
     from ..checkpoint import set_seed
 
     if arm == "random":
-        if all(result_path(cfg, arm, seed, p).is_file() for p in protocols(cfg, arm)):
+        if all(result_path(cfg, arm, seed, p).is_file() for p in text_protocols(cfg, arm)):
             return
         set_seed(seed)
         evaluate_encoder(cfg, arm, seed, random_backbone(cfg, data.tok), data.tasks, data.tok, data.squad)

@@ -53,8 +53,8 @@ from .vision_protocols import (
     evaluate_finetune,
     evaluate_frozen,
     evaluate_supervised,
+    image_protocols,
     load_eval_data,
-    protocols,
 )
 
 
@@ -143,7 +143,7 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
 
     summary_path = result_path(cfg, name, seed, "pretrain")
     failed_path = result_path(cfg, name, seed, "pretrain-failed")
-    pending = [p for p in protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
+    pending = [p for p in image_protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
     run_dir = Path(cfg.runs) / f"{name}-seed{seed}"
     if failed_path.is_file():
         say(f"{name} seed {seed}: its pretraining failed before ({json.loads(failed_path.read_text())['reason']}); "

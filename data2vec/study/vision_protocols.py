@@ -29,7 +29,7 @@ from .vision_config import CompareConfig
 FROZEN = ("knn", "linear")  # frozen-feature protocols
 
 
-def protocols(cfg: CompareConfig, arm: str) -> list[str]:
+def image_protocols(cfg: CompareConfig, arm: str) -> list[str]:
     """The protocols an arm is scored with: pixels have no encoder to fine-tune, supervised has no frozen features
     of its own (it is the fine-tuning floor)."""
     frozen = [f"{p}@100%" for p in FROZEN] + [f"{p}@{pct(cfg.frozen_fraction)}" for p in FROZEN]
@@ -116,7 +116,7 @@ def frozen_scores(cfg: CompareConfig, arm: str, seed: int, protocol: str, feats:
 def evaluate_frozen(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
     from ..probe import choose_features, layer_features
 
-    wanted = [p for p in protocols(cfg, arm) if not p.startswith("finetune")]
+    wanted = [p for p in image_protocols(cfg, arm) if not p.startswith("finetune")]
     if all(result_path(cfg, arm, seed, p).is_file() for p in wanted) or not wanted:
         return
     t0 = time.time()
