@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .budget import calibrate, loss_curve, optim_settings, pretrain_config, pretraining_stopped, recipe_of
+from .budget import calibrate, loss_curve, optim_settings, recipe_of
 from .errors import StudyError
 from .glue import (
     TaskData,
@@ -61,12 +60,12 @@ from .glue import (
     probe_sst2,
     text_record,
 )
+from .pretraining import ArmPlan, pretrain_arm_with
 from .records import (
     check_same_study,
     machine_info,
     previous_pretrain,
     result_path,
-    retire_pretrain_record,
     say,
     write_json,
 )
@@ -187,43 +186,39 @@ def calibrate_arm(cfg: TextCompareConfig, name: str, dataset, tok) -> dict:
 
 
 def pretrain_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok):
-    """Pretrain (or continue) one method for one seed; writes OUT/<name>/seed<k>/pretrain.json with the loss curve
-    and the health curve; returns the method (its backbone and, for bert, its MLM head), or None when every
-    evaluation of this (arm, seed) already exists."""
-    from ..checkpoint import load_checkpoint, set_seed
-    from ..engine import TrainingAborted, pretrain, read_metrics
+    """Pretrain (or continue) one method for one seed (`pretraining.pretrain_arm_with`); writes
+    OUT/<name>/seed<k>/pretrain.json with the loss curve and the health curve; returns the method (its backbone
+    and, for bert, its MLM head), or None when every evaluation of this (arm, seed) already exists. A run the
+    health guard stops is a finding: evaluated as it stands (its weights in memory are its checkpoint's)."""
+    from ..checkpoint import load_checkpoint
 
-    summary_path = result_path(cfg, name, seed, "pretrain")
-    pending = [p for p in text_protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
-    run_dir = Path(cfg.runs) / f"{name}-seed{seed}"
-    has_ckpt = (run_dir / "checkpoint").is_dir() or (run_dir / "checkpoint.old").is_dir()
-    if summary_path.is_file() and not pending:
-        return None
-    if summary_path.is_file() and not has_ckpt:
-        retire_pretrain_record(summary_path, run_dir, pending)
-    elif summary_path.is_file():
+    def build(steps: int):
+        method, optim, spec = build_arm(cfg, name, tok)
+        return method, dataset, None, optim, spec
+
+    def load_finished(run_dir: Path):
+        if not ((run_dir / "checkpoint").is_dir() or (run_dir / "checkpoint.old").is_dir()):
+            return None
         method = build_arm(cfg, name, tok)[0]
         load_checkpoint(run_dir / "checkpoint", model=method)
         return method
-    calib = calibrate_arm(cfg, name, dataset, tok)
-    steps = calib["steps"]
-    set_seed(seed)
-    method, optim, spec = build_arm(cfg, name, tok)
-    say(f"pretraining {name} seed {seed}: {steps} updates x batch {cfg.batch_size} (~{cfg.budget_minutes:g} min)"
-        + (" (resuming)" if has_ckpt else ""))
-    guard = {} if name in ANISOTROPY_GUARDED else {"health_max_anisotropy": 0.0}  # measured, never stopped
-    pcfg = pretrain_config(cfg, optim, steps, seed, spec, save_every=max(1, steps // 5),
-                           health_every=max(1, steps // 15), quiet=not sys.stdout.isatty(), **guard)
-    t0 = time.time()
-    stopped = None
-    try:
-        final = pretrain(method, dataset, pcfg, run_dir, resume=has_ckpt,
-                         run_config={"command": "compare", "method": name, "data": cfg.data})
-    except TrainingAborted as error:  # the health guard fired: a finding, evaluated as it stands
-        stopped, final = str(error), {}
+
+    def aborted(error: Exception, steps: int, optim: dict) -> bool:
         say(f"{name} seed {seed}: stopped by the health guard ({error}); evaluating the encoder as it stands")
-    wall = time.time() - t0
-    pretraining_stopped(name, seed, final, steps)  # pretrain.json waits for the end
+        return True
+
+    guard = {} if name in ANISOTROPY_GUARDED else {"health_max_anisotropy": 0.0}  # measured, never stopped
+    plan = ArmPlan(protocols=text_protocols(cfg, name), calibrate=lambda: calibrate_arm(cfg, name, dataset, tok),
+                   build=build, load_finished=load_finished, run_options=lambda: (guard, {}), aborted=aborted,
+                   record=lambda *run: pretrain_record(cfg, name, seed, *run), result=lambda method: method)
+    return pretrain_arm_with(cfg, name, seed, plan)
+
+
+def pretrain_record(cfg: TextCompareConfig, name: str, seed: int, method, final: dict, run_dir: Path, steps: int,
+                    calib: dict, optim: dict, wall: float, stopped: str | None) -> dict:
+    """pretrain.json of a text arm: the budget, the loss curve, the health curve, whether the guard stopped it."""
+    from ..engine import read_metrics
+
     records = read_metrics(run_dir / "metrics.jsonl")
     clock, curve = loss_curve(records, cfg.clock)
     wall_clock = np.cumsum([r["step_time"] + r.get("health/seconds", 0.0) for r in records])  # health included
@@ -231,7 +226,7 @@ def pretrain_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok):
                                                                  if k.startswith("health/") and k != "health/seconds"}}
                     for r, c in zip(records, clock, strict=True) if "health/anisotropy" in r]
     final_loss = final.get("final_loss", records[-1]["loss"] if records else None)
-    write_json(summary_path, {
+    return {
         **text_record(cfg, name, seed, "pretrain", float("nan"), "pretraining"), "steps": steps,
         "steps_done": len(records), "stopped_by_health_guard": stopped,
         "anisotropy_guard": name in ANISOTROPY_GUARDED, "batch_size": cfg.batch_size,
@@ -240,8 +235,7 @@ def pretrain_arm(cfg: TextCompareConfig, name: str, seed: int, dataset, tok):
         "train_wall_seconds": float(wall_clock[-1]) if len(wall_clock) else wall, "wall_seconds_this_launch": wall,
         "final_loss": final_loss, "optim": optim,
         "recipe": recipe_record(cfg, name), "curve": curve, "health_curve": health_curve,
-        **previous_pretrain(run_dir, final_loss)})
-    return method  # a stopped run's weights in memory are those its checkpoint holds
+        **previous_pretrain(run_dir, final_loss)}
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------

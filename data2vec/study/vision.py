@@ -28,22 +28,20 @@ calibration shared with the text study in `budget`, the protocols in `vision_pro
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .budget import calibrate, loss_curve, optim_settings, pretrain_config, pretraining_stopped, recipe_of
+from .budget import calibrate, loss_curve, optim_settings, recipe_of
 from .errors import StudyError
+from .pretraining import ArmPlan, pretrain_arm_with
 from .records import (
     check_same_study,
     machine_info,
     previous_pretrain,
     record,
     result_path,
-    retire_pretrain_record,
     say,
     write_json,
 )
@@ -134,49 +132,36 @@ def calibrate_arm(cfg: CompareConfig, name: str, data: EvalData) -> dict:
 
 
 def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> object | None:
-    """Pretrain (or continue) one method for one seed; writes <out>/<name>/seed<k>/pretrain.json; returns the
-    student backbone, or None when every evaluation of this (arm, seed) already exists."""
-    from ..checkpoint import set_seed
-    from ..engine import TrainingAborted, pretrain, read_metrics
+    """Pretrain (or continue) one method for one seed (`pretraining.pretrain_arm_with`); writes
+    <out>/<name>/seed<k>/pretrain.json with the loss and online k-NN curves; returns the student backbone, or None
+    when every evaluation of this (arm, seed) already exists or its pretraining failed."""
     from ..hub import load_pretrained
     from .data import health_knn_probe
 
-    summary_path = result_path(cfg, name, seed, "pretrain")
-    failed_path = result_path(cfg, name, seed, "pretrain-failed")
-    pending = [p for p in image_protocols(cfg, name) if not result_path(cfg, name, seed, p).is_file()]
-    run_dir = Path(cfg.runs) / f"{name}-seed{seed}"
-    if failed_path.is_file():
-        say(f"{name} seed {seed}: its pretraining failed before ({json.loads(failed_path.read_text())['reason']}); "
-            f"skipped (delete {failed_path} and {run_dir} to try again, e.g. after changing its recipe)")
-        return None
-    if summary_path.is_file() and not pending:
-        return None
-    if summary_path.is_file() and (run_dir / "checkpoint").is_dir():
-        return load_pretrained(run_dir).backbone
-    if summary_path.is_file():
-        retire_pretrain_record(summary_path, run_dir, pending)
-    calib = calibrate_arm(cfg, name, data)
-    steps = calib["steps"]
-    set_seed(seed)
-    method, dataset, collate, optim, spec = build_arm(cfg, name, data.image_size, data.in_chans, steps)
-    resume = (run_dir / "checkpoint").is_dir() or (run_dir / "checkpoint.old").is_dir()
-    say(f"pretraining {name} seed {seed}: {steps} updates x batch {cfg.batch_size} (~{cfg.budget_minutes:g} min)"
-        + (" (resuming)" if resume else ""))
-    knn = health_knn_probe(cfg.data, data.image_size, 256, seed)
-    pcfg = pretrain_config(cfg, optim, steps, seed, spec, save_every=max(1, steps // 5),
-                           health_every=max(1, steps // 15), quiet=not sys.stdout.isatty())
-    t0 = time.time()
-    try:
-        final = pretrain(method, dataset, pcfg, run_dir, resume=resume, collate_fn=collate, health_data=knn,
-                         run_config={"command": "compare", "method": name, "data": cfg.data})
-    except TrainingAborted as error:  # diverged or collapsed: a result of the comparison, not a crash of it
-        write_json(failed_path, {**record(cfg, name, seed, "pretrain-failed", float("nan")), "metric": "pretraining",
-                                 "reason": str(error), "steps": steps,
-                                 "recipe": dataclasses.asdict(recipe_of(cfg, name)), "optim": optim})
+    def load_finished(run_dir: Path):
+        return load_pretrained(run_dir).backbone if (run_dir / "checkpoint").is_dir() else None
+
+    def aborted(error: Exception, steps: int, optim: dict) -> bool:  # diverged or collapsed: a result of the study
+        write_json(result_path(cfg, name, seed, "pretrain-failed"), {
+            **record(cfg, name, seed, "pretrain-failed", float("nan")), "metric": "pretraining", "reason": str(error),
+            "steps": steps, "recipe": dataclasses.asdict(recipe_of(cfg, name)), "optim": optim})
         say(f"{name} seed {seed}: pretraining FAILED: {error}")
-        return None
-    wall = time.time() - t0
-    pretraining_stopped(name, seed, final, steps)
+        return False
+
+    plan = ArmPlan(protocols=image_protocols(cfg, name), calibrate=lambda: calibrate_arm(cfg, name, data),
+                   build=lambda steps: build_arm(cfg, name, data.image_size, data.in_chans, steps),
+                   load_finished=load_finished,
+                   run_options=lambda: ({}, {"health_data": health_knn_probe(cfg.data, data.image_size, 256, seed)}),
+                   aborted=aborted, record=lambda *run: pretrain_record(cfg, name, seed, *run),
+                   result=lambda method: method.backbone)
+    return pretrain_arm_with(cfg, name, seed, plan)
+
+
+def pretrain_record(cfg: CompareConfig, name: str, seed: int, method, final: dict, run_dir: Path, steps: int,
+                    calib: dict, optim: dict, wall: float, stopped: str | None) -> dict:
+    """pretrain.json of an image arm: the budget, the loss curve, the online k-NN curve, a collapse warning."""
+    from ..engine import read_metrics
+
     records = read_metrics(run_dir / "metrics.jsonl")
     clock, curve = loss_curve(records, cfg.clock)
     knn_curve = [{"step": r["step"], "seconds": float(c), "knn": r["health/knn_acc"]}
@@ -184,17 +169,14 @@ def pretrain_arm(cfg: CompareConfig, name: str, seed: int, data: EvalData) -> ob
     warning = uniform_collapse(records, method.cfg.out_dim) if hasattr(method.cfg, "out_dim") else None  # DINO
     if warning:
         say(f"WARNING {name} seed {seed}: {warning}")
-    write_json(summary_path, {
+    return {
         **record(cfg, name, seed, "pretrain", float("nan")), "metric": "pretraining", "steps": steps,
         "batch_size": cfg.batch_size, "samples_seen": steps * cfg.batch_size, "calibration": calib,
         "train_seconds": float(clock[-1]), "clock": cfg.clock,
         "train_wall_seconds": float(sum(r["step_time"] for r in records)), "wall_seconds_this_launch": wall,
         "final_loss": final.get("final_loss"), "optim": optim, "recipe": dataclasses.asdict(recipe_of(cfg, name)),
         "curve": curve, "knn_curve": knn_curve, **({"warning": warning} if warning else {}),
-        **previous_pretrain(run_dir, final.get("final_loss"))})
-    return method.backbone
-
-
+        **previous_pretrain(run_dir, final.get("final_loss"))}
 
 
 # ---- the modality's part of the run (`pipeline.run_comparison`) ----------------------------------------------
