@@ -73,7 +73,7 @@ def text_study_config(args: argparse.Namespace) -> TextCompareConfig:
     from ..study.glue import write_synthetic_glue
     from ..study.records import say
     from .common import choose_device
-    from .compare import parse_recipe_sets
+    from .compare_sets import parse_recipe_sets
     from .compare_squad import squad_values
 
     dim = args.dim or 256  # the `mini` text width

@@ -63,7 +63,7 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):5.1f} ± {np.std(values):3.1f}"
 
 
-def format_table(rows: dict[str, dict], budgets) -> str:
+def format_demo_table(rows: dict[str, dict], budgets) -> str:
     cols = [(p, b) for b in budgets for p in ("linear", "knn")]
     head = f"{'features':27s}" + "".join(f"{p + ' @' + str(b) + '/class':>18s}" for p, b in cols)
     lines = [head, "-" * len(head)]
@@ -207,7 +207,7 @@ def _demo(args: argparse.Namespace, cfg: DemoConfig, out: Path, t_start: float) 
                                                        yte, cfg)
     eval_seconds = time.time() - t_eval
 
-    table = format_table(rows, cfg.label_budgets)
+    table = format_demo_table(rows, cfg.label_budgets)
     print()
     print(f"test accuracy (%) on {len(test_x)} digits, mean ± std over {cfg.label_seeds} random label subsets")
     print(table)

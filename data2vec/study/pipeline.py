@@ -21,14 +21,14 @@ from .report import write_report
 from .text_config import TextCompareConfig
 from .vision_config import CompareConfig
 
-MODALITIES = {CompareConfig: vision, TextCompareConfig: text}  # the study's config type -> its modality's part
+STUDY_MODALITIES = {CompareConfig: vision, TextCompareConfig: text}  # the study's config type -> its modality's part
 
 
 def run_comparison(cfg: CompareConfig | TextCompareConfig) -> dict:
     """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
     import torch
 
-    modality = MODALITIES[type(cfg)]
+    modality = STUDY_MODALITIES[type(cfg)]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     modality.check(cfg)
