@@ -1,6 +1,6 @@
 """data2vec v1 against data2vec 2.0 on the demo's digits: frozen-feature accuracy against pretraining time.
 
-The question (issue 13): does data2vec 2.0 reach v1's final k-NN accuracy in a third of v1's pretraining time
+The question: does data2vec 2.0 reach v1's final k-NN accuracy in a third of v1's pretraining time
 or less? Both methods pretrain the demo's encoder (ViT 4 x 64, 2 x 2 patches on scikit-learn's 8 x 8 digits,
 1,438 training images, labels unused) through `data2vec.engine.pretrain`, each with its own schedule over
 `--steps` updates. Every `--probe-every` updates the student backbone is scored on frozen, mean-pooled
