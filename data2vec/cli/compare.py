@@ -42,8 +42,9 @@ def add_parser(sub) -> None:
                    help="vision: 'digits' (scikit-learn, no download), a CIFAR-10 or MNIST folder (or .tar.gz), or an "
                    "image folder <root>/<class>/<image> (split 80/20) or <root>/<split>/<class>/<image>; text: the "
                    "pretraining corpus (a .txt file or a folder of them)")
-    p.add_argument("--methods", default="data2vec,data2vec2,dino",
-                   help="comma-separated pretraining methods (registry names); the floors are always added")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated pretraining methods (registry names; default: images data2vec,data2vec2,dino, "
+                   "text bert,data2vec,data2vec2); the floors are always added")
     p.add_argument("--budget-minutes", type=float, default=15.0,
                    help="pretraining time per method and seed; the update count is fixed from a timed calibration "
                    "of every method at the start. On a CPU the time is this process's CPU time (immune to other "
@@ -55,17 +56,7 @@ def add_parser(sub) -> None:
                    help="encoder width shared by every arm (default: vision 128, text 256, the `mini` width)")
     p.add_argument("--depth", type=int, default=4, help="encoder blocks")
     p.add_argument("--heads", type=int, default=4, help="attention heads (must divide --dim)")
-    p.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (default 4; 2 under 16 px)")
-    p.add_argument("--image-size", type=int, default=None, help="input side (default: the data's)")
     p.add_argument("--batch-size", type=int, default=64, help="pretraining and fine-tuning batch")
-    p.add_argument("--finetune-full", action="store_true",
-                   help="also fine-tune on all labels (GPU work at CIFAR scale: hours on a CPU)")
-    p.add_argument("--finetune-lr-grid", default=None,
-                   help="comma-separated fine-tuning lrs, e.g. 1e-3,3e-3,1e-2: every fine-tuning protocol of every arm "
-                   "runs once per lr and reports the lr chosen on the validation split (default: 1e-3 for every arm, "
-                   "the studies' protocol). Costs len(grid) times the fine-tuning time; worth it when the arms differ "
-                   "much (a random-init ViT wants a higher lr than a pretrained one: on 1 %% of MNIST, 27 %% at 1e-3 "
-                   "and 60 %% at 3e-3 with the recipe's layer decay 0.75, 67 %% at 3e-3 without it, on validation)")
     p.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="change one method's recipe for a TUNING run (images and text), e.g. --set dino.n_local=0 "
                    "--set dino.teacher_temp=0.02 --set data2vec.lr=1e-3 --set data2vec2.num_masks=4 --set "
@@ -86,10 +77,27 @@ def add_parser(sub) -> None:
                    help="a smoke version on digits: 1 seed, ~10 s per method, small fine-tuning; a few minutes")
     add_device_and_threads(p, threads_help="torch CPU threads (default: torch's choice); pin it (e.g. 1) when "
                            "other work shares the machine, so the calibrated seconds per update hold for the whole run")
+    add_image_arguments(p)
     from .compare_text import add_text_arguments
 
     add_text_arguments(p)
     p.set_defaults(run=run)
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """The image study's own flags (the shared ones: --data is the image data set, --methods, --budget-minutes,
+    --seeds, --preset, --dim/--depth/--heads, --batch-size, --out, --runs, --quick, --device, --threads)."""
+    g = parser.add_argument_group("images (--modality vision, the default)")
+    g.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (default 4; 2 under 16 px)")
+    g.add_argument("--image-size", type=int, default=None, help="input side (default: the data's)")
+    g.add_argument("--finetune-full", action="store_true",
+                   help="also fine-tune on all labels (GPU work at CIFAR scale: hours on a CPU)")
+    g.add_argument("--finetune-lr-grid", default=None,
+                   help="comma-separated fine-tuning lrs, e.g. 1e-3,3e-3,1e-2: every fine-tuning protocol of every arm "
+                   "runs once per lr and reports the lr chosen on the validation split (default: 1e-3 for every arm, "
+                   "the studies' protocol). Costs len(grid) times the fine-tuning time; worth it when the arms differ "
+                   "much (a random-init ViT wants a higher lr than a pretrained one: on 1 %% of MNIST, 27 %% at 1e-3 "
+                   "and 60 %% at 3e-3 with the recipe's layer decay 0.75, 67 %% at 3e-3 without it, on validation)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +140,8 @@ def image_study_config(args: argparse.Namespace):
         raise CliError("--data is required; fix: pass --data digits, a CIFAR-10/MNIST folder or an image folder, or "
                        "--quick for the digits smoke run")
     dim = args.dim or 128  # the image study's width
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    listed = "data2vec,data2vec2,dino" if args.methods is None else args.methods  # the image study's arms
+    methods = tuple(m.strip() for m in listed.split(",") if m.strip())
     for m in methods:
         try:
             spec = get_method(m)

@@ -77,9 +77,8 @@ def text_study_config(args: argparse.Namespace) -> TextCompareConfig:
     from .compare_squad import squad_values
 
     dim = args.dim or 256  # the `mini` text width
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if args.methods == "data2vec,data2vec2,dino":  # the image default left in place: the text arms instead
-        methods = TEXT_METHODS
+    listed = ",".join(TEXT_METHODS) if args.methods is None else args.methods  # the text study's arms
+    methods = tuple(m.strip() for m in listed.split(",") if m.strip())
     for m in methods:
         if m not in TEXT_METHODS:
             raise CliError(f"--methods: {m} is not a text pretraining method; fix: use some of "
