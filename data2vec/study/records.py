@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from ..checkpoint import atomic_write_text
 from .errors import StudyError
 
 
@@ -58,6 +57,8 @@ def git_commit() -> str:
 
 def write_json(path: Path, payload: dict) -> None:
     """`payload` as indented JSON, written atomically (a kill mid-write never leaves half a results file)."""
+    from ..checkpoint import atomic_write_text  # imports torch: kept out of `data2vec --help`
+
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2, default=float))
 
