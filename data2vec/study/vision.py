@@ -3,7 +3,7 @@ budget, evaluate every encoder with the same protocols, and write one results fi
 a table and plots.
 
 The protocol (docs/design.md section 8, which also says what published evidence predicts)
-- Equal budget: each method's seconds per update are measured once by a short timed run (`calibrate`), then its
+- Equal budget: each method's seconds per update are measured once by a short timed run (`budget.calibrate`), then its
   update count is fixed to budget / (seconds per update), so the learning-rate and EMA schedules stay functions of
   the step. The calibration is stored (`calibration.json`) and reused by every seed and every later session; the
   measured pretraining time of each run is recorded beside it.
