@@ -1,8 +1,9 @@
 """The one method registry: a method name -> everything the commands need to build and train it.
 
-`data2vec pretrain`, `data2vec demo` and `benchmarks/methods.py` read `METHODS`; nothing else keeps a table
-of methods. Adding a method = its module (with a `Config.preset(modality, name, **overrides)` and a
-`Method(cfg)` that follows `data2vec.engine.PretrainMethod`), its test file, and one entry below.
+`data2vec pretrain`, the studies (`data2vec.study`: `data2vec compare` and the demo) and
+`benchmarks/methods.py` read `METHODS`; nothing else keeps a table of methods. Adding a method = its module
+(with a `Config.preset(modality, name, **overrides)` and a `Method(cfg)` that follows
+`data2vec.engine.PretrainMethod`), its test file, and one entry below.
 
 An entry names the config and method classes (imported lazily, so `data2vec --help` stays fast), the
 modalities the method trains on, the optimiser defaults per modality (small-scale starting points, with the
