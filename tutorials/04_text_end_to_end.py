@@ -398,7 +398,7 @@ print(f"at update {at}: loss {layer_records[-1]['loss']:.3f} (layer) vs {same_st
 # real SST-2 pipeline (`tasks.text.glue`: `GlueDataset`, `GlueCollator`, `glue_metrics("sst2", ...)`), so only
 # the data differ from `data2vec finetune --task sst2`.
 #
-# The model is what `data2vec finetune` builds (`_run_glue` in data2vec/cli/finetune.py): the encoder with a
+# The model is what `data2vec finetune` builds (its GLUE path): the encoder with a
 # RoBERTa classification head on the first token, $\text{logits} = W_2\,\mathrm{Drop}(\tanh(W_1\,\mathrm{Drop}
 # (x_0) + b_1)) + b_2$, trained with cross-entropy. Three starting points with the same head seed and the same
 # recipe: the healthy pretrained student, the stopped layer-norm student, and a random encoder of the same

@@ -55,7 +55,7 @@ from tasks.text.tokenizer import load_tokenizer, train_tokenizer
 from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
 
 
-def data2vec_cli(args: list[str]) -> int:
+def run_data2vec(args: list[str]) -> int:
     """`data2vec ARGS` run as the command (what a shell runs); returns its exit status."""
     return subprocess.run([sys.executable, "-m", "data2vec", *args], check=False).returncode
 
@@ -350,7 +350,7 @@ plt.show()
 # written here (`train.tsv`, `dev.tsv`, a `sentence<TAB>label` header), the label decided by one word. The
 # learning rate: the default for a pretrained text encoder is RoBERTa's 2e-5; a random stand-in has nothing
 # to protect and learns this toy task faster at 1e-3. The command is the same one you would run on the real
-# weights (section 5); here `data2vec_cli([...])` runs `data2vec ...` as a shell would. A
+# weights (section 5); here `run_data2vec([...])` runs `data2vec ...` as a shell would. A
 # random stand-in knows nothing about language, so a few epochs on a few dozen sentences lift the dev
 # accuracy only part of the way from chance (50 %): the point here is the path, not the number.
 
@@ -366,7 +366,7 @@ run_dir = WORK / "runs" / "sst2-standin"
 command = ["finetune", "--task", "sst2", "--data", str(glue_dir), "--init", str(text_dir), "--epochs", str(EPOCHS),
            "--batch-size", "8", "--max-length", "32", "--lr", "1e-3", "--seed", "1", "--out", str(run_dir), "--quiet"]
 print("data2vec " + " ".join(command))
-assert data2vec_cli(command) == 0
+assert run_data2vec(command) == 0
 metrics = json.loads((run_dir / "metrics.json").read_text())
 for epoch in metrics["history"]:
     print(f"  epoch {epoch['epoch']}: train loss {epoch.get('train_loss', float('nan')):.3f}, "
@@ -411,7 +411,7 @@ assert moved.abs().max() > 1e-3, "fine-tuning did not change the encoder"
 
 # %%
 export_dir = WORK / "exported-sst2"
-assert data2vec_cli(["convert", "--to-hf", str(run_dir / "best"), "--out", str(export_dir),
+assert run_data2vec(["convert", "--to-hf", str(run_dir / "best"), "--out", str(export_dir),
                      "--family", "data2vec-text"]) == 0
 print("exported:", sorted(p.name for p in export_dir.iterdir()))
 reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(export_dir,
