@@ -4,7 +4,7 @@ Every method shares data2vec's interface, so the training loop treats them alike
 `Config.preset(modality, name, **overrides)` -> `Method(cfg)`; `method.cfg`, `method.backbone` (the
 student encoder that fine-tuning keeps); `loss, stats = method(batch)`; `method.step_hook(step,
 total_steps) -> dict` right after each optimiser step (`data2vec.engine.PretrainMethod`). The commands find
-them through the one method registry, `data2vec/cli/methods.py`.
+them through the one method registry, `data2vec/methods.py`.
 """
 
 from .bert import BertMLM, BertMLMConfig, MLMHead

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from data2vec.cli.methods import METHODS, PRETRAINING_METHODS
+from data2vec.methods import METHODS, PRETRAINING_METHODS
 
 # every pretraining method of the registry on every modality it trains on (data2vec first: the reference)
 RUNS = tuple((name, modality) for modality in ("text", "vision") for name in PRETRAINING_METHODS

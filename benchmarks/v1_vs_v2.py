@@ -1,6 +1,6 @@
 """data2vec v1 against data2vec 2.0 on the demo's digits: frozen-feature accuracy against pretraining time.
 
-The question (issue 13): does data2vec 2.0 reach v1's final k-NN accuracy in a third of v1's pretraining time
+The question: does data2vec 2.0 reach v1's final k-NN accuracy in a third of v1's pretraining time
 or less? Both methods pretrain the demo's encoder (ViT 4 x 64, 2 x 2 patches on scikit-learn's 8 x 8 digits,
 1,438 training images, labels unused) through `data2vec.engine.pretrain`, each with its own schedule over
 `--steps` updates. Every `--probe-every` updates the student backbone is scored on frozen, mean-pooled
@@ -43,7 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def digits(validation: bool):
     """(train images, train labels, eval images, eval labels), normalised as in the demo. validation=True:
     the eval set is 20 % of the training images (seeded), the test digits are not touched."""
-    from data2vec.cli.demo import digits_tensors
+    from data2vec.study.digits import digits_tensors
 
     train_x, train_y, test_x, test_y = digits_tensors()
     if not validation:
@@ -55,9 +55,9 @@ def digits(validation: bool):
 
 def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_set: dict | None = None):
     """(the method, its PretrainConfig) on the demo's encoder."""
-    from data2vec.cli.demo import DemoConfig, build_method, encoder_overrides
-    from data2vec.cli.methods import METHODS
     from data2vec.engine import PretrainConfig
+    from data2vec.methods import METHODS
+    from data2vec.study.digits import DemoConfig, build_method, demo_encoder_overrides
 
     demo = DemoConfig(seed=seed, steps=steps)
     if method == "data2vec":
@@ -65,7 +65,7 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_se
         lr, betas, clip = demo.lr, (0.9, 0.999), 3.0
     else:
         torch.manual_seed(seed)
-        encoder = {k: v for k, v in encoder_overrides(demo).items() if k != "position"}  # v2: sin-cos positions
+        encoder = {k: v for k, v in demo_encoder_overrides(demo).items() if k != "position"}  # v2: sin-cos positions
         model = METHODS["data2vec2"].build("vision", "mini", **encoder, num_masks=v2_masks, **(v2_set or {}))
         optim = METHODS["data2vec2"].optim["vision"]
         lr, betas, clip = v2_lr, optim.betas, optim.clip_norm
@@ -77,8 +77,8 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_se
 
 
 def score(backbone, train_x, train_y, eval_x, eval_y) -> dict:
-    from data2vec.cli.demo import pooled_features
     from data2vec.probe import knn_classify, linear_probe
+    from data2vec.study.digits import pooled_features
 
     a, ay = pooled_features(backbone, train_x, train_y)
     b, by = pooled_features(backbone, eval_x, eval_y)
@@ -92,8 +92,8 @@ def run(method: str, seed: int, steps: int, probe_every: int, data, v2_lr: float
         v2_set: dict | None = None) -> dict:
     """One pretraining run with a probe every `probe_every` updates; returns its curve."""
     from data2vec.checkpoint import preserved_rng
-    from data2vec.cli.demo import DigitImages
     from data2vec.engine import pretrain, read_metrics
+    from data2vec.study.digits import DigitImages
 
     train_x, train_y, eval_x, eval_y = data
     model, cfg = build(method, seed, v2_lr, v2_masks, steps, v2_set)

@@ -204,7 +204,7 @@ def _write(path, payload):
 
 
 def test_report_aggregates_seeds_and_formats_every_arm(tmp_path):
-    from data2vec.cli.compare_report import write_report
+    from data2vec.study.report import write_report
 
     scores = {("random", "knn@100%"): [30.0, 32.0, 31.0], ("data2vec", "knn@100%"): [40.0, 44.0, 45.0],
               ("data2vec", "finetune@1%"): [20.0, 26.0, 23.0]}
@@ -225,7 +225,7 @@ def test_report_aggregates_seeds_and_formats_every_arm(tmp_path):
 
 
 def test_text_report_adds_medians_and_labels_the_best_epoch_on_dev_apart(tmp_path):
-    from data2vec.cli.compare_report import write_report
+    from data2vec.study.report import write_report
 
     _write(tmp_path / "config.json", {"modality": "text"})
     scores, on_dev = [70.0, 74.0, 71.0], [72.0, 76.0, 75.0]  # the selected epoch's dev score, the best epoch's
@@ -251,7 +251,7 @@ def test_text_report_adds_medians_and_labels_the_best_epoch_on_dev_apart(tmp_pat
 
 
 def test_time_to_match_smooths_both_curves_and_reads_the_first_window():
-    from data2vec.cli.compare_report import time_to_match
+    from data2vec.study.report import time_to_match
 
     def curve(values, dt):
         return [{"step": i, "seconds": dt * (i + 1), "knn": v} for i, v in enumerate(values)]
@@ -274,7 +274,7 @@ def test_time_to_match_smooths_both_curves_and_reads_the_first_window():
 
 
 def test_uniform_collapse_warns_only_when_the_teacher_ends_at_log_k():
-    from data2vec.cli.compare import uniform_collapse
+    from data2vec.study.vision import uniform_collapse
 
     log_k = math.log(256)
     rising = [{"teacher_entropy": 4.0 + i * (log_k - 4.0) / 89} for i in range(90)]  # reaches log K at the end
@@ -287,9 +287,9 @@ def test_uniform_collapse_warns_only_when_the_teacher_ends_at_log_k():
 
 
 def test_supervised_budget_is_fixed_once_from_the_lowest_seed_and_stored(tmp_path):
-    from data2vec.cli.compare import CompareConfig
-    from data2vec.cli.compare_protocols import supervised_budget
-    from data2vec.cli.compare_records import result_path, write_json
+    from data2vec.study.records import result_path, write_json
+    from data2vec.study.vision_config import CompareConfig
+    from data2vec.study.vision_protocols import supervised_budget
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), budget_minutes=2,
                         seeds=(1, 2, 3))
@@ -317,11 +317,13 @@ def test_supervised_budget_is_fixed_once_from_the_lowest_seed_and_stored(tmp_pat
 @pytest.mark.slow
 def test_the_comparison_builds_dino_crops_from_the_recipe_it_runs(monkeypatch):
     # a recipe override of DINO's crop fields (what `dino_collapse.py --overrides` and --set do) reaches the data
-    from data2vec.cli import compare as C
+    from data2vec.study import vision as C
+    from data2vec.study.budget import Recipe
+    from data2vec.study.vision_config import IMAGE_STUDY_RECIPES, CompareConfig
 
-    monkeypatch.setitem(C.RECIPES, "dino", C.CompareRecipe(overrides={
-        **C.RECIPES["dino"].overrides, "n_local": 1, "local_scale": (0.3, 0.5)}))
-    cfg = C.CompareConfig(data="digits", out="unused", runs="unused", dim=32, depth=1, heads=2)
+    monkeypatch.setitem(IMAGE_STUDY_RECIPES, "dino", Recipe(overrides={
+        **IMAGE_STUDY_RECIPES["dino"].overrides, "n_local": 1, "local_scale": (0.3, 0.5)}))
+    cfg = CompareConfig(data="digits", out="unused", runs="unused", dim=32, depth=1, heads=2)
     method, dataset, collate, _, _ = C.build_arm(cfg, "dino", 8, 1, steps=10)
     crops = dataset[0]  # one item: the list of crops
     assert method.cfg.n_local == 1 and len(crops) == 3  # 2 global crops + 1 local
@@ -329,23 +331,27 @@ def test_the_comparison_builds_dino_crops_from_the_recipe_it_runs(monkeypatch):
 
 
 def test_set_changes_the_image_recipe_the_comparison_builds():
-    from data2vec.cli import compare as C
+    from data2vec.study import vision as C
+    from data2vec.study.budget import recipe_of
+    from data2vec.study.vision_config import IMAGE_STUDY_RECIPES, CompareConfig
 
     sets = {"dino": {"n_local": 1, "teacher_temp": 0.02, "lr": 3e-4}, "data2vec2": {"num_masks": 2}}
-    cfg = C.CompareConfig(data="digits", out="unused", runs="unused", dim=32, depth=4, heads=2, recipe_sets=sets)
+    cfg = CompareConfig(data="digits", out="unused", runs="unused", dim=32, depth=4, heads=2, recipe_sets=sets)
     method, dataset, _, optim, _ = C.build_arm(cfg, "dino", 8, 1, steps=10)
     assert (method.cfg.n_local, method.cfg.teacher_temp, optim["lr"]) == (1, 0.02, 3e-4)
-    assert method.cfg.momentum_base == C.RECIPES["dino"].overrides["momentum_base"]  # the rest of the recipe stays
+    recipe = IMAGE_STUDY_RECIPES["dino"]
+    assert method.cfg.momentum_base == recipe.overrides["momentum_base"]  # the rest of the recipe stays
     assert len(dataset[0]) == 3  # 2 global crops + the one local crop the set asks for
     method, _, _, optim, _ = C.build_arm(cfg, "data2vec2", 8, 1, steps=10)
-    assert method.cfg.num_masks == 2 and optim["lr"] == C.RECIPES["data2vec2"].lr
-    assert C.recipe_of(C.CompareConfig(data="digits", out="u", runs="u"), "dino") == C.RECIPES["dino"]
+    assert method.cfg.num_masks == 2 and optim["lr"] == IMAGE_STUDY_RECIPES["data2vec2"].lr
+    assert recipe_of(CompareConfig(data="digits", out="u", runs="u"), "dino") == IMAGE_STUDY_RECIPES["dino"]
 
 
 def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
-    from data2vec.cli.compare import CompareConfig, run_comparison
-    from data2vec.cli.compare_protocols import protocols
-    from data2vec.cli.compare_records import result_path
+    from data2vec.study.pipeline import run_comparison
+    from data2vec.study.records import result_path
+    from data2vec.study.vision_config import CompareConfig
+    from data2vec.study.vision_protocols import image_protocols as protocols
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         budget_minutes=0.05, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=2,
@@ -413,8 +419,9 @@ def test_compare_bad_input_is_one_clear_line(argv, message, capsys):
 
 
 def test_compare_refuses_to_mix_studies_with_other_settings(tmp_path):
-    from data2vec.cli.compare import CompareConfig, check_same_study
-    from data2vec.cli.errors import CliError
+    from data2vec.study.errors import StudyError as CliError
+    from data2vec.study.records import check_same_study
+    from data2vec.study.vision_config import CompareConfig
 
     out = tmp_path / "out"
     out.mkdir()
@@ -434,10 +441,11 @@ def test_an_interrupted_pretraining_is_not_scored(tmp_path, monkeypatch):
     """SIGTERM / Ctrl-C inside pretraining: the engine saves a checkpoint and returns; compare must stop there
     (no pretrain.json, no evaluation of a half-trained encoder) and say how to continue."""
     import data2vec.engine
-    from data2vec.cli.compare import CompareConfig, data_image_size, pretrain_arm
-    from data2vec.cli.compare_protocols import load_eval_data
-    from data2vec.cli.compare_records import result_path
-    from data2vec.cli.errors import CliError
+    from data2vec.study.errors import StudyError as CliError
+    from data2vec.study.records import result_path
+    from data2vec.study.vision import data_image_size, pretrain_arm
+    from data2vec.study.vision_config import CompareConfig
+    from data2vec.study.vision_protocols import load_eval_data
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         budget_minutes=0.01, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=1)
@@ -462,7 +470,7 @@ def test_online_knn_probe_mixes_the_classes_of_a_class_ordered_folder(tmp_path):
     both hold every class (before the fix the queries held only the last classes and CIFAR-10 scored 0-3 %)."""
     from PIL import Image
 
-    from data2vec.cli.common import health_knn_probe
+    from data2vec.study.data import health_knn_probe
 
     for c in range(4):
         (tmp_path / f"class{c}").mkdir()
@@ -474,10 +482,11 @@ def test_online_knn_probe_mixes_the_classes_of_a_class_ordered_folder(tmp_path):
 
 def test_a_diverged_pretraining_is_recorded_as_failed_and_the_comparison_goes_on(tmp_path, monkeypatch):
     import data2vec.engine
-    from data2vec.cli.compare import CompareConfig, data_image_size, pretrain_arm
-    from data2vec.cli.compare_protocols import load_eval_data
-    from data2vec.cli.compare_records import result_path
-    from data2vec.cli.compare_report import write_report
+    from data2vec.study.records import result_path
+    from data2vec.study.report import write_report
+    from data2vec.study.vision import data_image_size, pretrain_arm
+    from data2vec.study.vision_config import CompareConfig
+    from data2vec.study.vision_protocols import load_eval_data
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         budget_minutes=0.01, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=1)
@@ -507,9 +516,10 @@ def test_a_finished_pretraining_whose_run_folder_is_gone_is_pretrained_again(tmp
     run ended at the same loss; on one machine it does."""
     import shutil
 
-    from data2vec.cli.compare import CompareConfig, data_image_size, pretrain_arm
-    from data2vec.cli.compare_protocols import load_eval_data
-    from data2vec.cli.compare_records import PREVIOUS_RECORD, result_path
+    from data2vec.study.records import PREVIOUS_RECORD, result_path
+    from data2vec.study.vision import data_image_size, pretrain_arm
+    from data2vec.study.vision_config import CompareConfig
+    from data2vec.study.vision_protocols import load_eval_data
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         budget_minutes=0.01, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=1)
@@ -532,10 +542,12 @@ def test_finetune_lr_grid_reports_the_lr_chosen_on_validation(tmp_path):
     whose selection-split accuracy is best, and every lr's validation score is stored beside it."""
     from data2vec.backbone import build_backbone
     from data2vec.checkpoint import set_seed
-    from data2vec.cli.compare import CompareConfig, data_image_size, encoder_overrides
-    from data2vec.cli.compare_protocols import evaluate_finetune, load_eval_data
-    from data2vec.cli.compare_records import result_path
     from data2vec.config import get_preset
+    from data2vec.study.records import result_path
+    from data2vec.study.vision import data_image_size
+    from data2vec.study.vision import image_encoder_overrides as encoder_overrides
+    from data2vec.study.vision_config import CompareConfig
+    from data2vec.study.vision_protocols import evaluate_finetune, load_eval_data
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
                         seeds=(1,), dim=32, depth=2, heads=2, finetune_fractions=(0.1,), finetune_epochs={0.1: 40},

@@ -1,4 +1,4 @@
-"""The SQuAD / XQuAD protocol of the text comparison (data2vec/cli/compare_squad.py).
+"""The SQuAD / XQuAD protocol of the text comparison (data2vec/study/squad.py).
 
 References are written here: a SQuAD-format file the test writes itself (6 articles of 2 paragraphs; paragraph j of
 every article holds j + 1 questions, so an article has 3), whose sizes after the split are counted by hand from that
@@ -15,7 +15,7 @@ import json
 import pytest
 from test_compare_text import write_corpus, write_glue
 
-from data2vec.cli.compare_squad import split_squad_articles
+from data2vec.study.squad import split_squad_articles
 
 N_ARTICLES = 6
 XQUAD_IDS = {"a0p1q0", "a1p0q0", "a4p1q1"}  # one question of paragraphs a0p1, a1p0 and a4p1
@@ -94,7 +94,7 @@ def test_xquad_paragraphs_leave_the_training_half_only(seed):
     assert sum(len(a["paragraphs"]) for a in train) == 2 * 3 - len(removed)  # 3 articles x 2 paragraphs
     assert sum(len(p["qas"]) for a in train for p in a["paragraphs"]) == 3 * 3 - sum(removed.values())
     assert evaluation == [a for a in articles if a["title"] in titles(evaluation)]  # the held-out half untouched
-    from data2vec.cli.compare_squad import xquad_paragraphs as count
+    from data2vec.study.squad import xquad_paragraphs as count
 
     assert count([a for a in articles if a["title"] in titles(train)], XQUAD_IDS) == len(removed)
 
@@ -117,7 +117,8 @@ def test_too_few_articles_is_refused():
 
 
 def test_protocols_are_added_only_with_squad():
-    from data2vec.cli.compare_text import TextCompareConfig, protocols
+    from data2vec.study.text import text_protocols as protocols
+    from data2vec.study.text_config import TextCompareConfig
 
     plain = TextCompareConfig(data="x", glue="x", out="o", runs="r", tasks=("sst2",))
     assert protocols(plain, "random") == ["sst2", "sst2-linear"]  # the GLUE-only comparison is unchanged
@@ -132,10 +133,10 @@ def test_protocols_are_added_only_with_squad():
 
 
 def test_window_length_defaults_to_384_capped_at_the_encoder():
-    from data2vec.cli.compare_squad import max_length_for
-    from data2vec.cli.compare_text import TextCompareConfig
-    from data2vec.cli.errors import CliError
     from data2vec.config import get_preset
+    from data2vec.study.errors import StudyError as CliError
+    from data2vec.study.squad import max_length_for
+    from data2vec.study.text_config import TextCompareConfig
 
     cfg = TextCompareConfig(data="x", glue="x", out="o", runs="r")
     assert max_length_for(cfg, get_preset("text", "mini")) == 256  # 258 positions, RoBERTa offset 2

@@ -1,4 +1,4 @@
-"""`data2vec compare --modality text` (data2vec/cli/compare_text.py).
+"""`data2vec compare --modality text` (data2vec/study/text.py, its flags in data2vec/cli/compare_text.py).
 
 References are written here: the validation split's sizes and disjointness counted by hand, the majority-class
 floor recomputed from the TSV files the test writes, the calibrated step count recomputed from calibration.json.
@@ -16,8 +16,8 @@ import random
 import numpy as np
 import pytest
 
-from data2vec.cli.compare_glue import carve_validation, write_synthetic_glue
 from data2vec.cli.compare_text import parse_epochs
+from data2vec.study.glue import carve_validation, write_synthetic_glue
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
          "upsilon phi chi psi omega good bad fine poor").split()
@@ -86,8 +86,8 @@ def test_synthetic_glue_loads_as_official_files(tmp_path):
 
 
 def test_sst2_subset_is_seeded_and_the_same_for_every_call(tmp_path):
-    from data2vec.cli.compare_glue import load_task
-    from data2vec.cli.compare_text import TextCompareConfig
+    from data2vec.study.glue import load_task
+    from data2vec.study.text_config import TextCompareConfig
     from tasks.text.tokenizer import train_tokenizer
 
     glue = write_glue(tmp_path / "glue")
@@ -108,7 +108,9 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
     from test_compare_squad import XQUAD_IDS, XQUAD_PARAGRAPHS, write_squad, write_xquad
 
     from data2vec.cli import main
-    from data2vec.cli.compare_text import TextCompareConfig, protocols, result_path
+    from data2vec.study.records import result_path
+    from data2vec.study.text import text_protocols as protocols
+    from data2vec.study.text_config import TextCompareConfig
     from tasks.text.glue import load_glue
 
     corpus, glue = write_corpus(tmp_path / "corpus.txt"), write_glue(tmp_path / "glue")
@@ -215,8 +217,8 @@ def test_compare_text_runs_every_arm_writes_results_and_resumes(tmp_path, capsys
     assert "task_epochs[sst2]=2, this one has 3" in capsys.readouterr().err
     import dataclasses
 
-    from data2vec.cli.compare_text import check_same_text_study
-    from data2vec.cli.errors import CliError
+    from data2vec.study.errors import StudyError as CliError
+    from data2vec.study.records import check_same_study as check_same_text_study
 
     stored = json.loads((out / "config.json").read_text())
     same = TextCompareConfig(**{f.name: tuple(stored[f.name]) if isinstance(stored[f.name], list) else stored[f.name]
@@ -268,7 +270,11 @@ def test_compare_text_bad_input_is_one_clear_line(tmp_path, extra, message, caps
 
 def test_set_changes_one_methods_recipe_and_its_calibration_key(tmp_path, capsys):
     from data2vec.cli import main
-    from data2vec.cli.compare_text import RECIPES, TextCompareConfig, build_text_arm, calibration_key, recipe_for
+    from data2vec.study.budget import recipe_of as recipe_for
+    from data2vec.study.text import build_arm as build_text_arm
+    from data2vec.study.text import calibration_key
+    from data2vec.study.text_config import TEXT_STUDY_RECIPES as RECIPES
+    from data2vec.study.text_config import TextCompareConfig
     from tasks.text.tokenizer import train_tokenizer
 
     sets = {"data2vec2": {"num_masks": 3, "lr": 7e-4}}
@@ -303,8 +309,11 @@ def test_an_interrupted_pretraining_writes_no_results_file(tmp_path, monkeypatch
     """Ctrl-C / SIGTERM ends `engine.pretrain` normally with `stopped_by` set: the arm must not be recorded as
     finished (its evaluations would then read a half-trained encoder and a rerun would never continue it)."""
     import data2vec.engine
-    from data2vec.cli.compare_text import TextCompareConfig, calibration_key, pretrain_text_arm, result_path
-    from data2vec.cli.errors import CliError
+    from data2vec.study.errors import StudyError as CliError
+    from data2vec.study.records import result_path
+    from data2vec.study.text import calibration_key
+    from data2vec.study.text import pretrain_arm as pretrain_text_arm
+    from data2vec.study.text_config import TextCompareConfig
     from tasks.text.tokenizer import train_tokenizer
 
     tok = train_tokenizer([str(write_corpus(tmp_path / "c.txt"))], kind="bpe", vocab_size=300)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from data2vec.cli.common import load_init
-from data2vec.cli.methods import METHODS
 from data2vec.engine import PretrainConfig, pretrain
 from data2vec.hub import load_pretrained, locate_checkpoint
+from data2vec.methods import METHODS
 
 
 def _run(tmp_path, name: str):

@@ -72,7 +72,7 @@ def test_write_corpus_missing_root(tmp_path):
 
 
 def test_cli_text_files_builds_the_corpus_once(tmp_path, monkeypatch):
-    from data2vec.cli.common import text_files
+    from data2vec.study.data import text_files
 
     root = tmp_path / "lib"
     _write(root / "apples.py", f'"""{PROSE}"""\n')

@@ -8,7 +8,7 @@ from reference import host_values
 
 from baselines import BertMLMConfig, DINOConfig
 from baselines.supervised import Supervised, SupervisedConfig
-from data2vec.cli.methods import METHODS
+from data2vec.methods import METHODS
 
 
 def test_loss_and_accuracy_equal_the_reference():

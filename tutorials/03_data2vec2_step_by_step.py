@@ -38,12 +38,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import data2vec
 from data2vec.backbone import build_backbone
-from data2vec.cli.demo import DemoConfig, build_method, digits_tensors, pooled_features
 from data2vec.masking import block_mask, inverse_block_mask, random_mask
 from data2vec.model import Data2Vec
 from data2vec.optim import build_optimizer
 from data2vec.probe import knn_classify
 from data2vec.schedules import warmup_cosine
+from data2vec.study.digits import DemoConfig, build_method, digits_tensors, pooled_features
 from data2vec.v2 import ConvDecoder2d, Data2Vec2
 
 QUICK = os.environ.get("TUTORIAL_QUICK") == "1"  # the test suite runs a reduced size

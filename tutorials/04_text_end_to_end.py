@@ -36,13 +36,13 @@ import torch
 from torch.utils.data import default_collate
 
 from data2vec.backbone import build_backbone
-from data2vec.cli.common import text_overrides
-from data2vec.cli.methods import METHODS
 from data2vec.diagnostics import health_statistics, layer_target_stats
 from data2vec.engine import PretrainConfig, TrainingAborted, pretrain, read_metrics
 from data2vec.finetune import FinetuneConfig, finetune, predict
 from data2vec.heads import SequenceClassificationHead, TaskModel
+from data2vec.methods import METHODS
 from data2vec.sampling import mix_seed
+from data2vec.study.data import text_overrides
 from data2vec.targets import build_targets
 from tasks.text import glue
 from tasks.text.corpus import TokenBlockDataset
@@ -165,7 +165,7 @@ assert (first["input_ids"][real:] == tok.pad_id).all() and not first["padding_ma
 # %% [markdown]
 # ## 3. Pretraining data2vec text
 #
-# The registry `data2vec.cli.methods.METHODS` is the one table of methods; `data2vec pretrain --method data2vec
+# The registry `data2vec.methods.METHODS` is the one table of methods; `data2vec pretrain --method data2vec
 # --modality text --preset tiny` does exactly what the next cell does: `METHODS["data2vec"].build("text",
 # "tiny", **overrides)` with the vocabulary size and special ids taken from the tokenizer (`text_overrides`),
 # and a `PretrainConfig` filled with the method's optimiser defaults for text.
@@ -398,7 +398,7 @@ print(f"at update {at}: loss {layer_records[-1]['loss']:.3f} (layer) vs {same_st
 # real SST-2 pipeline (`tasks.text.glue`: `GlueDataset`, `GlueCollator`, `glue_metrics("sst2", ...)`), so only
 # the data differ from `data2vec finetune --task sst2`.
 #
-# The model is what `data2vec finetune` builds (`_run_glue` in data2vec/cli/finetune.py): the encoder with a
+# The model is what `data2vec finetune` builds (its GLUE path): the encoder with a
 # RoBERTa classification head on the first token, $\text{logits} = W_2\,\mathrm{Drop}(\tanh(W_1\,\mathrm{Drop}
 # (x_0) + b_1)) + b_2$, trained with cross-entropy. Three starting points with the same head seed and the same
 # recipe: the healthy pretrained student, the stopped layer-norm student, and a random encoder of the same

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from data2vec.cli.demo import DemoConfig, DigitImages, build_method, digits_tensors, pooled_features
 from data2vec.diagnostics import LabelledProbe
 from data2vec.engine import PretrainConfig, pretrain, read_metrics
 from data2vec.probe import DEFAULT_CS, few_label_indices, knn_classify, knn_predict, linear_probe
 from data2vec.sampling import mix_seed
+from data2vec.study.digits import DemoConfig, DigitImages, build_method, digits_tensors, pooled_features
 
 QUICK = os.environ.get("TUTORIAL_QUICK") == "1"  # the test suite runs a reduced size
 STEPS = 20 if QUICK else 300  # pretraining updates (the demo: 1000)

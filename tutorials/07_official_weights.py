@@ -26,6 +26,8 @@
 # %%
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +37,6 @@ import numpy as np
 import torch
 import transformers
 
-from data2vec.cli import main as data2vec_cli
 from data2vec.hub import export_hf, load_pretrained
 from data2vec.hub.files import read_weights
 from data2vec.hub.names import (
@@ -51,6 +52,12 @@ from data2vec.hub.names import (
 )
 from tasks.text.tokenizer import load_tokenizer, train_tokenizer
 from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
+
+
+def run_data2vec(args: list[str]) -> int:
+    """`data2vec ARGS` run as the command (what a shell runs); returns its exit status."""
+    return subprocess.run([sys.executable, "-m", "data2vec", *args], check=False).returncode
+
 
 QUICK = os.environ.get("TUTORIAL_QUICK") == "1"  # the test suite runs a reduced size
 DEPTH = 2 if QUICK else 4  # blocks of the stand-in checkpoints (the released base models have 12)
@@ -342,7 +349,7 @@ plt.show()
 # written here (`train.tsv`, `dev.tsv`, a `sentence<TAB>label` header), the label decided by one word. The
 # learning rate: the default for a pretrained text encoder is RoBERTa's 2e-5; a random stand-in has nothing
 # to protect and learns this toy task faster at 1e-3. The command is the same one you would run on the real
-# weights (section 5); here it is called in-process, `data2vec_cli([...])` = `data2vec ...` in a shell. A
+# weights (section 5); here `run_data2vec([...])` runs `data2vec ...` as a shell would. A
 # random stand-in knows nothing about language, so a few epochs on a few dozen sentences lift the dev
 # accuracy only part of the way from chance (50 %): the point here is the path, not the number.
 
@@ -358,7 +365,7 @@ run_dir = WORK / "runs" / "sst2-standin"
 command = ["finetune", "--task", "sst2", "--data", str(glue_dir), "--init", str(text_dir), "--epochs", str(EPOCHS),
            "--batch-size", "8", "--max-length", "32", "--lr", "1e-3", "--seed", "1", "--out", str(run_dir), "--quiet"]
 print("data2vec " + " ".join(command))
-assert data2vec_cli(command) == 0
+assert run_data2vec(command) == 0
 metrics = json.loads((run_dir / "metrics.json").read_text())
 for epoch in metrics["history"]:
     print(f"  epoch {epoch['epoch']}: train loss {epoch.get('train_loss', float('nan')):.3f}, "
@@ -403,7 +410,7 @@ assert moved.abs().max() > 1e-3, "fine-tuning did not change the encoder"
 
 # %%
 export_dir = WORK / "exported-sst2"
-assert data2vec_cli(["convert", "--to-hf", str(run_dir / "best"), "--out", str(export_dir),
+assert run_data2vec(["convert", "--to-hf", str(run_dir / "best"), "--out", str(export_dir),
                      "--family", "data2vec-text"]) == 0
 print("exported:", sorted(p.name for p in export_dir.iterdir()))
 reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(export_dir,

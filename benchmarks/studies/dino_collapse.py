@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from data2vec.checkpoint import set_seed
-from data2vec.cli import compare as C
-from data2vec.cli.common import health_knn_probe, image_splits
 from data2vec.engine import pretrain, read_metrics
+from data2vec.study.budget import Recipe, pretrain_config
+from data2vec.study.data import health_knn_probe, image_splits
+from data2vec.study.vision import build_arm, data_image_size
+from data2vec.study.vision_config import IMAGE_STUDY_RECIPES, CompareConfig
 
 
 def normal_patch_init_(method) -> None:
@@ -72,15 +74,15 @@ def main() -> None:
     p.add_argument("--runs", default="runs/dino-collapse", help="run folder (checkpoint, metrics.jsonl)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    base = C.RECIPES["dino"] if args.recipe == "compare" else C.CompareRecipe()
-    C.RECIPES["dino"] = C.CompareRecipe(overrides={**base.overrides, **json.loads(args.overrides)},
+    base = IMAGE_STUDY_RECIPES["dino"] if args.recipe == "compare" else Recipe()
+    IMAGE_STUDY_RECIPES["dino"] = Recipe(overrides={**base.overrides, **json.loads(args.overrides)},
                                         lr=args.lr if args.lr is not None else base.lr)
-    cfg = C.CompareConfig(data=args.data, out=args.runs, runs=args.runs, threads=1)
-    size = C.data_image_size(cfg)  # the study's image side and channels (CIFAR-10: 32 px RGB, MNIST: 28 px grey)
+    cfg = CompareConfig(data=args.data, out=args.runs, runs=args.runs, threads=1)
+    size = data_image_size(cfg)  # the study's image side and channels (CIFAR-10: 32 px RGB, MNIST: 28 px grey)
     test = image_splits(args.data, size, seed=0, augment_train=False)[1]
     chans = int(test[0][0].shape[0])
     set_seed(1)
-    method, dataset, collate, optim, spec = C.build_arm(cfg, "dino", size, chans, args.steps)
+    method, dataset, collate, optim, spec = build_arm(cfg, "dino", size, chans, args.steps)
     if args.patch_init == "normal":
         normal_patch_init_(method)
     shown = ("momentum_base", "teacher_temp_start", "teacher_temp", "teacher_temp_warmup_steps", "out_dim", "n_local",
@@ -96,7 +98,7 @@ def main() -> None:
     run = Path(args.runs) / "run"
     shutil.rmtree(run, ignore_errors=True)
     knn = health_knn_probe(args.data, size, 256, 1)
-    pcfg = C.pretrain_config(cfg, optim, args.steps, 1, spec, health_every=25, quiet=True)
+    pcfg = pretrain_config(cfg, optim, args.steps, 1, spec, health_every=25, quiet=True)
 
     def stop_after_updates() -> None:  # SIGTERM: the engine saves and returns, as on a cluster's preemption
         while True:

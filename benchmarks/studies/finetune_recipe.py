@@ -3,7 +3,7 @@
 `data2vec compare` fine-tunes every arm with one recipe (AdamW, lr 1e-3, layer decay 0.75, cosine, warm-up 10 %,
 label smoothing 0.1, the training augmentation, BEiT-style; `evaluate_finetune`). On MNIST, random init fine-tuned
 with 1 % of the labels scored far below a linear probe on the same frozen random features with the same labels,
-which says the recipe, not the encoder, limits that cell. This script reruns `compare_protocols.finetune_run` on
+which says the recipe, not the encoder, limits that cell. This script reruns `vision_protocols.finetune_run` on
 random init of the study's encoder, or on a pretrained arm's run folder (--init), with the study's labelled subset
 and epochs (seed 1) and one change at a time and prints the accuracy on the comparison's selection split (2,000
 seeded validation images carved from the training set) at the epoch it selects, the last epoch's, and the final
@@ -27,10 +27,11 @@ import torch
 
 from data2vec.backbone import build_backbone
 from data2vec.checkpoint import set_seed
-from data2vec.cli import compare as C
-from data2vec.cli import compare_protocols as P
 from data2vec.config import get_preset
 from data2vec.hub import load_pretrained
+from data2vec.study import vision_protocols as P
+from data2vec.study.vision import data_image_size, image_encoder_overrides
+from data2vec.study.vision_config import CompareConfig
 
 
 def parse_variant(text: str) -> dict:
@@ -58,15 +59,15 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    cfg = C.CompareConfig(data=args.data, out=args.out, runs=args.out)  # the study's encoder and protocol defaults
-    size = C.data_image_size(cfg)
+    cfg = CompareConfig(data=args.data, out=args.out, runs=args.out)  # the study's encoder and protocol defaults
+    size = data_image_size(cfg)
     data = P.load_eval_data(cfg, size)
     epochs = P.finetune_epochs(cfg, data, args.fraction)
     results = []
     for text in args.variants:
         recipe = parse_variant(text)
         set_seed(args.seed)  # the same random init as the study's random arm of this seed (and the same head init)
-        backbone = build_backbone(get_preset("vision", cfg.preset, **C.encoder_overrides(cfg, size, data.in_chans)))
+        backbone = build_backbone(get_preset("vision", cfg.preset, **image_encoder_overrides(cfg, size, data.in_chans)))
         if args.init:
             backbone = load_pretrained(args.init).backbone
         t0 = time.time()

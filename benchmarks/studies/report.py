@@ -43,7 +43,7 @@ def seed1_records(folder: Path, method: str) -> dict[str, dict]:
 def validation_score(record: dict) -> float | None:
     """A record's score on the validation split carved from the training data: fine-tuning's at the selected
     epoch, a text probe's at the chosen C, an image probe's for the features it chose (the best on validation)."""
-    from data2vec.cli.compare_report import selected_validation
+    from data2vec.study.report import selected_validation
 
     if record["details"].get("validation_scores"):
         return max(record["details"]["validation_scores"].values())
@@ -69,7 +69,7 @@ def end_of_pretraining(folder: Path, method: str) -> str:
 def trials_table(trials: Path, study: Path) -> str:
     """Markdown: per method, the study's seed-1 run and then each trial of that method, validation scores with
     the trial's difference from the study's run in brackets."""
-    from data2vec.cli.compare_report import PROTOCOL_ORDER, _order
+    from data2vec.study.report import PROTOCOL_ORDER, in_order
 
     by_method: dict[str, list[tuple[str, str]]] = {}
     for folder in sorted(p for p in trials.iterdir() if (p / "config.json").exists()):
@@ -79,7 +79,7 @@ def trials_table(trials: Path, study: Path) -> str:
             by_method.setdefault(method, []).append((folder.name, change))
     references = {method: seed1_records(study, method) for method in by_method}
     measured = [seed1_records(trials / name, method) for method, runs in by_method.items() for name, _ in runs]
-    protocols = _order({p for records in measured for p in records}, PROTOCOL_ORDER)  # what the trials score
+    protocols = in_order({p for records in measured for p in records}, PROTOCOL_ORDER)  # what the trials score
 
     def row(cells: list[str]) -> str:
         return "| " + " | ".join(cells) + " |"
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None, results: Path = RESULTS, readmes: tuple[
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a README table differs from its files")
     args = parser.parse_args(argv)
-    from data2vec.cli.compare_report import write_report
+    from data2vec.study.report import write_report
 
     tables = {}
     for folder in studies(results):

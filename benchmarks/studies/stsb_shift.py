@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import pearsonr
 
-from data2vec.cli.compare_glue import carve_validation
-from data2vec.cli.compare_text import TextCompareConfig
+from data2vec.study.glue import carve_validation
+from data2vec.study.text_config import TextCompareConfig
 from tasks.text import glue
 
 GENRE = {"main-news": "news", "main-captions": "captions", "main-forum": "forum", "main-forums": "forum"}

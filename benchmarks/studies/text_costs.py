@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from data2vec.checkpoint import set_seed
-from data2vec.cli import compare_text as T
-from data2vec.cli.compare import pretrain_config
 from data2vec.engine import pretrain, read_metrics
+from data2vec.study.budget import Recipe, pretrain_config
+from data2vec.study.text import build_arm, load_corpus
+from data2vec.study.text_config import TEXT_STUDY_RECIPES, TextCompareConfig
 
 FIELDS = {"M": "num_masks", "decoder": "decoder_layers"}
 
@@ -50,15 +51,15 @@ def main() -> None:
     p.add_argument("--runs", default="runs/text-costs", help="scratch run folders")
     args = p.parse_args()
     torch.set_num_threads(1)
-    base = T.TextCompareConfig(data=f"{args.corpus}/corpus.txt", tokenizer=f"{args.corpus}/tokenizer", glue="",
+    base = TextCompareConfig(data=f"{args.corpus}/corpus.txt", tokenizer=f"{args.corpus}/tokenizer", glue="",
                                out=args.runs, runs=args.runs, threads=1)
-    dataset, tok = T.load_corpus(base)
+    dataset, tok = load_corpus(base)
     for text in args.variants:
         name, overrides, batch = parse_variant(text)
-        T.RECIPES[name] = T.TextRecipe(overrides={**T.RECIPES.get(name, T.TextRecipe()).overrides, **overrides})
-        cfg = T.TextCompareConfig(**{**base.__dict__, "batch_size": batch or base.batch_size})
+        TEXT_STUDY_RECIPES[name] = Recipe(overrides={**TEXT_STUDY_RECIPES.get(name, Recipe()).overrides, **overrides})
+        cfg = TextCompareConfig(**{**base.__dict__, "batch_size": batch or base.batch_size})
         set_seed(0)
-        method, optim, spec = T.build_text_arm(cfg, name, tok)
+        method, optim, spec = build_arm(cfg, name, tok)
         run = f"{args.runs}/{'_'.join(text.split())}"
         shutil.rmtree(run, ignore_errors=True)
         pretrain(method, dataset, pretrain_config(cfg, optim, 8, 0, spec, plots=False, health_every=0,

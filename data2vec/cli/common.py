@@ -1,7 +1,8 @@
-"""Helpers shared by the subcommands: devices, run folders, the starting encoder (`--init`), and the data.
+"""Helpers shared by the subcommands: devices, run folders and the starting encoder (`--init`).
 
-This module belongs to the CLI layer, so it may import `tasks/` (data) — lazily, inside the functions,
-so that `data2vec --help` stays fast.
+The data the commands read (corpora, image splits, seeded subsets) is built by `data2vec.study.data`; this
+module belongs to the CLI layer and imports `tasks/` lazily, inside the functions, so that `data2vec --help`
+stays fast.
 """
 
 from __future__ import annotations
@@ -13,17 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from ..checkpoint import set_seed  # noqa: F401  (re-exported for the subcommands)
 from ..config import EncoderConfig
 from ..devices import resolve_device
+from ..study.data import image_splits
 from .errors import CliError, with_fix
-
-TEXT_SUFFIXES = (".txt", ".raw", ".tokens", ".text")
-PYTHON_DOCS = "python-docs"  # --data value of the built-in text corpus (tasks/text/python_docs.py)
 
 
 # ---- devices and folders -----------------------------------------------------------------------------
@@ -36,16 +33,6 @@ def choose_device(name: str) -> str:
         raise CliError(str(error)) from None
 
 
-def require_path(path: str | Path, what: str, fix: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise CliError(f"{what} not found: {path}; fix: {fix}")
-    return path
-
-
-# What each command writes into --out. `result`: entries (glob patterns) whose presence means the folder holds a
-# finished or resumable result, which a new launch must not replace unasked; `outputs`: every entry the command
-# writes, which --overwrite deletes first (nothing else in the folder is touched); `progress`: files that, once
 # non-empty, show that training has started (a failed launch then keeps its folder for diagnosis or --resume).
 @dataclass(frozen=True)
 class RunOutputs:
@@ -114,16 +101,6 @@ def prepare_run_dir(out: str | Path, command: str, *, resume: bool = False, over
     return out, resume and has_ckpt
 
 
-def run_path(path: str | Path, out: str | Path) -> str:
-    """`path` as a run's config.json records it: relative to the run folder `out` when it lies inside it, else as
-    given. A copied or moved run folder then still matches its checkpoint's configuration on --resume, while a
-    path outside it (the --data corpus) keeps telling a real change of input apart."""
-    try:
-        return Path(path).resolve().relative_to(Path(out).resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _started(out: Path, spec: RunOutputs, before: set[str]) -> bool:
     """Whether a launch produced something worth keeping: a result, or a progress file with content."""
     if any(p.name not in before for p in _entries(out, spec.result)):
@@ -164,146 +141,6 @@ def positive(name: str, value, allow_zero: bool = False):
         raise CliError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}; fix: pass a "
                        f"{'non-negative' if allow_zero else 'positive'} value")
     return value
-
-
-# ---- text ---------------------------------------------------------------------------------------------
-def text_files(path: str | Path) -> list[Path]:
-    """A text file, every text file (*.txt, *.raw, *.tokens, *.text) under a folder (sorted), or the
-    built-in corpus "python-docs" (the standard library's docstrings, built on first use)."""
-    if str(path) == PYTHON_DOCS:
-        from tasks.text.python_docs import python_docs_file
-
-        return [python_docs_file()]
-    path = require_path(path, "text data", f"pass --data a .txt file, a folder of .txt files or {PYTHON_DOCS}")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-    if not files:
-        raise CliError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {path}; fix: pass --data a text file or a "
-                       "folder that holds some")
-    return files
-
-
-def build_text_data(data: str | Path, out: Path, *, tokenizer: str | None, vocab_size: int, seq_len: int,
-                    resume: bool) -> tuple[Dataset, object, dict]:
-    """Token blocks of `seq_len` from the text at `data`; the tokenizer is loaded (--tokenizer, or the run
-    folder's own when resuming) or trained (byte-level BPE) on the data, and saved in out/tokenizer."""
-    from tasks.text.corpus import TokenBlockDataset
-    from tasks.text.tokenizer import load_tokenizer, train_tokenizer
-
-    files = text_files(data)
-    own = out / "tokenizer"
-    if tokenizer is not None and resume and run_path(tokenizer, out) in ("tokenizer", "tokenizer/tokenizer.json"):
-        tokenizer = None  # --tokenizer naming the run's own copy: the same as leaving it out
-    if tokenizer is not None:
-        tok = load_tokenizer(require_path(tokenizer, "tokenizer", "pass --tokenizer a tokenizer.json or its folder"))
-        source, trained = run_path(tokenizer, out), False
-        if not resume:
-            tok.save(own)  # the run folder carries its tokenizer, so `finetune --init OUT` finds it
-    elif resume and (own / "tokenizer.json").is_file():
-        tok, source, trained = load_tokenizer(own), run_path(own, out), True
-    else:
-        tok = train_tokenizer(files, kind="bpe", vocab_size=vocab_size)  # byte-level BPE on --data
-        tok.save(own)
-        source, trained = run_path(own, out), True
-    dataset = TokenBlockDataset([str(f) for f in files], tok, block_size=seq_len, cache_dir=out / "cache")
-    if len(dataset) == 0:
-        raise CliError(f"{data} produced no text blocks; fix: pass a file with some text in it")
-    info = {"kind": "text", "path": str(data), "files": len(files), "blocks": len(dataset), "seq_len": seq_len,
-            "tokenizer": source, "tokenizer_trained_on_data": trained, "vocab_size": tok.vocab_size, "style": tok.style}
-    return dataset, tok, info
-
-
-def text_overrides(tok) -> dict:
-    """Method/encoder fields that must come from the tokenizer."""
-    return {"vocab_size": tok.vocab_size, "pad_id": tok.pad_id, "mask_id": tok.mask_id,
-            "special_ids": tuple(sorted(set(tok.special_ids)))}
-
-
-# ---- vision -------------------------------------------------------------------------------------------
-class Mapped(Dataset):
-    """dataset[i] -> fn(dataset[i]) (picklable when fn is, for DataLoader workers)."""
-
-    def __init__(self, dataset, fn):
-        self.dataset, self.fn = dataset, fn
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        return self.fn(self.dataset[i])
-
-
-def images_only(sample) -> dict:
-    return {"images": sample[0]}
-
-
-class ApplyToImage:
-    """(image, label) -> transform(image): for transforms that produce several crops (DINO)."""
-
-    def __init__(self, transform):
-        self.transform = transform
-
-    def __call__(self, sample):
-        return self.transform(sample[0])
-
-
-def vision_stats_name(data: str) -> str:
-    from tasks.vision.registry import detect_vision_layout, stats_name
-
-    return stats_name(detect_vision_layout(data), data)
-
-
-def build_vision_data(data: str, image_size: int, *, multicrop: dict | None = None) -> tuple[Dataset, dict]:
-    """Images for pretraining: a known data set name ("digits") or a folder (CIFAR-10, MNIST, ImageFolder).
-
-    Items are {"images": (C, H, W)} with the pretraining augmentation, or, with `multicrop` (keyword
-    arguments of `baselines.multicrop.MultiCropTransform`), a list of crops for `collate_crops`.
-    """
-    from tasks.vision.registry import build_vision_dataset
-
-    if str(data).lower() != "digits":
-        require_path(data, "image data", "pass --data digits, a CIFAR-10/MNIST folder or an image folder "
-                                         "(<root>/<class>/<image>)")
-    if multicrop is None:
-        base = build_vision_dataset(data, "train", image_size=image_size, augment=True)
-        dataset = Mapped(base, images_only)
-    else:
-        from baselines.multicrop import MultiCropTransform
-        from tasks.vision.transforms import DATASET_STATS
-
-        mean, std = DATASET_STATS[vision_stats_name(data)]
-        base = build_vision_dataset(data, "train", image_size=None)
-        dataset = Mapped(base, ApplyToImage(MultiCropTransform(global_size=image_size, mean=mean, std=std,
-                                                               **multicrop)))
-    if len(dataset) == 0:
-        raise CliError(f"{data} holds no images; fix: check the folder layout (<root>/<class>/<image>)")
-    first = base[0][0]
-    info = {"kind": "vision", "path": str(data), "images": len(dataset), "image_size": image_size,
-            "channels": int(first.shape[0])}
-    return dataset, info
-
-
-def health_knn_probe(data: str, image_size: int, n: int, seed: int):
-    """The online k-NN's labelled images (`data2vec.diagnostics.LabelledProbe`): `n` seeded images of the train
-    split with the evaluation transform (no augmentation), 3/4 of them the memory bank and the other 1/4 the
-    held-out queries. The test split is never read, so a run's k-NN curve can guide choices without touching what
-    is reported. None (with a notice) when the data set has no labelled train split."""
-    from ..diagnostics import LabelledProbe
-
-    try:
-        train, _, num_classes, _ = image_splits(data, image_size, seed, augment_train=False)
-    except (CliError, ValueError, OSError) as error:
-        print(f"pretrain: no online k-NN ({error})", flush=True)
-        return None
-    subset = seeded_subset(train, n, seed)
-    # a seeded shuffle before the bank/query split: `seeded_subset` keeps index order, and a folder listed class by
-    # class (CIFAR-10's JPEG folders) would put the first classes in the bank and the last ones in the queries
-    order = torch.randperm(len(subset), generator=torch.Generator().manual_seed(seed + 1)).tolist()
-    images = torch.stack([subset[i][0] for i in order])  # (n, C, H, W)
-    labels = torch.tensor([int(subset[i][1]) for i in order])  # (n,)
-    n_bank = len(subset) - max(1, len(subset) // 4)
-    return LabelledProbe(images[:n_bank], labels[:n_bank], images[n_bank:], labels[n_bank:], num_classes=num_classes)
 
 
 # ---- the starting encoder of finetune / probe (--init) ---------------------------------------------------
@@ -387,17 +224,6 @@ def check_channels(data_chans: int, encoder_chans: int) -> None:
                        "a data set with matching channels or an encoder trained on such images")
 
 
-def image_splits(data: str, image_size: int, seed: int, augment_train: bool = True):
-    """`tasks.vision.train_test_datasets`, with a missing or unknown --data reported as a CliError."""
-    from tasks.vision import train_test_datasets
-
-    try:
-        return train_test_datasets(data, image_size, seed, augment_train=augment_train)
-    except FileNotFoundError as error:
-        raise CliError(with_fix(f"--data: {error}", "give 'digits', a CIFAR-10/MNIST folder or an image folder "
-                                "(<class>/<image>)")) from None
-
-
 def dataset_labels(dataset) -> np.ndarray:
     """Every label of an image data set without decoding an image: the `labels` array of the loaders in
     `tasks.vision` (through any Subset), else one pass over the items (slow: decodes everything)."""
@@ -411,11 +237,3 @@ def dataset_labels(dataset) -> np.ndarray:
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))])
 
 
-def seeded_subset(dataset, n: int | None, seed: int):
-    """A seeded random subset of n examples (all of them if n is None or larger), in index order."""
-    from torch.utils.data import Subset
-
-    if n is None or n >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-    return Subset(dataset, sorted(order.tolist()))

@@ -198,7 +198,7 @@ def _run_glue(args) -> int:
     from tasks.text import glue
 
     from ..heads import SequenceClassificationHead, TaskModel
-    from .common import seeded_subset
+    from ..study.data import seeded_subset
 
     args.max_length = args.max_length or 128
     spec = glue.get_task(args.task)
@@ -284,7 +284,8 @@ def _run_image(args) -> int:
 
     from ..finetune_config import FinetuneConfig
     from ..heads import ImageClassificationHead, TaskModel
-    from .common import check_channels, image_splits, seeded_subset, vision_init
+    from ..study.data import image_splits, seeded_subset
+    from .common import check_channels, vision_init
 
     init, size = vision_init(args.data, args.init, args.preset, args.image_size, args.seed)
     cfg_enc = init.encoder_config

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..methods import METHODS, PRETRAINING_METHODS, get_method
 from ..schedules import PRETRAIN_SCHEDULES
 from .errors import OVERWRITE_HELP, CliError, HelpFormatter, config_refusal, signal_exit_code, with_fix
 from .flags import add_device_and_threads, apply_threads
-from .methods import METHODS, PRETRAINING_METHODS, get_method
 
 PRESETS = ("tiny", "mini", "small", "base")
 
@@ -288,7 +288,7 @@ def _build_data(args: argparse.Namespace, spec, modality: str, user: dict, out, 
     -> (dataset, data_info for config.json, config overrides derived from the data, collate_fn, k-NN probe)."""
     from .. import distributed as dist_utils
     from ..config import get_preset
-    from .common import build_text_data, build_vision_data, health_knn_probe, text_overrides
+    from ..study.data import build_text_data, build_vision_data, health_knn_probe, text_overrides
 
     enc = get_preset(modality, args.preset)
     derived, collate, knn = {}, None, None

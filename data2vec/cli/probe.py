@@ -131,7 +131,8 @@ def _probe(args: argparse.Namespace) -> int:
 
     from ..checkpoint import set_seed
     from ..probe import choose_features, few_label_eval, few_label_indices, validation_split
-    from .common import check_channels, dataset_labels, image_splits, seeded_subset, vision_init
+    from ..study.data import image_splits, seeded_subset
+    from .common import check_channels, dataset_labels, vision_init
 
     t0 = time.time()
     data = str(args.data)

@@ -1,4 +1,4 @@
-"""The results files of a comparison (`data2vec compare`, image and text): where each goes and what it records.
+"""The results files of a comparison (image and text studies, `data2vec compare`): where each goes and what it records.
 
 One JSON file per (arm, seed, protocol) under OUT/<arm>/seed<k>/, written atomically, holding the score, the
 protocol's details, the command, the git commit and the machine (docs/design.md section 8: "one JSON file per run,
@@ -10,6 +10,7 @@ Differences from the original: the papers publish tables, not per-run records; t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -18,13 +19,20 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from .errors import StudyError
+
 
 class StudyConfig(Protocol):
-    """What the records read from a comparison's config (CompareConfig and TextCompareConfig both have it)."""
+    """What the records read from a study's config (CompareConfig and TextCompareConfig both have it)."""
 
     out: str  # the results folder
     data: str  # the data set or corpus
     command: str  # the command line that made the results
+    study_fields: tuple  # the fields that define the study (results made with other values are not mixed)
+    study_defaults: dict  # the value of a study field that older studies did not store
+    study_name: str  # "comparison" or "text comparison", in the refusal
+
+    def extra_study_changes(self, old: dict) -> list[tuple]: ...  # (name, stored, new) beyond study_fields
 
 
 # ---- one results file ---------------------------------------------------------------------------------------
@@ -48,11 +56,11 @@ def git_commit() -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Atomic write (a kill mid-write never leaves half a results file)."""
+    """`payload` as indented JSON, written atomically (a kill mid-write never leaves half a results file)."""
+    from ..checkpoint import atomic_write_text  # imports torch: kept out of `data2vec --help`
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=float))
 
 
 def result_path(cfg: StudyConfig, arm: str, seed: int, protocol: str) -> Path:
@@ -67,6 +75,24 @@ def record(cfg: StudyConfig, arm: str, seed: int, protocol: str, score: float, *
     return {"arm": arm, "seed": seed, "protocol": protocol, "metric": "accuracy", "score": float(score),
             "data": cfg.data, "details": details, "command": cfg.command, "git_commit": git_commit(),
             "machine": machine_info(), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def check_same_study(cfg: StudyConfig) -> None:
+    """Refuse to add results to an --out folder that holds a study with other settings (cfg.study_fields, and what
+    the modality's `extra_study_changes` finds; seeds and methods may be added: more of either extends the same
+    table)."""
+    path = Path(cfg.out) / "config.json"
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    old, new = {**cfg.study_defaults, **stored}, dataclasses.asdict(cfg)
+    changed = [(name, old[name], new[name]) for name in cfg.study_fields if name in old
+               and old[name] != (list(new[name]) if isinstance(new[name], tuple) else new[name])]  # JSON: lists
+    changed += cfg.extra_study_changes(stored)
+    if changed:
+        name, was, now = changed[0]
+        raise StudyError(f"{cfg.out} holds a {cfg.study_name} with {name}={was!r}, this one has {now!r}; fix: use "
+                         "the original flags, another --out folder for other settings, or delete the old results")
 
 
 def say(message: str) -> None:

@@ -46,7 +46,7 @@ def failures(out: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(out).glob("*/seed*/pretrain-failed.json"))]
 
 
-def _order(items, preferred) -> list:
+def in_order(items, preferred) -> list:
     return sorted(items, key=lambda x: (preferred.index(x) if x in preferred else len(preferred), x))
 
 
@@ -93,7 +93,7 @@ def budget_summary(pretrains: list[dict]) -> dict:
 def time_to_match(pretrains: list[dict], reference: str = "data2vec", challenger: str = "data2vec2",
                   window: int = 3) -> list[dict]:
     """Per seed: when `challenger`'s online k-NN first reaches `reference`'s final one, as a fraction of
-    `reference`'s pretraining time (issue 15's "data2vec 2.0 reaches v1's final k-NN in a third of its time").
+    `reference`'s pretraining time (does data2vec 2.0 reach v1's final k-NN in a third of its time?).
 
     Both sides are smoothed over `window` health passes, since one pass scores only a few dozen probe images:
     the target is the mean of `reference`'s last `window` values, and the challenger's time is the end of the
@@ -140,8 +140,8 @@ def _spread_cells(rows: list[dict], key: str) -> dict:
 def format_tables(rows: list[dict], budget: dict, medians: bool = False) -> tuple[str, str]:
     """The results table (mean ± std (seeds)); with `medians` (the text study) a table of medians after it; and,
     where fine-tuning records carry it, the optimistic best-epoch-on-dev table, labelled as such."""
-    arms = _order({r["arm"] for r in rows}, FLOOR_ORDER)
-    protocols = _order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
+    arms = in_order({r["arm"] for r in rows}, FLOOR_ORDER)
+    protocols = in_order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
     text, md = _grid(arms, protocols, {(r["arm"], r["protocol"]): _spread(r["runs"]) for r in rows})
     extra = []
     if medians:
@@ -154,8 +154,8 @@ def format_tables(rows: list[dict], budget: dict, medians: bool = False) -> tupl
                   _spread_cells(rows, "best_on_dev_runs")))
     extra = [(title, cells) for title, cells in extra if cells]
     for title, cells in extra:
-        sub_arms = _order({a for a, _ in cells}, FLOOR_ORDER)
-        sub_protocols = _order({p for _, p in cells}, PROTOCOL_ORDER)
+        sub_arms = in_order({a for a, _ in cells}, FLOOR_ORDER)
+        sub_protocols = in_order({p for _, p in cells}, PROTOCOL_ORDER)
         sub_text, sub_md = _grid(sub_arms, sub_protocols, cells)
         text += ["", title, *sub_text]
         md += ["", f"{title}:", "", *sub_md]
@@ -165,7 +165,7 @@ def format_tables(rows: list[dict], budget: dict, medians: bool = False) -> tupl
         md.append("| method | updates x batch | calibrated s/update | pretraining minutes per seed (budget clock) "
                   "| wall-clock minutes per seed |")
         md.append("|---|---|---|---|---|")
-        for arm in _order(budget, ()):
+        for arm in in_order(budget, ()):
             b = budget[arm]
             minutes = ", ".join(f"{m:.1f}" for m in b["train_minutes_runs"])
             wall = ", ".join(f"{m:.1f}" for m in b["wall_minutes_runs"])
@@ -182,14 +182,14 @@ def format_tables(rows: list[dict], budget: dict, medians: bool = False) -> tupl
     return "\n".join(text) + "\n", "\n".join(md) + "\n"
 
 
-def write_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path]:
+def write_study_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> list[Path]:
     from matplotlib.figure import Figure
 
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     written = []
-    arms = _order({r["arm"] for r in rows}, FLOOR_ORDER)
-    protocols = _order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
+    arms = in_order({r["arm"] for r in rows}, FLOOR_ORDER)
+    protocols = in_order({r["protocol"] for r in rows}, PROTOCOL_ORDER)
     by = {(r["arm"], r["protocol"]): r for r in rows}
     if rows:
         fig = Figure(figsize=(max(6, 1.4 * len(protocols)) + 2.5, 3.8), tight_layout=True)
@@ -277,5 +277,5 @@ def write_report(out: str | Path) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.txt").write_text(text)
     (out / "table.md").write_text(md)
-    write_plots(out, rows, pretrains)
+    write_study_plots(out, rows, pretrains)
     return summary

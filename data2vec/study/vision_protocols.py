@@ -1,4 +1,4 @@
-"""The image comparison's evaluation protocols (`data2vec compare`, docs/design.md section 8): frozen k-NN and linear
+"""The image study's evaluation protocols (`data2vec compare`, docs/design.md section 8): frozen k-NN and linear
 probe, fine-tuning with few labels, and the supervised floor, every knob chosen on a validation split.
 
 - Frozen features (DINO section 4.2's weighted k-NN, k = 20, T = 0.07; a logistic-regression linear probe): each
@@ -20,19 +20,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare_records import pct, record, result_path, say, write_json
-
-if TYPE_CHECKING:
-    from .compare import CompareConfig
+from .records import pct, record, result_path, say, write_json
+from .vision_config import CompareConfig
 
 FROZEN = ("knn", "linear")  # frozen-feature protocols
 
 
-def protocols(cfg: CompareConfig, arm: str) -> list[str]:
+def image_protocols(cfg: CompareConfig, arm: str) -> list[str]:
     """The protocols an arm is scored with: pixels have no encoder to fine-tune, supervised has no frozen features
     of its own (it is the fine-tuning floor)."""
     frozen = [f"{p}@100%" for p in FROZEN] + [f"{p}@{pct(cfg.frozen_fraction)}" for p in FROZEN]
@@ -67,7 +64,7 @@ def load_eval_data(cfg: CompareConfig, image_size: int) -> EvalData:
     import torch
 
     from ..probe import validation_split
-    from .common import image_splits
+    from .data import image_splits
 
     train, test, num_classes, chans = image_splits(cfg.data, image_size, seed=0, augment_train=False)
     augmented = image_splits(cfg.data, image_size, seed=0, augment_train=True)[0]
@@ -119,7 +116,7 @@ def frozen_scores(cfg: CompareConfig, arm: str, seed: int, protocol: str, feats:
 def evaluate_frozen(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalData) -> None:
     from ..probe import choose_features, layer_features
 
-    wanted = [p for p in protocols(cfg, arm) if not p.startswith("finetune")]
+    wanted = [p for p in image_protocols(cfg, arm) if not p.startswith("finetune")]
     if all(result_path(cfg, arm, seed, p).is_file() for p in wanted) or not wanted:
         return
     t0 = time.time()

@@ -20,15 +20,12 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare_records import record, result_path, say, write_json
-from .errors import CliError
-
-if TYPE_CHECKING:
-    from .compare_text import TextCompareConfig
+from .errors import StudyError
+from .records import record, result_path, say, write_json
+from .text_config import TextCompareConfig
 
 TASK_METRIC = {"sst2": "accuracy", "stsb": "pearson", "mrpc": "score", "rte": "accuracy", "cola": "matthews",
                "qnli": "accuracy", "qqp": "score", "mnli": "accuracy", "wnli": "accuracy"}  # the reported number
@@ -36,7 +33,7 @@ TASK_METRIC = {"sst2": "accuracy", "stsb": "pearson", "mrpc": "score", "rte": "a
 
 def text_record(cfg: TextCompareConfig, arm: str, seed: int, protocol: str, score: float, metric: str,
                 **details) -> dict:
-    """`compare_records.record` plus the metric's name and the GLUE root (every text results file is one)."""
+    """`records.record` plus the metric's name and the GLUE root (every text results file is one)."""
     return {**record(cfg, arm, seed, protocol, score, **details), "metric": metric, "glue": cfg.glue}
 
 
@@ -82,8 +79,8 @@ def check_glue(cfg: TextCompareConfig) -> None:
             for split in ("train", "dev"):
                 find_task_file(spec.name, split, cfg.glue)
         except (ValueError, FileNotFoundError) as error:
-            raise CliError(f"--glue {cfg.glue}: {error}; fix: point --glue at the GLUE root or drop {task} from "
-                           "--tasks") from None
+            raise StudyError(f"--glue {cfg.glue}: {error}; fix: point --glue at the GLUE root or drop {task} from "
+                             "--tasks") from None
 
 
 def load_task(cfg: TextCompareConfig, task: str, tok) -> TaskData:

@@ -1,8 +1,9 @@
 """The one method registry: a method name -> everything the commands need to build and train it.
 
-`data2vec pretrain`, `data2vec demo` and `benchmarks/methods.py` read `METHODS`; nothing else keeps a table
-of methods. Adding a method = its module (with a `Config.preset(modality, name, **overrides)` and a
-`Method(cfg)` that follows `data2vec.engine.PretrainMethod`), its test file, and one entry below.
+`data2vec pretrain`, the studies (`data2vec.study`: `data2vec compare` and the demo) and
+`benchmarks/methods.py` read `METHODS`; nothing else keeps a table of methods. Adding a method = its module
+(with a `Config.preset(modality, name, **overrides)` and a `Method(cfg)` that follows
+`data2vec.engine.PretrainMethod`), its test file, and one entry below.
 
 An entry names the config and method classes (imported lazily, so `data2vec --help` stays fast), the
 modalities the method trains on, the optimiser defaults per modality (small-scale starting points, with the
@@ -73,6 +74,14 @@ class MethodSpec:
     def build(self, modality: str, preset: str, **overrides):
         """`Method(Config.preset(modality, preset, **overrides))`."""
         return self.method_class(self.config_class.preset(modality, preset, **overrides))
+
+    def build_fitted(self, modality: str, preset: str, derived: dict, **overrides):
+        """`build` with the `derived` fields (from the data: a tokenizer's ids, the encoder's size) kept only where
+        the method's config or the encoder has the field; `overrides` are applied as given, on top."""
+        from .config import EncoderConfig, field_names
+
+        known = field_names(self.config_class) | field_names(EncoderConfig)
+        return self.build(modality, preset, **{**{k: v for k, v in derived.items() if k in known}, **overrides})
 
 
 def _load(path: str):

@@ -1,0 +1,47 @@
+"""One study, any modality: the equal-budget comparison's run, from the stored settings to the report.
+
+`run_comparison(cfg)` does the same steps for images and text (docs/design.md section 8): check the inputs and
+the stored settings, write OUT/config.json, prepare the data and calibrate every method back to back, then for
+every seed score every arm (a method is pretrained first; finished results are skipped, so a rerun continues)
+and rebuild the report after each. The modality's part is a module with the same six functions:
+`check`, `config_record`, `prepare`, `scored_arms`, `start_seed`, `score_arm` (`data2vec.study.vision` for
+`CompareConfig`, `data2vec.study.text` for `TextCompareConfig`).
+
+Differences from the papers: they report single runs at full scale; every number here is a mean over seeds of
+runs at an equal pretraining budget, each stored as its own results file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import text, vision
+from .records import say, write_json
+from .report import write_report
+from .text_config import TextCompareConfig
+from .vision_config import CompareConfig
+
+STUDY_MODALITIES = {CompareConfig: vision, TextCompareConfig: text}  # the study's config type -> its modality's part
+
+
+def run_comparison(cfg: CompareConfig | TextCompareConfig) -> dict:
+    """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
+    import torch
+
+    modality = STUDY_MODALITIES[type(cfg)]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    modality.check(cfg)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(cfg.out) / "config.json", modality.config_record(cfg))
+    data = modality.prepare(cfg)
+    arms = modality.scored_arms(cfg)
+    total, done = len(cfg.seeds) * len(arms), 0
+    for seed in cfg.seeds:
+        context = modality.start_seed(cfg, seed, data)
+        for arm in arms:
+            done += 1
+            say(f"[{done}/{total}] {arm} seed {seed}")
+            modality.score_arm(cfg, arm, seed, data, context)
+            write_report(cfg.out)
+    return write_report(cfg.out)
