@@ -231,7 +231,7 @@ def recipe_for(cfg: TextCompareConfig, name: str) -> TextRecipe:
 
 def build_text_arm(cfg: TextCompareConfig, name: str, tok):
     """(method, optimiser settings, spec) of one method on the shared encoder."""
-    from ..model import top_k_for
+    from ..modalities import TEXT
     from .methods import get_method
     from .pretrain import build_method
 
@@ -239,7 +239,7 @@ def build_text_arm(cfg: TextCompareConfig, name: str, tok):
     recipe = recipe_for(cfg, name)
     derived = encoder_overrides(cfg, tok)
     if name == "data2vec2":  # its presets fix K for 4 blocks: scale it with --depth (top 5/6, at least 2)
-        derived["top_k"] = top_k_for("text", cfg.depth, reduced=True)
+        derived["top_k"] = TEXT.v1_top_k(cfg.depth, reduced=True)
     method = build_method(name, "text", cfg.preset, derived, dict(recipe.overrides))
     defaults = spec.optim["text"]
     optim = dict(lr=recipe.lr if recipe.lr is not None else defaults.scaled_lr(cfg.batch_size),
