@@ -298,6 +298,21 @@ def test_collapse_guard_raises_after_warmup_with_advice():
     assert isinstance(info.value, RuntimeError)
 
 
+def test_a_resumed_run_keeps_the_collapse_counter():
+    """The guard's count of steps in a row below a threshold travels with the state dict: a run resumed
+    after one such step stops after one more (patience 2), as the uninterrupted run would."""
+    settings = dict(collapse_min_target_std=100.0, collapse_warmup_steps=0, collapse_patience=2)
+    model = tiny("text", **settings)
+    batch = text_batch()
+    model(batch)  # one step below the threshold
+    assert model.collapse_guard.steps_below == 1
+    resumed = tiny("text", **settings)
+    resumed.load_state_dict(model.state_dict())
+    assert resumed.collapse_guard.steps_below == 1
+    with pytest.raises(CollapseError, match="for 2 checks in a row"):
+        resumed(batch)
+
+
 def test_collapse_guard_detects_a_constant_teacher():
     model = tiny("vision", collapse_warmup_steps=0, collapse_patience=1)
     with torch.no_grad():  # a collapsed teacher: every block outputs the same vector for every token
