@@ -17,7 +17,9 @@ over d. When either stays below its threshold for `collapse_patience` training s
 `collapse_warmup_steps` updates, `CollapseError` stops the run with advice (`diagnostics.CollapseGuard`).
 
 The step reads as `make_masks` -> `forward_student` -> `forward_teacher` -> `forward_loss` (MAE's
-`forward_encoder` / `forward_decoder` / `forward_loss`; data2vec 2.0 in `v2.py` uses the same names).
+`forward_encoder` / `forward_decoder` / `forward_loss`; data2vec 2.0 in `v2.py` uses the same names). What
+differs by modality (batch keys, masking, CLS handling, recipe rows) is the modality plug-in's
+(`modalities/`); the EMA teacher, tau schedule and collapse guard are `teacher.py`'s, shared with `v2.py`.
 
 Differences from the original:
 - text: the teacher encodes the unmasked input (the paper), not the masked one (released code, fairseq

@@ -27,6 +27,9 @@ K visible tokens per row, D width. One training step, in the named steps below:
    (images: everything but the decoder; text: the blocks only, embeddings shared), tau ramped linearly
    from tau_start to tau_end.
 
+What differs by modality (batch keys, masks, student and teacher inputs, decoder, recipe rows) is the
+modality plug-in's (`modalities/`); the EMA teacher, tau schedule and collapse guard are `teacher.py`'s.
+
 Padding (text): padded tokens are never masked and never visible; every row keeps max(1, int(n_b (1 - R)))
 of its n_b real tokens (`masking.random_mask`), the student pads rows that keep fewer than the longest
 (filler slots masked out of attention), the decoder sees zeros at padded slots and re-zeroes them after
