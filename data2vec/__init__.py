@@ -27,7 +27,7 @@ _EXPORTS = {
     "hub.locate": ("load_pretrained",),
     "losses": ("regression_loss",),
     "masking": ("bert_mask", "block_mask", "block_masks", "span_mask"),
-    "model": ("CollapseError", "Data2Vec", "Data2VecConfig"),
+    "v1": ("CollapseError", "Data2Vec", "Data2VecConfig"),
     "v2": ("Data2Vec2", "Data2Vec2Config"),
     "targets": ("build_targets",),
     "transformer": ("Attention", "Block", "Encoder", "FeedForward"),
@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see: the same names, eagerly
     from .hub.locate import load_pretrained  # noqa: F401
     from .losses import regression_loss  # noqa: F401
     from .masking import bert_mask, block_mask, block_masks, span_mask  # noqa: F401
-    from .model import CollapseError, Data2Vec, Data2VecConfig  # noqa: F401
     from .targets import build_targets  # noqa: F401
     from .transformer import Attention, Block, Encoder, FeedForward  # noqa: F401
+    from .v1 import CollapseError, Data2Vec, Data2VecConfig  # noqa: F401
     from .v2 import Data2Vec2, Data2Vec2Config  # noqa: F401

@@ -51,11 +51,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------------
-
-
 def _check_ids_and_mask(input_ids: Tensor, special_mask: Tensor) -> None:
     if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
         raise ValueError(f"input_ids must be an integer tensor (B, T), got {input_ids.dtype} {tuple(input_ids.shape)}")
@@ -74,26 +69,36 @@ def special_tokens_mask(input_ids: Tensor, special_ids: Sequence[int] = (),
     return special if padding_mask is None else special | padding_mask
 
 
+def _rand(shape, generator: torch.Generator | None, device) -> Tensor:
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def _randint(high: int, shape, generator: torch.Generator | None, device) -> Tensor:
+    if generator is None:
+        return torch.randint(0, high, shape, device=device)
+    return torch.randint(0, high, shape, generator=generator, device=generator.device).to(device)
+
+
+def _keep_first(keys: Tensor, count: Tensor) -> Tensor:
+    """bool (B, L): True at the `count[b]` positions of row b with the smallest keys."""
+    B, L = keys.shape
+    order = keys.argsort(dim=1)  # (B, L) positions sorted by key
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=keys.device).expand(B, L))  # (B, L)
+    return rank < count[:, None]
+
+
 def _select_exact_per_row(eligible: Tensor, rate: float, generator: torch.Generator | None) -> Tensor:
     """Select floor(rate * n_b + U) of the eligible positions of every row b uniformly at random.
 
     eligible: bool (B, T). Returns bool (B, T), a subset of `eligible`."""
     B, T = eligible.shape
-    device = eligible.device
     n = eligible.sum(dim=1)  # (B,) eligible count per row
-    u = torch.rand(B, generator=generator, device=device if generator is None else generator.device).to(device)
+    u = _rand((B,), generator, eligible.device)
     count = torch.floor(rate * n.float() + u).long().clamp(max=n)  # (B,) fairseq's probabilistic rounding
-    keys = torch.rand(B, T, generator=generator, device=device if generator is None else generator.device).to(device)
-    keys = keys.masked_fill(~eligible, 2.0)  # ineligible positions sort last
-    order = keys.argsort(dim=1)  # (B, T) positions sorted by their random key
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(T, device=device).expand(B, T))  # (B, T)
-    return (rank < count[:, None]) & eligible
-
-
-def _rand(shape, generator: torch.Generator | None, device) -> Tensor:
-    if generator is None:
-        return torch.rand(shape, device=device)
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+    keys = _rand((B, T), generator, eligible.device).masked_fill(~eligible, 2.0)  # ineligible positions sort last
+    return _keep_first(keys, count) & eligible
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,23 +280,9 @@ def block_masks(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _randint(high: int, shape, generator: torch.Generator | None, device) -> Tensor:
-    if generator is None:
-        return torch.randint(0, high, shape, device=device)
-    return torch.randint(0, high, shape, generator=generator, device=generator.device).to(device)
-
-
 def _check_ratio(mask_ratio: float, fix: str) -> None:
     if not 0.0 < mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must lie in (0, 1), got {mask_ratio}; {fix}")
-
-
-def _keep_first(keys: Tensor, count: Tensor) -> Tensor:
-    """bool (B, L): True at the `count[b]` positions of row b with the smallest keys."""
-    B, L = keys.shape
-    order = keys.argsort(dim=1)  # (B, L) positions sorted by key
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=keys.device).expand(B, L))  # (B, L)
-    return rank < count[:, None]
 
 
 def inverse_block_mask(

@@ -114,7 +114,7 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec(
         name="data2vec",
         summary="regress the EMA teacher's averaged top-K layers at the masked positions (text or vision)",
-        config_path="data2vec.model:Data2VecConfig", method_path="data2vec.model:Data2Vec",
+        config_path="data2vec.v1:Data2VecConfig", method_path="data2vec.v1:Data2Vec",
         optim={
             # paper: 2e-4 at 256 x 512 tokens; Adam (0.9, 0.98); clip 5 (released)
             "text": OptimDefaults(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=5.0),

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from reference import host_values
 
 from data2vec.config import get_preset
+from data2vec.decoders import ConvDecoder1d, ConvDecoder2d
 from data2vec.diagnostics import CollapseError
-from data2vec.v2 import ConvDecoder1d, ConvDecoder2d, Data2Vec2, Data2Vec2Config
+from data2vec.v2 import Data2Vec2, Data2Vec2Config
 
 PAD = 1
 

@@ -21,7 +21,7 @@
 # 6. how text differs (FFN targets, top-10 of 12, Smooth L1 with beta 4 summed over the features, BERT
 #    masking, shared embeddings), with a tiny text example.
 #
-# It runs on a CPU in about 15 seconds. The files to read next to it: `data2vec/model.py` (the
+# It runs on a CPU in about 15 seconds. The files to read next to it: `data2vec/v1.py` (the
 # training step), `data2vec/targets.py`, `data2vec/losses.py`, `data2vec/masking.py` and
 # `data2vec/ema.py`; each module docstring ends with its "Differences from the original".
 
@@ -44,6 +44,7 @@ from data2vec import (
     regression_loss,
 )
 from data2vec.masking import special_tokens_mask
+from data2vec.modalities import TEXT, VISION
 from data2vec.optim import param_groups
 from tasks.text.tokenizer import train_tokenizer
 from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset
@@ -117,7 +118,7 @@ print("teacher == student at initialisation:", same)
 #
 # Our 4 x 4 grid keeps the proportions (docs/design.md section 8): 60% of 16 = 10 patches, smallest block
 # 16/196 of the grid, i.e. 1 patch. Top row: `block_mask` at the paper's size; bottom row: the masks
-# `model.mask_images` draws for four digits (red = masked).
+# `VISION.block_mask` draws for four digits (red = masked).
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -130,7 +131,7 @@ for ax in axes[0]:
 four = images[:4]
 rows, cols = model.backbone.embed.grid_of(four)  # (4, 4) patch grid
 p = enc.patch_size
-demo_mask = model.mask_images(four, generator=torch.Generator().manual_seed(1))  # (4, N) bool, True = masked
+demo_mask = VISION.block_mask(model, four, generator=torch.Generator().manual_seed(1))  # (4, N) bool, True = masked
 for ax, img, m in zip(axes[1], four, demo_mask, strict=True):
     grid = m.reshape(rows, cols).float()  # (N,) -> (4, 4), row-major like the patch tokens
     pixels = grid.repeat_interleave(p, 0).repeat_interleave(p, 1)  # (4, 4) -> (8, 8): one cell per pixel
@@ -227,7 +228,7 @@ plt.show()
 # attention; with absolute positions we would compare after subtracting them.)
 
 # %%
-mask = model.mask_images(clean, generator=torch.Generator().manual_seed(2))  # (B, N) bool, True = masked
+mask = VISION.block_mask(model, clean, generator=torch.Generator().manual_seed(2))  # (B, N) bool, True = masked
 embed = model.backbone.embed
 with torch.no_grad():
     student_in = embed(clean, mask)  # (B, 1 + N, D)
@@ -275,7 +276,7 @@ plt.show()
 
 # %%
 seed = 3
-mask = model.mask_images(clean, generator=torch.Generator().manual_seed(seed))  # (B, N)
+mask = VISION.block_mask(model, clean, generator=torch.Generator().manual_seed(seed))  # (B, N)
 with torch.no_grad():
     x = model.backbone(clean, mask)[:, 1:]  # student: (B, 1 + N, D) -> (B, N, D), CLS dropped
     pred = model.head(x[mask])  # (M, D): the head on the masked positions only
@@ -570,7 +571,7 @@ torch.manual_seed(0)
 text_model = Data2Vec(text_cfg).eval()
 seed = 4
 with torch.no_grad():
-    student_ids, positions, _ = text_model.mask_text(input_ids, padding_mask, torch.Generator().manual_seed(seed))
+    student_ids, positions, _ = TEXT.corrupt(text_cfg, input_ids, padding_mask, torch.Generator().manual_seed(seed))
     _, ffn = text_model.teacher(input_ids, padding_mask, return_layers="ffn")  # L x (B, T, D), clean input
     K = text_cfg.top_k
     y = sum(layer_norm_by_hand(f) for f in ffn[-K:]) / K  # (B, T, D): no final norm for text

@@ -31,8 +31,7 @@ import matplotlib.pyplot as plt
 import torch
 from einops import rearrange
 
-from data2vec import Attention, Block, Encoder, get_preset
-from data2vec.model import top_k_for
+from data2vec import Attention, Block, Encoder, get_preset, modalities
 from data2vec.transformer import padding_to_attn_mask
 
 QUICK = os.environ.get("TUTORIAL_QUICK") == "1"  # the test suite runs a reduced size
@@ -393,8 +392,8 @@ for i in range(L):
     assert_close(ffn_out[i], by_hand_ffn[i], f"block {i + 1} FFN output")
 assert_close(final, layer_norm_by_hand(by_hand_blocks[-1], vit_encoder.norm), "final = LN(last block)")
 for modality in ("text", "vision"):
-    K = top_k_for(modality, 12, reduced=False)
-    k4 = top_k_for(modality, 4, reduced=True)
+    K = modalities.get(modality).v1_top_k(12, reduced=False)
+    k4 = modalities.get(modality).v1_top_k(4, reduced=True)
     print(f"{modality}: base averages blocks {12 - K + 1}..12 ({K} of 12); the reduced presets with 4 blocks "
           f"average blocks {4 - k4 + 1}..4")
 

@@ -38,13 +38,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import data2vec
 from data2vec.backbone import build_backbone
+from data2vec.decoders import ConvDecoder2d
 from data2vec.masking import block_mask, inverse_block_mask, random_mask
-from data2vec.model import Data2Vec
 from data2vec.optim import build_optimizer
 from data2vec.probe import knn_classify
 from data2vec.schedules import warmup_cosine
 from data2vec.study.digits import DemoConfig, build_method, digits_tensors, pooled_features
-from data2vec.v2 import ConvDecoder2d, Data2Vec2
+from data2vec.v1 import Data2Vec
+from data2vec.v2 import Data2Vec2
 
 QUICK = os.environ.get("TUTORIAL_QUICK") == "1"  # the test suite runs a reduced size
 MASK_ROWS = 400 if QUICK else 4000  # masks drawn for each statistical check
@@ -512,7 +513,7 @@ assert torch.allclose(regression + cls_term, loss_lib, atol=1e-5)
 # ## 7. v1 against v2 for the same number of seconds
 #
 # Both methods train the same encoder size (4 blocks x 64, 2 x 2 patches) on the 1,438 training digits
-# (labels unused) with the demo's settings: v1 (`data2vec.model.Data2Vec`: BEiT masks of 40%, pre-LN ViT,
+# (labels unused) with the demo's settings: v1 (`data2vec.v1.Data2Vec`: BEiT masks of 40%, pre-LN ViT,
 # learned positions, lr 5e-3) and v2 (`data2vec.v2.Data2Vec2`: the model above, lr 2e-3, betas 0.9/0.95),
 # batch 128, AdamW, a linear warm-up over the first 10% then a cosine decay to lr/100. The **budget is
 # time**: each method gets `RACE_SECONDS` of updates. We first time 4 updates of a throwaway copy of each to

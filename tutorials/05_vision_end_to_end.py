@@ -75,7 +75,7 @@ plt.show()
 
 # %%
 demo = DemoConfig(steps=STEPS, warmup_steps=max(1, STEPS // 10))
-model, _ = build_method("data2vec", demo)  # data2vec.model.Data2Vec, seeded by demo.seed
+model, _ = build_method("data2vec", demo)  # data2vec.v1.Data2Vec, seeded by demo.seed
 random_encoder = copy.deepcopy(model.backbone)  # the same encoder before pretraining: the untrained baseline
 enc = model.cfg.encoder
 print(f"encoder: {enc.depth} blocks x D={enc.dim}, {enc.heads} heads, pre-LN={enc.norm_first}, "

@@ -21,7 +21,7 @@
 # "What the studies measured" reads the project's committed result files and draws them.
 #
 # **Cost.** A few seconds on a CPU: nothing is trained (default size and `TUTORIAL_QUICK=1` alike).
-# The files to read next to it: `data2vec/model.py`, `data2vec/v2.py`, `baselines/bert.py`,
+# The files to read next to it: `data2vec/v1.py`, `data2vec/v2.py`, `baselines/bert.py`,
 # `baselines/dino.py`, `baselines/dino_loss.py`.
 
 # %%
@@ -40,8 +40,8 @@ import data2vec
 from baselines.bert import BertMLM, BertMLMConfig
 from baselines.dino import DINO, DINOConfig
 from baselines.multicrop import MultiCropTransform, collate_crops
-from data2vec.model import Data2Vec, Data2VecConfig
 from data2vec.targets import build_targets
+from data2vec.v1 import Data2Vec, Data2VecConfig
 from data2vec.v2 import Data2Vec2, Data2Vec2Config
 from tasks.text.tokenizer import train_tokenizer
 from tasks.vision import DIGITS_MEAN, DIGITS_STD, load_digits_dataset

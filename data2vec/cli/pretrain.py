@@ -1,6 +1,6 @@
 """`data2vec pretrain`: self-supervised pretraining of data2vec, BERT (MLM) or DINO on text or images.
 
-Wires the data (`tasks/`), the method (`data2vec.model`, `baselines/`) and the loop (`data2vec.engine`).
+Wires the data (`tasks/`), the method (`data2vec.v1`, `data2vec.v2`, `baselines/`) and the loop (`data2vec.engine`).
 Under `torchrun --nproc_per_node N` it runs DDP: rank 0 trains the tokenizer and builds the token cache
 first, the other ranks then load them; only rank 0 writes metrics, plots and checkpoints.
 """

@@ -17,7 +17,7 @@ from ..schedules import PRETRAIN_SCHEDULES
 
 
 class PretrainMethod(Protocol):
-    """What `pretrain` needs of a method, besides being an `nn.Module` (data2vec.model.Data2Vec,
+    """What `pretrain` needs of a method, besides being an `nn.Module` (data2vec.v1.Data2Vec,
     data2vec.v2.Data2Vec2, baselines.BertMLM, baselines.DINO all follow it)."""
 
     cfg: Any  # the method's dataclass configuration (saved in config.json and checked on --resume)

@@ -126,13 +126,13 @@ def text_encoder_overrides(cfg: TextCompareConfig, tok) -> dict:
 def build_arm(cfg: TextCompareConfig, name: str, tok):
     """(method, optimiser settings, spec) of one method on the shared encoder."""
     from ..methods import get_method
-    from ..model import top_k_for
+    from ..modalities import TEXT
 
     spec = get_method(name)
     recipe = recipe_of(cfg, name)
     derived = text_encoder_overrides(cfg, tok)
     if name == "data2vec2":  # its presets fix K for 4 blocks: scale it with --depth (top 5/6, at least 2)
-        derived["top_k"] = top_k_for("text", cfg.depth, reduced=True)
+        derived["top_k"] = TEXT.v1_top_k(cfg.depth, reduced=True)
     method = spec.build_fitted("text", cfg.preset, derived, **recipe.overrides)
     return method, optim_settings(recipe, spec.optim["text"], cfg.batch_size), spec
 

@@ -17,7 +17,9 @@ over d. When either stays below its threshold for `collapse_patience` training s
 `collapse_warmup_steps` updates, `CollapseError` stops the run with advice (`diagnostics.CollapseGuard`).
 
 The step reads as `make_masks` -> `forward_student` -> `forward_teacher` -> `forward_loss` (MAE's
-`forward_encoder` / `forward_decoder` / `forward_loss`; data2vec 2.0 in `v2.py` uses the same names).
+`forward_encoder` / `forward_decoder` / `forward_loss`; data2vec 2.0 in `v2.py` uses the same names). What
+differs by modality (batch keys, masking, CLS handling, recipe rows) is the modality plug-in's
+(`modalities/`); the EMA teacher, tau schedule and collapse guard are `teacher.py`'s, shared with `v2.py`.
 
 Differences from the original:
 - text: the teacher encodes the unmasked input (the paper), not the masked one (released code, fairseq
@@ -35,15 +37,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from . import modalities
 from .backbone import build_backbone
 from .config import EncoderConfig, check_choices, config_error, from_dict_checked, get_preset, split_overrides
-from .diagnostics import CollapseError, CollapseGuard, explained_variance, spread
-from .ema import EMA_SCOPES, EMATeacher, linear_tau
+from .diagnostics import CollapseError, explained_variance, spread
+from .ema import EMA_SCOPES
 from .losses import REDUCTIONS, regression_loss
-from .masking import bert_mask, block_masks, span_mask, special_tokens_mask
 from .targets import TARGET_NORMS, build_targets
+from .teacher import TauSchedule, TeacherBookkeeping
 
-__all__ = ["Data2VecConfig", "Data2Vec", "CollapseError"]
+__all__ = ["Data2VecConfig", "Data2Vec", "CollapseError", "regression_head"]
 
 TEXT_MASKINGS = ("bert", "span")
 HEADS = ("linear", "mlp")
@@ -53,7 +56,7 @@ BEIT_MIN_BLOCK_FRACTION = 16 / 196  # BEiT: blocks of at least 16 of 196 patches
 
 
 @dataclass
-class Data2VecConfig:
+class Data2VecConfig(TauSchedule):
     """data2vec v1 method configuration. Defaults are the paper's text recipe (docs/design.md section 4 table);
     use `Data2VecConfig.preset(modality, name)` for the vision recipe and the reduced-scale ones."""
 
@@ -100,8 +103,9 @@ class Data2VecConfig:
         if isinstance(self.encoder, dict):
             self.encoder = EncoderConfig.from_dict(self.encoder)
         self.special_ids = tuple(int(i) for i in self.special_ids)
-        if self.encoder.modality == "vision" and not self.encoder.use_mask_token:
-            self.encoder = self.encoder.replace(use_mask_token=True)  # the student needs a mask embedding
+        needed = modalities.get(self.modality).v1_encoder  # e.g. vision: the student needs a mask embedding
+        if any(getattr(self.encoder, name) != value for name, value in needed.items()):
+            self.encoder = self.encoder.replace(**needed)
         self.validate()
 
     @property
@@ -138,24 +142,9 @@ class Data2VecConfig:
                  "use 0 (constant), a step count, or a fraction in (0, 1) of the run")
         if self.span_length < 1:
             fail("span_length", f"must be >= 1, got {self.span_length}", "the released config uses 4")
-        if self.modality == "text":
-            vocab = self.encoder.vocab_size
-            if not 0 <= self.mask_id < vocab:
-                fail("mask_id", f"{self.mask_id} is outside the vocabulary [0, {vocab})",
-                     "set it to the tokenizer's <mask> id (TextTokenizer.mask_id)")
-            if self.mask_id == self.encoder.pad_id:
-                fail("mask_id", "equals the padding id", "set mask_id and encoder.pad_id from the tokenizer")
+        modalities.get(self.modality).check_v1(self, fail)
 
     # --- derived quantities ---------------------------------------------------------------------------
-    def ramp_steps(self, total_steps: int) -> int:
-        """The tau ramp length in steps: a fraction in (0, 1) is taken of the run's total_steps."""
-        if 0.0 < self.tau_ramp_steps < 1.0:
-            return max(1, int(round(self.tau_ramp_steps * total_steps)))
-        return int(self.tau_ramp_steps)
-
-    def tau_at(self, step: int, total_steps: int) -> float:
-        return linear_tau(step, self.tau_start, self.tau_end, self.ramp_steps(total_steps))
-
     def block_sizes(self, num_patches: int) -> tuple[int, int]:
         """(patches to mask, smallest block) for a grid of num_patches."""
         num_masked = int(round(self.mask_ratio * num_patches))
@@ -168,21 +157,13 @@ class Data2VecConfig:
     # --- presets and (de)serialisation -------------------------------------------------------------
     @classmethod
     def preset(cls, modality: str, name: str = "base", **overrides) -> Data2VecConfig:
-        """"base": the paper's recipe (`RECIPES`, docs/design.md section 4); "tiny" / "mini" / "small": that recipe
-        with the reduced-scale changes of `REDUCED` (docs/design.md section 8). Overrides may name method fields or
-        encoder fields (a name both have, `final_norm`, is the method's)."""
-        if modality not in RECIPES:
-            raise ValueError(f"unknown modality {modality!r}; use 'text' or 'vision'")
+        """"base": the paper's recipe (the modality's `v1_recipe`, docs/design.md section 4); "tiny" / "mini" /
+        "small": that recipe with the reduced-scale changes of its `v1_reduced` (docs/design.md section 8).
+        Overrides may name method fields or encoder fields (a name both have, `final_norm`, is the method's)."""
+        plugin = modalities.get(modality)
         enc_over, own_over = split_overrides(cls, overrides)
-        if modality == "vision":
-            enc_over.setdefault("use_mask_token", True)
-        encoder = get_preset(modality, name, **enc_over)
-        reduced = name != "base"
-        values = dict(RECIPES[modality], top_k=top_k_for(modality, encoder.depth, reduced))
-        if modality == "text" and own_over.get("text_masking") == "span":
-            values.update(SPAN_VARIANT)
-        if reduced:
-            values.update(REDUCED[modality])
+        encoder = get_preset(modality, name, **{**plugin.v1_encoder, **enc_over})
+        values = plugin.v1_values(encoder.depth, reduced=name != "base", overrides=own_over)
         values.update(own_over)
         return cls(encoder=encoder, **values)
 
@@ -195,83 +176,18 @@ class Data2VecConfig:
 
 
 # ---------------------------------------------------------------------------------------------------
-# the recipes: one table per modality, the paper's / released values (docs/design.md section 4), then what the
-# reduced-scale presets change (docs/design.md section 8)
-# ---------------------------------------------------------------------------------------------------
-
-RECIPES: dict[str, dict] = {
-    "text": dict(
-        text_masking="bert", mask_prob=0.15, random_prob=0.1, keep_prob=0.1,  # paper: BERT's 15 %, 80/10/10
-        mask_id=50264, special_ids=(0, 1, 2, 3, 50264),  # RoBERTa's vocabulary: <s> <pad> </s> <unk> ... <mask>
-        target="ffn",  # paper: the FFN output before the last residual
-        layer_norm="layer", final_norm="none",  # paper: layer norm per layer, nothing after the average
-        head="linear",  # paper (released config: Linear-GELU-Linear)
-        loss_beta=4.0, loss_reduction="sum", loss_on="selected",  # paper: Smooth L1 beta 4, summed over D
-        tau_start=0.999, tau_end=0.9999, tau_ramp_steps=100_000,  # paper: 0.999 -> 0.9999 over 100k updates
-        ema_scope="blocks",  # paper: the embeddings are shared, only the blocks are averaged
-    ),
-    "vision": dict(
-        mask_ratio=120 / 196, min_block=0, max_block=None, mask_aspect=0.3,  # released: BEiT blocks, 120 of 196
-        target="block",  # released: the residual stream at the end of each block
-        layer_norm="layer", final_norm="layer",  # released: layer norm per layer and after the average
-        head="linear",  # released: linear on the final-LN output
-        loss_beta=2.0, loss_reduction="mean", loss_on="selected",  # released: Smooth L1 beta 2, mean over D
-        tau_start=0.9998, tau_end=0.9998, tau_ramp_steps=0,  # released: constant 0.9998
-        ema_scope="encoder",  # released: everything averaged
-    ),
-}
-
-SPAN_VARIANT = dict(mask_prob=0.35)  # released text config: spans of 4 (text_masking="span"), p = 0.35
-
-REDUCED: dict[str, dict] = {  # tiny / mini / small: what changes from RECIPES at small scale
-    "text": dict(
-        mask_id=4, special_ids=(0, 1, 2, 3, 4),  # our trained vocabularies put the specials at 0..4
-        tau_start=0.99, tau_end=0.999,  # time constants of 100 -> 1000 steps, shorter than a CPU run
-        tau_ramp_steps=0.3,  # ramp over the first 30 % of the run (released text: 300k of 1M)
-        collapse_warmup_steps=200,  # short runs: check after 200 updates
-        # instance norm per layer (over tokens, per channel: data2vec 2.0's text choice) instead of layer norm:
-        # it removes the direction all tokens share from the targets. With layer norm, 300 mini updates on
-        # python-docs left the tokens anisotropic (mean cosine 0.66 between tokens vs 0.16) and SST-2
-        # fine-tuning at chance (50.9 % vs 67.8 %); see docs/differences.md
-        layer_norm="instance",
-    ),
-    "vision": dict(
-        mask_ratio=0.6,  # about 120/196; min_block 0 = 8 % of the grid
-        tau_start=0.99, tau_end=0.999,  # as for text
-        tau_ramp_steps=0.3,
-        collapse_warmup_steps=200,
-    ),
-}
-
-
-def top_k_for(modality: str, depth: int, reduced: bool) -> int:
-    """K, the number of top blocks averaged into the targets, for an encoder of `depth` blocks."""
-    if reduced:  # docs/design.md section 8: the top 5/6 (text) or 3/4 (vision) of the blocks, at least 2
-        return min(depth, max(2, round(depth * (5 / 6 if modality == "text" else 3 / 4))))
-    return round(depth * 10 / 12) if modality == "text" else round(depth * 6 / 12)  # paper: 10 of 12, 6 of 12
-
-
-# ---------------------------------------------------------------------------------------------------
 # the model
 # ---------------------------------------------------------------------------------------------------
 
 
-def build_head(kind: str, dim: int) -> nn.Module:
+def regression_head(kind: str, dim: int) -> nn.Module:
     """The regression head: Linear(D, D) (paper) or Linear(D, 2D)-GELU-Linear(2D, D) (released text)."""
     if kind == "linear":
         return nn.Linear(dim, dim)
     return nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
 
-COLLAPSE_ADVICE = (
-    "the teacher now produces (nearly) the same target for every token. Try: a lower learning rate or a longer lr "
-    "warm-up; a slower teacher (tau closer to 1, e.g. tau_start/tau_end nearer 0.999-0.9999, or a longer tau ramp); "
-    "loss_reduction='mean' (the 'sum' over D multiplies the effective step size by D); more top_k layers with "
-    "layer_norm on. Set collapse_min_target_std=0 and collapse_min_pred_std=0 to disable this check."
-)
-
-
-class Data2Vec(nn.Module):
+class Data2Vec(TeacherBookkeeping):
     """data2vec v1: `loss, stats = model(batch)`; call `model.step_hook(step, total_steps)` after each
     optimiser step. `backbone` is the student (what fine-tuning keeps), `teacher` its EMA copy.
 
@@ -282,78 +198,32 @@ class Data2Vec(nn.Module):
     def __init__(self, cfg: Data2VecConfig):
         super().__init__()
         self.cfg = cfg
+        self.modality = modalities.get(cfg.modality)  # reads batches, masks, feeds student and teacher
         self.backbone = build_backbone(cfg.encoder)
-        self.teacher = EMATeacher(self.backbone, scope=cfg.ema_scope)
-        self.head = build_head(cfg.head, cfg.encoder.dim)
-        self.tau = cfg.tau_start  # the momentum of the last EMA step (for logging)
-        self.num_updates = 0  # EMA updates so far (set by step_hook)
-        self.collapse_guard = CollapseGuard(
-            {"target_std": cfg.collapse_min_target_std, "pred_std": cfg.collapse_min_pred_std},
-            cfg.collapse_warmup_steps, cfg.collapse_patience, method="data2vec", advice=COLLAPSE_ADVICE)
+        self.init_teacher(cfg, method="data2vec")  # teacher = EMA copy of the backbone, tau, collapse guard
+        self.head = regression_head(cfg.head, cfg.encoder.dim)
 
-    # --- masking -----------------------------------------------------------------------------------
-    def mask_text(self, input_ids: Tensor, padding_mask: Tensor, generator=None) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (student ids, loss_mask bool (B, T), selected bool (B, T))."""
-        cfg = self.cfg
-        special = special_tokens_mask(input_ids, cfg.all_special_ids(), padding_mask)  # (B, T) never select
-        if cfg.text_masking == "bert":
-            corrupted, selected = bert_mask(
-                input_ids, mask_id=cfg.mask_id, vocab_size=cfg.encoder.vocab_size, special_mask=special,
-                mask_prob=cfg.mask_prob, random_prob=cfg.random_prob, keep_prob=cfg.keep_prob,
-                special_ids=cfg.all_special_ids(), generator=generator)
-        else:
-            corrupted, selected = span_mask(input_ids, mask_id=cfg.mask_id, special_mask=special,
-                                            mask_prob=cfg.mask_prob, span=cfg.span_length, generator=generator)
-        loss_mask = selected & (corrupted == cfg.mask_id) if cfg.loss_on == "mask_token" else selected
-        return corrupted, loss_mask, selected
-
-    def mask_images(self, images: Tensor, generator=None) -> Tensor:
-        """bool (B, N) row-major patch mask, True = masked."""
-        rows, cols = self.backbone.embed.grid_of(images)
-        num_masked, min_block = self.cfg.block_sizes(rows * cols)
-        masks = block_masks(images.shape[0], rows, cols, num_masked, min_block=min_block,
-                            max_block=self.cfg.max_block, aspect=(self.cfg.mask_aspect, 1 / self.cfg.mask_aspect),
-                            generator=generator)  # (B, rows, cols)
-        return masks.flatten(1).to(images.device)  # (B, rows, cols) -> (B, N)
-
+    # --- inputs and masks (the modality's) ----------------------------------------------------------------
     def read_batch(self, batch: dict) -> dict:
         """The batch with its required keys checked; text batches get a padding_mask if they lack one."""
-        if self.cfg.modality == "text":
-            if "input_ids" not in batch:
-                raise ValueError("a text data2vec batch needs 'input_ids' (B, T) and 'padding_mask' (B, T)")
-            if batch.get("padding_mask") is None:
-                batch = {**batch, "padding_mask": batch["input_ids"] == self.cfg.encoder.pad_id}
-        elif "images" not in batch:
-            raise ValueError("a vision data2vec batch needs 'images' (B, C, H, W)")
-        return batch
+        return self.modality.read_batch(batch, self.cfg.encoder.pad_id, "data2vec")
 
     def make_masks(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """-> (the student's input, loss_mask bool (B, N)). Text: BERT/span-corrupted ids (B, T); images: the
         images themselves (the mask embedding is applied inside the patch embedding)."""
-        if self.cfg.modality == "text":
-            corrupted, loss_mask, _ = self.mask_text(batch["input_ids"], batch["padding_mask"], generator)
-            return corrupted, loss_mask
-        return batch["images"], self.mask_images(batch["images"], generator)
+        return self.modality.v1_masks(self, batch, generator)
 
     # --- the training step, in named steps -------------------------------------------------------------
     def forward_student(self, student_input: Tensor, loss_mask: Tensor, batch: dict) -> Tensor:
         """The student's final output for every position (B, N, D) (images: patch tokens, CLS dropped)."""
-        if self.cfg.modality == "text":
-            return self.backbone(student_input, batch["padding_mask"])  # (B, T, D) on the corrupted ids
-        return self.backbone(student_input, loss_mask)[:, 1:]  # (B, 1 + N, D) -> (B, N, D): CLS dropped
+        return self.modality.v1_student(self, student_input, loss_mask, batch)
 
     @torch.no_grad()
     def forward_teacher(self, batch: dict) -> Tensor:
         """Eq. (targets): y_t = 1/K sum_l norm(a_t^l), then the optional final norm, for every position
         (B, N, D), from the EMA teacher on the unmasked input."""
         cfg = self.cfg
-        if cfg.modality == "text":
-            padding_mask = batch["padding_mask"]
-            _, layers = self.teacher(batch["input_ids"], padding_mask, return_layers=cfg.target)  # K x (B, T, D)
-        else:
-            padding_mask = None
-            _, layers = self.teacher(batch["images"], return_layers=cfg.target)  # the teacher never sees the mask
-            layers = [layer[:, 1:] for layer in layers]  # K x (B, N, D), patch tokens only
+        layers, padding_mask = self.modality.v1_teacher_layers(self, batch)  # K x (B, N, D), target positions
         return build_targets(layers, cfg.top_k, layer_norm=cfg.layer_norm, final_norm=cfg.final_norm,
                              padding_mask=padding_mask)  # (B, N, D)
 
@@ -374,8 +244,7 @@ class Data2Vec(nn.Module):
         student_out = self.forward_student(student_input, loss_mask, batch)  # (B, N, D)
         targets = self.forward_teacher(batch)  # (B, N, D)
         loss, pred, target = self.forward_loss(student_out, targets, loss_mask)
-        # the positions that could have been masked: real tokens (text), all patches (images)
-        eligible = (~batch["padding_mask"]).sum().clamp(min=1) if self.cfg.modality == "text" else loss_mask.numel()
+        eligible = self.modality.eligible(batch, loss_mask).clamp(min=1)  # positions that could have been masked
         stats = {  # 0-dim tensors: the engine moves them to the host in one transfer
             "loss": loss.detach(),
             "target_std": spread(target),
@@ -384,23 +253,6 @@ class Data2Vec(nn.Module):
             "tau": float(self.tau),
             "masked_fraction": loss_mask.sum().double() / eligible,
         }
-        if self.training and target.shape[0] > 1 and self.num_updates >= self.collapse_guard.warmup_steps:
-            target_std, pred_std = torch.stack([stats["target_std"], stats["pred_std"]]).tolist()  # one sync
-            self.collapse_guard.check(self.num_updates, {"target_std": target_std, "pred_std": pred_std})
+        if target.shape[0] > 1:  # the spread of one token says nothing
+            self.check_collapse(stats)
         return loss, stats
-
-    # --- checkpoints: the EMA bookkeeping travels with the state dict -------------------------------------
-    def get_extra_state(self) -> dict:
-        return {"tau": float(self.tau), "num_updates": int(self.num_updates)}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.tau = float(state["tau"])
-        self.num_updates = int(state["num_updates"])
-
-    # --- after the optimiser step -----------------------------------------------------------------------
-    def step_hook(self, step: int, total_steps: int) -> dict:
-        """EMA update of the teacher with tau(step); returns {"tau": tau}."""
-        self.tau = self.cfg.tau_at(step, total_steps)
-        self.teacher.update(self.backbone, self.tau)
-        self.num_updates = step + 1
-        return {"tau": self.tau}

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from reference import host_values, instance_norm, layer_norm, smooth_l1
 
 from data2vec.ema import linear_tau
-from data2vec.model import CollapseError, Data2Vec, Data2VecConfig
+from data2vec.modalities import TEXT, VISION
+from data2vec.v1 import CollapseError, Data2Vec, Data2VecConfig
 
 PAD, MASK = 1, 4
 
@@ -108,7 +109,7 @@ def test_text_student_sees_mask_exactly_at_masked_positions_and_teacher_the_orig
         lambda m, i, o: seen.__setitem__("teacher", i[0].clone()))
     model(batch, generator=torch.Generator().manual_seed(3))
     h1.remove(), h2.remove()
-    _, positions, selected = model.mask_text(batch["input_ids"], batch["padding_mask"],
+    _, positions, selected = TEXT.corrupt(model.cfg, batch["input_ids"], batch["padding_mask"],
                                              torch.Generator().manual_seed(3))
     assert torch.equal(positions, selected) and selected.any()
     assert torch.equal(seen["student"] == MASK, selected)
@@ -125,7 +126,7 @@ def test_vision_student_sees_the_mask_embedding_and_teacher_the_clean_image():
     h2 = model.teacher.module.embed.register_forward_hook(lambda m, i, o: seen.__setitem__("teacher", (i, o.clone())))
     model({"images": images}, generator=torch.Generator().manual_seed(5))
     h1.remove(), h2.remove()
-    mask = model.mask_images(images, torch.Generator().manual_seed(5))  # (B, N)
+    mask = VISION.block_mask(model, images, torch.Generator().manual_seed(5))  # (B, N)
     patches = model.backbone.embed.proj(images).flatten(2).transpose(1, 2)  # (B, N, D) clean patch embeddings
     student = seen["student"][:, 1:]  # relative positions only: no absolute position added
     token = model.backbone.embed.mask_token[0, 0]
@@ -144,7 +145,7 @@ def test_vision_student_sees_the_mask_embedding_and_teacher_the_clean_image():
 def reference_text_loss(model, batch, seed):
     """Targets from hooks on the teacher's FFNs over the unmasked input; loss by Eq. (loss)."""
     cfg = model.cfg
-    corrupted, positions, _ = model.mask_text(batch["input_ids"], batch["padding_mask"],
+    corrupted, positions, _ = TEXT.corrupt(model.cfg, batch["input_ids"], batch["padding_mask"],
                                               torch.Generator().manual_seed(seed))
     ffn_out = []
     hooks = [b.ffn.register_forward_hook(lambda m, i, o: ffn_out.append(o))
@@ -192,7 +193,7 @@ def test_vision_loss_and_targets_match_reference():
             p.add_(torch.randn_like(p) * 0.05)
     loss, _ = model({"images": images}, generator=torch.Generator().manual_seed(2))
     cfg = model.cfg
-    mask = model.mask_images(images, torch.Generator().manual_seed(2))
+    mask = VISION.block_mask(model, images, torch.Generator().manual_seed(2))
     outs = []
     hooks = [b.register_forward_hook(lambda m, i, o: outs.append(o[0][:, 1:]))
              for b in model.teacher.module.encoder.blocks]
@@ -209,7 +210,8 @@ def test_vision_loss_and_targets_match_reference():
 def test_loss_ignores_outputs_at_unmasked_positions():
     model = tiny("text")
     batch = text_batch()
-    _, positions, _ = model.mask_text(batch["input_ids"], batch["padding_mask"], torch.Generator().manual_seed(4))
+    _, positions, _ = TEXT.corrupt(model.cfg, batch["input_ids"], batch["padding_mask"],
+                                   torch.Generator().manual_seed(4))
     base, _ = model(batch, generator=torch.Generator().manual_seed(4))
     noise = torch.randn(*positions.shape, model.cfg.encoder.dim) * 10
     hook = model.backbone.register_forward_hook(lambda m, i, o: o + noise * (~positions)[..., None])
@@ -225,7 +227,7 @@ def test_loss_ignores_outputs_at_unmasked_positions():
 def test_loss_on_mask_token_only_counts_mask_ids():
     model = tiny("text", loss_on="mask_token", random_prob=0.5, keep_prob=0.3)
     batch = text_batch(B=8)
-    corrupted, positions, selected = model.mask_text(batch["input_ids"], batch["padding_mask"],
+    corrupted, positions, selected = TEXT.corrupt(model.cfg, batch["input_ids"], batch["padding_mask"],
                                                      torch.Generator().manual_seed(0))
     assert torch.equal(positions, selected & (corrupted == MASK))
     assert positions.sum() < selected.sum()
@@ -294,6 +296,21 @@ def test_collapse_guard_raises_after_warmup_with_advice():
         model(batch)
     assert "tau" in str(info.value) and "loss_reduction" in str(info.value)
     assert isinstance(info.value, RuntimeError)
+
+
+def test_a_resumed_run_keeps_the_collapse_counter():
+    """The guard's count of steps in a row below a threshold travels with the state dict: a run resumed
+    after one such step stops after one more (patience 2), as the uninterrupted run would."""
+    settings = dict(collapse_min_target_std=100.0, collapse_warmup_steps=0, collapse_patience=2)
+    model = tiny("text", **settings)
+    batch = text_batch()
+    model(batch)  # one step below the threshold
+    assert model.collapse_guard.steps_below == 1
+    resumed = tiny("text", **settings)
+    resumed.load_state_dict(model.state_dict())
+    assert resumed.collapse_guard.steps_below == 1
+    with pytest.raises(CollapseError, match="for 2 checks in a row"):
+        resumed(batch)
 
 
 def test_collapse_guard_detects_a_constant_teacher():
