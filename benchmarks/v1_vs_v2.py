@@ -57,11 +57,11 @@ def build(method: str, seed: int, v2_lr: float, v2_masks: int, steps: int, v2_se
     """(the method, its PretrainConfig) on the demo's encoder."""
     from data2vec.engine import PretrainConfig
     from data2vec.methods import METHODS
-    from data2vec.study.digits import DemoConfig, build_method, demo_encoder_overrides
+    from data2vec.study.digits import DemoConfig, build_demo_method, demo_encoder_overrides
 
     demo = DemoConfig(seed=seed, steps=steps)
     if method == "data2vec":
-        model, _ = build_method("data2vec", demo)
+        model, _ = build_demo_method("data2vec", demo)
         lr, betas, clip = demo.lr, (0.9, 0.999), 3.0
     else:
         torch.manual_seed(seed)

@@ -21,7 +21,7 @@ What it implements
   with the last ones (`summary["test"]`). Without one, "best" is the best epoch on the very split it is
   measured on: an optimistic number (most of all for small, noisy evaluation sets), labelled as such.
 
-`finetune(...)` reads: `prepare` (seed, loaders, optimiser) -> `resume_or_clear` -> per epoch: `train_epoch`
+`finetune(...)` reads: `prepare_finetune` (seed, loaders, optimiser) -> `resume_or_clear` -> per epoch: `train_epoch`
 -> on evaluated epochs `evaluate` -> `select` (the best epoch, `<out>/best/`) -> `save_resume_point` -> after
 the last epoch `score_test` (with a test set) -> `summarise` (metrics.json). The recipes (RoBERTa GLUE, BEiT
 ImageNet) are the defaults of `FinetuneConfig` (finetune_config.py).
@@ -191,7 +191,7 @@ def finetune(
     difference raises ValueError naming it); without one, or with resume=False, the run starts from epoch 1.
     split_names: what the console lines call `eval_set` and `test_set` (e.g. "validation", "GLUE dev").
     """
-    run = prepare(model, train_set, eval_set, test_set, cfg, Path(out_dir), collate_fn, eval_collate_fn,
+    run = prepare_finetune(model, train_set, eval_set, test_set, cfg, Path(out_dir), collate_fn, eval_collate_fn,
                   metric_fn=metric_fn, run_info=run_info, quiet=quiet, split_names=split_names)
     resume_or_clear(run, resume)
     run.eval_log.write_text("".join(json.dumps(row) + "\n" for row in run.history))
@@ -206,7 +206,7 @@ def finetune(
     return summarise(run, test, len(train_set), len(eval_set))
 
 
-def prepare(model: nn.Module, train_set: Dataset, eval_set: Dataset, test_set: Dataset | None,
+def prepare_finetune(model: nn.Module, train_set: Dataset, eval_set: Dataset, test_set: Dataset | None,
             cfg: FinetuneConfig, out: Path, collate_fn: Callable | None, eval_collate_fn: Callable | None,
             **run_fields) -> FinetuneRun:
     """Check the data, seed, move the model to its device, build the loaders and the optimiser."""

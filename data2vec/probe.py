@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-POOLINGS = ("mean", "cls")
+from .heads import POOLINGS
+
 # Inverse L2 strengths tried by the linear probe: 1e-3 .. 1e2 (6 values), a range wide enough for
 # standardised features of any width (SimCLR's transfer evaluation uses 45 values over 1e-6 .. 1e5).
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-3, 2, 6))

@@ -12,7 +12,8 @@ from tokenizers import Tokenizer
 
 from tasks.text import python_docs
 from tasks.text.corpus import build_token_cache, detect_layout
-from tasks.text.study_corpus import DEFAULT_SOURCES, build_study_corpus, main, wikitext_articles
+from tasks.text.study_corpus import DEFAULT_SOURCES, build_study_corpus, main
+from tasks.text.study_sources import wikitext_articles
 
 VOCAB = 300  # tiny: 256 bytes + 5 specials + a few merges keeps each build well under a second
 

@@ -6,18 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.text.glue import (
-    GLUE_TASKS,
-    GlueCollator,
+from tasks.text.glue import GLUE_TASKS, GlueCollator, encode_glue, is_regression, load_glue, num_labels
+from tasks.text.glue_metrics import (
     accuracy,
-    encode_glue,
     f1_binary,
     glue_average,
     glue_metrics,
-    is_regression,
-    load_glue,
     matthews_corrcoef,
-    num_labels,
     pearson,
     spearman,
 )

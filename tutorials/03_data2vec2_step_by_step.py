@@ -43,7 +43,7 @@ from data2vec.masking import block_mask, inverse_block_mask, random_mask
 from data2vec.optim import build_optimizer
 from data2vec.probe import knn_classify
 from data2vec.schedules import warmup_cosine
-from data2vec.study.digits import DemoConfig, build_method, digits_tensors, pooled_features
+from data2vec.study.digits import DemoConfig, build_demo_method, digits_tensors, pooled_features
 from data2vec.v1 import Data2Vec
 from data2vec.v2 import Data2Vec2
 
@@ -242,7 +242,7 @@ assert p_inv[border].mean() < p_inv[~border].mean(), "clamped blocks should cove
 
 # %%
 demo = DemoConfig()
-model, _ = build_method("data2vec2", demo)  # Data2Vec2 on the demo's encoder, seeded by demo.seed
+model, _ = build_demo_method("data2vec2", demo)  # Data2Vec2 on the demo's encoder, seeded by demo.seed
 assert isinstance(model, Data2Vec2)
 cfg = model.cfg
 enc = cfg.encoder
@@ -539,7 +539,7 @@ def one_update(method, optimizer, images, step: int, planned: int, lr: float) ->
 
 
 def race(name: str) -> dict:
-    method, _ = build_method(name, demo)  # seeded: same initial weights every call
+    method, _ = build_demo_method(name, demo)  # seeded: same initial weights every call
     lr, betas = (demo.lr, (0.9, 0.999)) if name == "data2vec" else (2e-3, (0.9, 0.95))  # DEMO_RECIPES
     rng = torch.Generator().manual_seed(0)
     trial = copy.deepcopy(method)

@@ -46,6 +46,7 @@ from data2vec.study.data import text_overrides
 from data2vec.targets import build_targets
 from tasks.text import glue
 from tasks.text.corpus import TokenBlockDataset
+from tasks.text.glue_metrics import glue_metrics
 from tasks.text.python_docs import python_docs_file, stdlib_dir, write_corpus
 from tasks.text.tokenizer import train_tokenizer
 
@@ -395,8 +396,8 @@ print(f"at update {at}: loss {layer_records[-1]['loss']:.3f} (layer) vs {same_st
 # templated sentences about software ("The parser is really slow.", "This function is not helpful."), labelled
 # positive or negative by the adjective, with the label flipped by a negation ("is not", "was never"). A
 # quarter of the sentences are negated, so part of the task needs context, not just a word list. It uses the
-# real SST-2 pipeline (`tasks.text.glue`: `GlueDataset`, `GlueCollator`, `glue_metrics("sst2", ...)`), so only
-# the data differ from `data2vec finetune --task sst2`.
+# real SST-2 pipeline (`tasks.text.glue`: `GlueDataset`, `GlueCollator`; `tasks.text.glue_metrics`:
+# `glue_metrics("sst2", ...)`), so only the data differ from `data2vec finetune --task sst2`.
 #
 # The model is what `data2vec finetune` builds (its GLUE path): the encoder with a
 # RoBERTa classification head on the first token, $\text{logits} = W_2\,\mathrm{Drop}(\tanh(W_1\,\mathrm{Drop}
@@ -431,7 +432,7 @@ print(f"positive fraction of the evaluation set: {eval_labels.mean():.1%} (a con
 
 
 def sst2_metrics(outputs, labels):
-    return glue.glue_metrics("sst2", outputs.argmax(-1), labels)  # {"accuracy", "score"} in percent
+    return glue_metrics("sst2", outputs.argmax(-1), labels)  # {"accuracy", "score"} in percent
 
 
 ft_cfg = FinetuneConfig(epochs=FT_EPOCHS, batch_size=16, lr=1e-3, seed=1, save_best=False, log_every=0)

@@ -34,7 +34,7 @@ from data2vec.diagnostics import LabelledProbe
 from data2vec.engine import PretrainConfig, pretrain, read_metrics
 from data2vec.probe import DEFAULT_CS, few_label_indices, knn_classify, knn_predict, linear_probe
 from data2vec.sampling import mix_seed
-from data2vec.study.digits import DemoConfig, DigitImages, build_method, digits_tensors, pooled_features
+from data2vec.study.digits import DemoConfig, DigitImages, build_demo_method, digits_tensors, pooled_features
 
 QUICK = os.environ.get("TUTORIAL_QUICK") == "1"  # the test suite runs a reduced size
 STEPS = 20 if QUICK else 300  # pretraining updates (the demo: 1000)
@@ -75,7 +75,7 @@ plt.show()
 
 # %%
 demo = DemoConfig(steps=STEPS, warmup_steps=max(1, STEPS // 10))
-model, _ = build_method("data2vec", demo)  # data2vec.v1.Data2Vec, seeded by demo.seed
+model, _ = build_demo_method("data2vec", demo)  # data2vec.v1.Data2Vec, seeded by demo.seed
 random_encoder = copy.deepcopy(model.backbone)  # the same encoder before pretraining: the untrained baseline
 enc = model.cfg.encoder
 print(f"encoder: {enc.depth} blocks x D={enc.dim}, {enc.heads} heads, pre-LN={enc.norm_first}, "
@@ -399,7 +399,7 @@ for key, value in hand.items():
 #   changes as labels stop being scarce.
 # * **Other attention.** Draw row $t > 0$ of the attention (where a patch looks) instead of CLS, or each head
 #   separately (`maps[name][col][h]`): heads often specialise in directions on the grid.
-# * **data2vec 2.0.** Build the method with `build_method("data2vec2", demo)` (it trains a CLS loss, so its
+# * **data2vec 2.0.** Build the method with `build_demo_method("data2vec2", demo)` (it trains a CLS loss, so its
 #   CLS attention is trained; its blocks are post-LN: adapt `last_block_attention`, the norms come after
 #   the residuals) and compare the health curves: `docs/health.md` notes that its random encoder already has
 #   a high anisotropy.

@@ -25,8 +25,8 @@ from .finetune_setup import (
     evaluate_only,
     finetune_config,
     finetune_with_selection,
-    finish,
     maybe_load_head,
+    report_finetune,
     squad_files,
     text_backbone,
 )
@@ -196,6 +196,7 @@ def _say_how_to_continue(args) -> None:
 
 def _run_glue(args) -> int:
     from tasks.text import glue
+    from tasks.text.glue_metrics import glue_metrics
 
     from ..heads import SequenceClassificationHead, TaskModel
     from ..study.data import seeded_subset
@@ -218,7 +219,7 @@ def _run_glue(args) -> int:
 
     def metric_fn(outputs, labels):
         preds = outputs if spec.is_regression else outputs.argmax(-1)
-        return glue.glue_metrics(spec.name, preds, labels)
+        return glue_metrics(spec.name, preds, labels)
 
     pretrained = args.init is not None
     cfg = finetune_config(args, task_type, "score", lr=2e-5 if pretrained else 1e-4)
@@ -228,7 +229,7 @@ def _run_glue(args) -> int:
         return evaluate_only(args, model, eval_set, collate, metric_fn, cfg, info)
     summary = finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, collate_fn=collate,
                                        run_info=info)
-    return finish(args, summary)
+    return report_finetune(args, summary)
 
 
 # ---- SQuAD / XQuAD -------------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ def _run_squad(args) -> int:
         return evaluate_only(args, model, eval_feats, collate, metric_fn, cfg, info)
     summary = finetune(model, train_feats, eval_feats, cfg, args.out, metric_fn, collate_fn=collate, run_info=info,
                        quiet=args.quiet, resume=args.resume, split_names=(Path(eval_name).name,) * 2)
-    return finish(args, summary)
+    return report_finetune(args, summary)
 
 
 # ---- images --------------------------------------------------------------------------------------------
@@ -312,4 +313,4 @@ def _run_image(args) -> int:
         return evaluate_only(args, model, eval_set, image_collate, metric_fn, cfg, info)
     summary = finetune_with_selection(args, model, train_set, eval_set, cfg, metric_fn, collate_fn=image_collate,
                                        run_info=info)
-    return finish(args, summary)
+    return report_finetune(args, summary)

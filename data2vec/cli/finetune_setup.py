@@ -48,7 +48,7 @@ def _shown(metrics: dict) -> str:
                      if k not in ("epoch", "step", "train_loss", "elapsed_s") and isinstance(v, (int, float)))
 
 
-def finish(args, summary: dict) -> int:
+def report_finetune(args, summary: dict) -> int:
     out = Path(args.out)
     best = summary.get("best") or {}
     main = summary.get("main_metric")

@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     check_sets(spec, user)
     device = choose_device(args.device)
     try:  # every other flag is checked where its meaning is defined: PretrainConfig.validate
-        pretrain_config(args, spec, modality, device).validate()
+        config_from_flags(args, spec, modality, device).validate()
     except ValueError as error:
         raise config_refusal(error, "PretrainConfig", {"num_workers": "--workers"}) from None
     apply_threads(args.threads)
@@ -230,7 +230,7 @@ def chosen_modality(args: argparse.Namespace, spec) -> str:
     return modality
 
 
-def pretrain_config(args: argparse.Namespace, spec, modality: str, device: str, world: int = 1, rank: int = 0):
+def config_from_flags(args: argparse.Namespace, spec, modality: str, device: str, world: int = 1, rank: int = 0):
     """The loop's `PretrainConfig` from the flags, the method's optimiser defaults where a flag is left out."""
     from ..engine import PretrainConfig
 
@@ -265,7 +265,7 @@ def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: st
     dataset, data_info, derived, collate, knn = _build_data(args, spec, modality, user, out, resuming, rank)
     set_seed(args.seed)  # the same initial weights on every rank
     method = build_method(args.method, modality, args.preset, derived, user)
-    cfg = pretrain_config(args, spec, modality, device, world, rank)
+    cfg = config_from_flags(args, spec, modality, device, world, rank)
     run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
                   "data": data_info, "overrides": user}
     try:

@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from tasks.text.python_docs import NAME as PYTHON_DOCS  # the --data value of the built-in text corpus
+
 from .errors import StudyError
 
 TEXT_SUFFIXES = (".txt", ".raw", ".tokens", ".text")
-PYTHON_DOCS = "python-docs"  # --data value of the built-in text corpus (tasks/text/python_docs.py)
 
 
 # ---- paths ----------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ DEMO_RECIPES = {
 }
 
 
-def build_method(name: str, cfg: DemoConfig):
+def build_demo_method(name: str, cfg: DemoConfig):
     """The pretraining method (from the registry) and its collate function; all share one encoder."""
     import torch
 
@@ -150,7 +150,7 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     from ..engine import PretrainConfig, pretrain, read_metrics
     from ..methods import METHODS
 
-    method, collate = build_method(name, cfg)
+    method, collate = build_demo_method(name, cfg)
     data = DigitImages(train_images)
     if METHODS[name].views is not None:  # a method with its own views (DINO's multi-crop)
         from tasks.vision import DIGITS_MEAN, DIGITS_STD

@@ -102,7 +102,7 @@ def load_task(cfg: TextCompareConfig, task: str, tok) -> TaskData:
 
 def task_score(task: str, predictions, labels) -> tuple[float, dict]:
     """(the reported number, every metric of the task), in percent."""
-    from tasks.text.glue import glue_metrics
+    from tasks.text.glue_metrics import glue_metrics
 
     metrics = glue_metrics(task, np.asarray(predictions), np.asarray(labels))
     return float(metrics[TASK_METRIC.get(task, "score")]), metrics

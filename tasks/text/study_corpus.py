@@ -42,150 +42,42 @@ Run: `python -m tasks.text.study_corpus --data ../shared/data --out runs/text-co
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import tokenizers
 
-from .corpus import glue_texts, iter_sentences
-from .glue import GLUE_TASKS, find_task_file, load_glue
+from .glue import find_task_file, load_glue
+from .python_docs import NAME as PYTHON_DOCS
+from .study_sources import (
+    GLUE_DIR,
+    GLUE_SOURCES,
+    SHAKESPEARE,
+    WIKITEXT_TEST,
+    WIKITEXT_VALID,
+    SourceMissing,
+    SourceText,
+    read_glue_train,
+    read_python_docs,
+    read_shakespeare,
+    read_wikitext_valid,
+    sha256_of,
+    split_wikitext_test,
+)
 from .tokenizer import TextTokenizer, train_tokenizer
 
-WIKITEXT_VALID = "wikitext-2-tokens/valid.txt"
-WIKITEXT_TEST = "wikitext-2-tokens/test.txt"
-SHAKESPEARE = "tinyshakespeare/input.txt"
-GLUE_DIR = "glue"
-GLUE_SOURCES = {f"glue-{name}": name for name in GLUE_TASKS}  # "glue-sst2" -> "sst2"
-PYTHON_DOCS = "python-docs"
 DEFAULT_SOURCES: tuple[str, ...] = ("wikitext-2-valid", "wikitext-2-test", "tinyshakespeare", *GLUE_SOURCES)
 ALL_SOURCES: tuple[str, ...] = (*DEFAULT_SOURCES, PYTHON_DOCS)
 DEFAULT_HELDOUT_DOCUMENTS = 10  # of WikiText-2 test's 62 articles: 27k words, 36k tokens (~5k masked at 15%)
-_HEADING = re.compile(r"^(?:= )+(.*?)(?: =)+$")  # "= Title =" and "= = Section = =" (stripped lines)
 _ENCODE_BATCH = 4096  # lines per tokenizer call when counting tokens
-
-
-class SourceMissing(Exception):
-    """A source whose input file is not in the data folder (reported as skipped)."""
-
-
-@dataclass
-class SourceText:
-    """The documents one source contributes: each document is a list of non-empty one-line texts."""
-
-    name: str
-    files: list[Path]  # input files read, absolute
-    documents: list[list[str]] = field(default_factory=list)
-    note: str | None = None  # e.g. "last 10 articles held out"
-
-    @property
-    def lines(self) -> list[str]:
-        return [line for doc in self.documents for line in doc]
-
-
-# ---- readers ---------------------------------------------------------------------------------------------
-
-
-def _need(data_root: Path, rel: str) -> Path:
-    path = data_root / rel
-    if not path.is_file():
-        raise SourceMissing(f"{rel} not found")
-    return path
-
-
-def _strip_heading(line: str) -> str:
-    """`= Title =` -> `Title`, `= = Section = =` -> `Section`; other lines unchanged."""
-    m = _HEADING.match(line)
-    return m.group(1).strip() if m and m.group(1).strip() else line
-
-
-def wikitext_articles(path: str | Path) -> list[list[str]]:
-    """The articles of a WikiText file, each a list of its lines with the heading markup removed."""
-    articles: list[list[str]] = []
-    for line, starts_article in iter_sentences(path, layout="wikitext"):
-        if starts_article:
-            articles.append([])
-        articles[-1].append(_strip_heading(line))
-    return articles
-
-
-def _plain_documents(path: Path) -> list[list[str]]:
-    docs: list[list[str]] = []
-    for line, starts_doc in iter_sentences(path, layout="plain"):
-        if starts_doc:
-            docs.append([])
-        docs[-1].append(line)
-    return docs
-
-
-def read_wikitext_valid(data_root: Path) -> SourceText:
-    path = _need(data_root, WIKITEXT_VALID)
-    return SourceText("wikitext-2-valid", [path], wikitext_articles(path))
-
-
-def split_wikitext_test(data_root: Path, heldout_documents: int) -> tuple[SourceText, list[list[str]]]:
-    """WikiText-2 test without its last `heldout_documents` articles, and those articles."""
-    path = _need(data_root, WIKITEXT_TEST)
-    articles = wikitext_articles(path)
-    if heldout_documents >= len(articles):
-        raise ValueError(f"{WIKITEXT_TEST} has {len(articles)} articles, cannot hold out {heldout_documents}; "
-                         f"fix: pass --heldout-documents below {len(articles)}")
-    keep = len(articles) - heldout_documents
-    note = f"last {heldout_documents} of {len(articles)} articles held out" if heldout_documents else None
-    return SourceText("wikitext-2-test", [path], articles[:keep], note), articles[keep:]
-
-
-def read_shakespeare(data_root: Path) -> SourceText:
-    path = _need(data_root, SHAKESPEARE)
-    lines = [line for doc in _plain_documents(path) for line in doc]  # speeches joined: one document
-    return SourceText("tinyshakespeare", [path], [lines] if lines else [])
-
-
-def read_glue_train(data_root: Path, task: str) -> SourceText:
-    """The labels-dropped training text of one GLUE task as one document (dev and test never read)."""
-    glue_root = data_root / GLUE_DIR
-    try:
-        path = find_task_file(task, "train", glue_root)
-    except FileNotFoundError:
-        raise SourceMissing(f"{GLUE_DIR}/{GLUE_TASKS[task].folder}/train.tsv not found") from None
-    lines = []
-    for texts in glue_texts(task, glue_root, splits=("train",)):  # 1 or 2 texts per example, no label
-        lines.extend(t for t in (" ".join(x.split()) for x in texts) if t)  # one line each, spaces collapsed
-    return SourceText(f"glue-{task}", [path], [lines] if lines else [])
-
-
-def read_python_docs() -> SourceText:
-    from .python_docs import stdlib_dir, write_corpus
-
-    if not stdlib_dir().is_dir():
-        raise SourceMissing(f"this Python's standard library folder {stdlib_dir()} not found")
-    fd, tmp = tempfile.mkstemp(suffix=".txt")
-    os.close(fd)
-    try:
-        write_corpus(tmp)
-        docs = _plain_documents(Path(tmp))
-        digest = _sha256(Path(tmp))
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return SourceText(PYTHON_DOCS, [], docs, note=f"Python {version} stdlib docstrings, sha256 {digest}")
 
 
 # ---- writing and counting --------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_documents(path: Path, documents: Sequence[Sequence[str]]) -> None:
@@ -251,16 +143,56 @@ def build_study_corpus(
     heldout_documents: last WikiText-2 test articles kept out of the corpus for heldout.txt (0: none).
     """
     data_root, out_dir = Path(data_root), Path(out_dir)
+    _check_inputs(data_root, sources, heldout_documents, vocab_size)
+    used, skipped, heldout, heldout_reason = _read_sources(data_root, sources, heldout_documents)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus_path = out_dir / "corpus.txt"
+    write_documents(corpus_path, [doc for src in used for doc in src.documents])
+    tokenizer = train_tokenizer(corpus_path, kind="bpe", vocab_size=vocab_size, min_frequency=min_frequency)
+    tokenizer_file = tokenizer.save(out_dir / "tokenizer")
+
+    rows = _source_rows(data_root, used, skipped, tokenizer)
+    total = {k: sum(r[k] for r in rows.values() if r["status"] == "used")
+             for k in ("documents", "lines", "words", "tokens")}
+    corpus_lines = {line for src in used for line in src.lines}
+    held = _write_heldout(out_dir / "heldout.txt", heldout, heldout_documents, heldout_reason, tokenizer,
+                          corpus_lines)
+    input_files = sorted({p for src in used for p in src.files})
+    result = {
+        "what": "offline pretraining text of the text study (issue 16); built by tasks/text/study_corpus.py",
+        "parameters": {"vocab_size": vocab_size, "min_frequency": min_frequency, "sources": list(sources),
+                       "heldout_documents": heldout_documents, "tokenizers_version": tokenizers.__version__},
+        "inputs": {p.relative_to(data_root).as_posix(): sha256_of(p) for p in input_files},
+        "sources": rows,
+        "total": total,
+        "vocab_size": tokenizer.vocab_size,
+        "corpus": {"file": "corpus.txt", "sha256": sha256_of(corpus_path), "bytes": corpus_path.stat().st_size},
+        "tokenizer": {"file": "tokenizer/tokenizer.json", "sha256": sha256_of(tokenizer_file)},
+        "heldout": held,
+        "dev_overlap": _dev_overlap(data_root, [GLUE_SOURCES[s.name] for s in used if s.name in GLUE_SOURCES],
+                                    corpus_lines),
+    }
+    (out_dir / "corpus.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+def _check_inputs(data_root: Path, sources: Sequence[str], heldout_documents: int, vocab_size: int) -> None:
+    """Refuse bad arguments before any reading, so a typo fails at once."""
     if not data_root.is_dir():
         raise FileNotFoundError(f"data folder not found: {data_root}; fix: pass --data the shared data folder "
                                 "(e.g. ../shared/data)")
     _check_sources(sources)
     if heldout_documents < 0:
         raise ValueError(f"heldout_documents must be >= 0, got {heldout_documents}; fix: pass 0 or more")
-    if vocab_size <= 256 + 5:  # checked before the reading, so a typo fails at once
+    if vocab_size <= 256 + 5:
         raise ValueError(f"byte-level BPE needs vocab_size > 261 (256 bytes + 5 specials), got {vocab_size}; "
                          "fix: pass --vocab-size 8192 or another value above 261")
 
+
+def _read_sources(data_root: Path, sources: Sequence[str], heldout_documents: int):
+    """Every requested source in the fixed order of `ALL_SOURCES`, whatever the order given.
+    -> (used sources, {skipped name: reason}, held-out documents or None, why none were held out or None)."""
     readers: dict[str, Callable[[], SourceText]] = {
         "wikitext-2-valid": lambda: read_wikitext_valid(data_root),
         "tinyshakespeare": lambda: read_shakespeare(data_root),
@@ -271,7 +203,7 @@ def build_study_corpus(
     skipped: dict[str, str] = {}
     heldout: list[list[str]] | None = None
     heldout_reason = "wikitext-2-test not among the sources" if "wikitext-2-test" not in sources else None
-    for name in ALL_SOURCES:  # a fixed order, whatever the order given
+    for name in ALL_SOURCES:
         if name not in sources:
             continue
         try:
@@ -290,13 +222,11 @@ def build_study_corpus(
             f"{data_root}: no corpus text found (looked for {WIKITEXT_VALID}, {WIKITEXT_TEST}, {SHAKESPEARE}, "
             f"{GLUE_DIR}/<Task>/train.tsv); fix: pass --data the shared data folder that holds them "
             "(e.g. ../shared/data)")
+    return used, skipped, heldout, heldout_reason
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    corpus_path, heldout_path = out_dir / "corpus.txt", out_dir / "heldout.txt"
-    write_documents(corpus_path, [doc for src in used for doc in src.documents])
-    tokenizer = train_tokenizer(corpus_path, kind="bpe", vocab_size=vocab_size, min_frequency=min_frequency)
-    tokenizer_file = tokenizer.save(out_dir / "tokenizer")
 
+def _source_rows(data_root: Path, used: list[SourceText], skipped: dict[str, str], tokenizer) -> dict[str, dict]:
+    """corpus.json's row per source: its files and counts, or why it was skipped."""
     rows: dict[str, dict] = {}
     for name in ALL_SOURCES:
         src = next((s for s in used if s.name == name), None)
@@ -307,37 +237,20 @@ def build_study_corpus(
                 rows[name]["note"] = src.note
         elif name in skipped:
             rows[name] = {"status": "skipped", "reason": skipped[name]}
-    total = {k: sum(r[k] for r in rows.values() if r["status"] == "used")
-             for k in ("documents", "lines", "words", "tokens")}
+    return rows
 
-    corpus_lines = {line for src in used for line in src.lines}
+
+def _write_heldout(path: Path, heldout, heldout_documents: int, reason: str | None, tokenizer,
+                   corpus_lines: set[str]) -> dict:
+    """heldout.txt and its record, or the record of why there is none (a stale file is removed)."""
     if heldout is not None and heldout:
-        write_documents(heldout_path, heldout)
-        held = {"status": "written", "file": "heldout.txt", "source": WIKITEXT_TEST,
+        write_documents(path, heldout)
+        return {"status": "written", "file": "heldout.txt", "source": WIKITEXT_TEST,
                 "articles": f"last {heldout_documents}", **_counts(heldout, tokenizer),
-                "sha256": _sha256(heldout_path),
+                "sha256": sha256_of(path),
                 "lines_also_in_corpus": sum(line in corpus_lines for doc in heldout for line in doc)}
-    else:
-        heldout_path.unlink(missing_ok=True)  # never leave a stale slice from an earlier build
-        held = {"status": "skipped", "reason": heldout_reason or "heldout_documents is 0"}
-
-    input_files = sorted({p for src in used for p in src.files})
-    result = {
-        "what": "offline pretraining text of the text study (issue 16); built by tasks/text/study_corpus.py",
-        "parameters": {"vocab_size": vocab_size, "min_frequency": min_frequency, "sources": list(sources),
-                       "heldout_documents": heldout_documents, "tokenizers_version": tokenizers.__version__},
-        "inputs": {p.relative_to(data_root).as_posix(): _sha256(p) for p in input_files},
-        "sources": rows,
-        "total": total,
-        "vocab_size": tokenizer.vocab_size,
-        "corpus": {"file": "corpus.txt", "sha256": _sha256(corpus_path), "bytes": corpus_path.stat().st_size},
-        "tokenizer": {"file": "tokenizer/tokenizer.json", "sha256": _sha256(tokenizer_file)},
-        "heldout": held,
-        "dev_overlap": _dev_overlap(data_root, [GLUE_SOURCES[s.name] for s in used if s.name in GLUE_SOURCES],
-                                    corpus_lines),
-    }
-    (out_dir / "corpus.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    return result
+    path.unlink(missing_ok=True)  # never leave a stale slice from an earlier build
+    return {"status": "skipped", "reason": reason or "heldout_documents is 0"}
 
 
 def format_table(result: dict) -> str:
