@@ -24,7 +24,7 @@ from .errors import StudyError, StudyInterrupted
 
 @dataclass
 class DemoConfig:
-    """The demo's settings; defaults finish in about 4 minutes on 2 CPU cores (measured 3 min 52 s)."""
+    """The demo's settings; the defaults take a few minutes on 2 CPU cores (README: the measured time)."""
 
     method: str = "data2vec2"  # the method shown; "data2vec" for v1 (v2 won every protocol of the digits study)
     steps: int = 1000  # updates of every method (about 89 passes over the 1,438 training images at batch 128)
