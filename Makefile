@@ -21,5 +21,5 @@ bench:  ## speed of the core vs transformers / torch.nn, and the cost of one upd
 	python benchmarks/speed.py
 	python benchmarks/methods.py
 
-demo:  ## data2vec 2.0 on scikit-learn's digits vs random init and raw pixels (about 4 minutes on a CPU)
+demo:  ## data2vec 2.0 on scikit-learn's digits vs random init and raw pixels (4-5 minutes on a 2-core CPU)
 	data2vec demo

@@ -4,7 +4,7 @@
 #
 # Each trial changes ONE setting of one method's study recipe (`data2vec compare --set METHOD.KEY=VALUE`), pretrains
 # seed 1 on the study's corpus and encoder, and fine-tunes SST-2 and STS-B. Every setting tried here is cost-neutral
-# (COST_NEUTRAL_SETS in data2vec/cli/compare_text.py), so a trial starts from a copy of the study's calibration and
+# (COST_NEUTRAL_SETS in data2vec/study/text.py), so a trial starts from a copy of the study's calibration and
 # runs the study's update count; the study's own floors (random init, majority class) are copied too, not recomputed.
 # Compare a trial with the study's seed-1 run of the same method on the "validation split carved from the training
 # data" block of its table.md (GLUE dev is never used to choose). Cost: ~20 min of pretraining plus ~25 min of
