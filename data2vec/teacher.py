@@ -5,7 +5,8 @@ section 3) move the teacher after every optimiser step, Delta <- tau Delta + (1 
 tau ramped linearly from tau_start to tau_end over the first tau_ramp_steps updates (`linear_tau`).
 
 - `TauSchedule`: the config side, `ramp_steps` and `tau_at` for any config with tau_start / tau_end /
-  tau_ramp_steps (a ramp in (0, 1) is that fraction of the run).
+  tau_ramp_steps (a ramp in (0, 1) is that fraction of the run), and `check_teacher`, the checks of those fields
+  and of the collapse guard's that both configs' `validate` run.
 - `TeacherBookkeeping`: the model side, mixed into both methods: the EMA teacher of `self.backbone`, the tau
   of the last step, the update count, the collapse guard (`diagnostics.CollapseGuard`) with one advice text,
   `step_hook` and the extra state that travels with a checkpoint (tau, update count, the guard's counter).
@@ -34,11 +35,16 @@ COLLAPSE_ADVICE = (
 
 
 class TauSchedule:
-    """Config mixin: the linear tau ramp of a config with tau_start, tau_end and tau_ramp_steps."""
+    """Config mixin: the linear tau ramp of a config with tau_start, tau_end and tau_ramp_steps, and the checks of
+    those and of the collapse guard's fields."""
 
     tau_start: float
     tau_end: float
     tau_ramp_steps: float
+    collapse_min_target_std: float
+    collapse_min_pred_std: float
+    collapse_warmup_steps: int
+    collapse_patience: int
 
     def ramp_steps(self, total_steps: int) -> int:
         """The tau ramp length in steps: a fraction in (0, 1) is taken of the run's total_steps."""
@@ -48,6 +54,21 @@ class TauSchedule:
 
     def tau_at(self, step: int, total_steps: int) -> float:
         return linear_tau(step, self.tau_start, self.tau_end, self.ramp_steps(total_steps))
+
+    def check_teacher(self, fail, tau_fix: str) -> None:
+        """The checks of the teacher's fields (tau ramp, collapse guard) every method's `validate` shares;
+        `fail(field, problem, fix)` raises the config's error, `tau_fix` is the method's usual tau values."""
+        for name in ("tau_start", "tau_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                fail(name, f"must lie in [0, 1], got {getattr(self, name)}", tau_fix)
+        if self.tau_ramp_steps < 0:
+            fail("tau_ramp_steps", f"must be >= 0, got {self.tau_ramp_steps}",
+                 "use 0 (constant), a step count, or a fraction in (0, 1) of the run")
+        for name in ("collapse_min_target_std", "collapse_min_pred_std", "collapse_warmup_steps"):
+            if getattr(self, name) < 0:
+                fail(name, f"must be >= 0, got {getattr(self, name)}", "use 0 to disable")
+        if self.collapse_patience < 1:
+            fail("collapse_patience", f"must be >= 1, got {self.collapse_patience}", "use 10")
 
 
 class TeacherBookkeeping(nn.Module):

@@ -134,12 +134,7 @@ class Data2VecConfig(TauSchedule):
             fail("mask_aspect", f"must lie in (0, 1], got {self.mask_aspect}", "BEiT uses 0.3")
         if self.loss_beta < 0:
             fail("loss_beta", f"must be >= 0, got {self.loss_beta}", "use 4 (text), 2 (vision) or 0 (L2)")
-        for name in ("tau_start", "tau_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                fail(name, f"must lie in [0, 1], got {getattr(self, name)}", "data2vec uses 0.999 -> 0.9999")
-        if self.tau_ramp_steps < 0:
-            fail("tau_ramp_steps", f"must be >= 0, got {self.tau_ramp_steps}",
-                 "use 0 (constant), a step count, or a fraction in (0, 1) of the run")
+        self.check_teacher(fail, tau_fix="data2vec uses 0.999 -> 0.9999")
         if self.span_length < 1:
             fail("span_length", f"must be >= 1, got {self.span_length}", "the released config uses 4")
         modalities.get(self.modality).check_v1(self, fail)

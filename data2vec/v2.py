@@ -168,17 +168,7 @@ class Data2Vec2Config(TauSchedule):
             fail("decoder_dropout", f"must lie in [0, 1), got {self.decoder_dropout}", "use 0 (images) or 0.1")
         if self.mask_noise_std < 0:
             fail("mask_noise_std", f"must be >= 0, got {self.mask_noise_std}", "use 0.01")
-        for name in ("tau_start", "tau_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                fail(name, f"must lie in [0, 1], got {getattr(self, name)}", "released: 0.9998 -> 0.99999")
-        if self.tau_ramp_steps < 0:
-            fail("tau_ramp_steps", f"must be >= 0, got {self.tau_ramp_steps}",
-                 "use 0 (constant), a step count, or a fraction in (0, 1) of the run")
-        for name in ("collapse_min_target_std", "collapse_min_pred_std", "collapse_warmup_steps"):
-            if getattr(self, name) < 0:
-                fail(name, f"must be >= 0, got {getattr(self, name)}", "use 0 to disable")
-        if self.collapse_patience < 1:
-            fail("collapse_patience", f"must be >= 1, got {self.collapse_patience}", "use 10")
+        self.check_teacher(fail, tau_fix="released: 0.9998 -> 0.99999")
         modalities.get(self.modality).check_v2(self, fail)
 
     @property

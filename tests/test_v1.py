@@ -356,3 +356,13 @@ def test_tiny_vision_model_learns_without_collapse():
     assert last["loss"] < 0.7 * first["loss"], (first, last)
     assert min(h["target_std"] for h in history) > 0.2
     assert last["pred_std"] > 0.1
+
+
+@pytest.mark.parametrize("field, value", [("tau_end", 1.5), ("tau_ramp_steps", -1), ("collapse_patience", 0),
+                                          ("collapse_min_target_std", -0.1)])
+def test_v1_and_v2_refuse_the_same_bad_teacher_fields(field, value):
+    from data2vec.v2 import Data2Vec2Config
+
+    for config in (Data2VecConfig, Data2Vec2Config):
+        with pytest.raises(ValueError, match=field):
+            config.preset("vision", "tiny", **{field: value})

@@ -83,19 +83,6 @@ class DigitImages:
         return {"images": self.images[i]}
 
 
-class DigitCrops:
-    """Map-style dataset of DINO multi-crop views of the digits (labels withheld)."""
-
-    def __init__(self, images, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.transform(self.images[i])
-
-
 # ---- methods -----------------------------------------------------------------------------------------------
 
 
@@ -155,9 +142,11 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     if METHODS[name].views is not None:  # a method with its own views (DINO's multi-crop)
         from tasks.vision import DIGITS_MEAN, DIGITS_STD
 
+        from .data import Mapped
+
         # the images are already normalised: undo it for the crop pipeline, which normalises itself
         raw = train_images * DIGITS_STD[0] + DIGITS_MEAN[0]
-        data = DigitCrops(raw, method.multicrop_transform(mean=DIGITS_MEAN, std=DIGITS_STD, flip=False))
+        data = Mapped(raw, method.multicrop_transform(mean=DIGITS_MEAN, std=DIGITS_STD, flip=False))
     run_dir = out / f"pretrain-{name}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo always starts afresh
