@@ -1,69 +1,103 @@
-"""Cost of one pretraining update of every method (data2vec, data2vec 2.0, BERT, DINO) on the same encoder.
+"""Cost of one pretraining update of every method (data2vec, data2vec 2.0, BERT, DINO) in every precision, on
+this machine's CPU (or GPU), and how close each comes to the machine's matrix-product rate.
 
-What it measures: each (method, modality) pair runs `data2vec pretrain` for `--steps` updates in a fresh
-subprocess on the same preset, batch size and seed, with real data (text: `--text-data`, default the
-built-in `python-docs` corpus; vision: `--vision-data`, default scikit-learn's `digits`). The engine logs
-`step_time` for every update: loading the batch, forward, backward, clipping, the optimiser step and the
-method's step hook (the EMA teacher update). The first `--skip` updates (allocator and thread-pool
-warm-up) are dropped; the median of the rest over all `--repeats` rounds is reported as seconds per update
-and samples per second, with the ratio to data2vec on the same modality.
+What it measures
+- The machine: the CPU model and its bf16 flags (`avx512_bf16`, `amx_bf16`), and the rate of an n x n matrix
+  product in float32 and in bfloat16 (n = 512 and 1024, GFLOP/s, the same threads as the runs): the ceiling of a
+  step made of matrix products. `data2vec.precision` picks its default ("auto") from the same flags.
+- Every (method, modality) pair runs `data2vec pretrain` for `--steps` updates in a fresh subprocess per variant
+  (`--variants`: fp32, bf16, fp32+compile, bf16+compile), on the same preset, batch, data and seed. The engine
+  logs `step_time` for every update (loading the batch, forward, backward, clipping, the optimiser step, the EMA
+  teacher update); the first `--skip` updates (warm-up, and the compilation with +compile) are dropped and the
+  median of the rest over `--repeats` rounds is the seconds per update. Rounds rotate the order of the runs.
+- The work of one update: the floating-point operations of the fp32 eager update counted by torch's
+  `FlopCounterMode` (matrix products, convolutions, attention) in an in-process run of the same command. Divided by
+  the seconds per update it gives the achieved GFLOP/s, and by the matrix-product rate of that precision (n = 1024)
+  the share of the machine's ceiling (`peak_share`).
+- Which variant `--precision auto` picks here, and its speed-up over fp32 eager per method.
 
-What the methods do per update (why their costs differ), at equal encoder and batch:
-- data2vec: a student pass on the masked input + a teacher pass (no gradient) on the full input with its
-  layer outputs kept, a regression head, and an EMA update of the teacher's weights.
-- data2vec 2.0: one teacher pass on the full input, a student pass on the visible tokens only (20 % of the
-  patches / 52 % of the tokens) of `num_masks` masked copies of each sample, a conv decoder, an EMA update.
-- BERT: one pass on the masked input and a vocabulary-sized decoder; no teacher.
-- DINO: the teacher sees the 2 global crops, the student the 2 global + `n_local` local crops (smaller
-  images, fewer tokens), both with a projection head of `out_dim` prototypes, and an EMA update.
+The default settings are the image study's (preset mini, 32 px images of scikit-learn's digits, batch 64,
+data2vec 2.0 with M = 4 masks) and the text study's encoder on the built-in corpus (batch 32, 128 tokens), one
+thread (`--threads 1`, the studies' setting).
 
-Not measured: tokenizer training and token caching for text (done once before the first update; the text
-runs after the first reuse its tokenizer), process start-up, checkpoints (`--save-every 0`, the final one
-comes after the last timed update). Rounds rotate the order of the runs so that slow phases of a shared
-machine do not all fall on one method.
-
-Run:  python benchmarks/methods.py                        (mini preset, batch 32, 25 updates x 2 rounds)
-      python benchmarks/methods.py --preset tiny --steps 15 --repeats 1 --out /tmp/methods.json
+Run:  python benchmarks/methods.py                          (every method, fp32 and bf16, eager and compiled)
+      python benchmarks/methods.py --variants fp32,bf16 --methods data2vec2/vision --repeats 1
+      python benchmarks/methods.py --device cuda --threads 0   (a GPU; see gpu_check.sh)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 from data2vec.methods import METHODS, PRETRAINING_METHODS
+from data2vec.precision import choose_precision, cpu_bf16_units, cpu_model, matmul_gflops
 
 # every pretraining method of the registry on every modality it trains on (data2vec first: the reference)
 RUNS = tuple((name, modality) for modality in ("text", "vision") for name in PRETRAINING_METHODS
              if modality in METHODS[name].modalities)
+VARIANTS = ("fp32", "bf16", "fp32+compile", "bf16+compile")
+STUDY_SETS = {("data2vec2", "vision"): ["num_masks=4", "mask_ratio=0.5"]}  # the image study's recipe
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "methods.json"
 
 
-def run_one(method: str, modality: str, args: argparse.Namespace, out_dir: Path, tokenizer: Path | None) -> dict:
-    """One short `data2vec pretrain` in a subprocess; returns its per-update times and resolved settings."""
+def pretrain_command(method: str, modality: str, args: argparse.Namespace, out_dir: Path, variant: str,
+                     tokenizer: Path | None) -> list[str]:
+    """The `data2vec pretrain` arguments of one run (without the interpreter)."""
+    precision, _, compiled = variant.partition("+")
     data = args.text_data if modality == "text" else args.vision_data
-    cmd = [sys.executable, "-m", "data2vec", "pretrain", "--method", method, "--modality", modality,
-           "--preset", args.preset, "--data", data, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-           "--seed", str(args.seed), "--out", str(out_dir), "--device", args.device, "--quiet"]
+    cmd = ["pretrain", "--method", method, "--modality", modality, "--preset", args.preset, "--data", data,
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+           "--out", str(out_dir), "--device", args.device, "--quiet", "--precision", precision,
+           "--health-every", "0"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if compiled:
+        cmd.append("--compile")
     if modality == "text":
         cmd += ["--seq-len", str(args.seq_len)]
         if tokenizer is not None:
             cmd += ["--tokenizer", str(tokenizer)]
+    else:
+        cmd += ["--image-size", str(args.image_size)]
+    for value in STUDY_SETS.get((method, modality), []):
+        cmd += ["--set", value]
+    return cmd
+
+
+def run_one(method: str, modality: str, args: argparse.Namespace, out_dir: Path, tokenizer: Path | None,
+            variant: str = "fp32") -> dict:
+    """One short `data2vec pretrain` in a subprocess; returns its per-update times and resolved settings."""
+    cmd = [sys.executable, "-m", "data2vec"] + pretrain_command(method, modality, args, out_dir, variant, tokenizer)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{method}/{modality} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"{method}/{modality} {variant} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     config = json.loads((out_dir / "config.json").read_text())
     return {"step_times_s": [r["step_time"] for r in rows], "config": config}
+
+
+def flops_per_update(method: str, modality: str, args: argparse.Namespace, out_dir: Path,
+                     tokenizer: Path | None) -> float:
+    """Floating-point operations of one fp32 eager update (the mean over 2), counted in this process."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from data2vec.cli import main as cli_main
+
+    counted = argparse.Namespace(**{**vars(args), "steps": 2})
+    with FlopCounterMode(display=False) as counter:
+        status = cli_main(pretrain_command(method, modality, counted, out_dir, "fp32", tokenizer))
+    if status:
+        raise RuntimeError(f"counting the work of {method}/{modality} failed (exit {status})")
+    return counter.get_total_flops() / 2
 
 
 def summarise(times: list[float], batch: int, views_per_sample: int = 1) -> dict:
@@ -75,68 +109,128 @@ def summarise(times: list[float], batch: int, views_per_sample: int = 1) -> dict
             "updates_timed": len(times)}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def machine(args: argparse.Namespace) -> dict:
+    """The CPU (or GPU), its bf16 flags, the matrix-product rates per precision, and what auto picks."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = {"cpu": cpu_model(), "bf16_flags": cpu_bf16_units(), "threads": torch.get_num_threads(),
+            "device": args.device, "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+            "auto_precision": choose_precision("auto", args.device).name}
+    if args.device == "cpu":
+        info["matmul_gflops"] = {f"{dtype}@{n}": matmul_gflops(getattr(torch, dtype), n=n, min_seconds=0.5)
+                                 for n in (512, 1024) for dtype in ("float32", "bfloat16")}
+    return info
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="mini", help="encoder preset shared by all methods (default mini)")
-    p.add_argument("--batch-size", type=int, default=32, help="samples (sequences or images) per update (default 32)")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per update (default 64, the image study's)")
     p.add_argument("--seq-len", type=int, default=128, help="text: tokens per sequence (default 128)")
-    p.add_argument("--steps", type=int, default=25, help="updates per run (default 25)")
-    p.add_argument("--skip", type=int, default=5, help="first updates of each run left out of the timing (default 5)")
-    p.add_argument("--repeats", type=int, default=2, help="rounds over the runs, order rotated (default 2)")
+    p.add_argument("--image-size", type=int, default=32, help="vision: image side (default 32, CIFAR-10's)")
+    p.add_argument("--steps", type=int, default=12, help="updates per run (default 12)")
+    p.add_argument("--skip", type=int, default=4, help="first updates of each run left out (default 4; compilation "
+                   "happens in the first)")
+    p.add_argument("--repeats", type=int, default=1, help="rounds over the runs, order rotated (default 1)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--methods", default=None, help="comma-separated method/modality pairs (default: all), e.g. "
+                   "data2vec2/vision,bert/text")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of every run (default 1; 0 = torch's)")
     p.add_argument("--text-data", default="python-docs", help="text corpus (default: the built-in python-docs)")
     p.add_argument("--vision-data", default="digits", help="image data (default: scikit-learn's digits)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--no-flops", action="store_true", help="skip counting the work of an update")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
     args = p.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.steps <= args.skip or args.repeats < 1 or args.batch_size < 1:
         raise ValueError("--steps must exceed --skip, and --repeats and --batch-size must be >= 1")
+    if not args.variants or any(v not in VARIANTS for v in args.variants):
+        raise ValueError(f"--variants: use some of {', '.join(VARIANTS)}")
+    runs = RUNS if args.methods is None else tuple(tuple(m.strip().split("/")) for m in args.methods.split(","))
+    if any(r not in RUNS for r in runs):
+        raise ValueError(f"--methods: use method/modality pairs of {', '.join('/'.join(r) for r in RUNS)}")
+    args.runs = runs
+    return args
 
-    times: dict[str, list[float]] = {f"{m}/{x}": [] for m, x in RUNS}
-    settings: dict[str, dict] = {}
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    info = machine(args)
+    print(f"{info['cpu']}; bf16 flags: {info['bf16_flags']}; {info['threads']} thread(s); auto picks "
+          f"{info['auto_precision']}", flush=True)
+    for key, rate in info.get("matmul_gflops", {}).items():
+        print(f"  matmul {key}: {rate:.1f} GFLOP/s", flush=True)
+    keys = [(m, x, v) for m, x in args.runs for v in args.variants]
+    times: dict[tuple, list[float]] = {k: [] for k in keys}
+    settings: dict[tuple, dict] = {}
+    flops: dict[tuple, float | None] = {}
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="methods-bench-") as tmp:
         tokenizer = None
         for round_ in range(args.repeats):
-            order = RUNS[round_ % len(RUNS):] + RUNS[:round_ % len(RUNS)]
-            for method, modality in order:
-                key = f"{method}/{modality}"
-                out_dir = Path(tmp) / f"{method}-{modality}-{round_}"
-                result = run_one(method, modality, args, out_dir, tokenizer)
+            order = keys[round_ % len(keys):] + keys[:round_ % len(keys)]
+            for method, modality, variant in order:
+                out_dir = Path(tmp) / f"{method}-{modality}-{variant}-{round_}"
+                result = run_one(method, modality, args, out_dir, tokenizer, variant)
                 if modality == "text" and tokenizer is None:
-                    tokenizer = out_dir / "tokenizer"  # later text runs reuse it (same vocabulary for both)
-                times[key] += result["step_times_s"][args.skip:]
-                cfg = result["config"]
-                settings[key] = {"method_config": cfg["method_config"], "lr": cfg["pretrain"]["lr"],
-                                 "global_batch": cfg["global_batch"]}
-                print(f"round {round_ + 1}/{args.repeats} {key:16s} median "
+                    tokenizer = out_dir / "tokenizer"  # later text runs reuse it (same vocabulary for all)
+                times[(method, modality, variant)] += result["step_times_s"][args.skip:]
+                settings[(method, modality, variant)] = result["config"]
+                print(f"round {round_ + 1}/{args.repeats} {method}/{modality} {variant:13s} median "
                       f"{statistics.median(result['step_times_s'][args.skip:]):.3f} s/update", flush=True)
-
-    results = {key: summarise(ts, args.batch_size, (settings[key]["method_config"] or {}).get("num_masks", 1))
-               for key, ts in times.items()}
-    for key, entry in results.items():
-        base = results[f"data2vec/{key.split('/')[1]}"]["median_s_per_update"]
-        entry["over_data2vec_same_modality"] = entry["median_s_per_update"] / base
-        entry["times_s"] = times[key]
-        entry["settings"] = settings[key]
+        for method, modality in args.runs:
+            flops[(method, modality)] = None if args.no_flops else flops_per_update(
+                method, modality, args, Path(tmp) / f"flops-{method}-{modality}", tokenizer)
+    results = report_rows(args, info, times, settings, flops)
     report = {
-        "what": "seconds per pretraining update (data, forward, backward, optimiser, EMA) through data2vec pretrain",
+        "what": "seconds per pretraining update (data, forward, backward, optimiser, EMA) through data2vec pretrain, "
+                "per precision and compilation, with the work of an update and the share of the matmul ceiling",
         "command": "python benchmarks/methods.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "preset": args.preset, "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
-        "skip": args.skip, "repeats": args.repeats, "text_data": args.text_data, "vision_data": args.vision_data,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": args.device,
-                        "cores_available": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                            else os.cpu_count())},
+        "preset": args.preset, "batch_size": args.batch_size, "seq_len": args.seq_len, "image_size": args.image_size,
+        "steps": args.steps, "skip": args.skip, "repeats": args.repeats, "text_data": args.text_data,
+        "vision_data": args.vision_data, "machine": info, "wall_seconds": round(time.time() - started, 1),
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'method/modality':18s} {'s/update':>9s} {'samples/s':>10s} {'views/s':>9s} {'vs data2vec':>12s}")
-    for key, entry in results.items():
-        print(f"{key:18s} {entry['median_s_per_update']:9.3f} {entry['samples_per_s']:10.1f} "
-              f"{entry['masked_views_per_s']:9.1f} {entry['over_data2vec_same_modality']:12.2f}")
+    print_table(results)
     print(f"wrote {args.out}")
     return report
+
+
+def report_rows(args, info: dict, times: dict, settings: dict, flops: dict) -> dict:
+    """One row per method/modality/variant: speed, the speed-up over fp32 eager, achieved GFLOP/s, peak share."""
+    rates = info.get("matmul_gflops", {})
+    results = {}
+    for (method, modality, variant), ts in times.items():
+        cfg = settings[(method, modality, variant)]
+        row = summarise(ts, args.batch_size, (cfg["method_config"] or {}).get("num_masks", 1))
+        base = times.get((method, modality, "fp32"))
+        row["speedup_over_fp32"] = statistics.median(base) / row["median_s_per_update"] if base else None
+        work = flops.get((method, modality))
+        row["gflop_per_update"] = work / 1e9 if work else None
+        if work:
+            row["achieved_gflops"] = work / 1e9 / row["median_s_per_update"]
+            ceiling = rates.get(("bfloat16" if variant.startswith("bf16") else "float32") + "@1024")
+            row["peak_share"] = row["achieved_gflops"] / ceiling if ceiling else None
+        row["times_s"] = ts
+        results[f"{method}/{modality}/{variant}"] = row
+    return results
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{'method/modality/variant':32s} {'s/update':>9s} {'x fp32':>7s} {'GFLOP':>7s} {'GFLOP/s':>8s} "
+          f"{'of peak':>8s}")
+    for key, r in results.items():
+        speedup = f"{r['speedup_over_fp32']:.2f}" if r["speedup_over_fp32"] else "-"
+        work = f"{r['gflop_per_update']:.1f}" if r.get("gflop_per_update") else "-"
+        achieved = f"{r['achieved_gflops']:.1f}" if r.get("achieved_gflops") else "-"
+        share = f"{100 * r['peak_share']:.0f} %" if r.get("peak_share") else "-"
+        print(f"{key:32s} {r['median_s_per_update']:9.3f} {speedup:>7s} {work:>7s} {achieved:>8s} {share:>8s}")
 
 
 if __name__ == "__main__":

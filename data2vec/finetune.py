@@ -68,7 +68,7 @@ def lr_at(cfg: FinetuneConfig, step: int, total_steps: int, warmup_steps: int) -
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, device="cpu"):
+def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, device="cpu", bf16: bool = False):
     """Run the model over `loader` in eval mode.
 
     Returns (outputs, labels):
@@ -76,6 +76,7 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
       regression:     predictions (N,), labels (N,)
       span:           a list of (start_logits (T_i,), end_logits (T_i,)) per feature, trimmed to its real
                       length; labels None.
+    bf16: the forward pass under bf16 autocast (the outputs come back as float32).
     """
     was_training = model.training
     model.eval()
@@ -84,7 +85,8 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
     try:
         for batch in loader:
             batch = to_device(batch, device)
-            out = model(**model_inputs(batch))
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(**model_inputs(batch))
             if task_type == "span":
                 start, end = out  # (B, T) each
                 if "padding_mask" in batch:
@@ -110,7 +112,8 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
 # ---- the run's state ------------------------------------------------------------------------------------
 
 CHECKPOINT = "checkpoint"  # <out>/checkpoint: the state after the last evaluated epoch (kept, as pretraining keeps its)
-RESUMABLE_CHANGES = ("device", "log_every", "eval_batch_size")  # FinetuneConfig keys that may differ on resume
+# FinetuneConfig keys that may differ on resume
+RESUMABLE_CHANGES = ("device", "log_every", "eval_batch_size", "compile")
 
 
 @dataclass
@@ -228,6 +231,8 @@ def prepare_finetune(model: nn.Module, train_set: Dataset, eval_set: Dataset, te
                              collate_fn=eval_collate_fn or collate_fn)
     total_steps = cfg.epochs * len(train_loader)
     optimizer = finetune_optimizer(model, cfg)
+    if cfg.compile:  # in place: the state-dict keys (checkpoints, best/) stay those of the eager model
+        model.compile()
     test_loader = None if test_set is None else DataLoader(
         test_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
         collate_fn=eval_collate_fn or collate_fn)
@@ -270,8 +275,8 @@ def train_epoch(run: FinetuneRun, epoch: int) -> float:
         lr = lr_at(cfg, run.step, run.total_steps, run.warmup_steps)
         set_lr(run.optimizer, lr)  # layer-wise decay: each group carries its lr_scale
         batch = to_device(batch, run.device)
-        outputs = model(**model_inputs(batch))
-        loss = task_loss(cfg.task_type, outputs, batch, cfg.label_smoothing)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # losses run in fp32 in it
+            loss = task_loss(cfg.task_type, model(**model_inputs(batch)), batch, cfg.label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite fine-tuning loss {loss.item()} at step {run.step} (epoch {epoch}); lower --lr "
@@ -292,7 +297,8 @@ def train_epoch(run: FinetuneRun, epoch: int) -> float:
 
 def scored(run: FinetuneRun, loader: DataLoader) -> dict[str, float]:
     """The metric function over the model's predictions on `loader`."""
-    return {k: float(v) for k, v in run.metric_fn(*predict(run.model, loader, run.cfg.task_type, run.device)).items()}
+    return {k: float(v) for k, v in run.metric_fn(*predict(run.model, loader, run.cfg.task_type, run.device,
+                                                                          run.cfg.bf16)).items()}
 
 
 def evaluate(run: FinetuneRun, epoch: int, train_loss: float) -> tuple[dict, dict[str, float]]:

@@ -50,6 +50,8 @@ class FinetuneConfig:
     # with a test_set: score it too after every evaluated epoch (history "test_<metric>"), so that the optimistic
     # best-epoch-on-test number can be reported beside the selected one, labelled; it never selects anything
     test_every_epoch: bool = False
+    bf16: bool = False  # bf16 autocast around every forward pass (data2vec.precision); weights and Adam stay fp32
+    compile: bool = False  # torch.compile the model (the same math; the first epoch pays the compilation)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)

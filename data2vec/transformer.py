@@ -14,7 +14,8 @@ before dropout, layer scale and residual) and `"block"` every block's out (the d
 
 Differences from the originals: one fused q/k/v projection (BERT has three linears; importing
 checkpoints concatenates them), the "no key bias" of BEiT is a zero buffer instead of a missing
-parameter, attention always goes through `scaled_dot_product_attention`, and there is no dropout
+parameter, attention goes through `scaled_dot_product_attention` except for short sequences on a CPU (the same
+formula written out, faster there: `explicit_attention`), and there is no dropout
 inside the FFN (none of BERT, RoBERTa, ViT or BEiT-as-used-by-data2vec has it at pretraining).
 """
 
@@ -57,6 +58,23 @@ def check_padding_mask(padding_mask: Tensor | None, shape) -> None:
         )
 
 
+# On a CPU, sequences up to this length take `explicit_attention`: torch's fused CPU kernel is slower there for the
+# short sequences of reduced-scale runs, and in bf16 several times slower at every length measured
+# (benchmarks/README.md, "Attention on the CPU"); longer ones keep the fused kernel, which never holds the
+# (B, H, T, T) matrix for backward.
+EXPLICIT_ATTENTION_MAX_T = 256
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(Q K^T / sqrt(d_h) + bias) V written out, with `padding_to_attn_mask`'s mask (bool: True = may attend;
+    float: added to the logits). Under autocast the products run in bf16 and the softmax in float32.
+    q, k, v: (B, H, T, d_h) -> (B, H, T, d_h)."""
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, T)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+    return logits.softmax(-1).to(v.dtype) @ v
+
+
 class Attention(nn.Module):
     """Multi-head self-attention: softmax(Q K^T / sqrt(d_h) + bias) V, heads concatenated, projected."""
 
@@ -92,7 +110,10 @@ class Attention(nn.Module):
         # backward stack the three gradients straight into qkv's layout, saving one (B, T, 3D) copy
         q, k, v = (rearrange(t, "b t h e -> b h t e") for t in qkv.unbind(2))  # each (B, H, T, D/H)
         dropout_p = self.attn_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D/H)
+        if x.device.type == "cpu" and dropout_p == 0.0 and T <= EXPLICIT_ATTENTION_MAX_T:
+            out = explicit_attention(q, k, v, mask)  # (B, H, T, D/H)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D/H)
         out = rearrange(out, "b h t e -> b t (h e)")  # (B, T, D): heads concatenated
         return self.proj(out)
 

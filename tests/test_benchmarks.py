@@ -147,15 +147,32 @@ def test_methods_summarise_and_bad_arguments(methods):
         methods.main(["--steps", "3", "--skip", "3"])
 
 
-@pytest.mark.slow  # times every method (~6 s)
-def test_methods_run_one_times_every_update(methods, tmp_path):
-    import argparse
+@pytest.mark.slow  # times one method in two precisions and counts its work (~15 s)
+def test_methods_times_every_update_per_variant(methods, tmp_path):
+    report = methods.main(["--preset", "tiny", "--batch-size", "4", "--steps", "3", "--skip", "1", "--image-size",
+                           "8", "--methods", "data2vec/vision", "--variants", "fp32,bf16", "--out",
+                           str(tmp_path / "m.json")])
+    assert set(report["machine"]["matmul_gflops"]) == {"float32@512", "bfloat16@512", "float32@1024",
+                                                       "bfloat16@1024"}
+    assert report["machine"]["auto_precision"] in ("fp32", "bf16")
+    fp32, bf16 = report["results"]["data2vec/vision/fp32"], report["results"]["data2vec/vision/bf16"]
+    assert fp32["updates_timed"] == 2 and fp32["speedup_over_fp32"] == 1.0
+    assert bf16["speedup_over_fp32"] == pytest.approx(fp32["median_s_per_update"] / bf16["median_s_per_update"])
+    assert fp32["gflop_per_update"] > 0 and fp32["achieved_gflops"] > 0 and fp32["peak_share"] > 0
+    assert json.loads((tmp_path / "m.json").read_text())["results"].keys() == report["results"].keys()
 
-    args = argparse.Namespace(preset="tiny", batch_size=4, seq_len=16, steps=3, seed=0, device="cpu",
-                              text_data="python-docs", vision_data="digits")
-    result = methods.run_one("data2vec", "vision", args, tmp_path / "run", tokenizer=None)
-    assert len(result["step_times_s"]) == 3 and min(result["step_times_s"]) > 0
-    assert result["config"]["method"] == "data2vec" and result["config"]["global_batch"] == 4
+
+def test_methods_command_carries_precision_and_compile(methods, tmp_path):
+    args = methods.parse_args(["--methods", "data2vec2/vision"])
+    cmd = methods.pretrain_command("data2vec2", "vision", args, tmp_path, "bf16+compile", None)
+    assert cmd[cmd.index("--precision") + 1] == "bf16" and "--compile" in cmd
+    assert ["--set", "num_masks=4"] == cmd[cmd.index("--set"):cmd.index("--set") + 2]  # the image study's recipe
+    cmd = methods.pretrain_command("data2vec2", "vision", args, tmp_path, "fp32", None)
+    assert cmd[cmd.index("--precision") + 1] == "fp32" and "--compile" not in cmd
+    with pytest.raises(ValueError, match="--variants"):
+        methods.parse_args(["--variants", "fp16"])
+    with pytest.raises(ValueError, match="--methods"):
+        methods.parse_args(["--methods", "bert/vision"])
 
 
 # ---- benchmarks/v1_vs_v2.py ----------------------------------------------------------------------------

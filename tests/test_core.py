@@ -30,7 +30,13 @@ def small_cfg(**kw):
 
 
 @pytest.mark.parametrize("k_bias", [True, False])
-def test_attention_matches_explicit_softmax_with_padding_and_bias(k_bias):
+@pytest.mark.parametrize("path", ["explicit", "fused"])
+def test_attention_matches_explicit_softmax_with_padding_and_bias(k_bias, path, monkeypatch):
+    """Both of Attention's paths (the written-out one for short CPU sequences, torch's fused kernel) against the
+    reference, with padding, an additive bias and both."""
+    import data2vec.transformer as transformer
+
+    monkeypatch.setattr(transformer, "EXPLICIT_ATTENTION_MAX_T", 1024 if path == "explicit" else 0)
     torch.manual_seed(0)
     attn = Attention(32, 4, qkv_bias=True, k_bias=k_bias)
     randomise_(attn)
@@ -359,7 +365,11 @@ def test_presets_table_is_complete():
     assert (vbase.depth, vbase.dim, vbase.num_patches, vbase.layer_scale) == (12, 768, 196, 1e-4)
 
 
-def test_attention_uses_sdpa(monkeypatch):
+def test_attention_path_by_sequence_length(monkeypatch):
+    """On a CPU, sequences up to EXPLICIT_ATTENTION_MAX_T take the written-out attention, longer ones torch's fused
+    kernel (3 blocks: 3 calls)."""
+    from data2vec.transformer import EXPLICIT_ATTENTION_MAX_T
+
     calls = []
     real = F.scaled_dot_product_attention
 
@@ -368,8 +378,29 @@ def test_attention_uses_sdpa(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    Encoder(small_cfg())(torch.randn(1, 4, 32))
+    cfg = small_cfg()
+    Encoder(cfg)(torch.randn(1, 4, 32))
+    assert calls == []
+    long = EXPLICIT_ATTENTION_MAX_T + 1
+    Encoder(cfg)(torch.randn(1, long, 32))
     assert len(calls) == 3
+
+
+def test_explicit_attention_in_bf16_matches_the_fused_kernel():
+    """Under bf16 autocast both paths compute the same attention to bf16's precision (the products in bf16, the
+    softmax in float32), with a padding mask."""
+    from data2vec.transformer import explicit_attention, padding_to_attn_mask
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 16) for _ in range(3))
+    padding = torch.zeros(2, 9, dtype=torch.bool)
+    padding[1, 6:] = True
+    mask = padding_to_attn_mask(padding, None, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = explicit_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert ours.dtype == torch.bfloat16
+    assert (ours.float() - fused).abs().max() < 0.05 * fused.abs().max()
 
 
 def test_smaller_images_reuse_the_relative_table():

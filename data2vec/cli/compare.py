@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..study.errors import StudyError, StudyInterrupted
 from .errors import CliError, HelpFormatter, Interrupted
-from .flags import add_device_and_threads
+from .flags import add_device_and_threads, add_precision, resolve_precision
 
 # ---- the command --------------------------------------------------------------------------------------------
 
@@ -45,10 +45,19 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default=None,
                    help="comma-separated pretraining methods (registry names; default: images data2vec,data2vec2,dino, "
                    "text bert,data2vec,data2vec2); the floors are always added")
-    p.add_argument("--budget-minutes", type=float, default=15.0,
+    p.add_argument("--budget-minutes", default="15", metavar="MINUTES[,MINUTES...]",
                    help="pretraining time per method and seed; the update count is fixed from a timed calibration "
                    "of every method at the start. On a CPU the time is this process's CPU time (immune to other "
-                   "work on the machine; with --threads 1 it equals wall-clock on an idle core), on a GPU wall-clock")
+                   "work on the machine; with --threads 1 it equals wall-clock on an idle core), on a GPU wall-clock. "
+                   "A list (e.g. 4,15,60,240) makes a budget CURVE in --out: one study folder per budget "
+                   "(OUT/budget-<b>min), every arm and floor at every budget, one calibration for all of them, "
+                   "and OUT/curve.md plus plots/curve-*.png; the first seed of every budget runs before the second "
+                   "seed of any, in the order given (put the budgets you most want first). Later runs may add budgets "
+                   "(e.g. --budget-minutes 240 --seeds 1) to the same curve")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="with a budget curve: a finished one-budget comparison (its --out) made with the same "
+                   "settings counts as the curve's point at its budget (its calibration becomes the curve's, so "
+                   "every point's update count follows from the same measured seconds per update)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (report mean +- std over them); at least 3")
     p.add_argument("--preset", default="mini", choices=("tiny", "mini", "small", "base"),
                    help="the registry preset each method's recipe starts from (the encoder size is --dim/--depth)")
@@ -77,11 +86,25 @@ def add_parser(sub) -> None:
                    help="a smoke version on digits: 1 seed, ~10 s per method, small fine-tuning; a few minutes")
     add_device_and_threads(p, threads_help="torch CPU threads (default: torch's choice); pin it (e.g. 1) when "
                            "other work shares the machine, so the calibrated seconds per update hold for the whole run")
+    add_precision(p, compile_help="torch.compile every arm's encoders (pretraining and fine-tuning): the same math; "
+                  "the calibration includes the compiled step, so only worth it when the budget is many minutes")
     add_image_arguments(p)
     from .compare_text import add_text_arguments
 
     add_text_arguments(p)
     p.set_defaults(run=run)
+
+
+def budget_list(text: str) -> list[float]:
+    """--budget-minutes: one number or a comma-separated list, each > 0 (else a one-line CliError)."""
+    try:
+        values = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise CliError(f"--budget-minutes {text!r} is not a number or a comma-separated list; fix: e.g. "
+                       "--budget-minutes 15 or 4,15,60") from None
+    if not values or any(v <= 0 for v in values):
+        raise CliError(f"--budget-minutes must be > 0, got {text}; fix: e.g. --budget-minutes 15 or 4,15,60")
+    return values
 
 
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,13 +124,23 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..study.curve import is_curve
     from ..study.pipeline import run_comparison
     from ..study.records import say
     from ..study.report import write_report
 
+    budgets = budget_list(args.budget_minutes)
+    args.budget_minutes = budgets[0]  # the one-budget configs read one
+    curve = len(budgets) > 1 or bool(args.reuse) or is_curve(args.out)
     if args.report_only:
         if not Path(args.out).is_dir():
             raise CliError(f"--report-only: {args.out} does not exist; fix: pass the --out of a comparison")
+        if is_curve(args.out):
+            from ..study.curve_report import write_curve_report
+
+            summary = write_curve_report(args.out)
+            print(Path(args.out, "curve.txt").read_text())
+            return 0 if summary["rows"] else 1
         summary = write_report(args.out)
         print(Path(args.out, "table.txt").read_text())
         return 0 if summary["rows"] else 1
@@ -118,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = image_study_config(args)
     try:
+        if curve:
+            return run_curve_command(cfg, budgets, args.reuse)
         summary = run_comparison(cfg)
     except StudyInterrupted as error:  # saved what it had: the exit status of the signal
         raise Interrupted(str(error), error.signal_name) from None
@@ -127,6 +162,41 @@ def run(args: argparse.Namespace) -> int:
     print(Path(cfg.out, "table.txt").read_text())
     say(f"wrote {len(summary['rows'])} rows to {Path(cfg.out) / 'summary.json'}, table.md, table.txt and plots/")
     return 0
+
+
+def run_curve_command(cfg, budgets: list[float], reuse: list[str]) -> int:
+    """The budget curve (`data2vec.study.curve`): every point, then its table."""
+    from ..study.curve import run_curve
+    from ..study.pipeline import run_comparison
+    from ..study.records import say
+
+    for folder in reuse:
+        if not Path(folder, "config.json").is_file():
+            raise CliError(f"--reuse {folder}: not a comparison's --out (no config.json); fix: give a finished study")
+    summary = run_curve(cfg, budgets, reuse, run_comparison)
+    print()
+    print(Path(cfg.out, "curve.txt").read_text())
+    say(f"wrote {len(summary['rows'])} curves to {Path(cfg.out) / 'curve_summary.json'}, curve.md, curve.txt and "
+        "plots/curve-*.png")
+    return 0
+
+
+def study_compute(args: argparse.Namespace, out: str, device: str) -> dict:
+    """The study's `precision` and `compile` fields from the flags. --precision auto keeps the precision a study in
+    `out` was started with (one precision per table; studies from before the flag are float32) and picks by the
+    hardware for a new one (`data2vec.precision`)."""
+    import json
+
+    from ..precision import Precision
+
+    stored = Path(out) / "curve.json" if Path(out, "curve.json").is_file() else Path(out) / "config.json"
+    if args.precision == "auto" and not args.bf16 and stored.is_file():
+        precision = Precision(json.loads(stored.read_text()).get("precision", "fp32"),
+                              f"auto: the precision the study in {out} was started with")
+        print(precision.describe(), flush=True)
+    else:
+        precision = resolve_precision(args, device)
+    return {"precision": precision.name, "compile": args.compile}
 
 
 def image_study_config(args: argparse.Namespace):
@@ -156,8 +226,6 @@ def image_study_config(args: argparse.Namespace):
     for flag, value in sizes.items():
         if value < 1:
             raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {value}; fix: pass 1 or more")
-    if args.budget_minutes <= 0:
-        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}; fix: e.g. --budget-minutes 15")
     if dim % args.heads:
         raise CliError(f"--heads {args.heads} does not divide --dim {dim}; fix: e.g. --dim 128 --heads 4")
     data = args.data or "digits"
@@ -180,7 +248,8 @@ def image_study_config(args: argparse.Namespace):
                   finetune_lr_grid=lr_grid, recipe_sets=parse_recipe_sets(args.recipe_sets, methods),
                   device=choose_device(args.device), threads=args.threads, quick=args.quick,
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
-                  command="data2vec " + " ".join(shlex.quote(a) for a in args.argv))
+                  command="data2vec " + " ".join(shlex.quote(a) for a in args.argv),
+                  **study_compute(args, out, choose_device(args.device)))
     if args.quick:  # digits, one seed, seconds per method: checks the whole pipeline, numbers not meaningful
         values.update(data="digits", seeds=(1,), budget_minutes=min(args.budget_minutes, 0.15), dim=64, depth=4,
                       calibration_steps=3, finetune_epochs={0.01: 10, 0.1: 5, 1.0: 2}, finetune_min_updates=20,

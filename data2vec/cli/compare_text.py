@@ -73,6 +73,7 @@ def text_study_config(args: argparse.Namespace) -> TextCompareConfig:
     from ..study.glue import write_synthetic_glue
     from ..study.records import say
     from .common import choose_device
+    from .compare import study_compute
     from .compare_sets import parse_recipe_sets
     from .compare_squad import squad_values
 
@@ -96,8 +97,6 @@ def text_study_config(args: argparse.Namespace) -> TextCompareConfig:
     for flag, value in sizes.items():
         if value < 1:
             raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {value}; fix: pass 1 or more")
-    if args.budget_minutes <= 0:
-        raise CliError(f"--budget-minutes must be > 0, got {args.budget_minutes}; fix: e.g. --budget-minutes 15")
     if dim % args.heads:
         raise CliError(f"--heads {args.heads} does not divide --dim {dim}; fix: e.g. --dim 256 --heads 4")
     if args.finetune_lr <= 0:
@@ -133,6 +132,7 @@ def text_study_config(args: argparse.Namespace) -> TextCompareConfig:
                   clock="cpu" if choose_device(args.device) == "cpu" else "wall",
                   quick=args.quick, command="data2vec " + " ".join(shlex.quote(a) for a in args.argv),
                   recipe_sets=parse_recipe_sets(getattr(args, "recipe_sets", []), methods),
+                  **study_compute(args, args.out, choose_device(args.device)),
                   **squad_values(args, ("random",) + methods))
     if args.quick:  # seconds per method on a tiny encoder: checks the whole pipeline, numbers not meaningful
         values.update(seeds=(1,), budget_minutes=min(args.budget_minutes, 0.1), dim=64, depth=2, heads=2,

@@ -54,7 +54,7 @@ from ..study.digits import (
 )
 from ..study.errors import StudyInterrupted
 from .errors import OVERWRITE_HELP, CliError, HelpFormatter, Interrupted
-from .flags import add_device_and_threads, apply_threads
+from .flags import add_device_and_threads, apply_threads, resolve_precision
 
 # ---- report ----------------------------------------------------------------------------------------------
 
@@ -141,6 +141,9 @@ def add_parser(sub) -> None:
     p.add_argument("--label-seeds", type=int, default=None, help="random label subsets per budget (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, masks, data order and label subsets")
     add_device_and_threads(p)
+    from ..precision import PRECISION_HELP, PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(run=run)
 
 
@@ -187,7 +190,8 @@ def _demo(args: argparse.Namespace, cfg: DemoConfig, out: Path, t_start: float) 
     print(f"encoder: ViT {cfg.depth} blocks x {cfg.dim} wide, {cfg.patch_size}x{cfg.patch_size} patches "
           f"({(8 // cfg.patch_size) ** 2} tokens + CLS); device {device}, torch threads: {torch.get_num_threads()}")
     print("pretraining (labels unused):", flush=True)
-    trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False, device=device)
+    precision = resolve_precision(args, device)
+    trained = {name: pretrain_method(name, cfg, train_x, out, quiet=False, device=device, bf16=precision.bf16)
                for name in (cfg.method,) + cfg.baselines}
 
     print("evaluating frozen features (mean-pooled patch tokens):", flush=True)
@@ -228,6 +232,7 @@ def _demo(args: argparse.Namespace, cfg: DemoConfig, out: Path, t_start: float) 
         "wall_time_s": round(elapsed, 2),
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "precision": precision.name,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.txt").write_text(table + "\n")

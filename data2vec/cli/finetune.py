@@ -30,7 +30,7 @@ from .finetune_setup import (
     squad_files,
     text_backbone,
 )
-from .flags import add_device_and_threads, apply_threads
+from .flags import add_device_and_threads, add_precision, apply_threads, resolve_precision
 
 # ---- argument parsing ----------------------------------------------------------------------------------
 
@@ -143,6 +143,8 @@ def _add_run_flags(p) -> None:
                    "without a checkpoint the run starts from epoch 1")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_and_threads(p)
+    add_precision(p, compile_help="torch.compile the model: the same math, fused element-wise kernels; the first "
+                  "epoch pays the compilation (tens of seconds on a CPU), so it pays in long runs")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
 
 
@@ -155,6 +157,7 @@ def _check_flags(args) -> None:
 
     args.device = choose_device(args.device)
     apply_threads(args.threads)
+    args.resolved_precision = resolve_precision(args, args.device, quiet=args.quiet)
     if args.val_fraction is not None and not 0 < args.val_fraction < 1:
         raise CliError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}; fix: e.g. 0.1")
     if args.val_fraction is not None and args.task in ("squad", "xquad"):

@@ -96,7 +96,9 @@ def finetune_config(args, task_type: str, main_metric: str, **defaults):
     = off); a value the config refuses is the one-line refusal naming the flag."""
     from ..finetune_config import FinetuneConfig
 
-    values = dict(task_type=task_type, main_metric=main_metric, seed=args.seed, device=args.device)
+    precision = getattr(args, "resolved_precision", None)  # flags.resolve_precision, set by the command
+    values = dict(task_type=task_type, main_metric=main_metric, seed=args.seed, device=args.device,
+                  bf16=bool(precision and precision.bf16), compile=bool(getattr(args, "compile", False)))
     values.update(defaults)
     for name in ("epochs", "batch_size", "lr", "layer_decay", "weight_decay", "warmup_ratio", "label_smoothing"):
         value = getattr(args, name, None)

@@ -13,7 +13,7 @@ import json
 from ..methods import METHODS, PRETRAINING_METHODS, get_method
 from ..schedules import PRETRAIN_SCHEDULES
 from .errors import OVERWRITE_HELP, CliError, HelpFormatter, config_refusal, signal_exit_code, with_fix
-from .flags import add_device_and_threads, apply_threads
+from .flags import add_device_and_threads, add_precision, apply_threads, resolve_precision
 
 PRESETS = ("tiny", "mini", "small", "base")
 
@@ -97,8 +97,7 @@ def _add_run_flags(p) -> None:
                    "run); with no checkpoint there yet, start a new run. Put it in job scripts and torchrun "
                    "--max-restarts launches, so the same command line serves the first launch and every relaunch")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU: faster; CPU: only on recent CPUs)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; the first step is slow)")
+    add_precision(p)
     p.add_argument("--dist-timeout", type=float, default=300.0,
                    help="under torchrun: seconds a rank waits for the others (connecting, collectives, a checkpoint "
                    "being written); with --max-restarts a relaunch that cannot connect fails after this long and "
@@ -230,8 +229,10 @@ def chosen_modality(args: argparse.Namespace, spec) -> str:
     return modality
 
 
-def config_from_flags(args: argparse.Namespace, spec, modality: str, device: str, world: int = 1, rank: int = 0):
-    """The loop's `PretrainConfig` from the flags, the method's optimiser defaults where a flag is left out."""
+def config_from_flags(args: argparse.Namespace, spec, modality: str, device: str, world: int = 1, rank: int = 0,
+                      bf16: bool = False):
+    """The loop's `PretrainConfig` from the flags, the method's optimiser defaults where a flag is left out;
+    `bf16` is the resolved --precision (`flags.resolve_precision`)."""
     from ..engine import PretrainConfig
 
     defaults = spec.optim[modality]
@@ -242,7 +243,7 @@ def config_from_flags(args: argparse.Namespace, spec, modality: str, device: str
         warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay if args.weight_decay is not None else defaults.weight_decay,
         betas=defaults.betas, clip_norm=args.clip_norm if args.clip_norm is not None else defaults.clip_norm,
-        schedule=args.schedule, bf16=args.bf16, compile=args.compile, save_every=args.save_every,
+        schedule=args.schedule, bf16=bf16, compile=args.compile, save_every=args.save_every,
         log_every=args.log_every, max_nonfinite=args.max_nonfinite, seed=args.seed, device=device,
         num_workers=args.workers, find_unused_parameters=spec.find_unused_parameters, quiet=args.quiet or rank > 0,
         health_every=args.health_every, health_probe_size=args.health_probe_size,
@@ -265,7 +266,8 @@ def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: st
     dataset, data_info, derived, collate, knn = _build_data(args, spec, modality, user, out, resuming, rank)
     set_seed(args.seed)  # the same initial weights on every rank
     method = build_method(args.method, modality, args.preset, derived, user)
-    cfg = config_from_flags(args, spec, modality, device, world, rank)
+    precision = resolve_precision(args, device, quiet=args.quiet or rank > 0, resumed=stored_bf16(out, resuming))
+    cfg = config_from_flags(args, spec, modality, device, world, rank, bf16=precision.bf16)
     run_config = {"command": "pretrain", "method": args.method, "modality": modality, "preset": args.preset,
                   "data": data_info, "overrides": user}
     try:
@@ -281,6 +283,17 @@ def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: st
         dist_utils.cleanup()
     # stopped by a signal: the engine saved and printed how to continue; the status says the run is unfinished
     return signal_exit_code(summary["stopped_by"]) if summary["stopped_by"] else 0
+
+
+def stored_bf16(out, resuming: bool) -> bool | None:
+    """The precision a run being resumed was started with (config.json's pretrain.bf16), else None: --precision
+    auto resumes in it, so a run continued on another CPU computes as it began."""
+    from pathlib import Path
+
+    path = Path(out) / "config.json"
+    if not resuming or not path.is_file():
+        return None
+    return bool(json.loads(path.read_text()).get("pretrain", {}).get("bf16", False))
 
 
 def _build_data(args: argparse.Namespace, spec, modality: str, user: dict, out, resuming: bool, rank: int):

@@ -60,9 +60,15 @@ def pretrain_config(cfg, optim: dict, steps: int, seed: int, spec, **extra):
     values = dict(steps=steps, batch_size=cfg.batch_size, lr=optim["lr"], min_lr=optim["lr"] / 100,
                   weight_decay=optim["weight_decay"], betas=optim["betas"], clip_norm=optim["clip_norm"], seed=seed,
                   device=cfg.device, quiet=True, log_every=0, find_unused_parameters=spec.find_unused_parameters,
-                  plots=False)  # the study draws its own curves; per-checkpoint plots cost seconds each
+                  plots=False, **compute_settings(cfg))  # the study draws its own curves (plots cost seconds)
     values.update(extra)
     return PretrainConfig(**values)
+
+
+def compute_settings(cfg) -> dict:
+    """The study's precision and compilation as the engines' fields (`PretrainConfig` and `FinetuneConfig` share
+    them): one precision for every arm of a table."""
+    return {"bf16": cfg.precision == "bf16", "compile": cfg.compile}
 
 
 def step_seconds(record: dict, clock: str) -> float:

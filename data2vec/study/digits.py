@@ -130,8 +130,10 @@ def build_demo_method(name: str, cfg: DemoConfig):
     return method, collate
 
 
-def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: bool, device: str = "cpu") -> dict:
-    """Pretrain one method with engine.pretrain; returns {"backbone", "seconds", "final_loss", "metrics"}."""
+def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: bool, device: str = "cpu",
+                    bf16: bool = False) -> dict:
+    """Pretrain one method with engine.pretrain (`bf16`: autocast, see data2vec.precision); returns {"backbone",
+    "seconds", "final_loss", "metrics"}."""
     import shutil
 
     from ..engine import PretrainConfig, pretrain, read_metrics
@@ -156,7 +158,7 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
                           warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=recipe.betas,
                           clip_norm=3.0, seed=cfg.seed, device=device, quiet=quiet, plots=True,
                           log_every=max(1, cfg.steps // 10),  # a line per tenth where no progress bar shows
-                          find_unused_parameters=METHODS[name].find_unused_parameters)
+                          find_unused_parameters=METHODS[name].find_unused_parameters, bf16=bf16)
     t0 = time.time()
     summary = pretrain(method, data, pcfg, run_dir, collate_fn=collate,
                        run_config={"method": name, "data": "sklearn digits (train pool)",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .budget import compute_settings
 from .errors import StudyError
 from .records import record, result_path, say, write_json
 from .text_config import TextCompareConfig
@@ -146,7 +147,7 @@ def finetune_task(cfg: TextCompareConfig, arm: str, seed: int, backbone, task: T
     recipe = dict(lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, epochs=epochs)
     fcfg = FinetuneConfig(task_type="regression" if task.regression else "classification",
                           main_metric=TASK_METRIC.get(task.name, "score"), seed=seed, device=cfg.device,
-                          save_best=False, log_every=0, test_every_epoch=True, **recipe)
+                          save_best=False, log_every=0, test_every_epoch=True, **recipe, **compute_settings(cfg))
 
     def metric_fn(outputs, labels):
         preds = outputs if task.regression else outputs.argmax(-1)

@@ -41,7 +41,10 @@ class StudyConfig(Protocol):
 def machine_info() -> dict:
     import torch
 
+    from ..precision import cpu_model
+
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 

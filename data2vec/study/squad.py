@@ -37,6 +37,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .budget import compute_settings
 from .errors import StudyError
 from .glue import text_record
 from .records import result_path, say, write_json
@@ -268,7 +269,7 @@ def finetune_squad(cfg: TextCompareConfig, arm: str, seed: int, backbone, data: 
     model = TaskModel(copy.deepcopy(backbone), QuestionAnsweringHead(backbone.cfg.dim))
     recipe = dict(lr=cfg.squad_lr, batch_size=cfg.finetune_batch_size, epochs=cfg.squad_epochs)
     fcfg = FinetuneConfig(task_type="span", main_metric="f1", seed=seed, device=cfg.device, save_best=True,
-                          log_every=0, **recipe)
+                          log_every=0, **recipe, **compute_settings(cfg))
     collate = SquadCollator(tok.pad_id)
     eval_batch = 2 * cfg.finetune_batch_size
     run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-squad"

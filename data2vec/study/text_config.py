@@ -85,6 +85,9 @@ class TextCompareConfig:
     clock: str = "cpu"  # the budget's clock, as the image comparison's: "cpu" = this process's CPU seconds (CPU
     #   runs: immune to other work on the machine), "wall" = wall-clock (GPU runs)
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast) for every arm's pretraining and fine-tuning, resolved from
+    #   --precision (data2vec.precision); one precision per table: it changes the seconds per update
+    compile: bool = False  # torch.compile the encoders (the same math; the calibration includes its cost)
     quick: bool = False  # the smoke version
     command: str = ""  # the command line, stored with every result
     # recipe changes for a tuning run, {method: {field: value}} from --set METHOD.KEY=VALUE ("lr" = the peak lr);
@@ -95,10 +98,10 @@ class TextCompareConfig:
     # fields that define a text study: results made with other values must not be mixed into one table (methods,
     # seeds, tasks and the SQuAD protocol may be added; a task's epoch count may not change once it has a result:
     # `extra_study_changes`)
-    study_fields: ClassVar[tuple] = ("data", "tokenizer", "budget_minutes", "clock", "preset", "dim", "depth",
-                                     "heads", "batch_size", "seq_len", "vocab_size", "sst2_train_examples",
+    study_fields: ClassVar[tuple] = ("precision", "data", "tokenizer", "budget_minutes", "clock", "preset", "dim",
+                                     "depth", "heads", "batch_size", "seq_len", "vocab_size", "sst2_train_examples",
                                      "finetune_lr", "finetune_batch_size", "max_length", "val_fraction", "val_max")
-    study_defaults: ClassVar[dict] = {}
+    study_defaults: ClassVar[dict] = {"precision": "fp32"}  # studies from before --precision: float32
     study_name: ClassVar[str] = "text comparison"
 
     @property

@@ -60,6 +60,9 @@ class CompareConfig:
     knn_temperature: float = 0.07  # DINO's T
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast) for every arm's pretraining and fine-tuning, resolved from
+    #   --precision (data2vec.precision); one precision per table: it changes the seconds per update
+    compile: bool = False  # torch.compile the encoders (the same math; the calibration includes its cost)
     clock: str = "cpu"  # the budget's clock: "cpu" = this process's CPU seconds (CPU runs: immune to other work on
     #   the machine; equal to wall-clock for one thread on an idle core), "wall" = wall-clock (GPU runs)
     quick: bool = False  # the smoke version (digits, seconds per method)
@@ -68,13 +71,13 @@ class CompareConfig:
     recipe_sets: dict = field(default_factory=dict)
     recipes: ClassVar[dict] = IMAGE_STUDY_RECIPES  # the study's recipe per method (not stored in config.json)
     # fields that define a study: results made with other values must not be mixed into one table
-    study_fields: ClassVar[tuple] = ("data", "budget_minutes", "clock", "preset", "dim", "depth", "heads",
+    study_fields: ClassVar[tuple] = ("precision", "data", "budget_minutes", "clock", "preset", "dim", "depth", "heads",
                                      "patch_size", "image_size", "batch_size", "frozen_fraction", "finetune_lr",
                                      "finetune_lr_grid", "layer_decay", "val_fraction", "val_max", "knn_k",
                                      "knn_temperature", "finetune_min_updates", "recipe_sets")
     # values of fields that older studies did not store: a study from before the grid used one lr, from before
     # --set on images none
-    study_defaults: ClassVar[dict] = {"finetune_lr_grid": [], "recipe_sets": {}}
+    study_defaults: ClassVar[dict] = {"finetune_lr_grid": [], "recipe_sets": {}, "precision": "fp32"}
     study_name: ClassVar[str] = "comparison"
 
     @property

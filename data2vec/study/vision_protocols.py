@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .budget import compute_settings
 from .records import pct, record, result_path, say, write_json
 from .vision_config import CompareConfig
 
@@ -170,7 +171,7 @@ def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalDa
                                                                        pooling="mean"))
     fcfg = FinetuneConfig.vision_defaults(epochs=epochs, batch_size=min(cfg.batch_size, len(labelled)), seed=seed,
                                           device=cfg.device, save_best=False, log_every=0, warmup_ratio=0.1,
-                                          eval_every=max(1, epochs // 10), **recipe)
+                                          eval_every=max(1, epochs // 10), **recipe, **compute_settings(cfg))
 
     def metric_fn(outputs, labels):
         return {"accuracy": 100.0 * float((outputs.argmax(-1) == labels).mean())}

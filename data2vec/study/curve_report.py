@@ -1,0 +1,148 @@
+"""The report of a budget curve (`data2vec.study.curve`), built from its points' results files alone.
+
+`write_curve_report(out)` rebuilds every point's own report (`report.write_report`: summary.json, tables, plots),
+then writes
+- OUT/curve_summary.json: per (arm, protocol) one entry per budget with mean, std, runs and seeds; per method and
+  budget the updates, samples seen and measured pretraining minutes; the CPU the budgets were calibrated on;
+- OUT/curve.md and curve.txt: one table per protocol, arms as rows and budgets as columns ("mean +- std (n)"),
+  and the samples each method saw at each budget;
+- OUT/plots/curve-<protocol>.png: the score against the budget (left: calibrating-CPU minutes, log scale; right:
+  samples seen, log scale, which no machine changes), mean +- std over seeds, with the floors: random init and raw
+  pixels as horizontal lines (they do not depend on the budget), supervised from scratch as its own curve (it gets
+  the same minutes plus the fine-tuning time).
+
+Differences from the original: the papers publish no such curve; this layout is the project's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .curve import load_curve
+from .records import write_json
+from .report import ARM_LABELS, FLOOR_ORDER, PROTOCOL_ORDER, in_order, write_report
+
+FLAT_FLOORS = ("random", "pixels", "majority")  # drawn as horizontal lines: the same at every budget
+
+
+def collect(out: Path) -> dict:
+    """{"points": [...budgets], "rows": {(arm, protocol): {budget: row}}, "budget": {method: {budget: {...}}}}."""
+    curve = load_curve(out)
+    rows: dict[tuple[str, str], dict[float, dict]] = {}
+    spent: dict[str, dict[float, dict]] = {}
+    budgets = []
+    for key, folder in curve["points"].items():
+        point = out / folder
+        if not (point / "config.json").is_file():
+            continue  # registered, not started
+        minutes = float(key)
+        budgets.append(minutes)
+        summary = write_report(point)
+        for row in summary["rows"]:
+            rows.setdefault((row["arm"], row["protocol"]), {})[minutes] = row
+        for arm, b in summary["budget"].items():
+            spent.setdefault(arm, {})[minutes] = {"steps": b["steps"], "samples_seen": b["samples_seen"],
+                                                   "train_minutes_mean": b["train_minutes_mean"],
+                                                   "seeds": b["seeds"]}
+    return {"points": sorted(budgets), "rows": rows, "budget": spent}
+
+
+def calibration_machine(out: Path) -> str:
+    """The CPU (or GPU) the curve's budgets were calibrated on, as recorded with the calibration."""
+    table = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
+    machines = {json.dumps(e.get("machine", {}), sort_keys=True) for e in table.values() if "s_per_update" in e}
+    names = []
+    for m in map(json.loads, sorted(machines)):
+        name = m.get("cuda") or m.get("cpu_model") or "CPU model not recorded"
+        names.append(f"{name} ({m.get('platform', '?')}, {m.get('torch_threads', '?')} thread(s))")
+    return "; ".join(names) or "not calibrated yet"
+
+
+def format_curve(data: dict, machine: str, precision: str) -> tuple[str, str]:
+    budgets = data["points"]
+    heads = [f"{b:g} min" for b in budgets]
+    text = [f"budgets calibrated on: {machine}; precision {precision}", ""]
+    md = [f"Budgets in minutes of pretraining per arm, calibrated on: {machine}; precision {precision}.", ""]
+    protocols = in_order({p for _, p in data["rows"]}, PROTOCOL_ORDER)
+    for protocol in protocols:
+        arms = in_order({a for a, p in data["rows"] if p == protocol}, FLOOR_ORDER)
+        width = max(len(ARM_LABELS.get(a, a)) for a in arms)
+        text += [protocol, f"{'arm':{width}s}" + "".join(f"{h:>20s}" for h in heads)]
+        md += [f"**{protocol}**", "", "| arm | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+        for arm in arms:
+            by = data["rows"][(arm, protocol)]
+            cells = [f"{by[b]['mean']:.1f} ± {by[b]['std']:.1f} ({len(by[b]['runs'])})" if b in by else "—"
+                     for b in budgets]
+            text.append(f"{ARM_LABELS.get(arm, arm):{width}s}" + "".join(f"{c:>20s}" for c in cells))
+            md.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+        text.append("")
+        md.append("")
+    text.append("samples seen per pretraining run (updates x batch)")
+    md += ["Samples seen per pretraining run (updates x batch):", "", "| method | " + " | ".join(heads) + " |",
+           "|---|" + "---|" * len(heads)]
+    for arm, by in sorted(data["budget"].items()):
+        cells = [f"{by[b]['samples_seen']:,}" if b in by else "—" for b in budgets]
+        text.append(f"{ARM_LABELS.get(arm, arm):20s}" + "".join(f"{c:>20s}" for c in cells))
+        md.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    return "\n".join(text) + "\n", "\n".join(md) + "\n"
+
+
+def plot_protocol(out: Path, data: dict, protocol: str) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), tight_layout=True)
+    ax_min, ax_samples = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    arms = in_order({a for a, p in data["rows"] if p == protocol}, FLOOR_ORDER)
+    for i, arm in enumerate(arms):
+        by = data["rows"][(arm, protocol)]
+        budgets = sorted(by)
+        means = np.array([by[b]["mean"] for b in budgets])
+        stds = np.array([by[b]["std"] for b in budgets])
+        label, colour = ARM_LABELS.get(arm, arm), f"C{i}"
+        if arm in FLAT_FLOORS:
+            for ax in (ax_min, ax_samples):
+                ax.axhline(float(np.mean(means)), color=colour, ls="--", lw=1, label=label)
+            continue
+        ax_min.errorbar(budgets, means, yerr=stds, fmt="o-", ms=4, capsize=2, color=colour, label=label)
+        seen = data["budget"].get(arm, {})
+        if seen:  # a pretraining method: its samples seen at each budget
+            xs = [seen[b]["samples_seen"] for b in budgets if b in seen]
+            ys = [by[b]["mean"] for b in budgets if b in seen]
+            es = [by[b]["std"] for b in budgets if b in seen]
+            ax_samples.errorbar(xs, ys, yerr=es, fmt="o-", ms=4, capsize=2, color=colour, label=label)
+    ax_min.set_xscale("log")
+    ax_min.set_xlabel("pretraining budget per arm (minutes on the calibrating CPU)")
+    ax_samples.set_xscale("log")
+    ax_samples.set_xlabel("samples seen in pretraining (updates x batch)")
+    for ax in (ax_min, ax_samples):
+        ax.set_ylabel(f"{protocol} (test, mean ± std)")
+    ax_min.legend(fontsize=7)
+    ax_samples.set_title("pretraining methods; floors as lines", fontsize=9)
+    path = out / "plots" / f"curve-{protocol.replace('%', 'pct')}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def write_curve_report(out: str | Path) -> dict:
+    out = Path(out)
+    data = collect(out)
+    curve = load_curve(out)
+    machine = calibration_machine(out)
+    text, md = format_curve(data, machine, curve.get("precision", "fp32"))
+    (out / "curve.txt").write_text(text)
+    (out / "curve.md").write_text(md)
+    protocols = sorted({p for _, p in data["rows"]})
+    for protocol in protocols:
+        plot_protocol(out, data, protocol)
+    summary = {"points": data["points"], "calibrated_on": machine, "precision": curve.get("precision", "fp32"),
+               "rows": [{"arm": a, "protocol": p, "by_budget": {f"{b:g}": {k: r[k] for k in ("mean", "std", "runs",
+                                                                                           "seeds")}
+                                                                for b, r in sorted(by.items())}}
+                        for (a, p), by in sorted(data["rows"].items())],
+               "budget": {arm: {f"{b:g}": v for b, v in sorted(by.items())} for arm, by in data["budget"].items()}}
+    write_json(out / "curve_summary.json", summary)
+    return summary

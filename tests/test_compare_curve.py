@@ -1,0 +1,79 @@
+"""`data2vec compare --budget-minutes A,B,...`: the budget curve (data2vec/study/curve.py, curve_report.py).
+
+The end-to-end run (digits, --quick, two budgets of seconds) checks the layout (one study folder per budget), that
+every point's update count follows from the one calibration (steps = budget / seconds per update, recomputed
+here), that the budget-free floors are computed once and shared (marked), that the curve table and plots exist and
+that --report-only rebuilds the same curve. The unit tests check the reuse of a finished study as a point and the
+refusal of a second precision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data2vec.cli import main
+from data2vec.study import curve
+
+
+@pytest.mark.slow  # two quick studies on digits (~1-2 min)
+def test_quick_curve_end_to_end(tmp_path):
+    out = tmp_path / "curve"
+    argv = ["compare", "--quick", "--budget-minutes", "0.1,0.05", "--out", str(out), "--threads", "1",
+            "--precision", "fp32"]
+    assert main(argv) == 0
+    points = json.loads((out / "curve.json").read_text())["points"]
+    assert points == {"0.05": "budget-0.05min", "0.1": "budget-0.1min"}
+    calib = json.loads((out / "calibration.json").read_text())
+    assert set(calib) == {"data2vec", "data2vec2", "dino"}
+    for key, folder in points.items():
+        point = json.loads((out / folder / "calibration.json").read_text())
+        for name, entry in calib.items():
+            assert point[name]["s_per_update"] == entry["s_per_update"]  # one measurement for every point
+            assert point[name]["steps"] == max(10, int(60 * float(key) // entry["s_per_update"]))
+        assert (out / folder / "data2vec2" / "seed1" / "pretrain.json").is_file()
+    # the floors that do not depend on the budget ran once: the second point's copies say where they come from
+    first, second = (out / "budget-0.1min"), (out / "budget-0.05min")
+    for arm in ("random", "pixels"):
+        for path in (second / arm / "seed1").glob("*.json"):
+            record = json.loads(path.read_text())
+            assert record["shared_from"] == str(Path("..") / first.name / arm / "seed1" / path.name)  # from the point
+            original = json.loads((first / arm / "seed1" / path.name).read_text())
+            assert record["score"] == original["score"]
+        assert not any("shared_from" in json.loads(p.read_text()) for p in (first / arm / "seed1").glob("*.json"))
+    summary = json.loads((out / "curve_summary.json").read_text())
+    assert summary["points"] == [0.05, 0.1] and summary["precision"] == "fp32"
+    row = next(r for r in summary["rows"] if r["arm"] == "data2vec2" and r["protocol"] == "knn@100%")
+    assert set(row["by_budget"]) == {"0.05", "0.1"}
+    table = (out / "curve.txt").read_text()
+    assert "knn@100%" in table and "0.05 min" in table and "samples seen" in table
+    assert (out / "plots" / "curve-knn@100pct.png").is_file()
+    before = (out / "curve.md").read_text()
+    (out / "curve.md").unlink()
+    assert main(["compare", "--report-only", "--out", str(out)]) == 0
+    assert (out / "curve.md").read_text() == before
+
+
+def test_a_finished_study_is_reused_as_a_point_and_lends_its_calibration(tmp_path):
+    study = tmp_path / "study15"
+    study.mkdir()
+    (study / "config.json").write_text(json.dumps({"budget_minutes": 15.0, "runs": "runs/old"}))
+    (study / "calibration.json").write_text(json.dumps({"data2vec2": {"s_per_update": 1.2, "steps": 750,
+                                                                      "budget_minutes": 15.0, "clock": "cpu"}}))
+
+    class Cfg:  # what register_points and point_config read
+        out, runs, precision, budget_minutes = str(tmp_path / "curve"), "runs/curve", "fp32", 60.0
+
+        @property
+        def budget_s(self):
+            return 60 * self.budget_minutes
+
+    cfg = Cfg()
+    registered = curve.register_points(cfg, [60.0], [str(study)])
+    assert registered["points"] == {"15": "../study15", "60": "budget-60min"}
+    calib = json.loads((tmp_path / "curve" / "calibration.json").read_text())
+    assert calib["data2vec2"]["s_per_update"] == 1.2 and "steps" not in calib["data2vec2"]
+    with pytest.raises(Exception, match="one precision per curve"):
+        cfg.precision = "bf16"
+        curve.register_points(cfg, [60.0], [])
