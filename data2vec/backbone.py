@@ -1,7 +1,9 @@
 """Embedding + Encoder = the backbone every method trains (data2vec, BERT, DINO, supervised).
 
 `TextTransformer` is BERT/RoBERTa/data2vec-text without heads; `VisionTransformer` is ViT/BEiT/
-data2vec-vision without heads. Both return what `Encoder.forward` returns: the final output (B, T, D),
+data2vec-vision without heads; `AudioTransformer` is data2vec-audio (transformers' `Data2VecAudioModel`)
+without heads: waveform -> `audio_embedding.WaveformEmbedding` -> the post-LN blocks. All three return what
+`Encoder.forward` returns: the final output (B, T, D),
 and with `return_layers="ffn"|"block"` also the per-block tensors. `build_backbone(cfg)` picks one by
 `cfg.modality` and applies the configured initialisation.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .audio_embedding import WaveformEmbedding
 from .config import EncoderConfig
 from .embeddings import PatchEmbedding, RelativePositionBias, TextEmbedding
 from .transformer import Encoder, check_padding_mask, init_weights_, rescale_depth_
@@ -95,12 +98,41 @@ class VisionTransformer(nn.Module):
         return self.encoder(x, padding_mask=filler, return_layers=return_layers)
 
 
-def build_backbone(cfg: EncoderConfig) -> TextTransformer | VisionTransformer:
+class AudioTransformer(nn.Module):
+    """waveforms (B, S) [+ lengths (B,)] -> frame features (B, T, D), one frame per 20 ms.
+
+    Every output also has a frame padding mask, `frame_padding(lengths, T)` (True = padded frame): the
+    outputs at padded frames are meaningless and must not be read."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.modality != "audio":
+            raise ValueError(f"AudioTransformer needs an audio config, got modality={cfg.modality!r}")
+        self.cfg = cfg
+        self.embed = WaveformEmbedding(cfg)
+        self.encoder = Encoder(cfg)
+
+    def frame_padding(self, lengths: Tensor | None, num_frames: int) -> Tensor | None:
+        """bool (B, T), True = padded frame (None without lengths or padding)."""
+        return self.embed.frame_padding(lengths, num_frames)
+
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None,
+                return_layers: str | None = None):
+        """waveform float (B, S), right-padded; lengths long (B,) real samples per row (None = all real);
+        mask: bool (B, T) over frames, True = frame replaced by the mask embedding (data2vec v1 student)."""
+        x, padding = self.embed(waveform, lengths, mask)  # (B, T, D), (B, T) or None
+        return self.encoder(x, padding_mask=padding, return_layers=return_layers)
+
+
+def build_backbone(cfg: EncoderConfig) -> TextTransformer | VisionTransformer | AudioTransformer:
     """Build and initialise the backbone for `cfg` (BERT normal(0.02), or BEiT trunc-normal + depth rescale)."""
-    model = TextTransformer(cfg) if cfg.modality == "text" else VisionTransformer(cfg)
+    kinds = {"text": TextTransformer, "vision": VisionTransformer, "audio": AudioTransformer}
+    model = kinds[cfg.modality](cfg)
     init_weights_(model, cfg.init, cfg.init_std)
     if cfg.modality == "vision":
         model.embed.reset_parameters(cfg.init_std)
+    elif cfg.modality == "audio":
+        model.embed.reset_parameters()
     if cfg.init == "beit":
         rescale_depth_(model.encoder)
     return model
@@ -110,4 +142,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["TextTransformer", "VisionTransformer", "build_backbone", "count_parameters"]
+__all__ = ["AudioTransformer", "TextTransformer", "VisionTransformer", "build_backbone", "count_parameters"]
