@@ -11,7 +11,10 @@ data2vec (arXiv 2202.03555), section 4.3 "Speech processing", reuses wav2vec 2.0
 3. projection: LayerNorm(C) -> Linear(C, D) -> dropout;
 4. (student of data2vec v1) masked frames replaced by a learned vector `mask_emb` (HF `masked_spec_embed`);
 5. positional convolution, added to its input: p = stack of L x [Conv1d(D, D, k, groups g, "same" padding)
-   -> LayerNorm (no affine) -> GELU]; x <- LN(x + p(x)) -> dropout.
+   -> LayerNorm (no affine) -> GELU]; x <- LN(x + p(x)) -> dropout;
+6. (data2vec 2.0, released `use_alibi_encoder`) ALiBi attention biases (Press et al. 2022, symmetric as in
+   fairseq's `get_alibi`): b_hij = -c_h m_h |i - j| with the ALiBi slopes m_h (`alibi_slopes`) and a learned
+   scale c_h >= 0 per head (init 1, `learned_alibi_scale_per_head`), the same in every block (`alibi_bias`).
 
 Frame-level padding (`frame_padding_mask`): a frame is real when its whole receptive field lies inside the
 utterance. With the conv output length L_out = floor((L_in - k) / s) + 1 applied layer by layer, frames
@@ -35,8 +38,8 @@ from torch import Tensor, nn
 
 from .config import EncoderConfig
 
-__all__ = ["conv_output_lengths", "frame_padding_mask", "normalize_waveform", "FeatureEncoder", "PositionalConv",
-           "WaveformEmbedding", "WAVEFORM_EPS"]
+__all__ = ["alibi_bias", "alibi_slopes", "conv_output_lengths", "frame_padding_mask", "normalize_waveform",
+           "FeatureEncoder", "PositionalConv", "WaveformEmbedding", "WAVEFORM_EPS"]
 
 WAVEFORM_EPS = 1e-5  # fairseq: F.layer_norm(wav, wav.shape), default eps
 
@@ -95,6 +98,25 @@ def normalize_waveform(waveform: Tensor, lengths: Tensor | None = None, eps: flo
     mean = (x * real).sum(dim=1, keepdim=True) / count  # (B, 1)
     var = ((x - mean) ** 2 * real).sum(dim=1, keepdim=True) / count  # (B, 1)
     return ((x - mean) / torch.sqrt(var + eps) * real).to(waveform.dtype)
+
+
+def alibi_slopes(heads: int) -> Tensor:
+    """ALiBi's head slopes m_h: 2^(-8 h / n), h = 1..n, for n a power of two; otherwise those of the nearest
+    lower power of two p, then every other slope of 2p for the rest (ALiBi paper / fairseq `get_slopes`)."""
+    def powers_of_two(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    lower = 2 ** (heads.bit_length() - 1)  # largest power of two <= heads
+    slopes = powers_of_two(lower) + powers_of_two(2 * lower)[0::2][: heads - lower]
+    return torch.tensor(slopes)
+
+
+def alibi_bias(positions: Tensor, slopes: Tensor, scale: Tensor) -> Tensor:
+    """The additive attention bias (B, H, K, K): b_hij = -max(c_h, 0) m_h |p_i - p_j| for the frame positions
+    p (B, K) (long; the visible frames' original indices for data2vec 2.0's visible-only student)."""
+    distance = (positions[:, :, None] - positions[:, None, :]).abs().float()  # (B, K, K)
+    per_head = -(scale.clamp(min=0) * slopes.to(scale.device)).float()  # (H,)
+    return distance[:, None] * per_head[None, :, None, None]  # (B, H, K, K)
 
 
 # ---------------------------------------------------------------------------------------------------
