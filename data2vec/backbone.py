@@ -1,7 +1,9 @@
 """Embedding + Encoder = the backbone every method trains (data2vec, BERT, DINO, supervised).
 
 `TextTransformer` is BERT/RoBERTa/data2vec-text without heads; `VisionTransformer` is ViT/BEiT/
-data2vec-vision without heads. Both return what `Encoder.forward` returns: the final output (B, T, D),
+data2vec-vision without heads; `AudioTransformer` is data2vec-audio (transformers' `Data2VecAudioModel`)
+without heads: waveform -> `audio_embedding.WaveformEmbedding` -> the post-LN blocks. All three return what
+`Encoder.forward` returns: the final output (B, T, D),
 and with `return_layers="ffn"|"block"` also the per-block tensors. `build_backbone(cfg)` picks one by
 `cfg.modality` and applies the configured initialisation.
 
@@ -14,10 +16,13 @@ which the gathered sequence no longer has): it raises.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
+from .audio_embedding import WaveformEmbedding, alibi_bias, alibi_slopes
 from .config import EncoderConfig
-from .embeddings import PatchEmbedding, RelativePositionBias, TextEmbedding
+from .embeddings import PatchEmbedding, RelativePositionBias, TextEmbedding, repeat_for_masks
+from .masking import visible_index
 from .transformer import Encoder, check_padding_mask, init_weights_, rescale_depth_
 
 
@@ -95,12 +100,75 @@ class VisionTransformer(nn.Module):
         return self.encoder(x, padding_mask=filler, return_layers=return_layers)
 
 
-def build_backbone(cfg: EncoderConfig) -> TextTransformer | VisionTransformer:
+class AudioTransformer(nn.Module):
+    """waveforms (B, S) [+ lengths (B,)] -> frame features (B, T, D), one frame per 20 ms.
+
+    Every output also has a frame padding mask, `frame_padding(lengths, T)` (True = padded frame): the
+    outputs at padded frames are meaningless and must not be read."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.modality != "audio":
+            raise ValueError(f"AudioTransformer needs an audio config, got modality={cfg.modality!r}")
+        self.cfg = cfg
+        self.embed = WaveformEmbedding(cfg)
+        self.encoder = Encoder(cfg)
+        if cfg.alibi:  # data2vec 2.0 audio: learned ALiBi scale per head, init 1 (fairseq alibi_scale)
+            self.alibi_scale = nn.Parameter(torch.ones(cfg.heads))
+            self.register_buffer("alibi_slopes", alibi_slopes(cfg.heads), persistent=False)
+        else:
+            self.alibi_scale = None
+
+    def frame_padding(self, lengths: Tensor | None, num_frames: int) -> Tensor | None:
+        """bool (B, T), True = padded frame (None without lengths or padding)."""
+        return self.embed.frame_padding(lengths, num_frames)
+
+    def attn_bias(self, positions: Tensor) -> Tensor | None:
+        """ALiBi bias (B, H, K, K) for frame positions (B, K), or None without ALiBi."""
+        return None if self.alibi_scale is None else alibi_bias(positions, self.alibi_slopes, self.alibi_scale)
+
+    def encode(self, x: Tensor, padding: Tensor | None, return_layers: str | None = None):
+        """Projected features (B, T, D) -> positional conv, LN, blocks (the part the v1/v2 teachers run)."""
+        x = self.embed.contextualize(x, padding)
+        positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)  # (B, T)
+        return self.encoder(x, padding_mask=padding, attn_bias=self.attn_bias(positions), return_layers=return_layers)
+
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None,
+                return_layers: str | None = None):
+        """waveform float (B, S), right-padded; lengths long (B,) real samples per row (None = all real);
+        mask: bool (B, T) over frames, True = frame replaced by the mask embedding (data2vec v1 student)."""
+        x, padding = self.embed.features(waveform, lengths)  # (B, T, D), (B, T) or None
+        if mask is not None:
+            x = self.embed.apply_mask(x, mask)
+        return self.encode(x, padding, return_layers)
+
+    def forward_visible(self, waveform: Tensor, lengths: Tensor | None, visible: Tensor,
+                        return_layers: str | None = None):
+        """data2vec 2.0's student (released audio encoder): features -> M clones -> masked frames zeroed ->
+        positional conv over the whole clone -> keep the visible frames (x + p(x) there) -> LN -> blocks with
+        the ALiBi bias of their original positions. visible: bool (B * M, T), True = enters the student (never a
+        padded frame). Returns the encoder output (B * M, K, D) over each row's visible frames, in order."""
+        x, padding = self.embed.features(waveform, lengths)  # (B, T, D)
+        x = repeat_for_masks(x, visible)  # (B * M, T, D)
+        padding = None if padding is None else repeat_for_masks(padding, visible)  # (B * M, T)
+        if padding is not None and bool((visible & padding).any()):
+            raise ValueError("visible marks padded frames; build it as ~mask & ~padding")
+        p = self.embed.pos_conv(x * visible[..., None].to(x.dtype), padding)  # masked frames zero (encoder_zero_mask)
+        index, filler = visible_index(visible)  # (B * M, K) visible positions in order, (B * M, K) True = filler
+        x = torch.gather(x + p, 1, index[..., None].expand(-1, -1, x.shape[-1]))  # (B * M, K, D)
+        x = self.embed.dropout(self.embed.norm(x))
+        return self.encoder(x, padding_mask=filler, attn_bias=self.attn_bias(index), return_layers=return_layers)
+
+
+def build_backbone(cfg: EncoderConfig) -> TextTransformer | VisionTransformer | AudioTransformer:
     """Build and initialise the backbone for `cfg` (BERT normal(0.02), or BEiT trunc-normal + depth rescale)."""
-    model = TextTransformer(cfg) if cfg.modality == "text" else VisionTransformer(cfg)
+    kinds = {"text": TextTransformer, "vision": VisionTransformer, "audio": AudioTransformer}
+    model = kinds[cfg.modality](cfg)
     init_weights_(model, cfg.init, cfg.init_std)
     if cfg.modality == "vision":
         model.embed.reset_parameters(cfg.init_std)
+    elif cfg.modality == "audio":
+        model.embed.reset_parameters()
     if cfg.init == "beit":
         rescale_depth_(model.encoder)
     return model
@@ -110,4 +178,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["TextTransformer", "VisionTransformer", "build_backbone", "count_parameters"]
+__all__ = ["AudioTransformer", "TextTransformer", "VisionTransformer", "build_backbone", "count_parameters"]

@@ -2,8 +2,10 @@
 
 One dataclass, `EncoderConfig`, describes every Transformer this project builds: the post-LN text
 encoders of BERT / RoBERTa / data2vec-text (data2vec paper, arXiv 2202.03555, section 4 "Experimental
-setup": the BERT/RoBERTa base architecture) and the pre-LN vision encoders of ViT / BEiT / data2vec-vision
-(ViT-B/16 with BEiT's relative position bias and layer scale).
+setup": the BERT/RoBERTa base architecture), the pre-LN vision encoders of ViT / BEiT / data2vec-vision
+(ViT-B/16 with BEiT's relative position bias and layer scale) and the post-LN speech encoders of
+data2vec-audio (section 4.3 "Speech processing": wav2vec 2.0's waveform feature encoder, a convolutional
+positional encoder, 12 x 768 blocks; `audio_embedding.py`).
 
 Presets are starting points. `tiny` exists for unit tests, `mini` for CPU experiments in minutes, `small`
 for one GPU in hours, `base` is the official 12 x 768 size. Their defaults are commented with where they
@@ -14,12 +16,16 @@ dataclass holds all of them and `validate()` explains any impossible combination
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-MODALITIES = ("text", "vision")
+MODALITIES = ("text", "vision", "audio")
 _FIELD_TYPES = {  # annotation -> accepted Python types (an int is a valid float)
     "str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "float | None": (float, int, type(None)),
+    "tuple[int, ...]": (tuple,),
 }
+WAV2VEC2_KERNELS = (10, 3, 3, 3, 3, 2, 2)  # wav2vec 2.0 / data2vec-audio feature encoder: 400-sample receptive field
+WAV2VEC2_STRIDES = (5, 2, 2, 2, 2, 2, 2)  # ... and 320x down-sampling: one frame per 20 ms at 16 kHz
 POSITION_SCHEMES = ("learned", "sincos", "relative", "none")
 INIT_SCHEMES = ("bert", "beit")
 
@@ -73,7 +79,7 @@ def from_dict_checked(cls, values: dict):
 class EncoderConfig:
     """Everything needed to build an embedding + Transformer encoder."""
 
-    modality: str = "text"  # "text" (token ids in) or "vision" (images in)
+    modality: str = "text"  # "text" (token ids in), "vision" (images in) or "audio" (16 kHz waveforms in)
     # --- Transformer body (docs/design.md section 3) -------------------------------------------------------
     dim: int = 768  # width D; base = 768 (BERT-base, ViT-B)
     depth: int = 12  # number of blocks; base = 12
@@ -108,8 +114,25 @@ class EncoderConfig:
     #                           gather): data2vec 2.0 images (released: the norm before the prenet blocks)
     cls_init_std: float | None = None  # CLS init: None = truncated normal(init_std) (ViT/BEiT); a value = plain
     #                                    normal with that std (data2vec 2.0 released: N(0, 1))
+    # --- audio embedding (audio_embedding.py; docs/design.md section 10) -----------------------------------
+    conv_dim: int = 512  # channels of every feature-encoder conv layer (wav2vec 2.0 / data2vec-audio: 512)
+    conv_kernels: tuple[int, ...] = WAV2VEC2_KERNELS  # kernel of each feature-encoder conv layer
+    conv_strides: tuple[int, ...] = WAV2VEC2_STRIDES  # stride of each feature-encoder conv layer
+    feature_dropout: float = 0.0  # dropout after the feature projection (fairseq dropout_input 0; HF feat_proj_dropout)
+    pos_conv_depth: int = 5  # layers of the positional convolution (data2vec-audio: 5; wav2vec 2.0 has 1)
+    pos_conv_kernel: int = 19  # its kernel: max(3, 95 // 5) = 19 (fairseq conv_pos 95 over depth 5)
+    pos_conv_groups: int = 16  # its groups (fairseq conv_pos_groups 16); must divide dim
+    pos_conv_zero_pads: bool = True  # zero padded frames before EVERY positional-conv layer, so padding never
+    #                                  reaches a real frame; False = fairseq / transformers (before the first only,
+    #                                  which leaks into the last frames of a padded utterance: HF issue #25621)
+    normalize_waveform: bool = True  # per-utterance zero mean, unit variance over the real samples, in the
+    #                                  backbone (fairseq task normalize: true; HF feature extractor do_normalize)
+    alibi: bool = False  # data2vec 2.0 audio: ALiBi attention biases -slope_h |i - j| times a learned scale per head
 
     def __post_init__(self) -> None:
+        for name in ("conv_kernels", "conv_strides"):  # a list from JSON or the command line -> a tuple
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
         self.validate()
 
     # Grid and token count of a vision encoder.
@@ -120,6 +143,19 @@ class EncoderConfig:
     @property
     def num_patches(self) -> int:
         return self.grid_size**2
+
+    @property
+    def downsampling(self) -> int:
+        """Samples per output frame of the audio feature encoder (the product of the strides: 320 = 20 ms)."""
+        return math.prod(self.conv_strides)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one audio frame sees: R = 1 + sum_i (k_i - 1) prod_{j < i} s_j (400 = 25 ms for wav2vec 2.0)."""
+        field, jump = 1, 1
+        for kernel, stride in zip(self.conv_kernels, self.conv_strides, strict=True):
+            field, jump = field + (kernel - 1) * jump, jump * stride
+        return field
 
     @property
     def head_dim(self) -> int:
@@ -180,6 +216,8 @@ class EncoderConfig:
                      "use 2 for RoBERTa-style or 0 for BERT-style positions")
             if self.type_vocab_size < 0:
                 fail("type_vocab_size", f"must be >= 0, got {self.type_vocab_size}", "use 0 (none), 1 or 2")
+        elif self.modality == "audio":
+            self.validate_audio(fail)
         else:
             if self.patch_size < 1 or self.image_size < 1:
                 fail("patch_size", "patch_size and image_size must be positive", "use e.g. 224 and 16")
@@ -199,6 +237,30 @@ class EncoderConfig:
         if self.modality == "text" and self.embed_norm:
             fail("embed_norm", "is a vision option (the text embedding always ends in its LayerNorm)",
                  "set embed_norm=False for text encoders")
+        if self.alibi and self.modality != "audio":
+            fail("alibi", "ALiBi biases are built here for the audio encoder only", "set alibi=False")
+
+    def validate_audio(self, fail) -> None:
+        """The audio embedding's fields (audio_embedding.py)."""
+        if len(self.conv_kernels) != len(self.conv_strides) or not self.conv_kernels:
+            fail("conv_kernels", f"{len(self.conv_kernels)} kernels for {len(self.conv_strides)} strides",
+                 "give one kernel and one stride per conv layer (wav2vec 2.0: (10,3,3,3,3,2,2), (5,2,2,2,2,2,2))")
+        if any(not isinstance(v, int) or v < 1 for v in self.conv_kernels + self.conv_strides):
+            fail("conv_kernels", f"kernels {self.conv_kernels} and strides {self.conv_strides} must be positive "
+                 "integers", "use wav2vec 2.0's (10,3,3,3,3,2,2) and (5,2,2,2,2,2,2)")
+        for name in ("conv_dim", "pos_conv_kernel", "pos_conv_groups"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be a positive integer, got {getattr(self, name)}", "use the data2vec-audio values")
+        if self.pos_conv_depth < 0:
+            fail("pos_conv_depth", f"must be >= 0, got {self.pos_conv_depth}", "use 5 (data2vec-audio)")
+        if self.dim % self.pos_conv_groups:
+            fail("pos_conv_groups", f"{self.pos_conv_groups} does not divide dim={self.dim}",
+                 "use a divisor of the width (16 at 768)")
+        if not 0.0 <= self.feature_dropout < 1.0:
+            fail("feature_dropout", f"must lie in [0, 1), got {self.feature_dropout}", "use 0.0")
+        if self.norm_first or self.final_norm or self.layer_scale is not None:
+            fail("norm_first", "the data2vec-audio blocks are post-LN without a final norm or layer scale",
+                 "set norm_first=False, final_norm=False, layer_scale=None")
 
     def replace(self, **changes) -> EncoderConfig:
         """A validated copy with some fields changed."""
@@ -248,7 +310,25 @@ VISION_PRESETS: dict[str, dict] = {
     "base": dict(_VISION, dim=768, depth=12, heads=12, image_size=224, patch_size=16, drop_path=0.25),
 }
 
-PRESETS: dict[str, dict[str, dict]] = {"text": TEXT_PRESETS, "vision": VISION_PRESETS}
+# data2vec-audio base (HF Data2VecAudioConfig defaults / fairseq base_librispeech.yaml): post-LN blocks, LN eps 1e-5,
+# dropout 0.1 on attention and hidden states, the wav2vec 2.0 feature encoder (7 convs, 512 channels)
+_AUDIO = dict(modality="audio", norm_first=False, final_norm=False, layer_scale=None, norm_eps=1e-5, dropout=0.1,
+              attn_dropout=0.1, init="bert", position="none")
+
+AUDIO_PRESETS: dict[str, dict] = {
+    # unit tests: 2 x 64, 32-channel feature encoder, a 2-layer positional conv (kernel 5, 4 groups)
+    "tiny": dict(_AUDIO, dim=64, depth=2, heads=2, conv_dim=32, pos_conv_depth=2, pos_conv_kernel=5,
+                 pos_conv_groups=4),
+    # CPU experiments in minutes: 4 x 256, 128-channel feature encoder, 3-layer positional conv (kernel 9)
+    "mini": dict(_AUDIO, dim=256, depth=4, heads=4, conv_dim=128, pos_conv_depth=3, pos_conv_kernel=9,
+                 pos_conv_groups=16),
+    # one GPU: 6 x 384, 256-channel feature encoder, the released positional conv
+    "small": dict(_AUDIO, dim=384, depth=6, heads=6, conv_dim=256),
+    # the released data2vec-audio base (facebook/data2vec-audio-base): 12 x 768, 512 channels, 5 x k19 g16 pos conv
+    "base": dict(_AUDIO, dim=768, depth=12, heads=12, conv_dim=512),
+}
+
+PRESETS: dict[str, dict[str, dict]] = {"text": TEXT_PRESETS, "vision": VISION_PRESETS, "audio": AUDIO_PRESETS}
 
 
 def get_preset(modality: str, name: str, **overrides) -> EncoderConfig:
@@ -272,3 +352,7 @@ def text_preset(name: str, **overrides) -> EncoderConfig:
 
 def vision_preset(name: str, **overrides) -> EncoderConfig:
     return get_preset("vision", name, **overrides)
+
+
+def audio_preset(name: str, **overrides) -> EncoderConfig:
+    return get_preset("audio", name, **overrides)

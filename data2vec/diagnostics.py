@@ -246,15 +246,21 @@ def backbone_features(backbone: nn.Module, batch: dict) -> tuple[Tensor, Tensor 
     Text batches {"input_ids" (B, T), "padding_mask" (B, T) bool, True = padding}: `backbone(input_ids,
     padding_mask)`. Image batches {"images" (B, C, H, W)}: the patch tokens of `backbone(images)`, CLS dropped
     (B, 1 + N, D) -> (B, N, D). Multi-crop batches {"crops": [global1, ...]} (DINO): the first global crop as
-    the images. Call it under torch.no_grad in eval mode (the engine does). Any other layout: ValueError."""
+    the images. Audio batches {"waveform" (B, S), "lengths" (B,) optional}: the frames of `backbone(waveform,
+    lengths)` with their frame padding mask. Call it under torch.no_grad in eval mode (the engine does). Any
+    other layout: ValueError."""
     if not isinstance(batch, dict):
         raise ValueError(f"the health pass reads dict batches, got {type(batch).__name__}")
     if "input_ids" in batch:
         padding_mask = batch.get("padding_mask")
         return backbone(batch["input_ids"], padding_mask), padding_mask  # (B, T, D)
+    if "waveform" in batch:
+        out = backbone(batch["waveform"], batch.get("lengths"))  # (B, T, D)
+        return out, backbone.frame_padding(batch.get("lengths"), out.shape[1])  # (B, T) True = padded frame
     images = batch["crops"][0] if "crops" in batch else batch.get("images")
     if images is None:
-        raise ValueError(f"the health pass needs 'input_ids', 'images' or 'crops' in the batch, got {sorted(batch)}")
+        raise ValueError(f"the health pass needs 'input_ids', 'images', 'crops' or 'waveform' in the batch, got "
+                         f"{sorted(batch)}")
     return backbone(images)[:, 1:], None  # (B, 1 + N, D) -> (B, N, D): patch tokens only
 
 

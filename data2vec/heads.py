@@ -13,6 +13,8 @@
   data2vec paper section 4 fine-tuning): logits = W LN(mean_{i>0} x_i) + b over the patch tokens (CLS
   dropped); or ViT (Dosovitskiy et al. 2021, eq. 4): logits = W x_0 + b on the CLS token, whose final
   norm the backbone has already applied.
+- `CTCHead`: speech recognition with CTC (data2vec paper section 4.3; wav2vec 2.0 fine-tuning, HF
+  `Data2VecAudioForCTC.lm_head`): per-frame logits z_t = W Drop(x_t) + b over the characters, blank = index 0.
 - `task_loss`, the loss of each task type:
     "classification": cross-entropy with optional label smoothing eps,
         L = -sum_c q_c log softmax(z)_c,  q = (1 - eps) onehot(y) + eps / C   (Szegedy et al. 2016, section 7)
@@ -118,9 +120,24 @@ class ImageClassificationHead(nn.Module):
         return self.classifier(x)  # (B, num_classes)
 
 
+class CTCHead(nn.Module):
+    """Speech frames (B, T, D) -> per-frame character logits (B, T, V) (HF `lm_head` after `final_dropout`)."""
+
+    def __init__(self, dim: int, vocab_size: int, *, dropout: float = 0.0):
+        super().__init__()
+        self.dim, self.vocab_size = dim, vocab_size
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(dim, vocab_size)
+
+    def forward(self, features: Tensor) -> Tensor:
+        _check_features(features, self.dim, "CTCHead")
+        return self.proj(self.dropout(features))  # z_t = W Drop(x_t) + b, (B, T, V)
+
+
 # Keys of a batch that are model inputs; every other key (labels, ids, offsets) is for the loss/metrics.
 TEXT_INPUTS = ("input_ids", "padding_mask", "token_type_ids")
 VISION_INPUTS = ("images",)
+AUDIO_INPUTS = ("waveform", "lengths")
 
 
 class TaskModel(nn.Module):
@@ -142,7 +159,9 @@ class TaskModel(nn.Module):
                                  token_type_ids=inputs.get("token_type_ids"))
         if "images" in inputs:
             return self.backbone(inputs["images"])
-        raise ValueError(f"TaskModel needs `input_ids` (text) or `images` (vision) in its inputs, got keys "
+        if "waveform" in inputs:
+            return self.backbone(inputs["waveform"], inputs.get("lengths"))
+        raise ValueError(f"TaskModel needs `input_ids` (text), `images` (vision) or `waveform` (audio), got keys "
                          f"{sorted(inputs)}")
 
     def forward(self, **inputs):
@@ -170,7 +189,7 @@ def task_loss(task_type: str, outputs, batch: Mapping[str, Tensor], label_smooth
     raise ValueError(f"unknown task type {task_type!r}; use one of {TASK_TYPES}")
 
 
-MODEL_INPUTS = ("input_ids", "padding_mask", "token_type_ids", "images")
+MODEL_INPUTS = ("input_ids", "padding_mask", "token_type_ids", "images", "waveform", "lengths")
 
 
 def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -178,5 +197,5 @@ def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
 
 
-__all__ = ["ImageClassificationHead", "QuestionAnsweringHead", "SequenceClassificationHead", "TaskModel",
+__all__ = ["CTCHead", "ImageClassificationHead", "QuestionAnsweringHead", "SequenceClassificationHead", "TaskModel",
            "model_inputs", "task_loss"]

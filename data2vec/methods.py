@@ -113,19 +113,22 @@ def dino_views(preset: str, image_size: int, steps: int) -> Views:
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec(
         name="data2vec",
-        summary="regress the EMA teacher's averaged top-K layers at the masked positions (text or vision)",
+        summary="regress the EMA teacher's averaged top-K layers at the masked positions (text, vision or audio)",
         config_path="data2vec.v1:Data2VecConfig", method_path="data2vec.v1:Data2Vec",
         optim={
             # paper: 2e-4 at 256 x 512 tokens; Adam (0.9, 0.98); clip 5 (released)
             "text": OptimDefaults(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=5.0),
             # released: 2e-3 at batch 2048, AdamW (0.9, 0.999), wd 0.05, clip 3
             "vision": OptimDefaults(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), clip_norm=3.0),
+            # released audio: 5e-4 (16 GPUs x 3.8M samples), Adam (0.9, 0.98), eps 1e-6, wd 0.01, no clipping
+            # given; clip 5 as for text at the CLI's small batches
+            "audio": OptimDefaults(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=5.0),
         },
     ),
     MethodSpec(
         name="data2vec2",
         summary="data2vec 2.0: a visible-only student with M masks per sample and a conv decoder regresses one "
-        "teacher pass (text or vision; --set num_masks=M)",
+        "teacher pass (text, vision or audio; --set num_masks=M)",
         config_path="data2vec.v2:Data2Vec2Config", method_path="data2vec.v2:Data2Vec2",
         optim={
             # released text: 2e-4 at 64 x 512 tokens (x 8 masks), Adam (0.9, 0.98), wd 0.01, clip 1;
@@ -133,6 +136,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
             "text": OptimDefaults(lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=1.0),
             # released images: 1e-3 at batch 256 (x 16 masks), AdamW (0.9, 0.95), wd 0.05, clip 4
             "vision": OptimDefaults(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95), clip_norm=4.0),
+            # released audio: 7.5e-4 cosine, 8k warm-up (8 GPUs x 1M samples x 8 masks), Adam (0.9, 0.98), wd 0.01
+            "audio": OptimDefaults(lr=7.5e-4, weight_decay=0.01, betas=(0.9, 0.98), clip_norm=1.0),
         },
     ),
     MethodSpec(

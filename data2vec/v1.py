@@ -158,7 +158,7 @@ class Data2VecConfig(TauSchedule):
         plugin = modalities.get(modality)
         enc_over, own_over = split_overrides(cls, overrides)
         encoder = get_preset(modality, name, **{**plugin.v1_encoder, **enc_over})
-        values = plugin.v1_values(encoder.depth, reduced=name != "base", overrides=own_over)
+        values = plugin.v1_values(encoder, reduced=name != "base", overrides=own_over)
         values.update(own_over)
         return cls(encoder=encoder, **values)
 
@@ -239,7 +239,7 @@ class Data2Vec(TeacherBookkeeping):
         student_out = self.forward_student(student_input, loss_mask, batch)  # (B, N, D)
         targets = self.forward_teacher(batch)  # (B, N, D)
         loss, pred, target = self.forward_loss(student_out, targets, loss_mask)
-        eligible = self.modality.eligible(batch, loss_mask).clamp(min=1)  # positions that could have been masked
+        eligible = self.modality.eligible(self, batch, loss_mask).clamp(min=1)  # positions that could have been masked
         stats = {  # 0-dim tensors: the engine moves them to the host in one transfer
             "loss": loss.detach(),
             "target_std": spread(target),

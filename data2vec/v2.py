@@ -297,7 +297,7 @@ class Data2Vec2(TeacherBookkeeping):
             B, N, D = targets.shape
             M = mask.shape[0] // B
             masked_targets = targets[:, None].expand(B, M, N, D)[mask.view(B, M, N)]  # (|masked|, D)
-            eligible = self.modality.eligible(batch, mask)  # positions that could have been masked
+            eligible = self.modality.eligible(self, batch, mask)  # positions that could have been masked
             masked_pred = decoded[mask]  # (|masked|, D), gathered once for both statistics
             stats = {
                 "loss": loss.detach(),

@@ -312,7 +312,7 @@ def test_every_preset_builds_and_runs(modality, name):
         (dict(dropout=-0.1), "dropout"),
         (dict(attn_dropout=1.0), "attn_dropout"),
         (dict(drop_path=2.0), "drop_path"),
-        (dict(modality="audio"), "modality"),
+        (dict(modality="video"), "modality"),
         (dict(depth=0), "depth"),
         (dict(heads=0), "heads"),
         (dict(mlp_ratio=0), "mlp_ratio"),

@@ -163,7 +163,7 @@ def test_backbone_features_read_text_images_and_crops():
     assert calls[-1][1] is first  # DINO: the first global crop
     tokens, _ = backbone_features(vision_backbone, {"images": second})
     assert calls[-1][1] is second and tokens.shape == (2, 4, 3)
-    with pytest.raises(ValueError, match="'input_ids', 'images' or 'crops'"):
+    with pytest.raises(ValueError, match="'input_ids', 'images', 'crops' or 'waveform'"):
         backbone_features(vision_backbone, {"x": second})
 
 

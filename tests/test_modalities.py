@@ -32,15 +32,15 @@ def images(B=3):
 
 
 def test_registry_names_and_lookup():
-    assert modalities.names() == ("text", "vision")
+    assert modalities.names() == ("text", "vision", "audio")
     assert modalities.get("text") is TEXT and modalities.get("vision") is VISION
-    with pytest.raises(ValueError, match="unknown modality 'audio'"):
-        modalities.get("audio")
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        modalities.get("video")
     with pytest.raises(ValueError, match="unknown modality"):
-        Data2VecConfig.preset("audio", "tiny")
+        Data2VecConfig.preset("video", "tiny")
 
 
-@pytest.mark.parametrize("name", ["text", "vision"])
+@pytest.mark.parametrize("name", ["text", "vision", "audio"])
 def test_every_hook_is_implemented(name):
     plugin = modalities.get(name)
     hooks = [n for n, v in vars(Modality).items() if callable(v) and not n.startswith("_")]
@@ -101,8 +101,8 @@ def test_v2_masks_per_modality():
 def test_eligible_positions():
     batch = text_batch()
     mask = torch.zeros(3 * 2, 12, dtype=torch.bool)
-    assert int(TEXT.eligible(batch, mask)) == 2 * (3 * 12 - 3)  # real tokens of the two clones
-    assert int(VISION.eligible({"images": images()}, mask)) == mask.numel()
+    assert int(TEXT.eligible(None, batch, mask)) == 2 * (3 * 12 - 3)  # real tokens of the two clones
+    assert int(VISION.eligible(None, {"images": images()}, mask)) == mask.numel()
 
 
 def test_read_batch_checks_and_completes():

@@ -4,7 +4,8 @@
         imports a `save_pretrained` folder (bert, roberta, data2vec-text, vit, beit, data2vec-vision; task
         heads included when they match ours) into our format: DIR/model.safetensors (`backbone.*`,
         `head.*`) + DIR/config.json {"encoder", "family", "head"}; the tokenizer files are copied along.
-    data2vec convert --to-hf OURDIR --out FOLDER --family {roberta,data2vec-text,bert,vit,data2vec-vision,beit}
+    data2vec convert --to-hf OURDIR --out FOLDER --family {roberta,data2vec-text,bert,vit,data2vec-vision,beit,
+                                                          data2vec-audio}
         exports our checkpoint (a convert output, a `data2vec finetune` best/ folder or a `data2vec pretrain`
         run) so that `transformers`' `AutoModel.from_pretrained(FOLDER)` loads it.
 
@@ -19,13 +20,14 @@ from pathlib import Path
 
 from .errors import OVERWRITE_HELP, CliError, HelpFormatter
 
-EXPORT_FAMILIES = ("roberta", "data2vec-text", "bert", "vit", "data2vec-vision", "beit")
+EXPORT_FAMILIES = ("roberta", "data2vec-text", "bert", "vit", "data2vec-vision", "beit", "data2vec-audio")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "convert",
-        help="import/export HuggingFace-format checkpoints (bert, roberta, data2vec-text, vit, beit, data2vec-vision)",
+        help="import/export HuggingFace-format checkpoints (bert, roberta, data2vec-text, vit, beit, data2vec-vision, "
+        "data2vec-audio)",
         description="Convert between HuggingFace `save_pretrained` folders and our checkpoint format. "
         "Download the official weights yourself (e.g. `huggingface-cli download facebook/data2vec-text-base "
         "--local-dir d2v-text`); nothing here uses the network.",
@@ -103,6 +105,7 @@ def _export_hf(args: argparse.Namespace, out: Path) -> int:
     if family is None:  # our own runs record no HF family: pick the layout that holds the encoder
         family = ("bert" if cfg.position_offset == 0 else "roberta") if cfg.modality == "text" else \
             ("vit" if cfg.position == "learned" and cfg.layer_scale is None else "data2vec-vision")
+        family = "data2vec-audio" if cfg.modality == "audio" else family
     export_hf(out, model, family)
     candidates = [Path(args.tokenizer)] if args.tokenizer else [src, src / "tokenizer", src.parent,
                                                                   src.parent / "tokenizer"]

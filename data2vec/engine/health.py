@@ -48,9 +48,10 @@ def start_health(run: Run, data, collate_fn, knn: LabelledProbe | None) -> Healt
     items = SeededItems(data, seed)
     with preserved_rng():
         probe = (collate_fn or default_collate)([items[(0, i)] for i in sorted(order.tolist())])
-    if not (isinstance(probe, dict) and {"input_ids", "images", "crops"} & set(probe)
+    if not (isinstance(probe, dict) and {"input_ids", "images", "crops", "waveform"} & set(probe)
             and isinstance(getattr(run.method, "backbone", None), nn.Module)):
-        return health_off(run, "its batches have no 'input_ids', 'images' or 'crops' (or the method no backbone)")
+        return health_off(run, "its batches have no 'input_ids', 'images', 'crops' or 'waveform' (or the method no "
+                          "backbone)")
     guard = None
     if run.main:
         guard = health_guard(cfg, run.full_config.get("method") or type(run.method).__name__,

@@ -1,8 +1,9 @@
 """Export of our encoders to the HuggingFace layout (docs/design.md section 7): the way back from `hf_import.py`.
 
 `export_hf(folder, model, family)` writes `config.json` + `model.safetensors` that `transformers` loads
-as a `bert` / `roberta` / `data2vec-text` or `vit` / `beit` / `data2vec-vision` model, with a
-classification or QA head when there is one. The key names come from the same tables the import uses
+as a `bert` / `roberta` / `data2vec-text`, `vit` / `beit` / `data2vec-vision` or `data2vec-audio` model, with a
+classification, QA or CTC head when there is one (data2vec-audio also gets a `preprocessor_config.json` whose
+`do_normalize` is the encoder's `normalize_waveform`). The key names come from the same tables the import uses
 (`names.py`), so a round trip ours -> folder -> ours is the identity (tested), and so is ours ->
 folder -> `transformers` on the outputs.
 
@@ -10,7 +11,10 @@ What a family's layout cannot express is refused with the reason and the fix, ne
 approximately (`hf_config_for`, `_check_head_exportable`): a text encoder as a vision family or the
 reverse, a pre-LN text encoder, positions that do not start where BERT (0) or RoBERTa (pad_id + 1) start
 them, a patch-embedding LayerNorm, relative positions / layer scale / no final norm in a ViT, a head whose
-pooling or style the family's head class does not have, or a head with no counterpart at all.
+pooling or style the family's head class does not have, or a head with no counterpart at all, an audio
+encoder with ALiBi biases (data2vec 2.0's; no transformers class has them). A data2vec-audio encoder exports
+as it is; `transformers` then zeroes padded frames before its first positional-conv layer only (ours: before
+every layer), so its outputs equal ours on unpadded input (and on padded input with `pos_conv_zero_pads=False`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..backbone import TextTransformer, VisionTransformer
+from ..backbone import AudioTransformer, TextTransformer, VisionTransformer
 from ..config import EncoderConfig
-from ..heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
+from ..heads import CTCHead, ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
 from .files import copy_tokenizer_files
 from .names import (
     ALIASES,
+    AUDIO_FAMILIES,
     BASE_CLASS,
     FAMILIES,
     LAYER_REL,
@@ -40,18 +45,52 @@ from .names import (
 )
 from .pretrained import PretrainedModel
 
+AUDIO_PREPROCESSOR = {  # HF Wav2Vec2FeatureExtractor of the released data2vec-audio folders
+    "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
+    "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True,
+}
+
 
 def _export_error(family: str, problem: str, fix: str) -> ValueError:
     return ValueError(f"cannot export to the {family!r} layout: {problem}; {fix}")
+
+
+def audio_hf_config(cfg: EncoderConfig, head: nn.Module | None) -> dict:
+    """config.json of the `Data2VecAudioModel` / `Data2VecAudioForCTC` that reproduces our audio encoder."""
+    family = "data2vec-audio"
+    if cfg.alibi:
+        raise _export_error(family, "the encoder adds ALiBi attention biases (data2vec 2.0 audio)",
+                            "transformers has no class for it; keep it in our format")
+    if head is not None and not isinstance(head, CTCHead):
+        raise _export_error(family, f"a {type(head).__name__} has no data2vec-audio counterpart here",
+                            "export the backbone alone or with a CTCHead")
+    n = len(cfg.conv_kernels)
+    config = {
+        "model_type": family, "hidden_size": cfg.dim, "num_hidden_layers": cfg.depth, "num_attention_heads": cfg.heads,
+        "intermediate_size": int(cfg.dim * cfg.mlp_ratio), "hidden_act": "gelu", "hidden_dropout": cfg.dropout,
+        "attention_dropout": cfg.attn_dropout, "activation_dropout": 0.0, "feat_proj_dropout": cfg.feature_dropout,
+        "layerdrop": 0.0, "layer_norm_eps": cfg.norm_eps, "initializer_range": cfg.init_std,
+        "feat_extract_activation": "gelu", "conv_bias": False, "num_feat_extract_layers": n,
+        "conv_dim": [cfg.conv_dim] * n, "conv_kernel": list(cfg.conv_kernels), "conv_stride": list(cfg.conv_strides),
+        "num_conv_pos_embeddings": cfg.pos_conv_depth, "conv_pos_kernel_size": cfg.pos_conv_kernel,
+        "num_conv_pos_embedding_groups": cfg.pos_conv_groups,
+        "mask_time_prob": 0.05 if cfg.use_mask_token else 0.0,  # HF builds masked_spec_embed only when > 0
+        "architectures": ["Data2VecAudioForCTC" if head is not None else "Data2VecAudioModel"],
+    }
+    if head is not None:
+        config.update(vocab_size=head.vocab_size, final_dropout=head.dropout.p, pad_token_id=0)  # blank = 0
+    return config
 
 
 def hf_config_for(cfg: EncoderConfig, family: str, head: nn.Module | None) -> dict:
     """config.json of the `transformers` model that reproduces our encoder (checks that it can)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown export family {family!r}; use one of {FAMILIES}")
-    if (family in TEXT_FAMILIES) != (cfg.modality == "text"):
-        raise _export_error(family, f"the encoder is a {cfg.modality} encoder",
-                            f"use one of {TEXT_FAMILIES if cfg.modality == 'text' else VISION_FAMILIES}")
+    kinds = {"text": TEXT_FAMILIES, "vision": VISION_FAMILIES, "audio": AUDIO_FAMILIES}
+    if family not in kinds[cfg.modality]:
+        raise _export_error(family, f"the encoder is a {cfg.modality} encoder", f"use one of {kinds[cfg.modality]}")
+    if cfg.modality == "audio":
+        return audio_hf_config(cfg, head)
     if cfg.modality == "vision" and (not cfg.norm_first or cfg.embed_norm):
         # data2vec 2.0's image encoder: post-LN blocks, fixed sin-cos positions, a LayerNorm after the CLS prepend
         raise _export_error(family, "the encoder is data2vec 2.0's post-LN ViT (a LayerNorm after the CLS prepend, "
@@ -135,8 +174,37 @@ def _check_head_exportable(head: nn.Module, family: str, cfg: EncoderConfig) -> 
         raise _export_error(family, f"a {type(head).__name__} has no {family} counterpart", "export the backbone alone")
 
 
+def split_qkv(out: dict[str, Tensor], ours: dict[str, Tensor], cfg: EncoderConfig, i: int) -> dict[str, str]:
+    """Write block i's fused (3D, D) = [Wq; Wk; Wv] as three HF weights into `out`; returns their HF names."""
+    names = qkv_key_names(i, cfg.modality)
+    D = cfg.dim
+    w = ours[f"encoder.blocks.{i}.attn.qkv.weight"]  # (3D, D) = [Wq; Wk; Wv]
+    for j, p in enumerate("qkv"):
+        out[f"{names[p]}.weight"] = w[j * D:(j + 1) * D]
+    return names
+
+
+def audio_export_state(backbone: nn.Module, head: nn.Module | None) -> dict[str, Tensor]:
+    """An `AudioTransformer` (+ CTC head) under `Data2VecAudioModel` (`Data2VecAudioForCTC`) names."""
+    ours = {k: v.detach() for k, v in backbone.state_dict().items()}
+    out = {hf_key: ours[our_key] for our_key, hf_key in key_pairs(backbone)}
+    for i in range(backbone.cfg.depth):
+        names = split_qkv(out, ours, backbone.cfg, i)
+        attn = backbone.encoder.blocks[i].attn
+        for p in "qkv":
+            bias = getattr(attn, f"{p}_bias")
+            out[f"{names[p]}.bias"] = torch.zeros(backbone.cfg.dim) if bias is None else bias.detach()
+    if head is not None:
+        out = {"data2vec_audio." + k: v for k, v in out.items()}
+        out.update({hf_key: head.state_dict()[our_key[len("head."):]].detach()
+                    for our_key, hf_key in head_key_pairs(head)})
+    return {k: v.contiguous().clone() for k, v in out.items()}
+
+
 def export_state(backbone: nn.Module, family: str, head: nn.Module | None = None) -> dict[str, Tensor]:
     """Our weights under `transformers`' names (task models prefix the backbone with `roberta.` etc.)."""
+    if backbone.cfg.modality == "audio":
+        return audio_export_state(backbone, head)
     ours = {k: v.detach() for k, v in backbone.state_dict().items()}
     cfg: EncoderConfig = backbone.cfg
     text = cfg.modality == "text"
@@ -153,11 +221,8 @@ def export_state(backbone: nn.Module, family: str, head: nn.Module | None = None
     if not text and family != "vit" and cfg.position == "sincos":
         out["embeddings.position_embeddings"] = backbone.embed.pos_embed.detach()
     for i in range(cfg.depth):
-        names = qkv_key_names(i, text)
+        names = split_qkv(out, ours, cfg, i)
         D = cfg.dim
-        w = ours[f"encoder.blocks.{i}.attn.qkv.weight"]  # (3D, D) = [Wq; Wk; Wv]
-        for j, p in enumerate("qkv"):
-            out[f"{names[p]}.weight"] = w[j * D:(j + 1) * D]
         attn = backbone.encoder.blocks[i].attn
         for p in "qkv":
             bias = getattr(attn, f"{p}_bias")  # None when qkv_bias=False; k: zero buffer when k_bias=False
@@ -203,8 +268,8 @@ def export_hf(folder: str | Path, model: nn.Module, family: str, head: nn.Module
     if isinstance(model, PretrainedModel):
         head = model.head if head is None else head
         model = model.backbone
-    if not isinstance(model, (TextTransformer, VisionTransformer)):
-        raise ValueError(f"export_hf needs a TextTransformer/VisionTransformer, got {type(model).__name__}")
+    if not isinstance(model, (TextTransformer, VisionTransformer, AudioTransformer)):
+        raise ValueError(f"export_hf needs a Text/Vision/AudioTransformer, got {type(model).__name__}")
     family = ALIASES.get(family, family)
     config = hf_config_for(model.cfg, family, head)
     state = export_state(model, family, head)
@@ -215,6 +280,9 @@ def export_hf(folder: str | Path, model: nn.Module, family: str, head: nn.Module
         json.dump(config, f, indent=2)
     if tokenizer_dir is not None:
         copy_tokenizer_files(tokenizer_dir, folder)
+    if model.cfg.modality == "audio":  # the waveform normalisation lives in HF's feature extractor
+        with open(folder / "preprocessor_config.json", "w") as f:
+            json.dump(AUDIO_PREPROCESSOR | {"do_normalize": model.cfg.normalize_waveform}, f, indent=2)
     return folder
 
 

@@ -5,6 +5,11 @@ the task head the checkpoint carries, and reports what it did not import.
 Differences from `transformers`: the three q/k/v projections are concatenated into our fused one; a BEiT with
 both a shared and a per-layer relative position bias gets the summed table per block; only the exact GELU and
 absolute text positions are accepted (anything else would not reproduce the checkpoint's outputs).
+data2vec-audio: the waveform normalisation of the HF feature extractor (`preprocessor_config.json`
+`do_normalize`) moves into our backbone (`normalize_waveform`, off when the folder has no such file, as the
+HF model itself does not normalise); the positional convolution zeroes padded frames before every layer
+(`pos_conv_zero_pads=True`, so padding never leaks), where `transformers` zeroes them before the first only:
+equal outputs without padding, and on padded batches after `load_hf(folder, pos_conv_zero_pads=False)`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..backbone import TextTransformer, VisionTransformer
+from ..backbone import build_backbone
 from ..config import EncoderConfig
-from ..heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
+from ..heads import CTCHead, ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
 from .files import fit_tensor, read_json, read_weights
 from .names import (
     ALIASES,
+    AUDIO_FAMILIES,
     FAMILIES,
     LAYER_REL,
     NEW_STYLE_RENAMES,
@@ -113,6 +119,33 @@ def _image_size(hf: dict, key: str) -> int:
     return int(size)
 
 
+def audio_config_from_hf(hf: dict, state: dict[str, Tensor], normalize: bool) -> EncoderConfig:
+    """The EncoderConfig of a `Data2VecAudioConfig` (what it cannot express is refused with the reason)."""
+    _check_activation(hf)
+    if hf.get("feat_extract_activation", "gelu") != "gelu":
+        raise ValueError(f"config.json feat_extract_activation={hf['feat_extract_activation']!r}: our feature "
+                         "encoder uses the exact GELU ('gelu')")
+    if hf.get("conv_bias", False) or hf.get("add_adapter", False):
+        raise ValueError("config.json has conv_bias=true or add_adapter=true; the data2vec-audio import supports the "
+                         "released layout (bias-free feature convs, no adapter)")
+    conv_dim = list(_get(hf, "conv_dim"))
+    if len(set(conv_dim)) != 1:
+        raise ValueError(f"config.json conv_dim={conv_dim}: only feature encoders of one width are supported")
+    return EncoderConfig(
+        modality="audio", norm_first=False, final_norm=False, layer_scale=None, init="bert", position="none",
+        dim=_get(hf, "hidden_size"), depth=_get(hf, "num_hidden_layers"), heads=_get(hf, "num_attention_heads"),
+        mlp_ratio=_mlp_ratio(hf), dropout=float(hf.get("hidden_dropout", 0.0)),
+        attn_dropout=float(hf.get("attention_dropout", 0.0)), norm_eps=float(_get(hf, "layer_norm_eps")),
+        init_std=float(hf.get("initializer_range", 0.02)), conv_dim=conv_dim[0],
+        conv_kernels=tuple(_get(hf, "conv_kernel")), conv_strides=tuple(_get(hf, "conv_stride")),
+        feature_dropout=float(hf.get("feat_proj_dropout", 0.0)),
+        pos_conv_depth=int(_get(hf, "num_conv_pos_embeddings")),
+        pos_conv_kernel=int(_get(hf, "conv_pos_kernel_size")),
+        pos_conv_groups=int(_get(hf, "num_conv_pos_embedding_groups")), normalize_waveform=normalize,
+        use_mask_token="masked_spec_embed" in state,
+    )
+
+
 def encoder_config_from_hf(hf: dict, family: str, state: dict[str, Tensor]) -> EncoderConfig:
     """The EncoderConfig that reproduces a `transformers` model of this family."""
     _check_activation(hf)
@@ -174,7 +207,6 @@ def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tens
             report.ignored_buffers.append(key)
     ours = backbone.state_dict()
     new: dict[str, Tensor] = {}
-    text = isinstance(backbone, TextTransformer)
 
     def take(our_key: str, hf_key: str, target: Tensor) -> None:
         if hf_key in hf:
@@ -183,7 +215,7 @@ def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tens
     for our_key, hf_key in key_pairs(backbone):
         take(our_key, hf_key, ours[our_key])
     for i in range(len(backbone.encoder.blocks)):
-        names = qkv_key_names(i, text)
+        names = qkv_key_names(i, backbone.cfg.modality)
         qkv_key = f"encoder.blocks.{i}.attn.qkv.weight"
         D = ours[qkv_key].shape[1]
         if all(f"{names[p]}.weight" in hf for p in "qkv"):
@@ -193,7 +225,7 @@ def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tens
             our_bias = f"encoder.blocks.{i}.attn.{p}_bias"
             if our_bias in ours:
                 take(our_bias, f"{names[p]}.bias", ours[our_bias])
-    if isinstance(backbone, VisionTransformer) and backbone.rel_pos is not None:
+    if getattr(backbone, "rel_pos", None) is not None:
         if isinstance(backbone.rel_pos, nn.ModuleList):  # per layer, plus the shared table when both exist
             shared = hf.pop(SHARED_REL, None)
             for i in range(len(backbone.rel_pos)):
@@ -230,6 +262,12 @@ def import_state(backbone: nn.Module, head: nn.Module | None, hf: dict[str, Tens
 def head_from_hf(hf_config: dict, family: str, state: dict[str, Tensor], cfg: EncoderConfig) -> nn.Module | None:
     """The task head a checkpoint carries (from `architectures`, else from its keys), or None."""
     arch = " ".join(hf_config.get("architectures") or [])
+    if family in AUDIO_FAMILIES:
+        if "ForCTC" in arch or (not arch and "lm_head.weight" in state):
+            if "lm_head.weight" in state:
+                dropout = float(hf_config.get("final_dropout", 0.0))
+                return CTCHead(cfg.dim, state["lm_head.weight"].shape[0], dropout=dropout)
+        return None
     dropout = hf_config.get("classifier_dropout")
     dropout = float(hf_config.get("hidden_dropout_prob", 0.0) if dropout is None else dropout)
     if family in TEXT_FAMILIES:
@@ -253,16 +291,23 @@ def head_from_hf(hf_config: dict, family: str, state: dict[str, Tensor], cfg: En
     return None
 
 
-def load_hf(folder: str | Path) -> PretrainedModel:
-    """Import a `transformers` checkpoint folder (see the module docstring for the families)."""
+def load_hf(folder: str | Path, **encoder_overrides) -> PretrainedModel:
+    """Import a `transformers` checkpoint folder (see the module docstring for the families); `encoder_overrides`
+    change fields of the imported EncoderConfig (e.g. `pos_conv_zero_pads=False`, `dropout=0.0`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
     hf_config = read_json(folder / "config.json")
     family = family_of(hf_config)
     state = normalise_keys(read_weights(folder), family)
-    cfg = encoder_config_from_hf(hf_config, family, state)
-    backbone = TextTransformer(cfg) if cfg.modality == "text" else VisionTransformer(cfg)
+    if family in AUDIO_FAMILIES:
+        preprocessor = folder / "preprocessor_config.json"
+        normalize = bool(read_json(preprocessor).get("do_normalize", False)) if preprocessor.is_file() else False
+        cfg = audio_config_from_hf(hf_config, state, normalize)
+    else:
+        cfg = encoder_config_from_hf(hf_config, family, state)
+    cfg = cfg.replace(**encoder_overrides) if encoder_overrides else cfg
+    backbone = build_backbone(cfg)
     head = head_from_hf(hf_config, family, state, cfg)
     report = import_state(backbone, head, state)
     return PretrainedModel(backbone, head, family, report, extra={"hf_config": hf_config}).eval()

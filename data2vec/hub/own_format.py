@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..backbone import build_backbone
 from ..config import EncoderConfig
-from ..heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
+from ..heads import CTCHead, ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
 from .files import fit_tensor, read_json, read_weights
 from .pretrained import PretrainedModel
 
@@ -33,6 +33,8 @@ def head_spec(head: nn.Module | None) -> dict | None:
     if isinstance(head, ImageClassificationHead):
         return {"type": "image", "num_classes": head.num_classes, "pooling": head.pooling,
                 "norm": head.norm is not None, "eps": head.norm.eps if head.norm is not None else 1e-6}
+    if isinstance(head, CTCHead):
+        return {"type": "ctc", "vocab_size": head.vocab_size, "dropout": head.dropout.p}
     raise ValueError(f"cannot save a head of type {type(head).__name__}; use one of data2vec.heads")
 
 
@@ -47,7 +49,9 @@ def head_from_spec(spec: dict | None, dim: int) -> nn.Module | None:
     if kind == "image":
         return ImageClassificationHead(dim, spec["num_classes"], pooling=spec["pooling"], norm=spec["norm"],
                                        eps=spec["eps"])
-    raise ValueError(f"config.json head type {kind!r} is unknown; expected 'sequence', 'qa' or 'image'")
+    if kind == "ctc":
+        return CTCHead(dim, spec["vocab_size"], dropout=spec["dropout"])
+    raise ValueError(f"config.json head type {kind!r} is unknown; expected 'sequence', 'qa', 'image' or 'ctc'")
 
 
 def save_backbone(path: str | Path, backbone: nn.Module, extra_config: dict | None = None,
@@ -107,6 +111,8 @@ def infer_head(head_state: dict[str, Tensor], cfg: EncoderConfig) -> nn.Module |
         norm = "norm.weight" in head_state
         return ImageClassificationHead(cfg.dim, head_state["classifier.weight"].shape[0],
                                        pooling="mean" if norm else "cls", norm=norm, eps=cfg.norm_eps)
+    if "proj.weight" in head_state:
+        return CTCHead(cfg.dim, head_state["proj.weight"].shape[0])
     raise ValueError(f"head tensors {sorted(head_state)[:4]} match none of data2vec.heads")
 
 

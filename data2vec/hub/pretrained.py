@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from ..backbone import TextTransformer
+from ..backbone import AudioTransformer, TextTransformer
 from ..config import EncoderConfig
 
 
@@ -32,8 +32,9 @@ class ImportReport:
 class PretrainedModel(nn.Module):
     """An imported checkpoint, called like the `transformers` model.
 
-    forward(input_ids, attention_mask, token_type_ids) for text or forward(pixel_values, bool_masked_pos)
-    for vision -> final output (B, T, D) = `last_hidden_state`; with return_layers="block" also the list of
+    forward(input_ids, attention_mask, token_type_ids) for text, forward(pixel_values, bool_masked_pos)
+    for vision or forward(input_values, attention_mask) for audio (attention_mask over samples, right-padded)
+    -> final output (B, T, D) = `last_hidden_state`; with return_layers="block" also the list of
     block outputs = `hidden_states[1:]`, with "ffn" the FFN outputs (data2vec-text targets).
     `logits(...)` applies the imported head (if any) to the final output.
     """
@@ -53,7 +54,16 @@ class PretrainedModel(nn.Module):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, pixel_values: Tensor | None = None,
-                bool_masked_pos: Tensor | None = None, return_layers: str | None = None):
+                bool_masked_pos: Tensor | None = None, return_layers: str | None = None,
+                input_values: Tensor | None = None):
+        if isinstance(self.backbone, AudioTransformer):
+            if input_values is None and input_ids is not None and input_ids.is_floating_point():
+                input_values = input_ids  # called positionally, model(waveforms)
+            if input_values is None:
+                raise ValueError(f"this {self.family} model is a speech encoder: pass input_values (B, S)")
+            # attention_mask: 1 = real sample (HF, right padding) -> lengths (B,)
+            lengths = None if attention_mask is None else attention_mask.long().sum(dim=1)
+            return self.backbone(input_values, lengths, return_layers=return_layers)
         if isinstance(self.backbone, TextTransformer):
             if input_ids is None:
                 raise ValueError(f"this {self.family} model is a text encoder: pass input_ids (B, T)")

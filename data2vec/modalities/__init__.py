@@ -1,4 +1,4 @@
-"""Modality plug-ins: everything that differs between text and images, for data2vec v1 and data2vec 2.0.
+"""Modality plug-ins: everything that differs between text, images and speech, for data2vec v1 and data2vec 2.0.
 
 data2vec's thesis (arXiv 2202.03555, section 1; data2vec 2.0, arXiv 2212.07525, section 3) is one learning
 objective for every modality: only the input encoder and the masking are modality-specific. The released
@@ -13,13 +13,14 @@ Adding a modality = one module here, one test file, one entry in `REGISTRY`.
 
 from __future__ import annotations
 
+from .audio import AUDIO
 from .base import Modality
 from .text import TEXT
 from .vision import VISION
 
-__all__ = ["Modality", "REGISTRY", "TEXT", "VISION", "get", "names"]
+__all__ = ["AUDIO", "Modality", "REGISTRY", "TEXT", "VISION", "get", "names"]
 
-REGISTRY: dict[str, Modality] = {modality.name: modality for modality in (TEXT, VISION)}
+REGISTRY: dict[str, Modality] = {modality.name: modality for modality in (TEXT, VISION, AUDIO)}
 
 
 def names() -> tuple[str, ...]:
@@ -27,7 +28,7 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> Modality:
-    """The plug-in of modality `name` ("text", "vision")."""
+    """The plug-in of modality `name` ("text", "vision", "audio")."""
     if name not in REGISTRY:
         raise ValueError(f"unknown modality {name!r}; use one of {names()}")
     return REGISTRY[name]

@@ -43,13 +43,14 @@ class Modality:
         """The batch with its required keys checked (and completed, e.g. a padding mask)."""
         raise NotImplementedError
 
-    def eligible(self, batch: dict, mask: Tensor) -> Tensor:
+    def eligible(self, model: nn.Module, batch: dict, mask: Tensor) -> Tensor:
         """How many of the (B * M, N) positions of `mask` could have been masked (for `masked_fraction`)."""
         raise NotImplementedError
 
     # --- data2vec v1 ---------------------------------------------------------------------------------
-    def v1_values(self, depth: int, reduced: bool, overrides: dict) -> dict:
-        """The method fields of a v1 preset (before the caller's overrides): recipe row, K, reduced row."""
+    def v1_values(self, encoder, reduced: bool, overrides: dict) -> dict:
+        """The method fields of a v1 preset for this `EncoderConfig` (before the caller's overrides): recipe
+        row, K, reduced row."""
         raise NotImplementedError
 
     def check_v1(self, cfg, fail: Fail) -> None:

@@ -89,7 +89,7 @@ class TextModality(Modality):
             batch = {**batch, "padding_mask": batch["input_ids"] == pad_id}
         return batch
 
-    def eligible(self, batch: dict, mask: Tensor) -> Tensor:
+    def eligible(self, model: nn.Module, batch: dict, mask: Tensor) -> Tensor:
         """The real (not padded) tokens of the M clones of every sentence."""
         padding_mask = batch["padding_mask"]
         return (~padding_mask).sum() * (mask.shape[0] // padding_mask.shape[0])
@@ -100,8 +100,8 @@ class TextModality(Modality):
         """K: paper 10 of 12 blocks; reduced sizes the top 5/6, at least 2 (docs/design.md section 8)."""
         return min(depth, max(2, round(depth * (5 / 6)))) if reduced else round(depth * 10 / 12)
 
-    def v1_values(self, depth: int, reduced: bool, overrides: dict) -> dict:
-        values = dict(self.v1_recipe, top_k=self.v1_top_k(depth, reduced))
+    def v1_values(self, encoder, reduced: bool, overrides: dict) -> dict:
+        values = dict(self.v1_recipe, top_k=self.v1_top_k(encoder.depth, reduced))
         if overrides.get("text_masking") == "span":
             values.update(self.v1_span_variant)
         if reduced:

@@ -98,7 +98,7 @@ class VisionModality(Modality):
             raise ValueError(f"a vision {method} batch needs 'images' (B, C, H, W)")
         return batch
 
-    def eligible(self, batch: dict, mask: Tensor) -> Tensor:
+    def eligible(self, model: nn.Module, batch: dict, mask: Tensor) -> Tensor:
         """Every patch of every row."""
         return torch.tensor(mask.numel(), device=mask.device)
 
@@ -108,8 +108,8 @@ class VisionModality(Modality):
         """K: paper 6 of 12 blocks; reduced sizes the top 3/4, at least 2 (docs/design.md section 8)."""
         return min(depth, max(2, round(depth * (3 / 4)))) if reduced else round(depth * 6 / 12)
 
-    def v1_values(self, depth: int, reduced: bool, overrides: dict) -> dict:
-        values = dict(self.v1_recipe, top_k=self.v1_top_k(depth, reduced))
+    def v1_values(self, encoder, reduced: bool, overrides: dict) -> dict:
+        values = dict(self.v1_recipe, top_k=self.v1_top_k(encoder.depth, reduced))
         if reduced:
             values.update(self.v1_reduced)
         return values
