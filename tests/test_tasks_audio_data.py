@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile  # the audio extra, part of dev
 import torch
 
 from tasks.audio import (
@@ -28,8 +29,6 @@ from tasks.audio import (
     read_audio,
     resample,
 )
-
-soundfile = pytest.importorskip("soundfile", reason="the audio extra: pip install -e '.[audio]'")
 
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
