@@ -198,6 +198,38 @@ def test_ctc_loss_trains_a_frame_classifier_to_the_transcript():
     assert texts == ["GO", "NO NO"]
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_ctc_loss_matches_transformers_data2vec_audio_for_ctc(tmp_path, reduction):
+    """HF's Data2VecAudioForCTC computes its loss from the logits, the frame lengths of its conv feature encoder and
+    labels padded with -100; ours, on the same logits, with the frame padding mask built here from the conv formula
+    floor((L - k) / s) + 1 per layer and targets padded with the blank, gives the same number."""
+    from transformers import Data2VecAudioConfig, Data2VecAudioForCTC
+
+    torch.manual_seed(0)
+    config = Data2VecAudioConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                                 conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=4,
+                                 num_conv_pos_embedding_groups=2, conv_pos_kernel_size=3, vocab_size=32,
+                                 ctc_loss_reduction=reduction)
+    Data2VecAudioForCTC(config).save_pretrained(tmp_path)
+    model = Data2VecAudioForCTC.from_pretrained(tmp_path).eval()
+    samples = [400, 271]
+    waveforms = torch.randn(2, 400)
+    attention_mask = (torch.arange(400) < torch.tensor(samples).unsqueeze(1)).long()  # HF: 1 = real sample
+    labels = [[5, 6, 7], [8, 8, 9, 10]]
+    hf_labels = torch.tensor([labels[0] + [-100], labels[1]])
+    with torch.no_grad():
+        out = model(waveforms, attention_mask=attention_mask, labels=hf_labels)
+    frames = []
+    for n in samples:
+        for k, s in zip(config.conv_kernel, config.conv_stride, strict=True):
+            n = (n - k) // s + 1
+        frames.append(n)
+    padding_mask = torch.arange(out.logits.shape[1]) >= torch.tensor(frames).unsqueeze(1)  # (B, T) True = padding
+    targets = torch.tensor([labels[0] + [0], labels[1]])
+    ours = ctc_loss(out.logits, padding_mask, targets, torch.tensor([3, 4]), reduction=reduction, zero_infinity=False)
+    assert ours.item() == pytest.approx(out.loss.item(), rel=1e-5)
+
+
 # ---- error rates ----------------------------------------------------------------------------------------------
 
 def reference_levenshtein(a, b) -> int:
