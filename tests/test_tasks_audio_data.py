@@ -18,6 +18,7 @@ from tasks.audio import (
     AudioCollate,
     CharVocab,
     RandomCrop,
+    audio_datasets,
     detect_keyword_layout,
     hash_split,
     load_audio,
@@ -339,3 +340,34 @@ def test_librispeech_errors_name_the_line(tmp_path):
     (tmp_path / "bad" / "1" / "2" / "1-2.trans.txt").write_text("1-2-0000\n")
     with pytest.raises(ValueError, match="1-2.trans.txt:1: expected"):
         load_transcribed(tmp_path / "bad")
+
+
+# ---- a task's splits by folder layout -------------------------------------------------------------------------
+
+def test_librispeech_root_maps_subsets_to_splits(tmp_path):
+    for subset, uid in (("train-clean-100", "1-2-0000"), ("train-clean-360", "3-4-0000"), ("dev-clean", "5-6-0000"),
+                        ("dev-other", "7-8-0000"), ("test-clean", "9-9-0000")):
+        speaker, chapter, _ = uid.split("-")
+        folder = tmp_path / "LibriSpeech" / subset / speaker / chapter
+        folder.mkdir(parents=True)
+        soundfile.write(folder / f"{uid}.flac", tone(250, 0.5, 16000), 16000)
+        (folder / f"{speaker}-{chapter}.trans.txt").write_text(f"{uid} {subset.upper()}\n")
+    splits = audio_datasets(tmp_path / "LibriSpeech", "ctc", train_transform=RandomCrop(1600))
+    assert {k: v.transcripts for k, v in splits.items()} == {
+        "train": ["TRAIN-CLEAN-100", "TRAIN-CLEAN-360"], "validation": ["DEV-CLEAN"], "test": ["TEST-CLEAN"]}
+    assert splits["train"][0][0].shape == (1600,) and splits["test"][0][0].shape == (8000,)  # crops: train only
+
+
+def test_corpus_root_and_split_folders(tmp_path):
+    speech_commands_tree(tmp_path / "corpus" / "keywords")
+    librispeech_tree(tmp_path / "corpus" / "transcribed" / "train")
+    librispeech_tree(tmp_path / "corpus" / "transcribed" / "test")
+    (tmp_path / "corpus" / "manifest.json").write_text("{}")
+    words = audio_datasets(tmp_path / "corpus", "keywords")
+    assert sorted(words) == ["test", "train", "validation"] and words["train"].classes == ["no", "up", "yes"]
+    text = audio_datasets(tmp_path / "corpus", "ctc")
+    assert sorted(text) == ["test", "train"] and len(text["train"]) == 3  # no validation folder: no such split
+    with pytest.raises(ValueError, match="task must be"):
+        audio_datasets(tmp_path / "corpus", "asr")
+    with pytest.raises(FileNotFoundError, match="no split folders"):
+        audio_datasets(tmp_path / "corpus" / "keywords", "ctc")
