@@ -3,8 +3,9 @@ this machine's CPU (or GPU), and how close each comes to the machine's matrix-pr
 
 What it measures
 - The machine: the CPU model and its bf16 flags (`avx512_bf16`, `amx_bf16`), and the rate of an n x n matrix
-  product in float32 and in bfloat16 (n = 512 and 1024, GFLOP/s, the same threads as the runs): the ceiling of a
-  step made of matrix products. `data2vec.precision` picks its default ("auto") from the same flags.
+  product in float32 and in bfloat16 (n = 512 and 1024 on a CPU, 1024 and 4096 on a GPU; GFLOP/s, the same
+  threads as the runs): the ceiling of a step made of matrix products. `data2vec.precision` picks its default
+  ("auto") from the same flags.
 - Every (method, modality) pair runs `data2vec pretrain` for `--steps` updates in a fresh subprocess per variant
   (`--variants`: fp32, bf16, fp32+compile, bf16+compile), on the same preset, batch, data and seed. The engine
   logs `step_time` for every update (loading the batch, forward, backward, clipping, the optimiser step, the EMA
@@ -12,8 +13,8 @@ What it measures
   median of the rest over `--repeats` rounds is the seconds per update. Rounds rotate the order of the runs.
 - The work of one update: the floating-point operations of the fp32 eager update counted by torch's
   `FlopCounterMode` (matrix products, convolutions, attention) in an in-process run of the same command. Divided by
-  the seconds per update it gives the achieved GFLOP/s, and by the matrix-product rate of that precision (n = 1024)
-  the share of the machine's ceiling (`peak_share`).
+  the seconds per update it gives the achieved GFLOP/s, and by the matrix-product rate of that precision (the
+  faster of the two sizes) the share of the machine's ceiling (`peak_share`).
 - Which variant `--precision auto` picks here, and its speed-up over fp32 eager per method.
 
 The default settings are the image study's (preset mini, 32 px images of scikit-learn's digits, batch 64,
@@ -117,9 +118,10 @@ def machine(args: argparse.Namespace) -> dict:
             "device": args.device, "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
             "auto_precision": choose_precision("auto", args.device).name}
-    if args.device == "cpu":
-        info["matmul_gflops"] = {f"{dtype}@{n}": matmul_gflops(getattr(torch, dtype), n=n, min_seconds=0.5)
-                                 for n in (512, 1024) for dtype in ("float32", "bfloat16")}
+    sizes = (512, 1024) if args.device == "cpu" else (1024, 4096)
+    info["matmul_gflops"] = {f"{dtype}@{n}": matmul_gflops(getattr(torch, dtype), n=n, min_seconds=0.5,
+                                                          device=args.device)
+                             for n in sizes for dtype in ("float32", "bfloat16")}
     return info
 
 
@@ -215,7 +217,8 @@ def report_rows(args, info: dict, times: dict, settings: dict, flops: dict) -> d
         row["gflop_per_update"] = work / 1e9 if work else None
         if work:
             row["achieved_gflops"] = work / 1e9 / row["median_s_per_update"]
-            ceiling = rates.get(("bfloat16" if variant.startswith("bf16") else "float32") + "@1024")
+            dtype = "bfloat16" if variant.startswith("bf16") else "float32"
+            ceiling = max((rate for key, rate in rates.items() if key.startswith(dtype + "@")), default=None)
             row["peak_share"] = row["achieved_gflops"] / ceiling if ceiling else None
         row["times_s"] = ts
         results[f"{method}/{modality}/{variant}"] = row

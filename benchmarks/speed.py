@@ -238,15 +238,18 @@ def max_abs_diff(models: dict[str, nn.Module], x: Tensor, padding_mask: Tensor |
 # ---------------------------------------------------------------------------------------------------
 
 
-def make_step(impl: str, model: nn.Module, x: Tensor, padding_mask: Tensor | None, g: Tensor) -> Callable[[], None]:
-    """One training step without the optimiser: zero gradients, forward, backward of the loss <y, g>."""
+def make_step(impl: str, model: nn.Module, x: Tensor, padding_mask: Tensor | None, g: Tensor,
+              bf16: bool = False) -> Callable[[], None]:
+    """One training step without the optimiser: zero gradients, forward (under bf16 autocast with `bf16`, as
+    `--precision bf16` trains), backward of the loss <y, g>."""
     fwd = forward_fn(impl, model, padding_mask)
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
         x.grad = None
-        y = fwd(x)  # (B, T, D)
-        y.backward(g)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            y = fwd(x)  # (B, T, D)
+        y.backward(g.to(y.dtype))
 
     return step
 
@@ -395,7 +398,8 @@ def add_headline(entry: dict) -> None:
 
 
 def run_benchmark(sizes: list[Size], tokens: int, variants: list[str], reps: int, warmup: int, device: str,
-                  reps_large: int | None = None, memory: bool = True, threads: int = 1, log=print) -> dict:
+                  reps_large: int | None = None, memory: bool = True, threads: int = 1, log=print,
+                  bf16: bool = False) -> dict:
     """Time every (size, variant); sizes of width >= 512 use `reps_large` repetitions when given."""
     results = {}
     for size in sizes:
@@ -406,7 +410,7 @@ def run_benchmark(sizes: list[Size], tokens: int, variants: list[str], reps: int
         for variant in variants:
             x, padding_mask, g = make_inputs(size, tokens, variant, device)
             diff = max_abs_diff(models, x, padding_mask)
-            steps = {name: make_step(name, m, x, padding_mask, g) for name, m in models.items()}
+            steps = {name: make_step(name, m, x, padding_mask, g, bf16) for name, m in models.items()}
             summary = summarise(time_interleaved(steps, n_reps, warmup, device))
             summary["max_abs_diff_vs_ours"] = diff
             if padding_mask is not None:
@@ -450,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=available_cores(),
                    help="torch.set_num_threads (default: the cores this process may use)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses (faster)")
+    p.add_argument("--bf16", action="store_true", help="every step under bf16 autocast (the fp32 weights and the "
+                   "outputs compared before timing stay fp32)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file to write (default %(default)s)")
     p.add_argument("--memory-child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)  # internal: one memory probe
     return p
@@ -472,12 +478,14 @@ def main(argv: list[str] | None = None) -> dict:
     env = environment(args.device)
     print("environment:", json.dumps(env))
     results = run_benchmark(sizes, args.tokens, variants, args.reps, args.warmup, args.device,
-                            reps_large=args.reps_large, memory=not args.no_memory, threads=args.threads)
+                            reps_large=args.reps_large, memory=not args.no_memory, threads=args.threads,
+                            bf16=args.bf16)
     report = {
         "what": "median seconds of one training step (zero grads + forward + backward of <y, g>) of the encoder "
                 "stack only: x (B, T, D) float input with requires_grad, no embedding layer, no head, no optimiser",
         "settings": {"post_ln": True, "activation": "gelu (exact, erf)", "ffn": "4 x width", "head_width": 64,
-                     "layer_norm_eps": NORM_EPS, "dropout": 0.0, "mode": "train", "dtype": "float32",
+                     "layer_norm_eps": NORM_EPS, "dropout": 0.0, "mode": "train",
+                     "dtype": "bfloat16 autocast, fp32 weights" if args.bf16 else "float32",
                      "same_weights": True, "interleaved": "rotating order per repetition",
                      "pad_variant": "random 0-50% tail padding per sequence (first one full); key-padding mask"},
         "implementations": {

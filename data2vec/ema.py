@@ -114,8 +114,10 @@ class EMATeacher(nn.Module):
                      embedding LN, relative position bias, final norm) is copied from the student at
                      every update, i.e. shared (data2vec-text, paper section 3.2).
 
-    Call `update(student, tau)` after each optimiser step. `forward(...)` runs the copy under
-    `torch.no_grad()` with autocast disabled, so its output does not depend on the student's precision.
+    Call `update(student, tau)` after each optimiser step. `forward(...)` runs the copy under `torch.no_grad()`
+    in the run's precision: inside a bf16 autocast region (`--precision bf16`) its products run in bf16 from the
+    fp32 average, as the release runs its teacher in the training dtype (`ema_same_dtype: true`, while the average
+    itself is kept in fp32, `ema_fp32`); the targets are then normalised in fp32 (`targets.build_targets`).
     """
 
     def __init__(self, student: nn.Module, scope: str = "encoder"):
@@ -148,9 +150,8 @@ class EMATeacher(nn.Module):
         _update(self.module, student, tau, self.averaged)
 
     def forward(self, *args, **kwargs):
-        device_type = next(self.module.parameters()).device.type
         cast = lambda x: x.float() if torch.is_tensor(x) and x.is_floating_point() else x  # noqa: E731
         args = tuple(cast(a) for a in args)
         kwargs = {k: cast(v) for k, v in kwargs.items()}
-        with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
+        with torch.no_grad():
             return self.module(*args, **kwargs)

@@ -83,19 +83,24 @@ def cpu_bf16_units(flags: set[str] | None = None) -> list[str] | None:
     return None if flags is None else [f for f in BF16_CPU_FLAGS if f in flags]
 
 
-def matmul_gflops(dtype, n: int = 512, min_seconds: float = 0.15) -> float:
-    """GFLOP/s of an n x n matrix product on the CPU in `dtype` with the current threads (2 n^3 flops each)."""
+def matmul_gflops(dtype, n: int = 512, min_seconds: float = 0.15, device: str = "cpu") -> float:
+    """GFLOP/s of an n x n matrix product in `dtype` on `device` (the CPU with the current threads; 2 n^3 flops
+    each)."""
     import torch
 
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     a @ b  # warm-up: the kernel choice and the thread pool
+    sync()
     reps, start = 0, time.perf_counter()
     while True:
         a @ b
         reps += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return 2 * n**3 * reps / elapsed / 1e9
+        if reps % 8 == 0:
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                return 2 * n**3 * reps / elapsed / 1e9
 
 
 def choose_precision(requested: str, device) -> Precision:

@@ -58,11 +58,20 @@ def check_padding_mask(padding_mask: Tensor | None, shape) -> None:
         )
 
 
-# On a CPU, sequences up to this length take `explicit_attention`: torch's fused CPU kernel is slower there for the
-# short sequences of reduced-scale runs, and in bf16 several times slower at every length measured
-# (benchmarks/README.md, "Attention on the CPU"); longer ones keep the fused kernel, which never holds the
-# (B, H, T, T) matrix for backward.
-EXPLICIT_ATTENTION_MAX_T = 256
+# On a CPU, `explicit_attention` is faster than torch's fused kernel for short float32 sequences and, in bf16, at
+# every length measured (benchmarks/README.md, "Attention on the CPU"): float32 sequences up to
+# EXPLICIT_ATTENTION_MAX_T and bf16 ones up to EXPLICIT_ATTENTION_MAX_T_BF16 take it. Longer ones keep the fused
+# kernel, which never holds the (B, H, T, T) matrix for backward.
+EXPLICIT_ATTENTION_MAX_T = 48
+EXPLICIT_ATTENTION_MAX_T_BF16 = 256
+
+
+def takes_explicit_attention(q: Tensor, dropout_p: float) -> bool:
+    """Whether `Attention` computes softmax(QK^T)V written out (CPU, no attention dropout, short enough)."""
+    if q.device.type != "cpu" or dropout_p > 0.0:
+        return False
+    limit = EXPLICIT_ATTENTION_MAX_T_BF16 if q.dtype == torch.bfloat16 else EXPLICIT_ATTENTION_MAX_T
+    return q.shape[-2] <= limit
 
 
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -110,7 +119,7 @@ class Attention(nn.Module):
         # backward stack the three gradients straight into qkv's layout, saving one (B, T, 3D) copy
         q, k, v = (rearrange(t, "b t h e -> b h t e") for t in qkv.unbind(2))  # each (B, H, T, D/H)
         dropout_p = self.attn_dropout if self.training else 0.0
-        if x.device.type == "cpu" and dropout_p == 0.0 and T <= EXPLICIT_ATTENTION_MAX_T:
+        if takes_explicit_attention(q, dropout_p):
             out = explicit_attention(q, k, v, mask)  # (B, H, T, D/H)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, H, T, D/H)

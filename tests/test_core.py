@@ -37,6 +37,7 @@ def test_attention_matches_explicit_softmax_with_padding_and_bias(k_bias, path, 
     import data2vec.transformer as transformer
 
     monkeypatch.setattr(transformer, "EXPLICIT_ATTENTION_MAX_T", 1024 if path == "explicit" else 0)
+    monkeypatch.setattr(transformer, "EXPLICIT_ATTENTION_MAX_T_BF16", 1024 if path == "explicit" else 0)
     torch.manual_seed(0)
     attn = Attention(32, 4, qkv_bias=True, k_bias=k_bias)
     randomise_(attn)
@@ -365,10 +366,10 @@ def test_presets_table_is_complete():
     assert (vbase.depth, vbase.dim, vbase.num_patches, vbase.layer_scale) == (12, 768, 196, 1e-4)
 
 
-def test_attention_path_by_sequence_length(monkeypatch):
-    """On a CPU, sequences up to EXPLICIT_ATTENTION_MAX_T take the written-out attention, longer ones torch's fused
-    kernel (3 blocks: 3 calls)."""
-    from data2vec.transformer import EXPLICIT_ATTENTION_MAX_T
+def test_attention_path_by_sequence_length_and_precision(monkeypatch):
+    """On a CPU, float32 sequences up to EXPLICIT_ATTENTION_MAX_T (bf16: EXPLICIT_ATTENTION_MAX_T_BF16) take the
+    written-out attention, longer ones torch's fused kernel (3 blocks: 3 calls)."""
+    from data2vec.transformer import EXPLICIT_ATTENTION_MAX_T, EXPLICIT_ATTENTION_MAX_T_BF16
 
     calls = []
     real = F.scaled_dot_product_attention
@@ -378,12 +379,16 @@ def test_attention_path_by_sequence_length(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    cfg = small_cfg()
-    Encoder(cfg)(torch.randn(1, 4, 32))
+    encoder = Encoder(small_cfg())
+    encoder(torch.randn(1, EXPLICIT_ATTENTION_MAX_T, 32))
     assert calls == []
-    long = EXPLICIT_ATTENTION_MAX_T + 1
-    Encoder(cfg)(torch.randn(1, long, 32))
+    encoder(torch.randn(1, EXPLICIT_ATTENTION_MAX_T + 1, 32))
     assert len(calls) == 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        encoder(torch.randn(1, EXPLICIT_ATTENTION_MAX_T_BF16, 32))
+        assert len(calls) == 3
+        encoder(torch.randn(1, EXPLICIT_ATTENTION_MAX_T_BF16 + 1, 32))
+        assert len(calls) == 6
 
 
 def test_explicit_attention_in_bf16_matches_the_fused_kernel():

@@ -93,15 +93,19 @@ def test_teacher_is_fp32_eval_and_without_gradients():
     torch.testing.assert_close(out, student(ids))
 
 
-def test_teacher_output_ignores_autocast():
+def test_teacher_follows_the_run_precision():
+    """Outside autocast the teacher computes in fp32; inside a bf16 autocast region its products run in bf16 (the
+    release's `ema_same_dtype`) and its output stays close to the fp32 one; its weights stay fp32 either way."""
     student = text_student()
     teacher = EMATeacher(student, scope="blocks")
     ids = torch.randint(4, 50, (2, 8))
     ref = teacher(ids)
+    assert ref.dtype == torch.float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = teacher(ids)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, ref)
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())
+    assert not torch.equal(out.float(), ref)  # bf16 products: not bit-equal
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
 
 
 def test_shared_embeddings_follow_the_student_and_blocks_move_by_the_formula():

@@ -48,7 +48,7 @@ class PretrainConfig:
     clip_norm: float = 5.0  # max gradient L2 norm (text 5 released, vision 3); 0 = no clipping
     schedule: str = "cosine"  # "cosine" (warm-up then cosine), "tri_stage" (fairseq) or "constant"
     tri_stage_fracs: tuple[float, float, float] = (0.1, 0.4, 0.5)  # warm-up/hold/decay fractions (fairseq)
-    bf16: bool = False  # bf16 autocast (CUDA and CPU); EMA teacher and optimiser stay fp32
+    bf16: bool = False  # bf16 autocast (CUDA and CPU): the weights, the EMA average and the optimiser stay fp32
     compile: bool = False  # torch.compile the method's forward (faster on GPU after a slow first step)
     save_every: int = 0  # checkpoint every N updates (0 = only at the end and on SIGINT/SIGTERM)
     log_every: int = 10  # console line every N updates (metrics.jsonl always has every update)
