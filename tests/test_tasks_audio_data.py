@@ -215,6 +215,13 @@ def test_collate_batches_feed_the_model_and_padding_never_leaks():
     torch.testing.assert_close(both[1, : alone.shape[1]], alone[0], atol=1e-5, rtol=1e-4)
 
 
+def test_collate_bare_waveforms_gives_the_pretraining_batch():
+    waves = [torch.randn(5), torch.randn(2)]
+    batch = AudioCollate()(waves)
+    assert set(batch) == {"waveform", "lengths"} and batch["lengths"].tolist() == [5, 2]
+    assert torch.equal(batch["waveform"][1], torch.cat([waves[1], torch.zeros(3)]))
+
+
 def test_collate_transcripts_and_ctc_targets():
     vocab = CharVocab.librispeech()
     batch = AudioCollate(vocab=vocab)([(torch.zeros(4), "yes no"), (torch.zeros(2), "up")])

@@ -5,7 +5,8 @@ What it implements (fairseq `RawAudioDataset.collater` with `pad: true`, the fin
 zero-padded on the right to the longest in the batch, N = max_i N_i. A batch is a dict:
 - `waveform` (B, N) float32, zeros after each utterance's end (sample n of row i is padding when n >= N_i);
 - `lengths` (B,) int64, the real samples N_i (the model derives its frame padding from them);
-- `labels` (B,) int64 when the items carry class ids (keyword spotting);
+- `labels` (B,) int64 when the items carry class ids (keyword spotting); nothing more when the items are bare
+  waveforms (pretraining: labels unused);
 - `transcripts` list of B strings when they carry text, and with a `CharVocab` also `targets` (B, S) int64, the
   character ids padded with the blank id 0, and `target_lengths` (B,) int64 (what `F.ctc_loss` reads).
 
@@ -54,15 +55,19 @@ def pad_targets(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Te
 
 @dataclass
 class AudioCollate:
-    """Items (waveform (N_i,), label int | transcript str) -> the batch dict of the module docstring."""
+    """Items (waveform (N_i,), label int | transcript str), or bare waveforms (N_i,) -> the batch dict of the module
+    docstring."""
 
     normalize: bool = False  # zero mean, unit variance per utterance (data2vec-audio base: yes; fairseq `normalize`)
     vocab: CharVocab | None = None  # with transcripts: also encode them into `targets` / `target_lengths` for CTC
 
-    def __call__(self, items: Sequence[tuple[torch.Tensor, int | str]]) -> dict:
-        waves = [normalise(w) if self.normalize else w for w, _ in items]
-        waveform, lengths = pad_waveforms(waves)
+    def __call__(self, items: Sequence[tuple[torch.Tensor, int | str] | torch.Tensor]) -> dict:
+        bare = all(isinstance(item, torch.Tensor) for item in items)
+        waves = [item if bare else item[0] for item in items]
+        waveform, lengths = pad_waveforms([normalise(w) if self.normalize else w for w in waves])
         batch = {"waveform": waveform, "lengths": lengths}
+        if bare:
+            return batch
         targets = [t for _, t in items]
         if all(isinstance(t, str) for t in targets):
             batch["transcripts"] = list(targets)
