@@ -166,6 +166,9 @@ def waveform_only(sample):
     return sample[0]
 
 
+# --crop-seconds by preset: released data2vec-audio base crops to max_sample_size 320,000 samples (20 s); the reduced
+# presets crop to a few seconds so a CPU batch stays small (keyword clips are 1 s: whole at every preset)
+AUDIO_CROP_SECONDS = {"tiny": 1.0, "mini": 3.0, "small": 10.0, "base": 20.0}
 AUDIO_FIX = ("pass --data a keyword folder (<word>/<file>.wav, Speech Commands), a LibriSpeech folder (train-*, or one "
              "subset), transcribed split folders or a corpus built by python -m tasks.audio.corpus")
 
