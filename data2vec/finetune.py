@@ -1,7 +1,8 @@
 """One explicit fine-tuning loop for a `TaskModel` (backbone + head): GLUE, SQuAD, image classification.
 
 What it implements
-- The loss of each task type (`heads.task_loss`: cross-entropy with label smoothing, MSE, span CE).
+- The loss of each task type (`heads.task_loss`: cross-entropy with label smoothing, MSE, span CE), or the one
+  given as `loss_fn(outputs, batch)` (speech recognition: `tasks.audio.ctc.CTCObjective`).
 - AdamW through `optim.build_optimizer` (no weight decay on biases/norms), optionally with layer-wise
   learning-rate decay (BEiT, Bao et al. 2021, appendix; data2vec paper section 4 "fine-tuning" for vision):
   a parameter of layer l in 0..L+1 (0 = embeddings, 1..L = blocks, L+1 = head) gets lr * decay^(L + 1 - l).
@@ -76,6 +77,8 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
       regression:     predictions (N,), labels (N,)
       span:           a list of (start_logits (T_i,), end_logits (T_i,)) per feature, trimmed to its real
                       length; labels None.
+      ctc:            a list of frame logits (T_i, V) per utterance, trimmed to its real frames; labels the list
+                      of transcripts.
     bf16: the forward pass under bf16 autocast (the outputs come back as float32).
     """
     was_training = model.training
@@ -87,7 +90,12 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
             batch = to_device(batch, device)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(**model_inputs(batch))
-            if task_type == "span":
+            if task_type == "ctc":
+                logits, padding = out  # (B, T, V), (B, T) True = pad or None
+                frames = [logits.shape[1]] * len(logits) if padding is None else (~padding).sum(1).tolist()
+                outs += [logits[i, :n].float().cpu().numpy() for i, n in enumerate(frames)]
+                labels += list(batch["transcripts"])
+            elif task_type == "span":
                 start, end = out  # (B, T) each
                 if "padding_mask" in batch:
                     lengths = (~batch["padding_mask"]).sum(1).tolist()  # real tokens per example
@@ -103,6 +111,8 @@ def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, dev
         model.train(was_training)
     if task_type == "span":
         return outs, None
+    if task_type == "ctc":
+        return outs, labels
     logits = torch.cat(outs).numpy()
     if task_type == "regression":
         logits = logits.reshape(-1)
@@ -133,6 +143,7 @@ class FinetuneRun:
     total_steps: int
     warmup_steps: int
     metric_fn: Callable[[object, object], dict]
+    loss_fn: Callable[[object, dict], Tensor] | None  # None: heads.task_loss of the task type
     run_info: dict | None
     quiet: bool
     split_names: tuple[str, str]  # what the console lines call the evaluation and the test split
@@ -183,6 +194,7 @@ def finetune(
     test_set: Dataset | None = None,
     resume: bool = False,
     split_names: tuple[str, str] = ("evaluation", "test"),
+    loss_fn: Callable[[object, dict], Tensor] | None = None,
 ) -> dict:
     """Fine-tune `model` (a TaskModel) on `train_set`, evaluate on `eval_set` every `cfg.eval_every` epochs.
 
@@ -193,9 +205,12 @@ def finetune(
     resume: continue from `<out_dir>/checkpoint/` when there is one (the same data and configuration; a
     difference raises ValueError naming it); without one, or with resume=False, the run starts from epoch 1.
     split_names: what the console lines call `eval_set` and `test_set` (e.g. "validation", "GLUE dev").
+    loss_fn(outputs, batch) -> scalar loss: replaces `heads.task_loss` (required for task_type "ctc").
     """
+    if cfg.task_type == "ctc" and loss_fn is None:
+        raise ValueError("finetune: task_type 'ctc' needs loss_fn; fix: pass tasks.audio.ctc.CTCObjective()")
     run = prepare_finetune(model, train_set, eval_set, test_set, cfg, Path(out_dir), collate_fn, eval_collate_fn,
-                  metric_fn=metric_fn, run_info=run_info, quiet=quiet, split_names=split_names)
+                  metric_fn=metric_fn, loss_fn=loss_fn, run_info=run_info, quiet=quiet, split_names=split_names)
     resume_or_clear(run, resume)
     run.eval_log.write_text("".join(json.dumps(row) + "\n" for row in run.history))
     run.t0, run.c0 = time.time() - run.elapsed_before, time.process_time() - run.cpu_before
@@ -276,7 +291,9 @@ def train_epoch(run: FinetuneRun, epoch: int) -> float:
         set_lr(run.optimizer, lr)  # layer-wise decay: each group carries its lr_scale
         batch = to_device(batch, run.device)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # losses run in fp32 in it
-            loss = task_loss(cfg.task_type, model(**model_inputs(batch)), batch, cfg.label_smoothing)
+            outputs = model(**model_inputs(batch))
+            loss = run.loss_fn(outputs, batch) if run.loss_fn is not None else \
+                task_loss(cfg.task_type, outputs, batch, cfg.label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite fine-tuning loss {loss.item()} at step {run.step} (epoch {epoch}); lower --lr "

@@ -15,12 +15,18 @@
   norm the backbone has already applied.
 - `CTCHead`: speech recognition with CTC (data2vec paper section 4.3; wav2vec 2.0 fine-tuning, HF
   `Data2VecAudioForCTC.lm_head`): per-frame logits z_t = W Drop(x_t) + b over the characters, blank = index 0.
+  In a `TaskModel` it returns (logits (B, T, V), frame padding (B, T) or None): the CTC loss and the decoding
+  read only the real frames.
+- `AudioClassificationHead`: keyword spotting on speech frames (HF `Data2VecAudioForSequenceClassification`):
+  logits = W_c (1/|R| sum_{t in R} (W_p x_t + b_p)) + b_c, the mean over the real frames R of a projection.
 - `task_loss`, the loss of each task type:
     "classification": cross-entropy with optional label smoothing eps,
         L = -sum_c q_c log softmax(z)_c,  q = (1 - eps) onehot(y) + eps / C   (Szegedy et al. 2016, section 7)
     "regression" (STS-B): mean squared error, L = mean_i (z_i - y_i)^2 (RoBERTa / fairseq sentence_prediction)
     "span" (SQuAD): L = (CE(start_logits, s) + CE(end_logits, e)) / 2 over the tokens (BERT section 4.2);
         padded positions are excluded from the softmax.
+    "ctc" (speech recognition): the CTC loss lives with the speech data (`tasks/audio/ctc.py`), which the core does
+        not import: `finetune(..., loss_fn=...)` receives it.
 
 Differences from the originals: none in the math. The heads take the backbone's features (B, T, D)
 rather than the whole model, so the same heads serve every pretraining method of this project.
@@ -36,7 +42,7 @@ from torch import Tensor, nn
 
 SEQUENCE_STYLES = ("roberta", "bert")
 POOLINGS = ("mean", "cls")
-TASK_TYPES = ("classification", "regression", "span")  # the losses of `task_loss`
+TASK_TYPES = ("classification", "regression", "span", "ctc")  # the task types `finetune` trains
 
 
 def _check_features(features: Tensor, dim: int, who: str) -> None:
@@ -123,15 +129,42 @@ class ImageClassificationHead(nn.Module):
 class CTCHead(nn.Module):
     """Speech frames (B, T, D) -> per-frame character logits (B, T, V) (HF `lm_head` after `final_dropout`)."""
 
+    reads_frame_padding = True  # TaskModel passes the frame padding and returns (logits, padding)
+
     def __init__(self, dim: int, vocab_size: int, *, dropout: float = 0.0):
         super().__init__()
         self.dim, self.vocab_size = dim, vocab_size
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(dim, vocab_size)
 
-    def forward(self, features: Tensor) -> Tensor:
+    def forward(self, features: Tensor, padding: Tensor | None = None) -> Tensor:
         _check_features(features, self.dim, "CTCHead")
         return self.proj(self.dropout(features))  # z_t = W Drop(x_t) + b, (B, T, V)
+
+
+class AudioClassificationHead(nn.Module):
+    """Speech frames (B, T, D) and their padding (B, T) (True = pad) -> logits (B, num_classes): a projection of
+    every frame, averaged over the real frames, then a linear classifier (HF `projector` / `classifier`)."""
+
+    reads_frame_padding = True
+
+    def __init__(self, dim: int, num_classes: int, *, proj_dim: int = 256):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.dim, self.num_classes, self.proj_dim = dim, num_classes, proj_dim
+        self.projector = nn.Linear(dim, proj_dim)  # HF classifier_proj_size = 256
+        self.classifier = nn.Linear(proj_dim, num_classes)
+
+    def forward(self, features: Tensor, padding: Tensor | None = None) -> Tensor:
+        _check_features(features, self.dim, "AudioClassificationHead")
+        h = self.projector(features)  # (B, T, P): W_p x_t + b_p
+        if padding is None:
+            pooled = h.mean(dim=1)  # (B, P)
+        else:
+            real = (~padding).unsqueeze(-1).to(h.dtype)  # (B, T, 1) 1 = real frame
+            pooled = (h * real).sum(dim=1) / real.sum(dim=1).clamp_min(1.0)  # (B, P): mean over the real frames
+        return self.classifier(pooled)  # (B, num_classes)
 
 
 # Keys of a batch that are model inputs; every other key (labels, ids, offsets) is for the loss/metrics.
@@ -144,8 +177,9 @@ class TaskModel(nn.Module):
     """backbone + head: forward(**batch) -> head(backbone(inputs)).
 
     Text batches give `input_ids` (B, T), optional `padding_mask` (bool, True = pad) and
-    `token_type_ids`; vision batches give `images` (B, C, H, W). Keys that are not model inputs
-    (labels, start/end positions, example ids) are for the loss and are not passed on.
+    `token_type_ids`; vision batches give `images` (B, C, H, W); speech batches `waveform` (B, S) and `lengths`
+    (B,). Keys that are not model inputs (labels, start/end positions, transcripts) are for the loss and are not
+    passed on. A head that reads the frame padding (speech) gets it; a CTC head's output is (logits, padding).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
@@ -165,7 +199,12 @@ class TaskModel(nn.Module):
                          f"{sorted(inputs)}")
 
     def forward(self, **inputs):
-        return self.head(self.features(**inputs))
+        features = self.features(**inputs)  # (B, T, D)
+        if not getattr(self.head, "reads_frame_padding", False):
+            return self.head(features)
+        padding = self.backbone.frame_padding(inputs.get("lengths"), features.shape[1])  # (B, T) True = pad, or None
+        out = self.head(features, padding)
+        return (out, padding) if isinstance(self.head, CTCHead) else out
 
 
 
@@ -179,6 +218,8 @@ def task_loss(task_type: str, outputs, batch: Mapping[str, Tensor], label_smooth
     if task_type == "regression":
         pred = outputs.reshape(-1)  # (B, 1) -> (B,)
         return F.mse_loss(pred, batch["labels"].to(pred.dtype))
+    if task_type == "ctc":
+        raise ValueError("task_loss: the CTC loss is tasks.audio.ctc's; fix: pass it as finetune(..., loss_fn=...)")
     if task_type == "span":
         start, end = outputs  # each (B, T)
         pad = batch.get("padding_mask")
@@ -197,5 +238,6 @@ def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
 
 
-__all__ = ["CTCHead", "ImageClassificationHead", "QuestionAnsweringHead", "SequenceClassificationHead", "TaskModel",
+__all__ = ["AudioClassificationHead", "CTCHead", "ImageClassificationHead",
+           "QuestionAnsweringHead", "SequenceClassificationHead", "TaskModel",
            "model_inputs", "task_loss"]

@@ -7,7 +7,8 @@ What it implements
       (BEiT / data2vec-vision linear probing average-pools the patch tokens, data2vec paper section 5.1);
     vision, pooling="cls": the CLS token x_0 (DINO's linear and k-NN evaluations);
     text,   pooling="mean": mean over the non-padding tokens, z = sum_t (1 - pad_t) x_t / sum_t (1 - pad_t);
-    text,   pooling="cls": the first token (<s> / [CLS]).
+    text,   pooling="cls": the first token (<s> / [CLS]);
+    speech, pooling="mean": mean over the real frames (padded frames excluded, as for text); speech has no CLS.
 - `linear_probe(train_x, train_y, test_x, test_y)`: multinomial logistic regression (scikit-learn, L-BFGS)
   on standardised features, z' = (z - mean_train) / std_train. The inverse L2 strength C is chosen from a
   log-spaced grid by stratified k-fold cross-validation on the training split only, then the probe is
@@ -36,6 +37,7 @@ Differences from the originals
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Mapping
 
@@ -85,6 +87,23 @@ def _as_batch(batch) -> dict:
     raise ValueError("batches must be dicts (images/input_ids, labels) or (images, labels) pairs")
 
 
+def _speech_frames(backbone: nn.Module, batch: dict, device, return_layers: str | None = None):
+    """A speech batch {"waveform" (B, S), "lengths" (B,)} through the backbone -> (output, frame padding (B, T))."""
+    lengths = batch.get("lengths")
+    lengths = None if lengths is None else lengths.to(device)
+    out = backbone(batch["waveform"].to(device), lengths, return_layers=return_layers)
+    final = out[0] if return_layers else out  # (B, T, D)
+    return out, backbone.frame_padding(lengths, final.shape[1])
+
+
+def _pool_frames(frames: Tensor, pooling: str, padding: Tensor | None) -> Tensor:
+    if pooling != "mean":
+        raise ValueError(f"speech frames have no CLS token; use pooling 'mean', got {pooling!r}")
+    if padding is None:
+        return frames.mean(dim=1)  # (B, D)
+    return pool_tokens(frames, "mean", padding_mask=padding, has_cls=False)  # (B, D) over the real frames
+
+
 @torch.no_grad()
 def extract_features(backbone: nn.Module, batches: Iterable, pooling: str = "mean",
                      device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +122,9 @@ def extract_features(backbone: nn.Module, batches: Iterable, pooling: str = "mea
             if "images" in batch:
                 tokens = backbone(batch["images"].to(device))  # (B, 1 + N, D)
                 z = pool_tokens(tokens, pooling)
+            elif "waveform" in batch:
+                tokens, pad = _speech_frames(backbone, batch, device)  # (B, T, D), (B, T) or None
+                z = _pool_frames(tokens, pooling, pad)
             elif "input_ids" in batch:
                 pad = batch.get("padding_mask")
                 pad = pad.to(device) if pad is not None else None
@@ -111,7 +133,7 @@ def extract_features(backbone: nn.Module, batches: Iterable, pooling: str = "mea
                                   token_type_ids=types.to(device) if types is not None else None)  # (B, T, D)
                 z = pool_tokens(tokens, pooling, padding_mask=pad, has_cls=False)
             else:
-                raise ValueError(f"a batch needs `images` or `input_ids`, got keys {sorted(batch)}")
+                raise ValueError(f"a batch needs `images`, `input_ids` or `waveform`, got keys {sorted(batch)}")
             feats.append(z.float().cpu().clone())  # clone: a CLS view would keep the batch's (B, T, D) tokens alive
             labels.append(torch.as_tensor(batch["labels"]).cpu())
     finally:
@@ -318,8 +340,9 @@ def layer_features(backbone: nn.Module, batches: Iterable, device: str | torch.d
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """{"block{l}/{mean|cls}": (N, D) for every block l = 1..L, "final/{mean|cls}": (N, D)}, labels (N,).
 
-    Vision backbones only: "block{l}" is the residual stream after block l (no final norm), "final" the
-    backbone's output (final norm applied); "mean" averages the patch tokens, "cls" takes the CLS token.
+    Vision: "block{l}" is the residual stream after block l (no final norm), "final" the backbone's output
+    (final norm applied); "mean" averages the patch tokens, "cls" takes the CLS token. Speech ({"waveform",
+    "lengths"} batches): every block's output and the final one, mean-pooled over the real frames (no CLS).
     """
     was_training = backbone.training
     backbone.eval()
@@ -328,14 +351,20 @@ def layer_features(backbone: nn.Module, batches: Iterable, device: str | torch.d
     try:
         for raw in batches:
             batch = _as_batch(raw)
-            if "images" not in batch:
-                raise ValueError("layer_features reads image batches (`images`); for text use extract_features")
-            final, blocks = backbone(batch["images"].to(device), return_layers="block")  # (B, 1 + N, D), L x same
+            if "waveform" in batch:
+                (final, blocks), pad = _speech_frames(backbone, batch, device, return_layers="block")
+                poolings, pool = ("mean",), functools.partial(_pool_frames, padding=pad)
+            elif "images" in batch:
+                final, blocks = backbone(batch["images"].to(device), return_layers="block")  # (B, 1 + N, D), L x same
+                poolings, pool = POOLINGS, pool_tokens
+            else:
+                raise ValueError("layer_features reads image or speech batches (`images`, `waveform`); for text use "
+                                 "extract_features")
             named = {f"block{i + 1}": b for i, b in enumerate(blocks)}
             named["final"] = final
             for name, tokens in named.items():
-                for pooling in POOLINGS:
-                    pooled = pool_tokens(tokens, pooling).float().cpu().clone()  # clone: no view of (B, T, D)
+                for pooling in poolings:
+                    pooled = pool(tokens, pooling).float().cpu().clone()  # clone: no view of (B, T, D)
                     feats.setdefault(f"{name}/{pooling}", []).append(pooled)
             labels.append(torch.as_tensor(batch["labels"]).cpu())
     finally:

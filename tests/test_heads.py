@@ -115,3 +115,46 @@ def test_task_model_text_and_vision():
     torch.testing.assert_close(vmodel(images=images), vmodel.head(vision(images)))
     with pytest.raises(ValueError, match="input_ids"):
         vmodel(labels=torch.zeros(2))
+
+
+# ---- speech heads in a TaskModel -------------------------------------------------------------------------------
+
+def speech_model(head_cls, *args):
+    from data2vec.heads import AudioClassificationHead, CTCHead  # noqa: F401
+
+    torch.manual_seed(0)
+    backbone = build_backbone(get_preset("audio", "tiny", dropout=0.0, attn_dropout=0.0)).eval()
+    return TaskModel(backbone, randomise_(head_cls(backbone.cfg.dim, *args))).eval()
+
+
+def test_audio_classification_head_averages_the_projected_real_frames():
+    """logits = W_c (mean over real frames of W_p x_t + b_p) + b_c, written out per row; padding changes nothing."""
+    from data2vec.heads import AudioClassificationHead
+
+    model = speech_model(AudioClassificationHead, 5)
+    waveform, lengths = torch.randn(2, 4000), torch.tensor([4000, 2400])
+    waveform[1, 2400:] = 0
+    with torch.no_grad():
+        logits = model(waveform=waveform, lengths=lengths)
+        head = model.head
+        for row, n in enumerate(lengths.tolist()):
+            frames = model.backbone(waveform[row:row + 1, :n])[0]  # (T_row, D): the utterance alone
+            pooled = torch.stack([head.projector.weight @ x + head.projector.bias for x in frames]).mean(0)
+            expected = head.classifier.weight @ pooled + head.classifier.bias
+            torch.testing.assert_close(logits[row], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_ctc_head_in_a_task_model_returns_the_frame_padding():
+    from data2vec.heads import CTCHead
+
+    model = speech_model(CTCHead, 7)
+    waveform, lengths = torch.randn(2, 4000), torch.tensor([4000, 1300])
+    with torch.no_grad():
+        logits, padding = model(waveform=waveform, lengths=lengths)
+    assert logits.shape == (2, 12, 7) and padding.shape == (2, 12)
+    # frames by the conv formula written here: floor((L - k) / s) + 1 per layer
+    def frames(n):
+        for k, s in zip((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2), strict=True):
+            n = (n - k) // s + 1
+        return n
+    assert (~padding).sum(1).tolist() == [frames(4000), frames(1300)]

@@ -280,3 +280,25 @@ def test_error_rates_refuse_bad_input():
         word_error_rate("a b", "a b")
     with pytest.raises(ValueError, match="undefined"):
         char_error_rate([""], ["x"])
+
+
+def test_ctc_objective_and_scores_for_the_finetuning_loop():
+    """CTCObjective = the summed per-utterance NLL over the real frames / B (fairseq sentence_avg), against the
+    brute-force alignment sum; CTCScores decodes each utterance's frames and gives CER and WER in percent."""
+    from tasks.audio import CTCObjective, CTCScores
+
+    torch.manual_seed(0)
+    vocab = CharVocab(["<pad>", "|", "A", "B"])
+    logits = torch.randn(2, 4, 4)
+    padding = torch.tensor([[False] * 4, [False, False, False, True]])
+    batch = AudioCollate(vocab=vocab)([(torch.zeros(1), "ab"), (torch.zeros(1), "b")])
+    loss = CTCObjective()((logits, padding), batch)
+    probs = logits.softmax(-1)
+    expected = (reference_ctc_nll(probs[0], [2, 3]) + reference_ctc_nll(probs[1, :3], [3])) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    one_hot = torch.full((5, 4), -10.0)
+    for t, k in enumerate([2, 2, 0, 1, 3]):  # A A - | B -> "A B"
+        one_hot[t, k] = 10.0
+    scores = CTCScores(vocab)([one_hot.numpy(), one_hot[:2].numpy()], ["a b", "b"])
+    # "A B" exact; "A" for "B": 1 edit over 1 character, 1 word wrong of 1
+    assert scores == {"cer": pytest.approx(100 * 1 / 4), "wer": pytest.approx(100 * 1 / 3)}

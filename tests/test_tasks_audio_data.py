@@ -176,11 +176,10 @@ def test_normalise_zero_mean_unit_variance():
 
 def test_pad_waveforms_pads_right_and_marks_the_padding():
     waves = [torch.randn(n) for n in (5, 9, 1)]
-    batch, lengths, padding_mask = pad_waveforms(waves)
-    assert batch.shape == (3, 9) and lengths.tolist() == [5, 9, 1]
+    batch, lengths = pad_waveforms(waves)
+    assert batch.shape == (3, 9) and lengths.tolist() == [5, 9, 1] and lengths.dtype == torch.long
     for i, w in enumerate(waves):
         for n in range(9):
-            assert bool(padding_mask[i, n]) == (n >= len(w))
             assert batch[i, n].item() == (w[n].item() if n < len(w) else 0.0)
     with pytest.raises(ValueError, match="mono"):
         pad_waveforms([torch.zeros(4, 2)])
@@ -189,11 +188,38 @@ def test_pad_waveforms_pads_right_and_marks_the_padding():
 def test_collate_labels_and_normalisation_over_real_samples():
     waves = [torch.randn(6) * 4 + 1, torch.randn(3) * 2]
     batch = AudioCollate(normalize=True)([(waves[0], 2), (waves[1], np.int64(0))])
-    assert set(batch) == {"waveforms", "lengths", "padding_mask", "labels"}
+    assert set(batch) == {"waveform", "lengths", "labels"}  # the model's keys; no sample-level `padding_mask`
+    assert batch["lengths"].tolist() == [6, 3]
     assert batch["labels"].tolist() == [2, 0] and batch["labels"].dtype == torch.long
-    real = batch["waveforms"][1, :3]
+    real = batch["waveform"][1, :3]
     assert real.mean().abs().item() < 1e-6 and real.pow(2).mean().item() == pytest.approx(1.0, rel=1e-5)
-    assert torch.all(batch["waveforms"][1, 3:] == 0)
+    assert torch.all(batch["waveform"][1, 3:] == 0)
+
+
+def test_collate_batches_feed_the_model_and_padding_never_leaks():
+    """The collate's keys are the model's: heads.model_inputs passes waveform and lengths, and the frames of the short
+    row equal those of the same utterance run alone (its padded samples change nothing)."""
+    from data2vec.backbone import build_backbone
+    from data2vec.config import audio_preset
+    from data2vec.heads import model_inputs
+
+    torch.manual_seed(0)
+    backbone = build_backbone(audio_preset("tiny", dropout=0.0, attn_dropout=0.0)).eval()
+    short, long = torch.randn(1600), torch.randn(3200)
+    batch = AudioCollate()([(long, 0), (short, 1)])
+    inputs = model_inputs(batch)
+    assert set(inputs) == {"waveform", "lengths"}
+    with torch.no_grad():
+        both = backbone(**inputs)  # (2, T_long, D)
+        alone = backbone(short.unsqueeze(0))  # (1, T_short, D)
+    torch.testing.assert_close(both[1, : alone.shape[1]], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_collate_bare_waveforms_gives_the_pretraining_batch():
+    waves = [torch.randn(5), torch.randn(2)]
+    batch = AudioCollate()(waves)
+    assert set(batch) == {"waveform", "lengths"} and batch["lengths"].tolist() == [5, 2]
+    assert torch.equal(batch["waveform"][1], torch.cat([waves[1], torch.zeros(3)]))
 
 
 def test_collate_transcripts_and_ctc_targets():

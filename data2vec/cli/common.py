@@ -47,7 +47,7 @@ RUN_OUTPUTS = {
                             "summary.json", "plots", "tokenizer", "cache"), progress=("metrics.jsonl",)),
     "finetune": RunOutputs(("metrics.json", "best", "checkpoint", "checkpoint.old"),
                            ("metrics.json", "best", "checkpoint", "checkpoint.old", "checkpoint.tmp", "eval.jsonl",
-                            "tokenizer"), progress=("eval.jsonl",)),
+                            "tokenizer", "vocab.json", "decoded.txt"), progress=("eval.jsonl",)),
     "probe": RunOutputs(("metrics.json",), ("metrics.json",)),
     "demo": RunOutputs(("results.json", "pretrain-*"), ("results.json", "results.txt", "plots", "pretrain-*")),
     "convert": RunOutputs(("config.json", "model.safetensors", "pytorch_model.bin"),
@@ -148,7 +148,7 @@ def positive(name: str, value, allow_zero: bool = False):
 class Init:
     """The encoder a fine-tuning or probing run starts from."""
 
-    backbone: nn.Module  # TextTransformer | VisionTransformer
+    backbone: nn.Module  # TextTransformer | VisionTransformer | AudioTransformer
     encoder_config: EncoderConfig
     source: str  # "huggingface:<family>", "checkpoint:<folder>" or "random:<preset>"
     tokenizer_dir: Path | None = None  # where a tokenizer was found next to the weights
@@ -177,7 +177,9 @@ def load_init(init: str | None, modality: str, preset: str, overrides: dict | No
                        f"fix: use a {modality} checkpoint (or leave --init out for a random {modality} encoder)")
     source = f"huggingface:{model.family}" if kind == "huggingface" else f"checkpoint:{folder}"
     tokenizer_dir = find_tokenizer_dir(folder) if kind == "huggingface" else find_tokenizer_dir(folder, folder.parent)
-    head_state = model.head.state_dict() if model.head is not None and kind == "own" else None
+    # a fine-tuned head of ours, or a HuggingFace CTC head (its characters are the task's, not a dataset's labels)
+    keep_head = model.head is not None and (kind == "own" or cfg.modality == "audio")
+    head_state = model.head.state_dict() if keep_head else None
     return Init(model.backbone, cfg, source, tokenizer_dir, head_state)
 
 

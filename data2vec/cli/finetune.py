@@ -1,4 +1,5 @@
-"""`data2vec finetune`: fine-tune a backbone on GLUE, SQuAD/XQuAD or an image classification data set.
+"""`data2vec finetune`: fine-tune a backbone on GLUE, SQuAD/XQuAD, an image classification data set, or speech
+(keyword spotting, CTC character recognition: `finetune_audio.py`).
 
 Where the backbone comes from (`--init`):
 - a HuggingFace-format folder (`config.json` with "model_type", e.g. facebook/data2vec-text-base saved
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from .errors import OVERWRITE_HELP, CliError, HelpFormatter
 from .finetune_setup import (
+    AUDIO_TASKS,
     TASKS,
     evaluate_only,
     finetune_config,
@@ -38,7 +40,7 @@ from .flags import add_device_and_threads, add_precision, apply_threads, resolve
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "finetune",
-        help="fine-tune on GLUE, SQuAD/XQuAD or images (evaluation each epoch, best checkpoint kept)",
+        help="fine-tune on GLUE, SQuAD/XQuAD, images or speech (evaluation each epoch, best checkpoint kept)",
         description="Fine-tune a pretrained (or random) backbone with a task head; evaluates after every epoch, "
         "keeps the best epoch in <out>/best and writes <out>/metrics.json and <out>/eval.jsonl. Ctrl-C or SIGTERM "
         "stops it with exit status 130 / 143 (0 = finished, 2 = bad input), keeping the last evaluated epoch in "
@@ -57,11 +59,14 @@ def _add_task_flags(p) -> None:
     p.add_argument("--task", required=True, choices=TASKS,
                    help="GLUE task (cola sst2 mrpc stsb qqp mnli qnli rte wnli: trains on train.tsv, evaluates on "
                    "dev.tsv), squad (SQuAD v1.1 JSON), xquad (evaluate a SQuAD model on an XQuAD language file), "
-                   "or image (classification on an image data set)")
+                   "image (classification on an image data set), keywords (speech keyword classification) or ctc "
+                   "(speech to characters with CTC; CER selects the epoch, WER beside it)")
     p.add_argument("--data", required=True,
                    help="GLUE: the GLUE root or the task folder; squad/xquad: a SQuAD-format JSON file or a folder "
                    "with train-v1.1.json (+ dev-v1.1.json); image: 'digits', a CIFAR-10/MNIST folder, an "
-                   "ImageFolder (<class>/<image>) or <split>/<class>/<image>")
+                   "ImageFolder (<class>/<image>) or <split>/<class>/<image>; keywords: a keyword folder (Speech "
+                   "Commands layout or <split>/<word>/) or a corpus built by python -m tasks.audio.corpus; ctc: a "
+                   "LibriSpeech folder (train-*, dev-clean, test-clean), transcribed split folders or such a corpus")
     p.add_argument("--eval-data", default=None,
                    help="squad/xquad: the evaluation JSON (or the XQuAD folder with --language). Without it, "
                    "squad holds out 10%% of the --data articles for evaluation")
@@ -72,7 +77,8 @@ def _add_task_flags(p) -> None:
                    help="skip training: evaluate --init (e.g. a fine-tuned <out>/best folder) on the evaluation data; "
                    "the way to test a SQuAD model zero-shot on XQuAD")
     p.add_argument("--init", default=None,
-                   help="starting weights: a HuggingFace-format folder, a `data2vec pretrain` run folder (or its "
+                   help="starting weights: a HuggingFace-format folder (speech: data2vec-audio, e.g. written by "
+                   "data2vec convert --family data2vec-audio), a `data2vec pretrain` run folder (or its "
                    "checkpoint/), a fine-tuned <out>/best folder, or nothing for a random init of --preset")
     p.add_argument("--preset", default="mini",
                    help="encoder size when --init is not given: tiny (tests), mini (CPU minutes), small (one GPU), "
@@ -127,7 +133,9 @@ def _add_run_flags(p) -> None:
                    "split that picks the epoch, and score the evaluation split (GLUE dev, the image test split) once "
                    "with the selected weights and once with the last ones. Without it the best epoch is picked on "
                    "the very split it is reported on: an optimistic number, most of all for small dev sets (RTE, "
-                   "MRPC) and few-label runs. 0.1 is a good default")
+                   "MRPC) and few-label runs. 0.1 is a good default. Speech (keywords, ctc): the layout's own "
+                   "validation split selects the epoch and the test split is scored once; a layout without one "
+                   "gets this fraction of the training data (default 0.1)")
     p.add_argument("--max-train-examples", type=int, default=None,
                    help="use only this many training examples (a seeded random subset): for quick runs")
     p.add_argument("--max-eval-examples", type=int, default=None,
@@ -179,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
             set_seed(args.seed)  # before any model is built: the new task head's initial weights come from --seed
             if args.task == "image":
                 return _run_image(args)
+            if args.task in AUDIO_TASKS:
+                from .finetune_audio import run_audio
+
+                return run_audio(args)
             if args.task in ("squad", "xquad"):
                 return _run_squad(args)
             return _run_glue(args)

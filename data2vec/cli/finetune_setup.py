@@ -11,7 +11,8 @@ from pathlib import Path
 from .errors import CliError, config_refusal
 
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")  # every GLUE task, WNLI too
-TASKS = GLUE_TASKS + ("squad", "xquad", "image")
+TASKS = GLUE_TASKS + ("squad", "xquad", "image", "keywords", "ctc")
+AUDIO_TASKS = ("keywords", "ctc")
 
 
 def split_validation(train_set, fraction: float | None, seed: int):

@@ -1,6 +1,7 @@
-"""`data2vec pretrain`: self-supervised pretraining of data2vec, BERT (MLM) or DINO on text or images.
+"""`data2vec pretrain`: self-supervised pretraining of data2vec, BERT (MLM) or DINO on text, images or speech.
 
-Wires the data (`tasks/`), the method (`data2vec.v1`, `data2vec.v2`, `baselines/`) and the loop (`data2vec.engine`).
+Wires the data (`tasks/`, through `pretrain_data.py`), the method (`data2vec.v1`, `data2vec.v2`, `baselines/`) and
+the loop (`data2vec.engine`).
 Under `torchrun --nproc_per_node N` it runs DDP: rank 0 trains the tokenizer and builds the token cache
 first, the other ranks then load them; only rank 0 writes metrics, plots and checkpoints.
 """
@@ -20,7 +21,7 @@ PRESETS = ("tiny", "mini", "small", "base")
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "pretrain", help="self-supervised pretraining (data2vec, BERT, DINO) on text or images",
+        "pretrain", help="self-supervised pretraining (data2vec, BERT, DINO) on text, images or speech",
         description="Pretrain a method on unlabelled data, writing OUT/metrics.jsonl (one line per update), "
         "OUT/config.json, OUT/plots/*.png and OUT/checkpoint/ (safetensors + optimiser state). Ctrl-C or SIGTERM "
         "saves a checkpoint; rerun the same command with --resume to continue exactly where it stopped (the run "
@@ -44,9 +45,9 @@ def _add_what_flags(p) -> None:
     """The method, the modality, the model size, the data and the run folder."""
     p.add_argument("--method", required=True, choices=PRETRAINING_METHODS,
                    help="; ".join(f"{name}: {METHODS[name].summary}" for name in PRETRAINING_METHODS))
-    p.add_argument("--modality", choices=("text", "vision"), default=None,
-                   help="text or vision; may be left out for a method that trains on one modality only (bert: text, "
-                   "dino: vision)")
+    p.add_argument("--modality", choices=("text", "vision", "audio"), default=None,
+                   help="text, vision or audio (data2vec and data2vec2 only); may be left out for a method that trains "
+                   "on one modality only (bert: text, dino: vision)")
     p.add_argument("--preset", choices=PRESETS, default="mini",
                    help="model size: tiny (tests, seconds), mini (CPU, minutes), small (one GPU, hours), base (paper)")
     p.add_argument("--data", required=True,
@@ -54,7 +55,10 @@ def _add_what_flags(p) -> None:
                    "WikiText files recognised), or 'python-docs' (the docstrings of Python's standard library, about "
                    "170k words, built on first use: for trying the pipeline, far too small to learn much); "
                    "vision: 'digits' (bundled with scikit-learn), a CIFAR-10 or MNIST "
-                   "folder, or an image folder <root>/<class>/<image>")
+                   "folder, or an image folder <root>/<class>/<image>; audio: a keyword folder (Speech Commands "
+                   "layout), a LibriSpeech folder (its train-* subsets, or one subset folder), transcribed split "
+                   "folders, or a corpus built by python -m tasks.audio.corpus (the train splits only; labels and "
+                   "transcripts unused; tasks/audio/README.md)")
     p.add_argument("--out", required=True,
                    help="run folder (created); one that holds a run is refused unless --resume or --overwrite")
 
@@ -119,6 +123,10 @@ def _add_data_flags(p) -> None:
                    help="text: tokens per block (RoBERTa 512); at most the preset's positions (tiny/mini: 128/256)")
     p.add_argument("--image-size", type=int, default=None,
                    help="vision: input side in pixels (default: the preset's, 32 for tiny/mini/small)")
+    p.add_argument("--crop-seconds", type=float, default=None,
+                   help="audio: each utterance is a random window of at most this many seconds, drawn anew every "
+                   "epoch (default by preset: tiny 1, mini 3, small 10, base 20 = the released 320,000 samples); "
+                   "batches are padded to their longest crop, so this bounds the cost of an update")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method or encoder field, e.g. --set tau_end=0.9999 --set loss_reduction=mean "
                    "--set dropout=0.0 (values parsed as JSON, else kept as text; none or null = None); see "
@@ -203,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     spec = get_method(args.method)
     modality = chosen_modality(args, spec)
     positive("--seq-len", args.seq_len)
+    positive("--crop-seconds", args.crop_seconds)
     positive("--health-knn", args.health_knn, allow_zero=True)
     user = _parse_sets(args.set)
     check_sets(spec, user)
@@ -258,12 +267,13 @@ def _train(args: argparse.Namespace, spec, modality: str, user: dict, device: st
     from ..checkpoint import set_seed
     from ..engine import TrainingAborted, pretrain
     from .common import prepare_run_dir
+    from .pretrain_data import build_data
 
     # --resume without a checkpoint starts afresh
     out, resuming = prepare_run_dir(args.out, "pretrain", resume=args.resume, overwrite=args.overwrite,
                                     can_resume=True)
     rank, _, world = dist_utils.init_distributed(device, timeout_s=args.dist_timeout)
-    dataset, data_info, derived, collate, knn = _build_data(args, spec, modality, user, out, resuming, rank)
+    dataset, data_info, derived, collate, knn = build_data(args, spec, modality, user, out, resuming, rank)
     set_seed(args.seed)  # the same initial weights on every rank
     method = build_method(args.method, modality, args.preset, derived, user)
     precision = resolve_precision(args, device, quiet=args.quiet or rank > 0, resumed=stored_bf16(out, resuming))
@@ -294,62 +304,3 @@ def stored_bf16(out, resuming: bool) -> bool | None:
     if not resuming or not path.is_file():
         return None
     return bool(json.loads(path.read_text()).get("pretrain", {}).get("bf16", False))
-
-
-def _build_data(args: argparse.Namespace, spec, modality: str, user: dict, out, resuming: bool, rank: int):
-    """The training data, rank 0 first (it trains the tokenizer / fills the caches the other ranks then reuse).
-    -> (dataset, data_info for config.json, config overrides derived from the data, collate_fn, k-NN probe)."""
-    from .. import distributed as dist_utils
-    from ..config import get_preset
-    from ..study.data import build_text_data, build_vision_data, health_knn_probe, text_overrides
-
-    enc = get_preset(modality, args.preset)
-    derived, collate, knn = {}, None, None
-    for turn in (0, 1):
-        if (rank == 0) == (turn == 0):
-            if modality == "text":
-                if args.seq_len > enc.max_positions - enc.position_offset:
-                    raise CliError(f"--seq-len {args.seq_len} exceeds the {args.preset} preset's "
-                                   f"{enc.max_positions - enc.position_offset} positions; fix: lower --seq-len")
-                vocab = args.vocab_size or enc.vocab_size
-                dataset, tok, data_info = build_text_data(args.data, out, tokenizer=args.tokenizer, vocab_size=vocab,
-                                                          seq_len=args.seq_len, resume=resuming or rank > 0)
-                if resuming:
-                    data_info = keep_legacy_tokenizer_entry(data_info, out)
-                derived = text_overrides(tok)
-            else:
-                size = args.image_size or enc.image_size
-                views = spec.views(args.preset, size, args.steps) if spec.views else None
-                multicrop = None
-                if views:
-                    collate = views.collate
-                    derived.update(views.derived)
-                    # the crops of the config the method will be built with (--set n_local=... reaches the data)
-                    multicrop = views.multicrop(method_config(args.method, modality, args.preset,
-                                                              {**derived, "image_size": size}, user))
-                dataset, data_info = build_vision_data(args.data, size, multicrop=multicrop)
-                derived.update(image_size=size, in_chans=data_info["channels"])
-                if args.health_every and args.health_knn:
-                    knn = health_knn_probe(args.data, size, args.health_knn, args.seed)
-        dist_utils.barrier()
-    return dataset, data_info, derived, collate, knn
-
-
-def keep_legacy_tokenizer_entry(data_info: dict, out) -> dict:
-    """Run folders written before paths inside them were stored relative to them recorded a tokenizer trained on
-    --data as `<out>/tokenizer`, with --out as it was given then. Such an entry names the run's own tokenizer
-    wherever the folder now is, so it is kept (the checkpoint's config then matches and the run resumes)."""
-    from pathlib import Path
-
-    from ..checkpoint import CONFIG, resolve_checkpoint
-
-    try:
-        saved = json.loads((resolve_checkpoint(Path(out) / "checkpoint") / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # no checkpoint, or an unreadable config.json
-        return data_info  # load_checkpoint reports a missing or corrupt file with its fix
-    saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
-    entry = saved_data.get("tokenizer")
-    if (data_info.get("tokenizer_trained_on_data") and saved_data.get("tokenizer_trained_on_data")
-            and isinstance(entry, str) and len(Path(entry).parts) > 1 and Path(entry).name == "tokenizer"):
-        return {**data_info, "tokenizer": entry}
-    return data_info

@@ -1,7 +1,8 @@
 """`data2vec probe`: evaluate frozen features with a linear probe and/or weighted k-NN.
 
 The backbone (from `--init`, see `data2vec finetune`, or random from `--preset`) is frozen; one pooled
-feature vector per image is extracted from the train and test splits of `--data`; a logistic-regression
+feature vector per image (or, with `--modality audio`, per keyword recording: the frames averaged over the real
+frames) is extracted from the train and test splits of `--data`; a logistic-regression
 probe (L2 strength chosen by cross-validation on the train split) and DINO's weighted k-NN
 (k = 20, T = 0.07) are scored on the test split. `--labels-per-class N` repeats the evaluation on
 `--label-seeds` random subsets of N labelled training images per class (`probe.few_label_eval`, the
@@ -25,7 +26,7 @@ from .flags import add_device_and_threads, apply_threads
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "probe",
-        help="linear probe and k-NN accuracy of frozen features on an image data set",
+        help="linear probe and k-NN accuracy of frozen features on an image or keyword (speech) data set",
         description="Freeze a backbone, extract pooled features and score a linear probe and a weighted k-NN "
         "classifier. A good pretrained encoder beats a random one of the same size by a wide margin; compare "
         "with `--init` left out (random init) to see the gain.",
@@ -36,7 +37,12 @@ def add_parser(sub) -> None:
                    "folder, a HuggingFace vit/beit/data2vec-vision folder; leave out for a random init of --preset")
     p.add_argument("--data", required=True,
                    help="'digits', a CIFAR-10/MNIST folder, or an image folder (<class>/<image> or "
-                   "<split>/<class>/<image>)")
+                   "<split>/<class>/<image>); audio: a keyword folder (Speech Commands layout or <split>/<word>/) or "
+                   "a corpus built by python -m tasks.audio.corpus")
+    p.add_argument("--modality", choices=("vision", "audio"), default="vision",
+                   help="vision (images) or audio (keyword recordings: the test split is scored, the train split "
+                   "fits the probes; speech features are mean-pooled over the real frames, --pooling cls does not "
+                   "apply)")
     p.add_argument("--method", choices=("linear", "knn", "both"), default="both",
                    help="linear: logistic regression on standardised features (C chosen by 3-fold CV); knn: "
                    "DINO's temperature-weighted k-NN on L2-normalised features")
@@ -80,26 +86,57 @@ def _check_layer(layer: str, depth: int):
                    f"block number 1..{depth}")
 
 
-def _features(backbone, dataset, layer, args, device):
+def _features(backbone, dataset, layer, args, device, collate):
     """({name: (N, D)}, labels): the final output with --pooling, one block's with --pooling, or (auto) every
     candidate of `probe.layer_features` (`run` adds the k-NN's centred copies)."""
     from ..probe import extract_features, layer_features
 
     if layer == "final":
-        x, y = extract_features(backbone, _loader(dataset, args.batch_size), args.pooling, device)
+        x, y = extract_features(backbone, _loader(dataset, args.batch_size, collate), args.pooling, device)
         return {f"final/{args.pooling}": x}, y
-    feats, y = layer_features(backbone, _loader(dataset, args.batch_size), device)
+    feats, y = layer_features(backbone, _loader(dataset, args.batch_size, collate), device)
     if layer != "auto":
         return {f"block{layer}/{args.pooling}": feats[f"block{layer}/{args.pooling}"]}, y
     return feats, y
 
 
-def _loader(dataset, batch_size: int):
+def _loader(dataset, batch_size: int, collate):
     from torch.utils.data import DataLoader
 
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+def _image_source(args: argparse.Namespace):
+    """(init, train split, test split, classes, collate) of an image data set (train without augmentation)."""
     from tasks.vision import image_collate
 
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=image_collate)
+    from ..study.data import image_splits
+    from .common import check_channels, vision_init
+
+    data = str(args.data)
+    if data.lower() != "digits" and not Path(data).exists():
+        raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
+    init, size = vision_init(data, args.init, args.preset, args.image_size, args.seed)
+    train, test, num_classes, chans = image_splits(data, size, args.seed, augment_train=False)
+    check_channels(chans, init.encoder_config.in_chans)
+    return init, train, test, num_classes, image_collate
+
+
+def _audio_source(args: argparse.Namespace):
+    """(init, train split, test split, classes, collate) of a keyword folder: whole recordings, no crops."""
+    from tasks.audio import AudioCollate
+
+    from .common import load_init
+    from .finetune_audio import audio_splits
+
+    if args.pooling != "mean":
+        raise CliError("--pooling cls: speech encoders have no CLS token; fix: leave --pooling out (mean)")
+    args.task = "keywords"
+    train, val, test = audio_splits(args, "keywords")
+    if test is None:
+        raise CliError(f"--data {args.data} has no test split to score; fix: add a test folder (or the Speech "
+                       "Commands lists)")
+    return load_init(args.init, "audio", args.preset), train, test, len(train.classes), AudioCollate()
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -131,18 +168,15 @@ def _probe(args: argparse.Namespace) -> int:
 
     from ..checkpoint import set_seed
     from ..probe import choose_features, few_label_eval, few_label_indices, validation_split
-    from ..study.data import image_splits, seeded_subset
-    from .common import check_channels, dataset_labels, vision_init
+    from ..study.data import seeded_subset
+    from .common import dataset_labels
 
     t0 = time.time()
     data = str(args.data)
-    if data.lower() != "digits" and not Path(data).exists():
-        raise CliError(f"--data {data}: no such file or folder; fix: give 'digits' or the path of an image data set")
     set_seed(args.seed)  # without --init, the random encoder's weights come from --seed
-    init, size = vision_init(data, args.init, args.preset, args.image_size, args.seed)
+    source = _audio_source if args.modality == "audio" else _image_source
+    init, train, test, num_classes, collate = source(args)
     cfg = init.encoder_config
-    train, test, num_classes, chans = image_splits(data, size, args.seed, augment_train=False)
-    check_channels(chans, cfg.in_chans)
     train = seeded_subset(train, args.max_train_examples, args.seed)
     test = seeded_subset(test, args.max_eval_examples, args.seed)
     device = torch.device(args.device)
@@ -162,8 +196,8 @@ def _probe(args: argparse.Namespace) -> int:
                    for s in range(args.label_seeds)]
         used = np.unique(np.concatenate(subsets))  # sorted indices of every image some subset needs
     embedded = np.union1d(used, val_idx)  # sorted: the probe's training images and the validation split
-    feats, train_y = _features(backbone, Subset(train, embedded.tolist()), layer, args, device)
-    test_feats, test_y = _features(backbone, test, layer, args, device)
+    feats, train_y = _features(backbone, Subset(train, embedded.tolist()), layer, args, device, collate)
+    test_feats, test_y = _features(backbone, test, layer, args, device, collate)
     where = lambda idx: np.searchsorted(embedded, idx)  # noqa: E731  (dataset index -> row of the embedded arrays)
     choices = {m: next(iter(feats)) for m in methods}
     if layer == "auto":
@@ -190,7 +224,8 @@ def _probe(args: argparse.Namespace) -> int:
     train_y = train_y[where(used)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"init": init.source, "data": data, "layer": args.layer, "pooling": args.pooling, "k": args.k,
+    summary = {"init": init.source, "data": data, "modality": args.modality, "layer": args.layer,
+               "pooling": args.pooling, "k": args.k,
                "temperature": temperature, "validation_examples": int(len(val_idx)),
                "labels_per_class": args.labels_per_class, "train_examples": int(len(train_y)),
                "test_examples": int(len(test_y)), "num_classes": num_classes, "results": results,
@@ -199,6 +234,6 @@ def _probe(args: argparse.Namespace) -> int:
     for method, r in results.items():
         spread = f" ± {r['std']:.2f}" if len(r["runs"]) > 1 else ""
         print(f"probe {method:6s} accuracy {r['accuracy']:.2f}{spread} %  ({init.source}, features {r['features']}, "
-              f"{len(test_y)} test images)")
+              f"{len(test_y)} test {'recordings' if args.modality == 'audio' else 'images'})")
     print(f"wrote {out / 'metrics.json'}")
     return 0

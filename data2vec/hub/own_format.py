@@ -17,7 +17,13 @@ from torch import Tensor, nn
 
 from ..backbone import build_backbone
 from ..config import EncoderConfig
-from ..heads import CTCHead, ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead
+from ..heads import (
+    AudioClassificationHead,
+    CTCHead,
+    ImageClassificationHead,
+    QuestionAnsweringHead,
+    SequenceClassificationHead,
+)
 from .files import fit_tensor, read_json, read_weights
 from .pretrained import PretrainedModel
 
@@ -35,6 +41,8 @@ def head_spec(head: nn.Module | None) -> dict | None:
                 "norm": head.norm is not None, "eps": head.norm.eps if head.norm is not None else 1e-6}
     if isinstance(head, CTCHead):
         return {"type": "ctc", "vocab_size": head.vocab_size, "dropout": head.dropout.p}
+    if isinstance(head, AudioClassificationHead):
+        return {"type": "audio", "num_classes": head.num_classes, "proj_dim": head.proj_dim}
     raise ValueError(f"cannot save a head of type {type(head).__name__}; use one of data2vec.heads")
 
 
@@ -51,7 +59,10 @@ def head_from_spec(spec: dict | None, dim: int) -> nn.Module | None:
                                        eps=spec["eps"])
     if kind == "ctc":
         return CTCHead(dim, spec["vocab_size"], dropout=spec["dropout"])
-    raise ValueError(f"config.json head type {kind!r} is unknown; expected 'sequence', 'qa', 'image' or 'ctc'")
+    if kind == "audio":
+        return AudioClassificationHead(dim, spec["num_classes"], proj_dim=spec["proj_dim"])
+    raise ValueError(f"config.json head type {kind!r} is unknown; expected 'sequence', 'qa', 'image', 'ctc' or "
+                     "'audio'")
 
 
 def save_backbone(path: str | Path, backbone: nn.Module, extra_config: dict | None = None,
@@ -99,7 +110,8 @@ def is_own_format(folder: str | Path) -> bool:
 def infer_head(head_state: dict[str, Tensor], cfg: EncoderConfig) -> nn.Module | None:
     """Rebuild a head from its tensors when config.json does not describe it (a `data2vec finetune` best/
     folder): dense+out = sequence head (bert style for position_offset 0, else roberta), qa = span head,
-    classifier (+ norm) = image head (norm -> mean pooling, no norm -> CLS)."""
+    projector + classifier = speech keyword head, classifier (+ norm) = image head (norm -> mean pooling, no norm ->
+    CLS), proj = CTC head."""
     if not head_state:
         return None
     if {"dense.weight", "out.weight"} <= set(head_state):
@@ -107,6 +119,9 @@ def infer_head(head_state: dict[str, Tensor], cfg: EncoderConfig) -> nn.Module |
         return SequenceClassificationHead(cfg.dim, head_state["out.weight"].shape[0], style=style)
     if "qa.weight" in head_state:
         return QuestionAnsweringHead(cfg.dim)
+    if "projector.weight" in head_state:  # before "classifier": the speech head has both
+        return AudioClassificationHead(cfg.dim, head_state["classifier.weight"].shape[0],
+                                       proj_dim=head_state["projector.weight"].shape[0])
     if "classifier.weight" in head_state:
         norm = "norm.weight" in head_state
         return ImageClassificationHead(cfg.dim, head_state["classifier.weight"].shape[0],

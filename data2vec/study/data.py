@@ -1,5 +1,5 @@
 """The data a study (and the commands) pretrain and score on: text corpora and their tokenizer, image data sets
-and their splits, the online k-NN probe's labelled images, seeded subsets.
+and their splits, the online k-NN probe's labelled images, speech crops, seeded subsets.
 
 This is where the library meets `tasks/` (the data sets): the study pipeline and the CLI wire them in, the core
 never imports them. `tasks/` is imported lazily, inside the functions, so that `data2vec --help` stays fast.
@@ -158,6 +158,50 @@ def build_vision_data(data: str, image_size: int, *, multicrop: dict | None = No
     info = {"kind": "vision", "path": str(data), "images": len(dataset), "image_size": image_size,
             "channels": int(first.shape[0])}
     return dataset, info
+
+
+# ---- speech -------------------------------------------------------------------------------------------
+def waveform_only(sample):
+    """(waveform, label or transcript) -> waveform: pretraining reads no labels."""
+    return sample[0]
+
+
+# --crop-seconds by preset: released data2vec-audio base crops to max_sample_size 320,000 samples (20 s); the reduced
+# presets crop to a few seconds so a CPU batch stays small (keyword clips are 1 s: whole at every preset)
+AUDIO_CROP_SECONDS = {"tiny": 1.0, "mini": 3.0, "small": 10.0, "base": 20.0}
+AUDIO_FIX = ("pass --data a keyword folder (<word>/<file>.wav, Speech Commands), a LibriSpeech folder (train-*, or one "
+             "subset), transcribed split folders or a corpus built by python -m tasks.audio.corpus")
+
+
+def build_audio_data(data: str | Path, *, crop_seconds: float, sample_rate: int = 16_000) -> tuple[Dataset, dict,
+                                                                                                     object]:
+    """Speech for pretraining: the train split of `data` (`tasks.audio.registry.pretraining_speech`), each utterance
+    a random crop of at most `crop_seconds` (a new window per epoch: the crop is seeded per sample and epoch by the
+    engine), labels and transcripts dropped. -> (dataset of waveforms (N_i,), data_info, collate_fn giving
+    {"waveform" (B, S), "lengths" (B,)}).
+
+    Differences from fairseq's pretraining data (`max_sample_size` 250k-320k samples, `min_sample_size` 32k): the
+    crop is per sample and the batch is padded (fairseq crops a batch to its shortest utterance), and no utterance
+    is dropped for being short (one shorter than the feature encoder's 400-sample receptive field has no frame)."""
+    from tasks.audio import AudioCollate, RandomCrop
+    from tasks.audio.registry import pretraining_speech
+
+    if crop_seconds <= 0:
+        raise StudyError(f"the crop must be positive, got {crop_seconds} s; fix: pass a crop of a few seconds "
+                         "(released: 15-20 s)")
+    require_path(data, "speech data", AUDIO_FIX)
+    crop = max(1, round(crop_seconds * sample_rate))
+    try:
+        base, layout = pretraining_speech(data, sample_rate, RandomCrop(crop))
+    except ImportError as error:  # soundfile, the optional audio extra
+        raise StudyError(str(error)) from None
+    except (FileNotFoundError, ValueError) as error:
+        raise StudyError(f"--data: {error}" if "fix:" in str(error) else f"--data: {error}; fix: {AUDIO_FIX}") from None
+    if len(base) == 0:
+        raise StudyError(f"{data} holds no training utterances; fix: {AUDIO_FIX}")
+    info = {"kind": "audio", "path": str(data), "layout": layout, "utterances": len(base), "sample_rate": sample_rate,
+            "crop_seconds": crop_seconds, "crop_samples": crop}
+    return Mapped(base, waveform_only), info, AudioCollate()
 
 
 def health_knn_probe(data: str, image_size: int, n: int, seed: int):

@@ -3,16 +3,18 @@
 What it implements (fairseq `RawAudioDataset.collater` with `pad: true`, the fine-tuning setting, and HF's
 `DataCollatorCTCWithPadding`): every waveform (N_i,) is optionally normalised over its own samples, then
 zero-padded on the right to the longest in the batch, N = max_i N_i. A batch is a dict:
-- `waveforms` (B, N) float32, zeros after each utterance's end;
-- `lengths` (B,) int64, the real samples N_i;
-- `padding_mask` (B, N) bool, True = padding (sample n of row i is padding when n >= N_i);
-- `labels` (B,) int64 when the items carry class ids (keyword spotting);
+- `waveform` (B, N) float32, zeros after each utterance's end (sample n of row i is padding when n >= N_i);
+- `lengths` (B,) int64, the real samples N_i (the model derives its frame padding from them);
+- `labels` (B,) int64 when the items carry class ids (keyword spotting); nothing more when the items are bare
+  waveforms (pretraining: labels unused);
 - `transcripts` list of B strings when they carry text, and with a `CharVocab` also `targets` (B, S) int64, the
   character ids padded with the blank id 0, and `target_lengths` (B,) int64 (what `F.ctc_loss` reads).
 
 Differences from the original: fairseq's pretraining collater (`pad: false`) crops every waveform of a batch to the
 shortest one instead of padding; here cropping is a per-sample transform (`waveform.RandomCrop`, seeded per sample
-by the training loop) and the collate only pads, so the same collate serves pretraining and fine-tuning.
+by the training loop) and the collate only pads, so the same collate serves pretraining and fine-tuning. HF's
+collator returns a sample-level `attention_mask`; here the lengths alone carry the padding, and no key is called
+`padding_mask`, which means token padding everywhere else in the library.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from .vocab import CharVocab
 from .waveform import normalise
 
 
-def pad_waveforms(waveforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[(N_i,)] -> waveforms (B, N) zero-padded, lengths (B,), padding_mask (B, N) True = padding."""
+def pad_waveforms(waveforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(N_i,)] -> waveform (B, N) zero-padded on the right, lengths (B,) the real samples per row."""
     if not waveforms:
         raise ValueError("pad_waveforms: empty batch")
     if any(w.ndim != 1 for w in waveforms):
@@ -39,8 +41,7 @@ def pad_waveforms(waveforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torc
     batch = torch.zeros(len(waveforms), int(lengths.max()), dtype=torch.float32)  # (B, N)
     for i, w in enumerate(waveforms):
         batch[i, : w.shape[0]] = w
-    padding_mask = torch.arange(batch.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1)  # (1, N) >= (B, 1) -> (B, N)
-    return batch, lengths, padding_mask
+    return batch, lengths
 
 
 def pad_targets(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,15 +55,19 @@ def pad_targets(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Te
 
 @dataclass
 class AudioCollate:
-    """Items (waveform (N_i,), label int | transcript str) -> the batch dict of the module docstring."""
+    """Items (waveform (N_i,), label int | transcript str), or bare waveforms (N_i,) -> the batch dict of the module
+    docstring."""
 
     normalize: bool = False  # zero mean, unit variance per utterance (data2vec-audio base: yes; fairseq `normalize`)
     vocab: CharVocab | None = None  # with transcripts: also encode them into `targets` / `target_lengths` for CTC
 
-    def __call__(self, items: Sequence[tuple[torch.Tensor, int | str]]) -> dict:
-        waves = [normalise(w) if self.normalize else w for w, _ in items]
-        waveforms, lengths, padding_mask = pad_waveforms(waves)
-        batch = {"waveforms": waveforms, "lengths": lengths, "padding_mask": padding_mask}
+    def __call__(self, items: Sequence[tuple[torch.Tensor, int | str] | torch.Tensor]) -> dict:
+        bare = all(isinstance(item, torch.Tensor) for item in items)
+        waves = [item if bare else item[0] for item in items]
+        waveform, lengths = pad_waveforms([normalise(w) if self.normalize else w for w in waves])
+        batch = {"waveform": waveform, "lengths": lengths}
+        if bare:
+            return batch
         targets = [t for _, t in items]
         if all(isinstance(t, str) for t in targets):
             batch["transcripts"] = list(targets)

@@ -11,6 +11,9 @@ objective of wav2vec 2.0 and data2vec-audio, arXiv 2202.03555 section 5.2):
   the LibriSpeech fine-tuning configs), "mean" = torch's: each loss / its target length, then the batch mean.
 - greedy (best-path) decoding: pi*_t = argmax_k y_t(k) on the real frames, then B(pi*): collapse runs of the
   same symbol, drop blanks ("a a - a b" -> "a a b": a blank between two a's keeps both).
+- what `data2vec finetune --task ctc` plugs into the fine-tuning loop: `CTCObjective` (the loss of a TaskModel's
+  (logits, frame padding) output against the collate's targets) and `CTCScores` (greedy decoding of each
+  utterance's frame logits, then CER and WER against the transcripts, in percent).
 
 Differences from the original: none in the math; the log-softmax is taken in float32 whatever the logits' dtype
 (fairseq and HF do the same), and an impossible alignment (more labels than frames allow) is +inf unless
@@ -74,3 +77,38 @@ def greedy_decode(logits: torch.Tensor, padding_mask: torch.Tensor | None = None
     else:
         lengths = lengths_from_padding_mask(padding_mask).tolist()
     return [collapse(row[:n].tolist(), blank) for row, n in zip(best, lengths, strict=True)]
+
+
+class CTCObjective:
+    """loss_fn(outputs, batch) of `data2vec.finetune`: outputs = (logits (B, T, V), frame padding (B, T) or None)
+    of a TaskModel with a CTCHead; batch carries `targets` (B, S) and `target_lengths` (B,) (`AudioCollate` with a
+    vocabulary). reduction "sentence" = fairseq's fine-tuning (`sentence_avg`): the summed loss / B."""
+
+    def __init__(self, reduction: str = "sentence", blank: int = 0):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.reduction, self.blank = reduction, blank
+
+    def __call__(self, outputs, batch: dict) -> torch.Tensor:
+        logits, padding = outputs
+        return ctc_loss(logits, padding, batch["targets"], batch["target_lengths"], blank=self.blank,
+                        reduction=self.reduction)
+
+
+class CTCScores:
+    """metric_fn(outputs, transcripts) of `data2vec.finetune`: outputs = one frame-logit array (T_i, V) per
+    utterance (real frames only); -> {"cer": %, "wer": %} of the greedy decoding, corpus level."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def decode(self, frame_logits) -> list[str]:
+        return [self.vocab.decode(collapse(torch.as_tensor(x).argmax(dim=-1).tolist(), self.vocab.blank_id))
+                for x in frame_logits]
+
+    def __call__(self, frame_logits, transcripts) -> dict[str, float]:
+        from .error_rates import char_error_rate, word_error_rate
+
+        hyps = self.decode(frame_logits)
+        refs = [self.vocab.decode(self.vocab.encode(t)) for t in transcripts]  # the text as the vocabulary writes it
+        return {"cer": 100.0 * char_error_rate(refs, hyps), "wer": 100.0 * word_error_rate(refs, hyps)}

@@ -11,6 +11,11 @@ for `task="ctc"` (character recognition, `librispeech.load_transcribed`):
   a subset folder as its own data set to score it).
 A split that is missing is absent from the returned dict (a corpus with no validation split fine-tunes without one).
 
+`pretraining_speech(path)`: the unlabelled speech a pretraining run reads, from any of the layouts above: the train
+split only (validation and test stay unseen), of both parts of a built corpus (its keywords and its sentences),
+of a LibriSpeech root or split folders with transcripts, of a single transcribed subset folder (all of it), or of a
+keyword folder. Items keep their label or transcript; the caller drops it.
+
 Differences from the original: fairseq fine-tunes from manifests it writes first (`wav2vec_manifest.py`); these
 datasets read the folders directly.
 """
@@ -19,10 +24,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
-from .keywords import find_split_folder, load_keywords
-from .librispeech import TranscribedSpeech, load_transcribed
+from .keywords import KEYWORD_FIX, find_split_folder, load_keywords
+from .librispeech import TRANSCRIBED_FIX, TranscribedSpeech, load_transcribed
 from .waveform import SAMPLE_RATE
 
 TASKS = ("keywords", "ctc")
@@ -84,3 +89,28 @@ def audio_datasets(path: str | Path, task: str, sample_rate: int = SAMPLE_RATE, 
     if "train" not in out:
         raise FileNotFoundError(f"{root}: no training split; fix: add a train folder (or LibriSpeech train-* subsets)")
     return out
+
+
+def pretraining_speech(path: str | Path, sample_rate: int = SAMPLE_RATE, transform=None) -> tuple[Dataset, str]:
+    """(the training speech at `path`, the layout it was read as: "corpus", "transcribed", "transcribed-subset" or
+    "keywords"). `transform` (e.g. `waveform.RandomCrop`) applies to every item."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"speech data not found: {root}; fix: pass a keyword folder, a LibriSpeech folder or a "
+                                "corpus built by python -m tasks.audio.corpus")
+    if (root / "manifest.json").is_file() and (root / "keywords").is_dir() and (root / "transcribed").is_dir():
+        parts = [audio_datasets(root, task, sample_rate, transform)["train"] for task in TASKS]
+        return ConcatDataset(parts), "corpus"
+    # one LibriSpeech subset folder (train-clean-100, ...): <speaker>/<chapter>/*.trans.txt right under it
+    if next(root.glob("*/*/*.trans.txt"), None) is not None:
+        return load_transcribed(root, sample_rate, transform), "transcribed-subset"
+    # LibriSpeech's root or split folders: <subset>/<speaker>/<chapter>/*.trans.txt; the train split only (a root
+    # holding dev-clean and test-clean alone is refused by audio_datasets, never pretrained on)
+    if next(root.glob("*/*/*/*.trans.txt"), None) is not None:
+        return audio_datasets(root, "ctc", sample_rate, transform)["train"], "transcribed"
+    try:
+        return load_keywords(root, "train", sample_rate, transform), "keywords"
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root}: no speech layout found (a corpus built by python -m tasks.audio.corpus, "
+                                f"LibriSpeech or transcribed split folders, or keyword folders); fix: "
+                                f"{TRANSCRIBED_FIX}, or {KEYWORD_FIX}") from None
