@@ -178,8 +178,8 @@ def format_tables(rows: list[dict], budget: dict, medians: bool = False) -> tupl
     text.append("")
     squad = "; SQuAD: F1 on the held-out half of dev; XQuAD: F1 zero-shot" \
         if any(p.startswith(("squad-", "xquad-")) for p in protocols) else ""
-    text.append(f"scores on the evaluation split (images, speech: the test split; GLUE: dev{squad}), mean ± std "
-                "(number of seeds); every knob chosen on a validation split carved from the training data")
+    text.append(f"scores on the evaluation split (images: the test split; GLUE: dev{squad}), mean ± std (number of "
+                "seeds); every knob chosen on a validation split carved from the training data")
     return "\n".join(text) + "\n", "\n".join(md) + "\n"
 
 
