@@ -21,7 +21,7 @@ def add_audio_arguments(parser: argparse.ArgumentParser) -> None:
         "speech (--modality audio)",
         "data2vec and data2vec 2.0 pretrained on the training speech of --data (a keyword folder, or a corpus built "
         "by python -m tasks.audio.corpus --preset study) at an equal budget, scored on its keywords by frozen k-NN "
-        "and linear probes and by fine-tuning with 1 %% and 10 %% of the labels; floors: random init, log-mel / MFCC "
+        "and linear probes and by fine-tuning with 1 % and 10 % of the labels; floors: random init, log-mel / MFCC "
         "features with the same probes, supervised from scratch. The study uses --dim 128 --depth 4 --heads 4 "
         "--conv-dim 64 --batch-size 32 and 1 s clips: on one CPU core an update costs ~0.9 s (data2vec) and ~1.5 s "
         "(data2vec2), so 15 minutes is ~1,000 / ~600 updates")
