@@ -218,3 +218,14 @@ def test_compare_audio_needs_data(tmp_path, capsys):
     assert "needs --data" in capsys.readouterr().err
     assert main(["compare", "--modality", "audio", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_fit_length_pads_on_the_right_and_keeps_the_middle():
+    from tasks.audio.waveform import fit_length
+
+    x = torch.arange(1.0, 11.0)
+    assert torch.equal(fit_length(x, 14), torch.cat([x, torch.zeros(4)]))
+    assert torch.equal(fit_length(x, 4), torch.tensor([4.0, 5.0, 6.0, 7.0]))  # start (10 - 4) // 2 = 3
+    assert torch.equal(fit_length(x, 10), x)
+    with pytest.raises(ValueError, match="positive"):
+        fit_length(x, 0)
