@@ -47,7 +47,8 @@ class AudioCompareConfig:
     finetune_fractions: tuple[float, ...] = (0.01, 0.1)  # fine-tuning label fractions (1.0 with --finetune-full)
     finetune_epochs: dict = field(default_factory=lambda: {0.01: 40, 0.1: 15, 1.0: 5})  # epochs per fraction,
     finetune_min_updates: int = 200  # ... raised to reach at least this many updates (1 % is ~1 clip per class)
-    finetune_lr: float = 5e-4  # one recipe for every arm (AdamW, cosine, warm-up 10 %, label smoothing 0.1)
+    finetune_lr: float = 5e-4  # one recipe for every arm (AdamW, cosine, warm-up 10 %, label smoothing 0.1); a
+    #   starting point, not tuned (benchmarks/studies/README.md, "What was tried")
     layer_decay: float = 0.75  # layer-wise lr decay of the fine-tuning recipe (the image study's)
     time_shift: float = 0.1  # fine-tuning augmentation: every clip shifted by up to this many seconds (Speech
     #   Commands' baselines: 100 ms), the same for every arm and the supervised floor
