@@ -277,3 +277,75 @@ def test_real_espeak_builds_a_tiny_reproducible_corpus(tmp_path):
     waveform = load_keywords(tmp_path / "a" / "keywords", "test")[0][0]
     assert waveform.abs().max().item() > 0.05
     assert build_corpus(tmp_path / "b", cfg)["files"] == first["files"]
+
+
+# ---- harder keywords (window, noise, babble) -----------------------------------------------------------------
+
+HARD = {**SMALL, "speakers": {"train": 3, "validation": 2, "test": 2}, "window_seconds": 1.0,
+        "noise": ("pink", "babble"), "snr_db": (0.0, 10.0), "babble_talkers": 2}
+
+
+def test_harder_keywords_leave_the_clean_plan_alone_and_are_seeded():
+    clean, hard = plan_corpus(CorpusConfig(**{**HARD, "window_seconds": None, "noise": ()})), plan_corpus(
+        CorpusConfig(**HARD))
+    assert [(u.path, u.text, u.speed, u.pitch) for u in clean] == [(u.path, u.text, u.speed, u.pitch) for u in hard]
+    assert all(u.mix is None for u in clean)
+    mixes = [u.mix for u in hard if u.kind == "keyword"]
+    assert all(m is not None and 0 <= m.offset <= 1 and 0 <= m.snr_db <= 10 and m.noise in HARD["noise"]
+               for m in mixes)
+    assert all(u.mix is None for u in hard if u.kind == "sentence")
+    assert plan_corpus(CorpusConfig(**HARD)) == hard
+    by_path = {u.path: u for u in hard}
+    for u in hard:  # babble: sentences of OTHER speakers of the SAME split, that the corpus records
+        if u.mix is not None and u.mix.noise == "babble":
+            assert len(u.mix.babble) == min(2, HARD["speakers"][u.speaker.split] - 1)  # as many others as exist
+            for source in u.mix.babble:
+                assert by_path[source].kind == "sentence" and by_path[source].speaker.split == u.speaker.split
+                assert by_path[source].speaker.id != u.speaker.id
+
+
+def test_noise_kinds_over_many_recordings_are_uniform():
+    """Each kind is drawn with probability 1/3 per recording (5 binomial standard deviations over 2,100 draws)."""
+    cfg = CorpusConfig(**{**HARD, "noise": ("white", "pink", "babble"), "keywords": tuple("abcdefghij"),
+                          "speakers": {"train": 30, "validation": 20, "test": 20}, "repeats": 3})
+    kinds = collections.Counter(u.mix.noise for u in plan_corpus(cfg) if u.kind == "keyword")
+    n = sum(kinds.values())
+    assert n == 70 * 10 * 3
+    assert all(abs(kinds[k] - n / 3) <= 5 * np.sqrt(n * (1 / 3) * (2 / 3)) for k in ("white", "pink", "babble"))
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"noise": ("purple",)}, "noise"),
+    ({"window_seconds": None}, "noise"),  # noise without a window
+    ({"snr_db": (5.0, 0.0)}, "snr_db"),
+    ({"sentences_per_speaker": 0}, "noise"),  # babble without sentences
+    ({"window_seconds": 0.01}, "window_seconds"),
+])
+def test_harder_keyword_config_errors_name_the_field(change, field):
+    with pytest.raises(ValueError, match=f"CorpusConfig.{field}"):
+        CorpusConfig(**{**HARD, **change}).check()
+
+
+def test_build_harder_keywords_with_a_fake_espeak(tmp_path, fake_espeak):
+    manifest = build_corpus(tmp_path / "c", CorpusConfig(**HARD))
+    keywords = [f for f in manifest["files"] if f["kind"] == "keyword"]
+    assert all(f["samples"] == 16000 and "mix" in f for f in keywords)  # every keyword is exactly the 1 s window
+    assert manifest["config"]["noise"] == ["pink", "babble"] and manifest["config"]["window_seconds"] == 1.0
+    train = load_keywords(tmp_path / "c" / "keywords", "train")
+    assert all(train[i][0].shape == (16000,) for i in range(len(train)))
+    assert build_corpus(tmp_path / "d", CorpusConfig(**HARD))["files"] == manifest["files"]  # reproducible
+
+
+def test_the_study_preset_and_flags_make_the_config(tmp_path):
+    from tasks.audio.corpus import _parser, config_from_args
+    from tasks.audio.corpus_plan import CORPUS_PRESETS, SPEECH_COMMANDS_35
+
+    study = config_from_args(_parser().parse_args(["--out", "x", "--preset", "study"]))
+    assert study.keywords == SPEECH_COMMANDS_35 and len(set(SPEECH_COMMANDS_35)) == 35
+    assert study.window_seconds == 1.0 and study.noise == CORPUS_PRESETS["study"]["noise"]
+    study.check()
+    changed = config_from_args(_parser().parse_args(["--out", "x", "--preset", "study", "--test-speakers", "2",
+                                                     "--snr-db", "5,15", "--noise", "white"]))
+    assert changed.speakers == {**study.speakers, "test": 2} and changed.snr_db == (5.0, 15.0)
+    assert changed.noise == ("white",)
+    assert config_from_args(_parser().parse_args(["--out", "x"])) == CorpusConfig()  # clean: the defaults

@@ -1,7 +1,8 @@
 """`data2vec compare`: the command of the equal-budget study. It parses the flags, turns them into the study's
 settings (`data2vec.study.vision_config.CompareConfig` for images, `text_config.TextCompareConfig` with
---modality text) and runs `data2vec.study.pipeline.run_comparison`; everything the study does is in
-`data2vec.study` (its docstrings describe the protocols). Bad flags are a one-line CliError; a study stopped by
+--modality text, `audio_config.AudioCompareConfig` with --modality audio) and runs
+`data2vec.study.pipeline.run_comparison`; everything the study does is in `data2vec.study` (its docstrings describe
+the protocols). Bad flags are a one-line CliError; a study stopped by
 a signal exits with the signal's status.
 """
 
@@ -35,9 +36,10 @@ def add_parser(sub) -> None:
         "CIFAR-10 (enough to see frozen features separate from random init, far from the papers' 800 epochs); "
         "a GPU does the same budget ~50x faster, so give it a bigger encoder (--dim 384 --depth 6) and an hour.",
         formatter_class=HelpFormatter)
-    p.add_argument("--modality", choices=("vision", "text"), default="vision",
+    p.add_argument("--modality", choices=("vision", "text", "audio"), default="vision",
                    help="vision: the image comparison described here; text: BERT-MLM, data2vec and data2vec 2.0 "
-                   "pretrained on a text corpus and fine-tuned on GLUE tasks (see --glue)")
+                   "pretrained on a text corpus and fine-tuned on GLUE tasks (see --glue); audio: data2vec and "
+                   "data2vec 2.0 on a spoken-keyword corpus (see the speech group)")
     p.add_argument("--data", default=None,
                    help="vision: 'digits' (scikit-learn, no download), a CIFAR-10 or MNIST folder (or .tar.gz), or an "
                    "image folder <root>/<class>/<image> (split 80/20) or <root>/<split>/<class>/<image>; text: the "
@@ -65,7 +67,8 @@ def add_parser(sub) -> None:
                    help="encoder width shared by every arm (default: vision 128, text 256, the `mini` width)")
     p.add_argument("--depth", type=int, default=4, help="encoder blocks")
     p.add_argument("--heads", type=int, default=4, help="attention heads (must divide --dim)")
-    p.add_argument("--batch-size", type=int, default=64, help="pretraining and fine-tuning batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="pretraining and fine-tuning batch (default 64; --modality audio 32)")
     p.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="change one method's recipe for a TUNING run (images and text), e.g. --set dino.n_local=0 "
                    "--set dino.teacher_temp=0.02 --set data2vec.lr=1e-3 --set data2vec2.num_masks=4 --set "
@@ -92,6 +95,9 @@ def add_parser(sub) -> None:
     from .compare_text import add_text_arguments
 
     add_text_arguments(p)
+    from .compare_audio import add_audio_arguments
+
+    add_audio_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -144,10 +150,16 @@ def run(args: argparse.Namespace) -> int:
         summary = write_report(args.out)
         print(Path(args.out, "table.txt").read_text())
         return 0 if summary["rows"] else 1
+    if args.batch_size is None:  # the modality's batch: 1 s speech clips cost more per example than 32 px images
+        args.batch_size = 32 if args.modality == "audio" else 64
     if args.modality == "text":
         from .compare_text import text_study_config
 
         cfg = text_study_config(args)
+    elif args.modality == "audio":
+        from .compare_audio import audio_study_config
+
+        cfg = audio_study_config(args)
     else:
         cfg = image_study_config(args)
     try:

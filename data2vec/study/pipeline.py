@@ -5,7 +5,7 @@ the stored settings, write OUT/config.json, prepare the data and calibrate every
 every seed score every arm (a method is pretrained first; finished results are skipped, so a rerun continues)
 and rebuild the report after each. The modality's part is a module with the same six functions:
 `check`, `config_record`, `prepare`, `scored_arms`, `start_seed`, `score_arm` (`data2vec.study.vision` for
-`CompareConfig`, `data2vec.study.text` for `TextCompareConfig`).
+`CompareConfig`, `data2vec.study.text` for `TextCompareConfig`, `data2vec.study.audio` for `AudioCompareConfig`).
 
 Differences from the papers: they report single runs at full scale; every number here is a mean over seeds of
 runs at an equal pretraining budget, each stored as its own results file.
@@ -15,16 +15,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import text, vision
+from . import audio, text, vision
+from .audio_config import AudioCompareConfig
 from .records import say, write_json
 from .report import write_report
 from .text_config import TextCompareConfig
 from .vision_config import CompareConfig
 
-STUDY_MODALITIES = {CompareConfig: vision, TextCompareConfig: text}  # the study's config type -> its modality's part
+STUDY_MODALITIES = {CompareConfig: vision, TextCompareConfig: text, AudioCompareConfig: audio}  # config -> its part
 
 
-def run_comparison(cfg: CompareConfig | TextCompareConfig) -> dict:
+def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig) -> dict:
     """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
     import torch
 

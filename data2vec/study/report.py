@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-FLOOR_ORDER = ("majority", "random", "pixels", "supervised")
+FLOOR_ORDER = ("majority", "random", "pixels", "features", "supervised")
 PROTOCOL_ORDER = ("knn@100%", "linear@100%", "knn@1%", "linear@1%", "knn@10%", "linear@10%", "finetune@1%",
                   "finetune@10%", "finetune@100%", "sst2", "sst2-linear", "stsb", "mrpc", "rte", "cola", "mlm-heldout",
                   "squad-heldout", "xquad-en", "xquad-de", "xquad-es")  # other XQuAD languages follow by name
 ARM_LABELS = {"random": "random init (same encoder)", "pixels": "raw pixels",
+              "features": "raw features (log-mel / MFCC, mean+std)",
               "supervised": "supervised from scratch (budget + fine-tuning time)", "data2vec": "data2vec",
               "data2vec2": "data2vec 2.0", "dino": "DINO", "bert": "BERT-MLM",
               "majority": "majority class (STS-B: mean score)"}

@@ -31,8 +31,11 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from .corpus_plan import SPLITS, CorpusConfig, Utterance, draw_speakers, plan_corpus
+import numpy as np
+
+from .corpus_plan import CORPUS_PRESETS, SPLITS, CorpusConfig, Mix, Utterance, draw_speakers, plan_corpus
 from .espeak import EspeakFailed, EspeakNotFound, espeak_version, find_espeak, synthesis_args, synthesise
+from .noise import babble, coloured_noise, fit_full_scale, mix_at_snr, place_in_window, trim_silence
 from .waveform import SAMPLE_RATE, read_audio, resample, to_mono
 
 OUTPUTS = ("keywords", "transcribed", "manifest.json")  # what a build writes into --out (and --overwrite replaces)
@@ -47,14 +50,34 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _record(utt: Utterance, binary: str, tmp_wav: Path, target: Path) -> int:
-    """Synthesise one utterance, convert it to 16 kHz mono 16-bit at `target`; returns its sample count."""
+def harder(mono: np.ndarray, mix: Mix, window: int, root: Path) -> np.ndarray:
+    """A clean keyword recording made harder (`tasks.audio.noise`): trimmed, placed in the window at the mix's
+    offset, noise of the mix's kind added at its SNR (babble read from the sentences already written under `root`),
+    scaled down if it would clip."""
+    word = trim_silence(mono)
+    speech = place_in_window(word, window, mix.offset)  # (window,)
+    if mix.noise is None:
+        return fit_full_scale(speech)
+    rng = np.random.default_rng(mix.noise_seed)
+    if mix.noise == "babble":
+        noise = babble([to_mono(read_audio(root / path)[0]) for path in mix.babble], window, rng)
+    else:
+        noise = coloured_noise(mix.noise, window, rng)
+    power = float(np.mean(word.astype(np.float64) ** 2))  # the speech's power while it is active
+    return fit_full_scale(mix_at_snr(speech, noise, mix.snr_db, power))
+
+
+def _record(utt: Utterance, binary: str, tmp_wav: Path, target: Path, window: int | None = None) -> int:
+    """Synthesise one utterance, convert it to 16 kHz mono 16-bit at `target` (made harder when it has a `mix`,
+    with `window` samples); returns its sample count."""
     import soundfile
 
     synthesise(binary, synthesis_args(utt.speaker.voice, utt.speaker.variant, utt.speed, utt.pitch), utt.text,
                tmp_wav)
     samples, rate = read_audio(tmp_wav)
     mono = resample(to_mono(samples), rate, SAMPLE_RATE)  # (N, C) at the synthesiser's rate -> (N',) at 16 kHz
+    if utt.mix is not None:
+        mono = harder(mono, utt.mix, window, tmp_wav.parent)  # (N',) -> (window,); sentences sit beside tmp_wav
     target.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(target, mono.clip(-1.0, 1.0), SAMPLE_RATE, subtype="PCM_16",
                     format="FLAC" if target.suffix == ".flac" else "WAV")
@@ -85,10 +108,13 @@ def _manifest(cfg: CorpusConfig, version: str, plan: list[Utterance], samples: d
     speakers = [{"id": s.id, **asdict(s)} for s in draw_speakers(cfg)]
     files = [{"path": u.path, "sha256": sha256(root / u.path), "kind": u.kind, "split": u.speaker.split,
               "speaker": u.speaker.id, "text": u.text, "samples": samples[u.path],
-              "espeak_args": synthesis_args(u.speaker.voice, u.speaker.variant, u.speed, u.pitch)} for u in plan]
+              "espeak_args": synthesis_args(u.speaker.voice, u.speaker.variant, u.speed, u.pitch),
+              **({"mix": {**asdict(u.mix), "babble": list(u.mix.babble)}} if u.mix is not None else {})}
+             for u in plan]
     files += [{"path": p.relative_to(root).as_posix(), "sha256": sha256(p), "kind": "text"} for p in texts]
     return {"format": 1, "builder": "python -m tasks.audio.corpus", "espeak_ng": version, "sample_rate": SAMPLE_RATE,
-            "config": {**asdict(cfg), "keywords": list(cfg.keywords)}, "speakers": speakers,
+            "config": {**asdict(cfg), "keywords": list(cfg.keywords), "noise": list(cfg.noise),
+                       "snr_db": list(cfg.snr_db)}, "speakers": speakers,
             "files": sorted(files, key=lambda f: f["path"])}
 
 
@@ -113,8 +139,10 @@ def build_corpus(out: str | Path, cfg: CorpusConfig | None = None, espeak: str =
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         samples = {}
-        for done, utt in enumerate(plan, start=1):
-            samples[utt.path] = _record(utt, binary, staging / "espeak-ng.wav", staging / utt.path)
+        window = None if cfg.window_seconds is None else int(round(cfg.window_seconds * SAMPLE_RATE))
+        ordered = sorted(plan, key=lambda u: u.kind != "sentence")  # sentences first: babble reads them
+        for done, utt in enumerate(ordered, start=1):
+            samples[utt.path] = _record(utt, binary, staging / "espeak-ng.wav", staging / utt.path, window)
             if progress is not None:
                 progress(done, len(plan))
         (staging / "espeak-ng.wav").unlink(missing_ok=True)
@@ -133,35 +161,68 @@ def build_corpus(out: str | Path, cfg: CorpusConfig | None = None, espeak: str =
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tasks.audio.corpus", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 epilog="Every setting left out comes from --preset (clean: CorpusConfig's defaults).")
     defaults = CorpusConfig()
     ap.add_argument("--out", required=True, help="the corpus folder")
-    ap.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice")
+    ap.add_argument("--preset", default="clean", choices=tuple(CORPUS_PRESETS),
+                    help="clean: 20 keywords as espeak-ng says them (easy: a log-spectrogram baseline gets them all "
+                    "right); study: the equal-budget study's harder corpus (35 words in a 1 s window with noise at a "
+                    "random SNR; tasks/audio/README.md)")
+    ap.add_argument("--seed", type=int, default=None, help=f"seed of every random choice ({defaults.seed})")
     for split in SPLITS:
-        ap.add_argument(f"--{split}-speakers", type=int, default=defaults.speakers[split],
-                        help=f"speakers (distinct voice timbres) in {split}")
-    ap.add_argument("--keywords", default=",".join(defaults.keywords), help="comma-separated keywords")
-    ap.add_argument("--repeats", type=int, default=defaults.repeats, help="recordings per speaker and keyword")
-    ap.add_argument("--sentences-per-speaker", type=int, default=defaults.sentences_per_speaker)
-    ap.add_argument("--min-words", type=int, default=defaults.min_words, help="words per sentence, at least")
-    ap.add_argument("--max-words", type=int, default=defaults.max_words, help="words per sentence, at most")
+        ap.add_argument(f"--{split}-speakers", type=int, default=None,
+                        help=f"speakers (distinct voice timbres) in {split} ({defaults.speakers[split]})")
+    ap.add_argument("--keywords", default=None, help="comma-separated keywords (the 20 commands and digits)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help=f"recordings per speaker and keyword ({defaults.repeats})")
+    ap.add_argument("--sentences-per-speaker", type=int, default=None, help=f"({defaults.sentences_per_speaker})")
+    ap.add_argument("--min-words", type=int, default=None, help=f"words per sentence, at least ({defaults.min_words})")
+    ap.add_argument("--max-words", type=int, default=None, help=f"words per sentence, at most ({defaults.max_words})")
+    ap.add_argument("--window-seconds", type=float, default=None,
+                    help="place every keyword, trimmed of its silence, at a random offset in a window this long")
+    ap.add_argument("--noise", default=None, help="comma-separated noise kinds drawn per keyword: white, pink, brown, "
+                    "babble (other speakers' sentences of the same split); needs --window-seconds")
+    ap.add_argument("--snr-db", default=None, metavar="LOW,HIGH", help="SNR range of the noise in dB (0,20)")
+    ap.add_argument("--babble-talkers", type=int, default=None, help=f"talkers in babble ({defaults.babble_talkers})")
     ap.add_argument("--espeak", default="espeak-ng", help="the espeak-ng program (a name on PATH or a path)")
     ap.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
     return ap
 
 
+def config_from_args(args: argparse.Namespace) -> CorpusConfig:
+    """--preset's values, each replaced by its flag when given (ValueError on a malformed list)."""
+    values = dict(CORPUS_PRESETS[args.preset])
+    speakers = dict(values.get("speakers", CorpusConfig().speakers))
+    for split in SPLITS:
+        if getattr(args, f"{split}_speakers") is not None:
+            speakers[split] = getattr(args, f"{split}_speakers")
+    values["speakers"] = speakers
+    for name in ("seed", "repeats", "sentences_per_speaker", "min_words", "max_words", "window_seconds",
+                 "babble_talkers"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.keywords is not None:
+        values["keywords"] = tuple(w.strip() for w in args.keywords.split(",") if w.strip())
+    if args.noise is not None:
+        values["noise"] = tuple(w.strip() for w in args.noise.split(",") if w.strip())
+    if args.snr_db is not None:
+        try:
+            low, high = (float(x) for x in args.snr_db.split(","))
+        except ValueError:
+            raise ValueError(f"--snr-db {args.snr_db!r} is not LOW,HIGH; fix: e.g. --snr-db 0,20") from None
+        values["snr_db"] = (low, high)
+    return CorpusConfig(**values)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    cfg = CorpusConfig(seed=args.seed, speakers={s: getattr(args, f"{s}_speakers") for s in SPLITS},
-                       keywords=tuple(w.strip() for w in args.keywords.split(",") if w.strip()), repeats=args.repeats,
-                       sentences_per_speaker=args.sentences_per_speaker, min_words=args.min_words,
-                       max_words=args.max_words)
 
     def progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
             print(f"{done}/{total} files", file=sys.stderr)
 
     try:
+        cfg = config_from_args(args)
         manifest = build_corpus(args.out, cfg, args.espeak, args.overwrite, progress)
     except (EspeakNotFound, EspeakFailed, FileExistsError, ValueError) as error:
         print(f"python -m tasks.audio.corpus: error: {error}", file=sys.stderr)

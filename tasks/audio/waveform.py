@@ -12,6 +12,7 @@ What it implements (data2vec-audio, arXiv 2202.03555 section 4.2, and the releas
 - `random_crop(x, max_samples)`: a window of `max_samples` at a uniformly drawn start (torch's RNG, which
   `data2vec.sampling.SeededItems` seeds per sample), or `x` unchanged when it is not longer.
 - `normalise(x)`: zero mean and unit variance over the utterance (fairseq `normalize: true`, HF `do_normalize`).
+- `fit_length(x, n)`: exactly n samples, zero-padded on the right or cut to the middle (fixed-length keyword clips).
 
 Differences from the original: fairseq reads with soundfile too but refuses a file whose rate is not the task's
 (it expects LibriSpeech's 16 kHz and has no resampling); torchaudio (HF's examples) resamples with a windowed sinc
@@ -109,3 +110,14 @@ def normalise(waveform: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """(x - mean(x)) / sqrt(var(x) + eps) over one utterance (N,), the population variance (HF: eps 1e-7)."""
     centred = waveform - waveform.mean()
     return centred / torch.sqrt(centred.pow(2).mean() + eps)
+
+
+def fit_length(waveform: torch.Tensor, n: int) -> torch.Tensor:
+    """(N,) -> (n,): zero-padded on the right when shorter (Speech Commands pads its clips to 1 s), its middle n
+    samples when longer."""
+    if n <= 0:
+        raise ValueError(f"fit_length: n must be positive, got {n}")
+    if waveform.shape[-1] >= n:
+        start = (waveform.shape[-1] - n) // 2
+        return waveform[..., start:start + n]  # (N,) -> (n,)
+    return torch.nn.functional.pad(waveform, (0, n - waveform.shape[-1]))  # (N,) -> (n,)
