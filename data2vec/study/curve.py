@@ -7,10 +7,10 @@ results count as that point), so everything of the one-budget study (resume, --r
 other settings) holds per point. OUT/calibration.json is the curve's: each method's seconds per update, measured
 once (or taken from the reused study), from which every point's update count follows (steps = budget / seconds
 per update), so the points of a curve differ only in their number of updates, even when later points run on
-another machine. The floors that do not depend on the budget (random init, raw pixels) are computed once and
-shared between points, each copy marked `shared_from`. OUT/curve.md, curve.txt, curve_summary.json and
-OUT/plots/curve-<protocol>.png are rebuilt from the points' results files after each point (and by
---report-only).
+another machine. The floors that do not depend on the budget (random init, raw pixels or audio features, the
+majority class) are computed once and shared between points, each copy marked `shared_from` (a path relative to
+the point's folder). OUT/curve.md, curve.txt, curve_summary.json and OUT/plots/curve-<protocol>.png are rebuilt
+from the points' results files after each point (and by --report-only).
 
 Order: seed by seed, and within a seed the budgets in the order given, so the first seed's curve is complete
 before the second seed starts (pass the most informative budgets first).
@@ -30,7 +30,7 @@ from .errors import StudyError
 from .records import say, write_json
 
 CURVE_FILE = "curve.json"
-BUDGET_FREE_ARMS = ("random", "pixels")  # floors whose results do not depend on the budget
+BUDGET_FREE_ARMS = ("random", "pixels", "features", "majority")  # floors whose results do not depend on the budget
 
 
 def budget_key(minutes: float) -> str:

@@ -25,7 +25,7 @@ from .curve import load_curve
 from .records import write_json
 from .report import ARM_LABELS, FLOOR_ORDER, PROTOCOL_ORDER, in_order, write_report
 
-FLAT_FLOORS = ("random", "pixels", "majority")  # drawn as horizontal lines: the same at every budget
+FLAT_FLOORS = ("random", "pixels", "features", "majority")  # drawn as horizontal lines: the same at every budget
 
 
 def collect(out: Path) -> dict:
