@@ -43,6 +43,16 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_cpu_rngs(seed: int) -> None:
+    """Seed python, numpy and torch's CPU generator only: the same CPU streams as `set_seed`, for the per-sample
+    seeding of the data pipeline (CPU-side augmentation). `torch.manual_seed` also queues a lazy seeding of every
+    CUDA device, which records a formatted stack trace while CUDA is not initialised: about 0.75 ms per call, 40 %
+    of the demo's time when it ran once per sample."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)
+
+
 def get_rng_state() -> dict:
     """All RNG states as plain tensors/ints (safe for `torch.load(weights_only=True)`)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

@@ -20,7 +20,7 @@ import hashlib
 import torch
 from torch.utils.data import Dataset
 
-from .checkpoint import set_seed
+from .checkpoint import seed_cpu_rngs
 
 __all__ = ["SeededItems", "ShardSampler", "mix_seed", "shard_seed"]
 
@@ -42,7 +42,7 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key):
         epoch, index = key
-        set_seed(mix_seed(self.seed, 1, epoch, index))
+        seed_cpu_rngs(mix_seed(self.seed, 1, epoch, index))  # the data pipeline runs on the CPU
         return self.dataset[index]
 
 

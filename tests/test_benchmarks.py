@@ -162,6 +162,21 @@ def test_methods_times_every_update_per_variant(methods, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["results"].keys() == report["results"].keys()
 
 
+def test_methods_counts_grouped_convolution_backward_by_hand(methods):
+    """The work of a grouped convolution's backward: each gradient costs what the forward did, counted by hand."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    conv = torch.nn.Conv2d(64, 32, 3, padding=1, groups=16)  # 4 input channels per group
+    x = torch.randn(8, 64, 5, 5, requires_grad=True)
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward:
+                                                        methods.conv_backward_flops}) as counter:
+        conv(x).sum().backward()
+    forward = 2 * (8 * 32 * 5 * 5) * (4 * 3 * 3)  # 2 x outputs x (inputs per group x kernel)
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    assert counts["aten.convolution"] == forward
+    assert counts["aten.convolution_backward"] == 2 * forward  # input and weight gradients
+
+
 def test_methods_command_carries_precision_and_compile(methods, tmp_path):
     args = methods.parse_args(["--methods", "data2vec2/vision"])
     cmd = methods.pretrain_command("data2vec2", "vision", args, tmp_path, "bf16+compile", None)

@@ -233,13 +233,15 @@ def test_loss_on_mask_token_only_counts_mask_ids():
     assert positions.sum() < selected.sum()
 
 
-def test_teacher_targets_do_not_depend_on_autocast():
+def test_teacher_targets_follow_the_run_precision_and_are_normalised_in_fp32():
+    """Under bf16 autocast the teacher's products run in bf16 (the release's ema_same_dtype) and the targets, built
+    in fp32, keep their statistics to bf16's precision."""
     model = tiny("vision")
     images = smooth_images()
     _, plain = model({"images": images}, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, mixed = model({"images": images}, generator=torch.Generator().manual_seed(0))
-    assert host_values(mixed)["target_std"] == pytest.approx(host_values(plain)["target_std"], rel=1e-6)
+    assert host_values(mixed)["target_std"] == pytest.approx(host_values(plain)["target_std"], rel=2e-2)
 
 
 # --------------------------------------------------------------------------------------------------

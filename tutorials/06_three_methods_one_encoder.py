@@ -439,24 +439,27 @@ if study is not None:
 # ### Cost per update of every method (`benchmarks/results/methods.json`)
 #
 # Seconds per pretraining update through `data2vec pretrain` (data, forward, backward, optimiser, EMA) at the
-# `mini` preset; `masked_views_per_s` counts data2vec 2.0's M copies, which is the fair throughput for it.
+# `mini` preset, in float32 and in bf16; `masked_views_per_s` counts data2vec 2.0's M copies, which is the fair
+# throughput for it.
 
 # %%
 cost = load_json(RESULTS / "methods.json")
 if cost is not None:
-    print(f"{cost['what']}; preset {cost['preset']}, batch {cost['batch_size']}, {cost['environment']}")
-    print(f"{'method/modality':<18} {'s/update':>9} {'samples/s':>10} {'masked views/s':>15} {'x data2vec':>11}")
+    machine = cost["machine"]
+    print(f"{cost['what']}\npreset {cost['preset']}, batch {cost['batch_size']}, {machine['cpu']} "
+          f"(bf16 flags {machine['bf16_flags']}), {machine['threads']} thread(s)")
+    print(f"{'method/modality/precision':<26} {'s/update':>9} {'samples/s':>10} {'masked views/s':>15} {'x fp32':>7}")
     for key, r in cost["results"].items():
-        print(f"{key:<18} {r['median_s_per_update']:9.3f} {r['samples_per_s']:10.1f} {r['masked_views_per_s']:15.1f} "
-              f"{r['over_data2vec_same_modality']:11.2f}")
+        print(f"{key:<26} {r['median_s_per_update']:9.3f} {r['samples_per_s']:10.1f} {r['masked_views_per_s']:15.1f} "
+              f"{r['speedup_over_fp32']:7.2f}")
         assert abs(r["median_s_per_update"] - float(np.median(r["times_s"]))) < 1e-9  # the summary is the median
     keys = list(cost["results"])
     fig, ax = plt.subplots(figsize=(8, 2.8))
     ax.bar(keys, [cost["results"][k]["median_s_per_update"] for k in keys],
-           color=["tab:blue" if k.endswith("text") else "tab:orange" for k in keys])
+           color=["tab:blue" if "/text/" in k else "tab:orange" for k in keys])
     ax.set_ylabel("median s per update")
     ax.set_yscale("log")
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=7, rotation=60)
     plt.tight_layout()
     plt.show()
 

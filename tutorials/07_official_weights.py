@@ -172,7 +172,7 @@ def check_import_by_hand(backbone, hf_state, text):
     for our_key, hf_key in pairs:
         assert torch.equal(ours[our_key], hf_state[hf_key]), f"{our_key} != {hf_key}"
     for i in range(backbone.cfg.depth):
-        names = qkv_key_names(i, text)  # {"q": "encoder.layer.i.attention.self.query", ...}
+        names = qkv_key_names(i, "text" if text else "vision")  # {"q": "encoder.layer.i.attention.self.query", ...}
         stacked = torch.cat([hf_state[names[p] + ".weight"] for p in "qkv"])  # (3D, D) = [Wq; Wk; Wv]
         assert torch.equal(ours[f"encoder.blocks.{i}.attn.qkv.weight"], stacked)
         for p in "qkv":
