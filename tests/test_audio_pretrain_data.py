@@ -43,6 +43,7 @@ def test_keyword_folder_gives_train_crops_without_labels(tmp_path):
     assert batch["lengths"].tolist() == [4000] * 3
 
 
+@pytest.mark.slow  # reads many crops from files (~4 s)
 def test_crops_are_windows_of_the_file_drawn_per_sample_and_epoch(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "kw" / "train" / "hum").mkdir(parents=True)

@@ -347,6 +347,7 @@ def test_set_changes_the_image_recipe_the_comparison_builds():
     assert recipe_of(CompareConfig(data="digits", out="u", runs="u"), "dino") == IMAGE_STUDY_RECIPES["dino"]
 
 
+@pytest.mark.slow  # an end-to-end study on digits (~14 s)
 def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     from data2vec.study.pipeline import run_comparison
     from data2vec.study.records import result_path
@@ -510,6 +511,7 @@ def test_a_diverged_pretraining_is_recorded_as_failed_and_the_comparison_goes_on
     assert "pretraining failed" in (tmp_path / "out" / "table.md").read_text()
 
 
+@pytest.mark.slow  # pretrains an arm twice (~3 s)
 def test_a_finished_pretraining_whose_run_folder_is_gone_is_pretrained_again(tmp_path):
     """A fresh clone of a study in progress has its pretrain.json but not its run folder: a rerun pretrains the arm
     again from its seed (instead of refusing), keeps the earlier record under 'previous', and says whether the new
@@ -537,6 +539,7 @@ def test_a_finished_pretraining_whose_run_folder_is_gone_is_pretrained_again(tmp
     assert (tmp_path / "runs" / "data2vec-seed1" / PREVIOUS_RECORD).is_file()  # the retired record, outside results
 
 
+@pytest.mark.slow  # fine-tuning per lr of a grid (~4 s)
 def test_finetune_lr_grid_reports_the_lr_chosen_on_validation(tmp_path):
     """--finetune-lr-grid: one fine-tuning run per lr (each in its own run folder); the reported score is the run
     whose selection-split accuracy is best, and every lr's validation score is stored beside it."""

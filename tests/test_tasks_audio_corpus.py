@@ -326,6 +326,7 @@ def test_harder_keyword_config_errors_name_the_field(change, field):
         CorpusConfig(**{**HARD, **change}).check()
 
 
+@pytest.mark.slow  # a subprocess per recording (~4 s)
 def test_build_harder_keywords_with_a_fake_espeak(tmp_path, fake_espeak):
     manifest = build_corpus(tmp_path / "c", CorpusConfig(**HARD))
     keywords = [f for f in manifest["files"] if f["kind"] == "keyword"]
