@@ -42,12 +42,14 @@ import torch
 
 from data2vec.methods import METHODS, PRETRAINING_METHODS
 from data2vec.precision import choose_precision, cpu_bf16_units, cpu_model, matmul_gflops
+from data2vec.study.vision_config import IMAGE_STUDY_RECIPES
 
 # every pretraining method of the registry on every modality it trains on (data2vec first: the reference)
 RUNS = tuple((name, modality) for modality in ("text", "vision") for name in PRETRAINING_METHODS
              if modality in METHODS[name].modalities)
 VARIANTS = ("fp32", "bf16", "fp32+compile", "bf16+compile")
-STUDY_SETS = {("data2vec2", "vision"): ["num_masks=4", "mask_ratio=0.5"]}  # the image study's recipe
+# the image study's recipe of data2vec 2.0 (M = 4 masks, ratio 0.5), as --set values
+STUDY_SETS = {("data2vec2", "vision"): [f"{k}={v}" for k, v in IMAGE_STUDY_RECIPES["data2vec2"].overrides.items()]}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "methods.json"
 
 

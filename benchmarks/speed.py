@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from data2vec.config import get_preset
+from data2vec.precision import cpu_model
 from data2vec.transformer import Encoder, init_weights_
 
 IMPLEMENTATIONS = ("ours", "hf", "torch")
@@ -341,16 +342,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
         return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def environment(device: str) -> dict:

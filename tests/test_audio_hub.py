@@ -12,9 +12,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers  # noqa: E402  (the dev extra: the reference of every test here)
 from reference import assert_close_scaled
-
-transformers = pytest.importorskip("transformers")  # the dev extra; the reference of every test here
 
 from data2vec import build_backbone  # noqa: E402
 from data2vec.config import audio_preset  # noqa: E402

@@ -11,9 +11,8 @@ import json
 
 import pytest
 import torch
+import transformers  # noqa: E402  (the dev extra: the reference of every test here)
 from reference import assert_close_scaled
-
-transformers = pytest.importorskip("transformers")  # the dev extra; the reference of every test here
 
 from data2vec import EncoderConfig, build_backbone, get_preset  # noqa: E402
 from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead  # noqa: E402
