@@ -151,6 +151,7 @@ class FinetuneRun:
     done_epochs: int = 0  # epochs finished before this launch (from the checkpoint)
     elapsed_before: float = 0.0  # wall-clock seconds of the launches before this one
     cpu_before: float = 0.0  # ... and their CPU seconds
+    train_s: dict = field(default_factory=lambda: {"wall": 0.0, "cpu": 0.0})  # inside train_epoch, every launch
     history: list[dict] = field(default_factory=list)  # one row per evaluated epoch (eval.jsonl)
     best: dict | None = None  # the selected epoch's row
     best_state: dict[str, Tensor] | None = None  # the selected epoch's weights (CPU copy), for the test pass
@@ -215,7 +216,10 @@ def finetune(
     run.eval_log.write_text("".join(json.dumps(row) + "\n" for row in run.history))
     run.t0, run.c0 = time.time() - run.elapsed_before, time.process_time() - run.cpu_before
     for epoch in range(run.done_epochs + 1, cfg.epochs + 1):
+        wall, cpu = time.time(), time.process_time()
         train_loss = train_epoch(run, epoch)
+        run.train_s["wall"] += time.time() - wall  # the updates alone (what an equal-budget floor is given)
+        run.train_s["cpu"] += time.process_time() - cpu
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             row, metrics = evaluate(run, epoch, train_loss)
             select(run, row, metrics, epoch)
@@ -271,6 +275,7 @@ def resume_or_clear(run: FinetuneRun, resume: bool) -> None:
         run.step, run.done_epochs = info["step"], state["epoch"]
         run.elapsed_before, run.cpu_before = state["elapsed_s"], state["cpu_time_s"]  # the stopped launches' time
         run.history, run.best, run.best_state = state["history"], state["best"], state.get("best_state")
+        run.train_s = state.get("train_s", {"wall": float("nan"), "cpu": float("nan")})  # nan: saved before it was kept
         run.data_rng.set_state(state["data_order_rng"])  # the next epoch's shuffle: the one the stopped run drew
         set_rng_state(info["rng"])  # dropout and any other global randomness
         if not run.quiet:
@@ -360,6 +365,7 @@ def save_resume_point(run: FinetuneRun, epoch: int) -> None:
     """Everything the next epoch needs to continue as if the run had never stopped, in `<out>/checkpoint/`."""
     extra = {"epoch": epoch, "elapsed_s": time.time() - run.t0, "cpu_time_s": time.process_time() - run.c0,
              "history": run.history, "best": run.best, "data_order_rng": run.data_rng.get_state(),
+             "train_s": run.train_s,
              **({"best_state": run.best_state} if run.best_state is not None else {})}
     save_checkpoint(run.ckpt_dir, model=run.model, optimizer=run.optimizer, step=run.step, config=run.run_identity,
                     extra=extra)
@@ -403,6 +409,8 @@ def summarise(run: FinetuneRun, test: dict | None, train_examples: int, eval_exa
         "steps": run.step,
         "wall_time_s": round(time.time() - run.t0, 2),
         "cpu_time_s": round(time.process_time() - run.c0, 2),  # this process's CPU time (all threads), every launch
+        "train_wall_time_s": round(run.train_s["wall"], 2),  # in the updates alone: no evaluation, no checkpoint
+        "train_cpu_time_s": round(run.train_s["cpu"], 2),
         **(run.run_info or {}),
     }
     (run.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -294,21 +294,30 @@ def test_supervised_budget_is_fixed_once_from_the_lowest_seed_and_stored(tmp_pat
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), budget_minutes=2,
                         seeds=(1, 2, 3))
 
-    def random_result(seed, cpu_seconds):  # a random-init fine-tuning record: 4 epochs in cpu_seconds
+    def random_result(seed, cpu_seconds, train_cpu_seconds=None):  # a random-init record: 4 epochs in cpu_seconds
         path = result_path(cfg, "random", seed, "finetune@1%")
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"details": {"cpu_seconds": cpu_seconds, "seconds": 2 * cpu_seconds, "epochs": 4}})
+        timed = {} if train_cpu_seconds is None else {"train_cpu_seconds": train_cpu_seconds,
+                                                      "train_seconds": 2 * train_cpu_seconds}
+        write_json(path, {"details": {"cpu_seconds": cpu_seconds, "seconds": 2 * cpu_seconds, "epochs": 4, **timed}})
 
-    random_result(2, 60.0)  # seed 2 measured under load: each epoch 15 s
-    random_result(1, 40.0)  # seed 1 at rest: each epoch 10 s
+    random_result(2, 60.0, 48.0)  # seed 2 measured under load: each epoch's updates 12 s
+    random_result(1, 40.0, 32.0)  # seed 1 at rest: each epoch's updates 8 s (the other 8 s: evaluation, test)
     plan = supervised_budget(cfg, "finetune@1%", 2)
-    # by hand: (120 s of pretraining + 40 s of fine-tuning) / 10 s per epoch = 16 epochs, from seed 1 (not 2's 12)
-    assert plan["epochs"] == 16 and plan["budget_seconds"] == 160.0 and plan["clock"] == "cpu"
-    assert plan["from"] == "random seed 1 finetune@1%"
-    random_result(1, 80.0)  # a later change of the source is not read again: the stored plan holds every seed
+    # by hand: the 4 fine-tuning epochs + 120 s of pretraining / 8 s per epoch = 4 + 15 = 19 epochs, from seed 1
+    # (not seed 2's 4 + 10); the floor's updates cost 120 + 32 s
+    assert plan["epochs"] == 19 and plan["budget_seconds"] == 152.0 and plan["clock"] == "cpu"
+    assert plan["from"] == "random seed 1 finetune@1%" and plan["epoch_seconds"] == 8.0
+    random_result(1, 80.0, 64.0)  # a later change of the source is not read again: the stored plan holds every seed
     assert supervised_budget(cfg, "finetune@1%", 3) == plan
     stored = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert stored["supervised-finetune@1%"] == plan
+
+    # a record written before the updates were timed alone: the whole run per epoch, (120 + 40) / 10 = 16 epochs
+    cfg.out = str(tmp_path / "older")
+    random_result(1, 40.0)
+    older = supervised_budget(cfg, "finetune@1%", 1)
+    assert older["epochs"] == 16 and older["budget_seconds"] == 160.0 and "older record" in older["epoch_seconds_from"]
 
 
 # ---- end to end ------------------------------------------------------------------------------------------------
@@ -380,10 +389,12 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     sup = json.loads(result_path(cfg, "supervised", 1, "finetune@10%").read_text())
     ref = json.loads(result_path(cfg, "random", 1, "finetune@10%").read_text())
     assert sup["details"]["budget_clock"] == "cpu"
-    assert sup["details"]["budget_seconds"] == pytest.approx(cfg.budget_s + ref["details"]["cpu_seconds"])
+    train = ref["details"]["train_cpu_seconds"]  # the fine-tuning's updates alone: less than the whole run
+    assert 0 < train < ref["details"]["cpu_seconds"]
+    assert sup["details"]["budget_seconds"] == pytest.approx(cfg.budget_s + train)
     plan = json.loads((tmp_path / "out" / "calibration.json").read_text())["supervised-finetune@10%"]
-    assert sup["details"]["epochs"] == plan["epochs"] == max(ref["details"]["epochs"], int(
-        plan["budget_seconds"] / (ref["details"]["cpu_seconds"] / ref["details"]["epochs"])))
+    epochs = ref["details"]["epochs"]
+    assert sup["details"]["epochs"] == plan["epochs"] == epochs + int(cfg.budget_s / (train / epochs))
     assert {(r["arm"], r["protocol"]) for r in summary["rows"]} == {
         (arm, p) for arm in cfg.arms for p in protocols(cfg, arm)}
     table = (tmp_path / "out" / "table.md").read_text()

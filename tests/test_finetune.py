@@ -208,6 +208,9 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(tmp_p
     assert _without_times(got["history"]) == _without_times(expected["history"])
     assert got["steps"] == expected["steps"] and got["best"]["epoch"] == expected["best"]["epoch"]
     assert got["test"] == expected["test"]
+    for summary in (got, expected):  # the updates' own time, over both launches: part of the whole run's
+        assert 0 < summary["train_cpu_time_s"] <= summary["cpu_time_s"]
+        assert 0 < summary["train_wall_time_s"] <= summary["wall_time_s"]
     logged = [json.loads(line) for line in (tmp_path / "resumed" / "eval.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logged] == [1, 2, 3, 4]
 

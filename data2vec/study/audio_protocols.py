@@ -217,7 +217,8 @@ def finetune_run(cfg: AudioCompareConfig, arm: str, seed: int, backbone, data: A
     run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}"
     summary = finetune(model, train, val, fcfg, run_dir, metric_fn, collate_fn=AudioCollate(), quiet=True,
                        test_set=test, resume=True)  # an interrupted run goes on from its last evaluated epoch
-    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": summary["cpu_time_s"]}
+    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": summary["cpu_time_s"],
+            "train_seconds": summary["train_wall_time_s"], "train_cpu_seconds": summary["train_cpu_time_s"]}
 
 
 def evaluate_finetune(cfg: AudioCompareConfig, arm: str, seed: int, backbone, data: AudioEvalData) -> None:
@@ -248,7 +249,7 @@ def evaluate_supervised(cfg: AudioCompareConfig, seed: int, data: AudioEvalData,
             continue
         plan = supervised_budget(cfg, name, seed)
         say(f"supervised seed {seed} {name}: {plan['epochs']} epochs (~{plan['budget_seconds'] / 60:.1f} min = "
-            f"pretraining budget + fine-tuning time of {plan['from']})")
+            f"pretraining budget + fine-tuning updates of {plan['from']})")
         out = finetune_run(cfg, "supervised", seed, random_backbone, data, fraction, plan["epochs"], None)
         s = out["summary"]
         recipe = dict(lr=cfg.finetune_lr, layer_decay=None)

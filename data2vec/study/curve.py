@@ -155,6 +155,6 @@ def run_curve(cfg, budgets: list[float], reuse: list[str], run_point) -> dict:
             say(f"curve point {budget_key(minutes)} min, seed {cfg.seeds[k - 1]} ({point.out})")
             run_point(point)
             lift_calibration(out, Path(point.out))
-            write_curve_report(out)
+            write_curve_report(out, plots=False)  # the tables after every point; the plots once, at the end
     return write_curve_report(out)
 

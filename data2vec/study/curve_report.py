@@ -28,7 +28,7 @@ from .report import ARM_LABELS, FLOOR_ORDER, PROTOCOL_ORDER, in_order, write_rep
 FLAT_FLOORS = ("random", "pixels", "features", "majority")  # drawn as horizontal lines: the same at every budget
 
 
-def collect(out: Path) -> dict:
+def collect(out: Path, plots: bool = True) -> dict:
     """{"points": [...budgets], "rows": {(arm, protocol): {budget: row}}, "budget": {method: {budget: {...}}}}."""
     curve = load_curve(out)
     rows: dict[tuple[str, str], dict[float, dict]] = {}
@@ -40,7 +40,7 @@ def collect(out: Path) -> dict:
             continue  # registered, not started
         minutes = float(key)
         budgets.append(minutes)
-        summary = write_report(point)
+        summary = write_report(point, plots=plots)
         for row in summary["rows"]:
             rows.setdefault((row["arm"], row["protocol"]), {})[minutes] = row
         for arm, b in summary["budget"].items():
@@ -127,16 +127,17 @@ def plot_protocol(out: Path, data: dict, protocol: str) -> Path:
     return path
 
 
-def write_curve_report(out: str | Path) -> dict:
+def write_curve_report(out: str | Path, plots: bool = True) -> dict:
+    """The curve's tables and summary, and (unless `plots` is False) every point's plots and the curve plots."""
     out = Path(out)
-    data = collect(out)
+    data = collect(out, plots=plots)
     curve = load_curve(out)
     machine = calibration_machine(out)
     text, md = format_curve(data, machine, curve.get("precision", "fp32"))
     (out / "curve.txt").write_text(text)
     (out / "curve.md").write_text(md)
     protocols = sorted({p for _, p in data["rows"]})
-    for protocol in protocols:
+    for protocol in protocols if plots else ():
         plot_protocol(out, data, protocol)
     summary = {"points": data["points"], "calibrated_on": machine, "precision": curve.get("precision", "fp32"),
                "rows": [{"arm": a, "protocol": p, "by_budget": {f"{b:g}": {k: r[k] for k in ("mean", "std", "runs",

@@ -44,5 +44,5 @@ def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig) 
             done += 1
             say(f"[{done}/{total}] {arm} seed {seed}")
             modality.score_arm(cfg, arm, seed, data, context)
-            write_report(cfg.out)
+            write_report(cfg.out, plots=False)  # the tables as results land; the plots once, below
     return write_report(cfg.out)

@@ -249,7 +249,9 @@ def write_study_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> lis
     return written
 
 
-def write_report(out: str | Path) -> dict:
+def write_report(out: str | Path, plots: bool = True) -> dict:
+    """summary.json and the tables; the plots too unless `plots` is False (a study refreshes its tables after every
+    arm and draws the plots once, at its end: drawing is most of a report's cost)."""
     out = Path(out)
     evals, pretrains = read_results(out)
     rows = aggregate(evals)
@@ -278,5 +280,6 @@ def write_report(out: str | Path) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "table.txt").write_text(text)
     (out / "table.md").write_text(md)
-    write_study_plots(out, rows, pretrains)
+    if plots:
+        write_study_plots(out, rows, pretrains)
     return summary

@@ -139,7 +139,8 @@ def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalDa
     run_dir = Path(cfg.runs) / f"finetune-{arm}-seed{seed}-{pct(fraction).replace('%', 'pct')}{lr_tag}"
     summary = finetune(model, Subset(data.augmented, labelled.tolist()), plain, fcfg, run_dir, metric_fn,
                        collate_fn=image_collate, quiet=True, test_set=test, resume=True)  # an interrupted run goes on
-    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": summary["cpu_time_s"]}
+    return {"summary": summary, "labelled": int(len(labelled)), "cpu_seconds": summary["cpu_time_s"],
+            "train_seconds": summary["train_wall_time_s"], "train_cpu_seconds": summary["train_cpu_time_s"]}
 
 
 class data_as_dataset:  # noqa: N801  (a tiny adapter, named like the function it replaces)
@@ -199,7 +200,7 @@ def evaluate_supervised(cfg: CompareConfig, seed: int, data: EvalData, random_ba
         plan = supervised_budget(cfg, name, seed)
         epochs, budget, clock = plan["epochs"], plan["budget_seconds"], plan["clock"]
         say(f"supervised seed {seed} {name}: {epochs} epochs (~{budget / 60:.1f} min = pretraining budget + "
-            f"fine-tuning time of {plan['from']})")
+            f"fine-tuning updates of {plan['from']})")
         out, recipe, scores = finetune_choosing_lr(cfg, "supervised", seed, random_backbone, data, fraction, epochs,
                                                    layer_decay=None)  # nothing pretrained to protect in lower layers
         s = out["summary"]
