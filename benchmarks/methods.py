@@ -61,7 +61,7 @@ def pretrain_command(method: str, modality: str, args: argparse.Namespace, out_d
     cmd = ["pretrain", "--method", method, "--modality", modality, "--preset", args.preset, "--data", data,
            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
            "--out", str(out_dir), "--device", args.device, "--quiet", "--precision", precision,
-           "--health-every", "0"]
+           "--health-every", "0", "--no-plots"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if compiled:
@@ -135,7 +135,7 @@ def machine(args: argparse.Namespace) -> dict:
             "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
             "auto_precision": choose_precision("auto", args.device).name}
     sizes = (512, 1024) if args.device == "cpu" else (1024, 4096)
-    info["matmul_gflops"] = {f"{dtype}@{n}": matmul_gflops(getattr(torch, dtype), n=n, min_seconds=0.5,
+    info["matmul_gflops"] = {f"{dtype}@{n}": matmul_gflops(getattr(torch, dtype), n=n, min_seconds=args.matmul_seconds,
                                                           device=args.device)
                              for n in sizes for dtype in ("float32", "bfloat16")}
     return info
@@ -152,6 +152,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip", type=int, default=4, help="first updates of each run left out (default 4; compilation "
                    "happens in the first)")
     p.add_argument("--repeats", type=int, default=1, help="rounds over the runs, order rotated (default 1)")
+    p.add_argument("--matmul-seconds", type=float, default=0.5,
+                   help="how long each matrix-product rate is timed (default 0.5 s; one product at least)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--methods", default=None, help="comma-separated method/modality pairs (default: all), e.g. "
                    "data2vec2/vision,bert/text")

@@ -33,7 +33,7 @@ def corpus(tmp_path_factory):
 def pretrain_args(data, out, method="data2vec", steps=4, *extra):
     return ["pretrain", "--method", method, "--modality", "audio", "--preset", "tiny", "--data", str(data),
             "--steps", str(steps), "--batch-size", "4", "--crop-seconds", "0.4", "--health-every", "2", "--seed", "3",
-            "--out", str(out), "--quiet", *COMMON, *extra]
+            "--no-plots", "--out", str(out), "--quiet", *COMMON, *extra]
 
 
 def records(out):

@@ -19,10 +19,10 @@ def corpus(tmp_path_factory):
     return write_word_corpus(tmp_path_factory.mktemp("data") / "corpus.txt", documents=30)
 
 
-def text_args(corpus, out, steps=6, *extra):
+def text_args(corpus, out, steps=6, *extra, plots=False):
     return ["pretrain", "--method", "data2vec", "--modality", "text", "--preset", "tiny", "--data", str(corpus),
             "--steps", str(steps), "--batch-size", "4", "--seq-len", "32", "--seed", "2", "--out", str(out),
-            "--device", "cpu", "--quiet", *extra]
+            "--device", "cpu", "--quiet", *([] if plots else ["--no-plots"]), *extra]
 
 
 def losses(out):
@@ -31,7 +31,7 @@ def losses(out):
 
 @pytest.mark.slow  # a full CLI text run (~2 s)
 def test_text_run_writes_the_run_folder(corpus, tmp_path):
-    assert main(text_args(corpus, tmp_path / "run")) == 0
+    assert main(text_args(corpus, tmp_path / "run", plots=True)) == 0
     out = tmp_path / "run"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
@@ -46,6 +46,7 @@ def test_text_run_writes_the_run_folder(corpus, tmp_path):
 
     assert main(text_args(corpus, tmp_path / "given", 2, "--tokenizer", str(out / "tokenizer"))) == 0
     copied = load_tokenizer(tmp_path / "given" / "tokenizer")
+    assert not (tmp_path / "given" / "plots").exists()  # --no-plots
     original = load_tokenizer(out / "tokenizer")
     sentence = "the cat sat on a mat"
     assert copied.encode(sentence) == original.encode(sentence) and copied.vocab_size == original.vocab_size
@@ -98,7 +99,8 @@ def test_bad_input_gives_one_clear_line(corpus, tmp_path, capsys):
 def test_vision_digits_runs(method, tmp_path):
     out = tmp_path / method
     args = ["pretrain", "--method", method, "--modality", "vision", "--preset", "tiny", "--data", "digits",
-            "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--out", str(out), "--device", "cpu", "--quiet"]
+            "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--out", str(out), "--device", "cpu", "--quiet",
+            "--no-plots"]
     assert main(args) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] is not None for r in records)
@@ -111,7 +113,7 @@ def test_dino_crop_settings_given_with_set_reach_the_data(tmp_path):
     out = tmp_path / "dino"
     args = ["pretrain", "--method", "dino", "--modality", "vision", "--preset", "tiny", "--data", "digits",
             "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--out", str(out), "--device", "cpu",
-            "--quiet", "--set", "n_local=1", "--set", "local_scale=[0.3,0.5]", "--set", "global_scale=[0.7,1.0]"]
+            "--quiet", "--no-plots", "--set", "n_local=1", "--set", "local_scale=[0.3,0.5]", "--set", "global_scale=[0.7,1.0]"]
     seen = []
     from baselines.multicrop import MultiCropTransform
 

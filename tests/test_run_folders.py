@@ -35,13 +35,13 @@ def corpus(tmp_path_factory):
 def text_args(corpus, out, *extra, steps=8):
     return ["pretrain", "--method", "data2vec", "--modality", "text", "--preset", "tiny", "--data", str(corpus),
             "--steps", str(steps), "--batch-size", "4", "--seq-len", "32", "--seed", "2", "--out", str(out),
-            "--device", "cpu", "--quiet", "--health-every", "0", *extra]
+            "--device", "cpu", "--quiet", "--no-plots", "--health-every", "0", *extra]
 
 
 def vision_args(out, *extra, steps=6):
     return ["pretrain", "--method", "data2vec", "--modality", "vision", "--preset", "tiny", "--data", "digits",
             "--image-size", "8", "--steps", str(steps), "--batch-size", "4", "--warmup-steps", "1", "--seed", "3",
-            "--out", str(out), "--device", "cpu", "--quiet", "--health-every", "0", *extra]
+            "--out", str(out), "--device", "cpu", "--quiet", "--no-plots", "--health-every", "0", *extra]
 
 
 def losses(out):

@@ -132,6 +132,9 @@ def _add_data_flags(p) -> None:
                    "--set dropout=0.0 (values parsed as JSON, else kept as text; none or null = None); see "
                    "Data2VecConfig for the fields")
     p.add_argument("--quiet", action="store_true", help="no progress bar or console lines")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="do not draw OUT/plots/*.png at checkpoints and at the end (metrics.jsonl has every value; "
+                   "sweeps of many short runs save about a second per checkpoint)")
 
 
 def _add_health_flags(h) -> None:
@@ -255,7 +258,7 @@ def config_from_flags(args: argparse.Namespace, spec, modality: str, device: str
         schedule=args.schedule, bf16=bf16, compile=args.compile, save_every=args.save_every,
         log_every=args.log_every, max_nonfinite=args.max_nonfinite, seed=args.seed, device=device,
         num_workers=args.workers, find_unused_parameters=spec.find_unused_parameters, quiet=args.quiet or rank > 0,
-        health_every=args.health_every, health_probe_size=args.health_probe_size,
+        plots=args.plots, health_every=args.health_every, health_probe_size=args.health_probe_size,
         health_warmup_steps=args.health_warmup_steps,
         **{k: getattr(args, k) for k in ("health_max_anisotropy", "health_min_effective_rank", "health_patience")
            if getattr(args, k) is not None})
