@@ -42,7 +42,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,7 @@ from .devices import to_device
 from .finetune_config import FinetuneConfig
 from .heads import model_inputs, task_loss
 from .optim import build_optimizer
+from .predict import predict
 from .schedules import set_lr, warmup_cosine, warmup_linear
 
 
@@ -63,60 +64,6 @@ def lr_at(cfg: FinetuneConfig, step: int, total_steps: int, warmup_steps: int) -
     if cfg.schedule == "linear":
         return warmup_linear(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
     return warmup_cosine(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
-
-
-# ---- evaluation ----------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: Sequence | DataLoader, task_type: str, device="cpu", bf16: bool = False):
-    """Run the model over `loader` in eval mode.
-
-    Returns (outputs, labels):
-      classification: logits (N, C) float array, labels (N,)
-      regression:     predictions (N,), labels (N,)
-      span:           a list of (start_logits (T_i,), end_logits (T_i,)) per feature, trimmed to its real
-                      length; labels None.
-      ctc:            a list of frame logits (T_i, V) per utterance, trimmed to its real frames; labels the list
-                      of transcripts.
-    bf16: the forward pass under bf16 autocast (the outputs come back as float32).
-    """
-    was_training = model.training
-    model.eval()
-    outs: list = []
-    labels: list = []
-    try:
-        for batch in loader:
-            batch = to_device(batch, device)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(**model_inputs(batch))
-            if task_type == "ctc":
-                logits, padding = out  # (B, T, V), (B, T) True = pad or None
-                frames = [logits.shape[1]] * len(logits) if padding is None else (~padding).sum(1).tolist()
-                outs += [logits[i, :n].float().cpu().numpy() for i, n in enumerate(frames)]
-                labels += list(batch["transcripts"])
-            elif task_type == "span":
-                start, end = out  # (B, T) each
-                if "padding_mask" in batch:
-                    lengths = (~batch["padding_mask"]).sum(1).tolist()  # real tokens per example
-                else:
-                    lengths = [start.shape[1]] * len(start)
-                for i, n in enumerate(lengths):
-                    outs.append((start[i, :n].float().cpu().numpy(), end[i, :n].float().cpu().numpy()))
-            else:
-                outs.append(out.float().cpu())
-                if "labels" in batch:
-                    labels.append(batch["labels"].cpu())
-    finally:
-        model.train(was_training)
-    if task_type == "span":
-        return outs, None
-    if task_type == "ctc":
-        return outs, labels
-    logits = torch.cat(outs).numpy()
-    if task_type == "regression":
-        logits = logits.reshape(-1)
-    return logits, (torch.cat(labels).numpy() if labels else None)
 
 
 # ---- the run's state ------------------------------------------------------------------------------------

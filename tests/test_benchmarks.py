@@ -150,8 +150,8 @@ def test_methods_summarise_and_bad_arguments(methods):
 @pytest.mark.slow  # times one method in two precisions and counts its work (~15 s)
 def test_methods_times_every_update_per_variant(methods, tmp_path):
     report = methods.main(["--preset", "tiny", "--batch-size", "4", "--steps", "3", "--skip", "1", "--image-size",
-                           "8", "--methods", "data2vec/vision", "--variants", "fp32,bf16", "--matmul-seconds", "0.05", "--out",
-                           str(tmp_path / "m.json")])
+                           "8", "--methods", "data2vec/vision", "--variants", "fp32,bf16", "--matmul-seconds", "0.05",
+                           "--out", str(tmp_path / "m.json")])
     assert set(report["machine"]["matmul_gflops"]) == {"float32@512", "bfloat16@512", "float32@1024",
                                                        "bfloat16@1024"}
     assert report["machine"]["auto_precision"] in ("fp32", "bf16")

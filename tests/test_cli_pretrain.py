@@ -113,7 +113,8 @@ def test_dino_crop_settings_given_with_set_reach_the_data(tmp_path):
     out = tmp_path / "dino"
     args = ["pretrain", "--method", "dino", "--modality", "vision", "--preset", "tiny", "--data", "digits",
             "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--out", str(out), "--device", "cpu",
-            "--quiet", "--no-plots", "--set", "n_local=1", "--set", "local_scale=[0.3,0.5]", "--set", "global_scale=[0.7,1.0]"]
+            "--quiet", "--no-plots", "--set", "n_local=1", "--set", "local_scale=[0.3,0.5]", "--set",
+            "global_scale=[0.7,1.0]"]
     seen = []
     from baselines.multicrop import MultiCropTransform
 
