@@ -249,6 +249,34 @@ def test_study_report_fills_the_readme_tables_from_the_results_files(tmp_path, c
     assert report.main(["--check"], results=results, readmes=both) == 1
 
 
+def test_study_report_rebuilds_a_budget_curve_and_its_readme_block(tmp_path):
+    """A curve folder (curve.json naming its points): its curve.md fills the block `<!-- table:NAME -->`, rebuilt
+    from the points' results files alone; --check catches a stale block."""
+    report = load_script("study_report", SPEED_PATH.parent / "studies" / "report.py")
+    results = tmp_path / "results"
+    curve = results / "toy-curve"
+    points = {"4": "budget-4min", "15": "budget-15min"}
+    curve.mkdir(parents=True)
+    (curve / "curve.json").write_text(json.dumps({"points": points, "precision": "fp32"}))
+    for minutes, score in ((4, 30.0), (15, 36.0)):
+        point = curve / f"budget-{minutes}min"
+        path = point / "data2vec2" / "seed1" / "knn@100pct.json"
+        path.parent.mkdir(parents=True)
+        (point / "config.json").write_text(json.dumps({"budget_minutes": minutes}))
+        path.write_text(json.dumps({"arm": "data2vec2", "seed": 1, "protocol": "knn@100%", "score": score,
+                                    "details": {}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- table:toy-curve -->\nold\n<!-- /table:toy-curve -->\n")
+    assert report.main(["--check"], results=results, readmes=(readme,)) == 1
+    assert report.main([], results=results, readmes=(readme,)) == 0
+    text = readme.read_text()
+    assert (curve / "curve.md").read_text() in text and "\nold\n" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| data2vec 2.0"))
+    assert row.index("30.0") < row.index("36.0")  # the budgets as columns, in increasing order
+    assert (curve / "plots" / "curve-knn@100pct.png").is_file()
+    assert report.main(["--check"], results=results, readmes=(readme,)) == 0
+
+
 def test_study_report_sets_each_recipe_trial_beside_the_studys_seed_1_run(tmp_path):
     """A `NAME-tuning` folder's table: each trial's validation scores and the difference from the study's seed-1
     run of the same method; a trial still running shows dashes; the reported score (GLUE dev, the image test split)

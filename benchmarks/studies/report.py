@@ -9,7 +9,8 @@ A study is a folder of `benchmarks/results/studies/` that holds `data2vec compar
 and `<!-- /table:NAME -->` (NAME = the folder's name: everything between them becomes the folder's table.md), or
 only its score table (mean +- std per arm and protocol, the first table of table.md) between
 `<!-- scores:NAME -->` and `<!-- /scores:NAME -->`, so no README holds a study number that is not in a results
-file.
+file. A budget curve (a folder with `curve.json`, `data2vec compare --budget-minutes A,B,...`) is rebuilt the same
+way (`curve.md`, `curve_summary.json`, its plots and every point's report) and its block holds `curve.md`.
 
 A folder `NAME-tuning` holds recipe trials of the study NAME, one `data2vec compare --set` run per subfolder
 (`benchmarks/studies/text_tuning.sh`). Its table (`NAME-tuning/table.md`, README block `<!-- table:NAME-tuning -->`)
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None, results: Path = RESULTS, readmes: tuple[
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a README table differs from its files")
     args = parser.parse_args(argv)
+    from data2vec.study.curve_report import write_curve_report
     from data2vec.study.report import write_report
 
     tables = {}
@@ -125,6 +127,10 @@ def main(argv: list[str] | None = None, results: Path = RESULTS, readmes: tuple[
         summary = write_report(folder)
         tables[folder.name] = (folder / "table.md").read_text()
         print(f"{folder.name}: {len(summary['rows'])} rows from {summary['results_files']} results files")
+    for curve in sorted(p for p in results.iterdir() if (p / "curve.json").is_file()):  # budget curves
+        summary = write_curve_report(curve)  # each point's own report too (a --reuse study among them)
+        tables[curve.name] = (curve / "curve.md").read_text()
+        print(f"{curve.name}: a curve over {len(summary['points'])} budget(s) {summary['points']}")
     for trials in sorted(results.glob("*-tuning")):
         study = results / trials.name.removesuffix("-tuning")
         if trials.is_dir() and study.is_dir():
