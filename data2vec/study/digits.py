@@ -44,6 +44,7 @@ class DemoConfig:
     knn_temperature: float = 0.07  # DINO's T
     baselines: tuple[str, ...] = ()  # extra pretraining methods, from DEMO_RECIPES other than `method`
     data2vec_overrides: dict = field(default_factory=dict)  # v1's Data2VecConfig fields to change (experiments)
+    data2vec2_overrides: dict = field(default_factory=dict)  # ... and data2vec 2.0's (benchmarks/demo_select.py)
     seed: int = 0  # seeds model init, masks, data order and the label subsets
 
     @classmethod
@@ -111,8 +112,8 @@ DEMO_RECIPES = {
     # the training digits (benchmarks/results/v1_vs_v2_select.json); betas as released; M = 2 masks (4 before) and
     # batch 64 (128 before) for a demo of under two minutes: a third of the old compute, the same table within the
     # label subsets' spread (docs/performance.md, "The demo's time")
-    "data2vec2": DemoRecipe("mini", lambda cfg: dict(position="sincos", num_masks=2, mask_ratio=0.5), lr=2e-3,
-                            betas=(0.9, 0.95)),
+    "data2vec2": DemoRecipe("mini", lambda cfg: {**dict(position="sincos", num_masks=2, mask_ratio=0.5),
+                                                 **cfg.data2vec2_overrides}, lr=2e-3, betas=(0.9, 0.95)),
 }
 
 
