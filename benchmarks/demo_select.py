@@ -40,15 +40,15 @@ def validation_split(seed: int = 1234):
     return train_x[kept], train_y[kept], train_x[held], train_y[held]
 
 
-def score_candidate(steps: int, batch: int, masks: int, seed: int, data, workdir: Path) -> dict:
+def score_candidate(steps: int, batch: int, masks: int, seed: int, data, workdir: Path, label_seeds: int = 5) -> dict:
     """Pretrain data2vec 2.0 with the demo's code at one setting; the demo's protocol on the validation split."""
     from data2vec.study.digits import DemoConfig, evaluate_features, pooled_features, pretrain_method
 
     fit_x, fit_y, val_x, val_y = data
     cfg = DemoConfig(steps=steps, batch_size=batch, warmup_steps=max(1, steps // 10), seed=seed,
-                     data2vec2_overrides={"num_masks": masks})
+                     label_seeds=label_seeds, data2vec2_overrides={"num_masks": masks})
     cpu = time.process_time()
-    trained = pretrain_method("data2vec2", cfg, fit_x, workdir, quiet=True)
+    trained = pretrain_method("data2vec2", cfg, fit_x, workdir, quiet=True, plots=False)
     cpu = time.process_time() - cpu
     a, ay = pooled_features(trained["backbone"], fit_x, fit_y)
     b, by = pooled_features(trained["backbone"], val_x, val_y)
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU seconds comparable)")
     p.add_argument("--candidates", default=None,
                    help="updates:batch:M,... (default: the five the demo's choice was made among)")
+    p.add_argument("--label-seeds", type=int, default=5, help="random label subsets per budget (the demo's 5)")
     p.add_argument("--out", type=Path, default=RESULTS / "demo_select.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for steps, batch, masks in candidates:
-            row = score_candidate(steps, batch, masks, args.seed, data, Path(tmp))
+            row = score_candidate(steps, batch, masks, args.seed, data, Path(tmp), args.label_seeds)
             rows.append(row)
             cells = "  ".join(f"{k} {v['mean']:.1f} ± {v['std']:.1f}" for k, v in row["validation"].items())
             print(f"{steps} x {batch}, M = {masks}: {row['cpu_seconds']:.0f} CPU-s; validation {cells}", flush=True)
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
               "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
               "split": "validation: 20 % of the demo's training pool (seed 1234); the test digits unread",
+              "fit_images": len(data[0]), "validation_images": len(data[2]),
               "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

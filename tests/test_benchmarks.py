@@ -331,3 +331,29 @@ def test_study_report_sets_each_recipe_trial_beside_the_studys_seed_1_run(tmp_pa
     assert rows[-2] == "| dino-nolocal | `dino.n_local=0` | 70.5 (+22.5) | online k-NN 60.0 |"
     assert not any(reported in readme.read_text() for reported in ("11.0", "13.0", "14.0", "15.0", "17.0", "18.0"))
     assert report.main(["--check"], results=results, readmes=(readme,)) == 0
+
+
+@pytest.mark.slow  # two pretraining runs and the demo's probes (~6 s)
+def test_demo_select_scores_each_candidate_on_the_validation_split_only(tmp_path, monkeypatch):
+    """benchmarks/demo_select.py: each (updates, batch, M) pretrains through the demo's code and is scored with the
+    demo's protocol on 20 % of the training pool; the test digits are never read (poisoned here with NaN)."""
+    import data2vec.study.digits as digits
+
+    real = digits.digits_tensors
+
+    def poisoned_test_split():
+        train_x, train_y, test_x, test_y = real()
+        return train_x, train_y, torch.full_like(test_x, float("nan")), test_y
+
+    monkeypatch.setattr(digits, "digits_tensors", poisoned_test_split)
+    select = load_script("bench_demo_select", SPEED_PATH.parent / "demo_select.py")
+    report = select.main(["--candidates", "4:16:2,4:16:3", "--label-seeds", "1", "--out", str(tmp_path / "s.json")])
+    assert torch.get_num_threads() == 1
+    assert [(r["steps"], r["batch_size"], r["num_masks"]) for r in report["results"]] == [(4, 16, 2), (4, 16, 3)]
+    for row in report["results"]:
+        assert row["masked_views"] == 4 * 16 * row["num_masks"] and row["cpu_seconds"] > 0
+        assert set(row["validation"]) == {"linear@10", "linear@50", "knn@10", "knn@50"}
+        for cell in row["validation"].values():
+            assert len(cell["subsets"]) == 1 and 0 <= cell["mean"] <= 100  # finite: no NaN test image was scored
+    assert report["fit_images"] + report["validation_images"] == 1438 and report["validation_images"] == 1438 // 5
+    assert json.loads((tmp_path / "s.json").read_text())["results"] == report["results"]

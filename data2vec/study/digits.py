@@ -134,9 +134,9 @@ def build_demo_method(name: str, cfg: DemoConfig):
 
 
 def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: bool, device: str = "cpu",
-                    bf16: bool = False) -> dict:
-    """Pretrain one method with engine.pretrain (`bf16`: autocast, see data2vec.precision); returns {"backbone",
-    "seconds", "final_loss", "metrics"}."""
+                    bf16: bool = False, plots: bool = True) -> dict:
+    """Pretrain one method with engine.pretrain (`bf16`: autocast, see data2vec.precision; `plots`: the run
+    folder's plots/*.png); returns {"backbone", "seconds", "final_loss", "metrics"}."""
     import shutil
 
     from ..engine import PretrainConfig, pretrain, read_metrics
@@ -159,7 +159,7 @@ def pretrain_method(name: str, cfg: DemoConfig, train_images, out: Path, quiet: 
     lr = recipe.lr if recipe.lr is not None else cfg.lr
     pcfg = PretrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, min_lr=lr / 100,
                           warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, betas=recipe.betas,
-                          clip_norm=3.0, seed=cfg.seed, device=device, quiet=quiet, plots=True,
+                          clip_norm=3.0, seed=cfg.seed, device=device, quiet=quiet, plots=plots,
                           log_every=max(1, cfg.steps // 10),  # a line per tenth where no progress bar shows
                           find_unused_parameters=METHODS[name].find_unused_parameters, bf16=bf16)
     t0 = time.time()
