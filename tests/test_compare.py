@@ -224,6 +224,25 @@ def test_report_aggregates_seeds_and_formats_every_arm(tmp_path):
     assert (tmp_path / "plots" / "accuracy.png").is_file()
 
 
+def test_report_names_a_supervised_floor_planned_with_the_older_epochs_rule(tmp_path):
+    from data2vec.study.report import write_report
+
+    for protocol in ("finetune@1%", "finetune@10%"):
+        _write(tmp_path / "supervised" / "seed1" / f"{protocol.replace('%', 'pct')}.json",
+               {"arm": "supervised", "seed": 1, "protocol": protocol, "score": 40.0, "details": {}})
+    _write(tmp_path / "calibration.json", {
+        "supervised-finetune@1%": {"epochs": 16, "epoch_seconds_from": "the fine-tuning's updates alone"},
+        "supervised-finetune@10%": {"epochs": 9}})  # written before the rule was corrected: no epoch_seconds_from
+    write_report(tmp_path, plots=False)
+    line = next(x for x in (tmp_path / "table.md").read_text().splitlines() if x.startswith("supervised floor"))
+    assert "(finetune@10%)" in line and "older rule" in line and "1%" not in line
+    assert not (tmp_path / "plots").exists()  # plots=False draws nothing
+    _write(tmp_path / "calibration.json", {f"supervised-{p}": {"epoch_seconds_from": "the fine-tuning's updates alone"}
+                                           for p in ("finetune@1%", "finetune@10%")})
+    write_report(tmp_path, plots=False)
+    assert "older rule" not in (tmp_path / "table.md").read_text()
+
+
 def test_text_report_adds_medians_and_labels_the_best_epoch_on_dev_apart(tmp_path):
     from data2vec.study.report import write_report
 

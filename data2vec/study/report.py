@@ -249,6 +249,24 @@ def write_study_plots(out: Path, rows: list[dict], pretrains: list[dict]) -> lis
     return written
 
 
+def older_supervised_rule(out: Path, evals: list[dict]) -> str | None:
+    """A line for the tables when the supervised floor's epochs came from the older rule (the whole fine-tuning
+    run's time per epoch, evaluation included: fewer epochs than the budget buys; `protocols.supervised_budget`),
+    None when every supervised protocol was planned with the corrected one or there is no supervised floor."""
+    protocols = sorted({r["protocol"] for r in evals if r.get("arm") == "supervised"})
+    if not protocols:
+        return None
+    path = out / "calibration.json"
+    plans = json.loads(path.read_text()) if path.is_file() else {}
+    older = [p for p in protocols if "updates alone" not in plans.get(f"supervised-{p}", {}).get("epoch_seconds_from",
+                                                                                                   "")]
+    if not older:
+        return None
+    return (f"supervised floor ({', '.join(older)}): epochs from the older rule, the whole fine-tuning run's time per "
+            "epoch with its evaluation passes, so fewer epochs than its budget buys (benchmarks/studies/README.md, "
+            "\"The supervised floor's epochs\")")
+
+
 def write_report(out: str | Path, plots: bool = True) -> dict:
     """summary.json and the tables; the plots too unless `plots` is False (a study refreshes its tables after every
     arm and draws the plots once, at its end: drawing is most of a report's cost)."""
@@ -267,6 +285,10 @@ def write_report(out: str | Path, plots: bool = True) -> dict:
         lines += [f"{ARM_LABELS.get(r['arm'], r['arm'])} seed {r['seed']}: scored, but {r['warning']}" for r in warned]
         text += "\n" + "\n".join(lines) + "\n"
         md += "\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    older = older_supervised_rule(out, evals)
+    if older:
+        text += "\n" + older + "\n"
+        md += "\n" + older + "\n"
     matches = time_to_match(pretrains)
     if matches:
         parts = [f"seed {m['seed']}: " + (f"{m['fraction']:.2f}" if m["fraction"] is not None else "never")
