@@ -19,7 +19,7 @@ What it implements
   and writes the same summary again.
 - Honest model selection: with a `test_set`, the evaluation split is a validation split carved from the
   training data; it picks the epoch, and the test split is scored once with the selected weights and once
-  with the last ones (`summary["test"]`). Without one, "best" is the best epoch on the very split it is
+  with the last ones (`summary["test"]`; one pass when the selected epoch is the last). Without one, "best" is the best epoch on the very split it is
   measured on: an optimistic number (most of all for small, noisy evaluation sets), labelled as such.
 
 `finetune(...)` reads: `prepare_finetune` (seed, loaders, optimiser) -> `resume_or_clear` -> per epoch: `train_epoch`
@@ -323,8 +323,11 @@ def score_test(run: FinetuneRun, examples: int) -> dict:
     and, when it was scored every epoch, the optimistic best epoch on the test split itself."""
     cfg, best = run.cfg, run.best
     last = scored(run, run.test_loader)
-    run.model.load_state_dict(run.best_state)
-    selected = scored(run, run.test_loader)
+    if best["epoch"] == run.history[-1]["epoch"]:
+        selected = last  # the selected weights are the last ones: one pass over the test split, not two
+    else:
+        run.model.load_state_dict(run.best_state)
+        selected = scored(run, run.test_loader)
     test = {"selected": {"epoch": best["epoch"], **selected}, "last": {"epoch": run.history[-1]["epoch"], **last},
             "selection": "the epoch with the best validation score (eval_set = validation split)",
             "examples": examples}

@@ -195,6 +195,38 @@ def test_finetune_selects_the_epoch_on_validation_and_scores_test_with_it(tmp_pa
     assert summary["test"]["best_epoch_on_test"] == {"epoch": top["epoch"], "accuracy": top["test_accuracy"]}
 
 
+@pytest.mark.parametrize("validation, passes", [([90.0, 80.0, 70.0], 2), ([70.0, 80.0, 90.0], 1)])
+def test_the_test_split_is_scored_once_when_the_selected_epoch_is_the_last(tmp_path, validation, passes):
+    """Selected epoch 2 of 5: the test split is scored with the last and the selected weights (two passes); selected
+    epoch 5, the last: the same weights, one pass, and both entries hold its score."""
+    from data2vec.backbone import build_backbone
+    from data2vec.config import get_preset
+    from data2vec.finetune import FinetuneConfig, finetune
+    from data2vec.heads import ImageClassificationHead, TaskModel
+
+    torch.manual_seed(0)
+    data = [(torch.randn(1, 8, 8), i % 2) for i in range(16)]
+
+    def collate(batch):
+        return {"images": torch.stack([b[0] for b in batch]), "labels": torch.tensor([b[1] for b in batch])}
+
+    calls = []
+
+    def metric_fn(outputs, labels):  # the validation scores given, then 50 for every test pass
+        calls.append(len(outputs))
+        return {"accuracy": validation[len(calls) - 1] if len(calls) <= len(validation) else 50.0 + len(calls)}
+
+    backbone = build_backbone(get_preset("vision", "tiny", image_size=8, patch_size=2, in_chans=1, depth=1))
+    cfg = FinetuneConfig.vision_defaults(epochs=5, batch_size=8, save_best=False, eval_every=2, log_every=0,
+                                         layer_decay=None)
+    summary = finetune(TaskModel(backbone, ImageClassificationHead(backbone.cfg.dim, 2)), data, data[:8], cfg,
+                       tmp_path, metric_fn, collate_fn=collate, quiet=True, test_set=data[:12])
+    assert len(calls) == len(validation) + passes and calls[len(validation):] == [12] * passes
+    test = summary["test"]
+    assert test["selected"]["epoch"] == (2 if passes == 2 else 5) and test["last"]["epoch"] == 5
+    assert (test["selected"]["accuracy"] == test["last"]["accuracy"]) == (passes == 1)
+
+
 # ---- the report ------------------------------------------------------------------------------------------------
 
 
