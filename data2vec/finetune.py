@@ -19,8 +19,9 @@ What it implements
   and writes the same summary again.
 - Honest model selection: with a `test_set`, the evaluation split is a validation split carved from the
   training data; it picks the epoch, and the test split is scored once with the selected weights and once
-  with the last ones (`summary["test"]`; one pass when the selected epoch is the last). Without one, "best" is the best epoch on the very split it is
-  measured on: an optimistic number (most of all for small, noisy evaluation sets), labelled as such.
+  with the last ones (`summary["test"]`; one pass when the selected epoch is the last). Without one, "best" is
+  the best epoch on the very split it is measured on: an optimistic number (most of all for small, noisy
+  evaluation sets), labelled as such.
 
 `finetune(...)` reads: `prepare_finetune` (seed, loaders, optimiser) -> `resume_or_clear` -> per epoch: `train_epoch`
 -> on evaluated epochs `evaluate` -> `select` (the best epoch, `<out>/best/`) -> `save_resume_point` -> after

@@ -3,8 +3,8 @@
 The end-to-end run (digits, --quick, two budgets of seconds) checks the layout (one study folder per budget), that
 every point's update count follows from the one calibration (steps = budget / seconds per update, recomputed
 here), that the budget-free floors are computed once and shared (marked), that the curve table and plots exist and
-that --report-only rebuilds the same curve. The unit tests check the reuse of a finished study as a point and the
-refusal of a second precision."""
+that --report-only rebuilds the same curve. The unit tests check the reuse of a finished study as a point, the
+refusal of a second precision and of a study made with other settings."""
 
 from __future__ import annotations
 
@@ -56,24 +56,25 @@ def test_quick_curve_end_to_end(tmp_path):
 
 
 def test_a_finished_study_is_reused_as_a_point_and_lends_its_calibration(tmp_path):
+    import dataclasses
+
+    from data2vec.study.vision_config import CompareConfig
+
+    cfg = CompareConfig(data="digits", out=str(tmp_path / "curve"), runs="runs/curve", budget_minutes=60.0,
+                        precision="fp32")
     study = tmp_path / "study15"
     study.mkdir()
-    (study / "config.json").write_text(json.dumps({"budget_minutes": 15.0, "runs": "runs/old"}))
+    stored = {name: getattr(cfg, name) for name in cfg.study_fields if name != "precision"}  # made before --precision
+    (study / "config.json").write_text(json.dumps({**stored, "budget_minutes": 15.0, "runs": "runs/old"}))
     (study / "calibration.json").write_text(json.dumps({"data2vec2": {"s_per_update": 1.2, "steps": 750,
                                                                       "budget_minutes": 15.0, "clock": "cpu"}}))
-
-    class Cfg:  # what register_points and point_config read
-        out, runs, precision, budget_minutes = str(tmp_path / "curve"), "runs/curve", "fp32", 60.0
-
-        @property
-        def budget_s(self):
-            return 60 * self.budget_minutes
-
-    cfg = Cfg()
     registered = curve.register_points(cfg, [60.0], [str(study)])
     assert registered["points"] == {"15": "../study15", "60": "budget-60min"}
     calib = json.loads((tmp_path / "curve" / "calibration.json").read_text())
     assert calib["data2vec2"]["s_per_update"] == 1.2 and "steps" not in calib["data2vec2"]
     with pytest.raises(Exception, match="one precision per curve"):
-        cfg.precision = "bf16"
-        curve.register_points(cfg, [60.0], [])
+        curve.register_points(dataclasses.replace(cfg, precision="bf16"), [60.0], [])
+    # a study made with another encoder is not a point of this curve: one line that names the setting
+    (study / "config.json").write_text(json.dumps({**stored, "budget_minutes": 15.0, "dim": 64}))
+    with pytest.raises(Exception, match=r"--reuse .*study15 cannot be a point of this curve: .* dim=64"):
+        curve.register_points(cfg, [60.0], [str(study)])

@@ -59,7 +59,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reuse", action="append", default=[], metavar="DIR",
                    help="with a budget curve: a finished one-budget comparison (its --out) made with the same "
                    "settings counts as the curve's point at its budget (its calibration becomes the curve's, so "
-                   "every point's update count follows from the same measured seconds per update)")
+                   "every point's update count follows from the same measured seconds per update); a study made "
+                   "with other settings (data, encoder, batch, precision, probes) is refused, naming the setting")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (report mean +- std over them); at least 3")
     p.add_argument("--preset", default="mini", choices=("tiny", "mini", "small", "base"),
                    help="the registry preset each method's recipe starts from (the encoder size is --dim/--depth)")

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from .errors import StudyError
-from .records import say, write_json
+from .records import check_same_study, say, write_json
 
 CURVE_FILE = "curve.json"
 BUDGET_FREE_ARMS = ("random", "pixels", "features", "majority")  # floors whose results do not depend on the budget
@@ -66,6 +66,7 @@ def register_points(cfg, budgets: list[float], reuse: list[str]) -> dict:
         if not stored.is_file():
             raise StudyError(f"--reuse {folder}: no config.json there; fix: give the --out of a finished comparison")
         minutes = float(json.loads(stored.read_text())["budget_minutes"])
+        check_reused(cfg, folder, minutes)
         curve["points"][budget_key(minutes)] = os.path.relpath(folder, out)
         if not (out / "calibration.json").is_file() and (Path(folder) / "calibration.json").is_file():
             lift_calibration(out, Path(folder), source=os.path.relpath(folder, out))
@@ -74,6 +75,16 @@ def register_points(cfg, budgets: list[float], reuse: list[str]) -> dict:
     curve["points"] = dict(sorted(curve["points"].items(), key=lambda kv: float(kv[0])))
     write_json(out / CURVE_FILE, curve)
     return curve
+
+
+def check_reused(cfg, folder: str, minutes: float) -> None:
+    """A finished study counts as a point only if it was made with the curve's settings: every field that defines a
+    study (`study_fields`: data, encoder, batch, precision, probes, ...) but the budget; its seeds and methods may
+    differ (the table shows what each point has)."""
+    try:
+        check_same_study(dataclasses.replace(cfg, out=str(folder), budget_minutes=minutes))
+    except StudyError as error:
+        raise StudyError(f"--reuse {folder} cannot be a point of this curve: {error}") from None
 
 
 def point_config(cfg, curve: dict, minutes: float):
@@ -144,8 +155,7 @@ def run_curve(cfg, budgets: list[float], reuse: list[str], run_point) -> dict:
     from .curve_report import write_curve_report
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    curve = register_points(cfg, budgets, reuse)
+    curve = register_points(cfg, budgets, reuse)  # checks first: a refused --reuse leaves no folder behind
     for k in range(1, len(cfg.seeds) + 1):
         for minutes in budgets:
             point = dataclasses.replace(point_config(cfg, curve, minutes), seeds=cfg.seeds[:k])
