@@ -38,9 +38,8 @@ FORMAT_VERSION = 1
 # ---- seeding and RNG states -----------------------------------------------------------------------
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    seed_cpu_rngs(seed)
+    torch.manual_seed(seed)  # the CPU generator again (the same state) and every CUDA device
 
 
 def seed_cpu_rngs(seed: int) -> None:

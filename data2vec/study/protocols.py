@@ -90,6 +90,9 @@ def finetune_epochs(cfg, data, fraction: float) -> int:
     return max(cfg.finetune_epochs.get(fraction, 10), -(-cfg.finetune_min_updates // per_epoch))
 
 
+UPDATES_ALONE = "the fine-tuning's updates alone"  # a plan's epoch_seconds_from under the corrected rule
+
+
 def supervised_budget(cfg, name: str, seed: int) -> dict:
     """The supervised floor's epochs on one labelled subset: the epochs the random-init arm fine-tuned, plus as many
     as the pretraining budget buys at the time one epoch's updates took there,
@@ -117,7 +120,7 @@ def supervised_budget(cfg, name: str, seed: int) -> dict:
     ft_seconds, ft_epochs = ref["cpu_seconds" if clock == "cpu" else "seconds"], ref["epochs"]
     train_seconds = ref.get("train_cpu_seconds" if clock == "cpu" else "train_seconds", float("nan"))
     if math.isfinite(train_seconds) and train_seconds > 0:
-        epoch_seconds, basis = train_seconds / ft_epochs, "the fine-tuning's updates alone"
+        epoch_seconds, basis = train_seconds / ft_epochs, UPDATES_ALONE
         epochs = ft_epochs + int(cfg.budget_s / epoch_seconds)
     else:  # an older record: the whole run per epoch (evaluation included: fewer epochs than the budget buys)
         epoch_seconds, basis = ft_seconds / ft_epochs, "the whole fine-tuning run (older record, evaluation included)"

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .protocols import UPDATES_ALONE
+
 FLOOR_ORDER = ("majority", "random", "pixels", "features", "supervised")
 PROTOCOL_ORDER = ("knn@100%", "linear@100%", "knn@1%", "linear@1%", "knn@10%", "linear@10%", "finetune@1%",
                   "finetune@10%", "finetune@100%", "sst2", "sst2-linear", "stsb", "mrpc", "rte", "cola", "mlm-heldout",
@@ -258,8 +260,7 @@ def older_supervised_rule(out: Path, evals: list[dict]) -> str | None:
         return None
     path = out / "calibration.json"
     plans = json.loads(path.read_text()) if path.is_file() else {}
-    older = [p for p in protocols if "updates alone" not in plans.get(f"supervised-{p}", {}).get("epoch_seconds_from",
-                                                                                                   "")]
+    older = [p for p in protocols if plans.get(f"supervised-{p}", {}).get("epoch_seconds_from") != UPDATES_ALONE]
     if not older:
         return None
     return (f"supervised floor ({', '.join(older)}): epochs from the older rule, the whole fine-tuning run's time per "
