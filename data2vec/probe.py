@@ -21,7 +21,8 @@ What it implements
 
 - `few_label_eval(...)`: the few-label protocol shared by `data2vec probe`, `data2vec demo` and `data2vec compare`:
   the linear probe and/or the k-NN on seeded labelled subsets (N per class, or a stratified fraction of the
-  labels), one score per subset.
+  labels, drawn by `label_splits`), one score per subset. The label-split helpers (`few_label_indices`,
+  `fraction_indices`, `validation_split`) live in `data2vec.label_splits` and are importable from here too.
 - `layer_features(backbone, batches)` + `choose_features(...)`: which features a frozen probe reads is part of
   the protocol (BEiT's linear probe reads an intermediate block; a random ViT's final mean-pooled tokens can lose
   to raw pixels): every block's output and the final (normed) output, each mean-pooled and as CLS, are scored by
@@ -46,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from .heads import POOLINGS
+from .label_splits import few_label_indices, fraction_indices, validation_split
 
 # Inverse L2 strengths tried by the linear probe: 1e-3 .. 1e2 (6 values), a range wide enough for
 # standardised features of any width (SimCLR's transfer evaluation uses 45 values over 1e-6 .. 1e5).
@@ -258,45 +260,7 @@ def knn_classify(train_x, train_y, test_x, test_y, k: int = 20, temperature: flo
     return {"accuracy": 100.0 * float((pred == np.asarray(test_y)).mean()), "k": int(min(k, len(train_x)))}
 
 
-# ---- few-label subsets and the shared protocols ---------------------------------------------------------
-
-
-def few_label_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Indices of `per_class` examples of every class (all of a class if it has fewer), drawn with `seed`."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    picked = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        picked.append(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
-    return np.sort(np.concatenate(picked))
-
-
-def fraction_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A stratified, seeded subset holding `fraction` of every class (rounded, at least one example each):
-    the "1% / 10% of the labels" of the semi-supervised protocols (SimCLR, BYOL, MSN)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}; fix: e.g. 0.01 for 1% of the labels")
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    picked = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n = max(1, int(round(fraction * len(idx))))
-        picked.append(rng.choice(idx, size=n, replace=False))
-    return np.sort(np.concatenate(picked))
-
-
-def validation_split(labels: np.ndarray, fraction: float, seed: int, max_examples: int | None = None):
-    """(train_idx, val_idx): a stratified, seeded validation split carved from the training data (at most
-    `max_examples` of it), for the choices a protocol makes (features, C, the fine-tuning epoch), never the test
-    split."""
-    val = fraction_indices(labels, fraction, seed)
-    if max_examples is not None and len(val) > max_examples:
-        val = np.sort(np.random.default_rng(seed + 1).choice(val, size=max_examples, replace=False))
-    keep = np.ones(len(labels), dtype=bool)  # True = stays in the training part
-    keep[val] = False
-    return np.flatnonzero(keep), val
+# ---- the shared few-label protocol ---------------------------------------------------------
 
 
 def few_label_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,

@@ -197,7 +197,7 @@ def finetune_run(cfg: AudioCompareConfig, arm: str, seed: int, backbone, data: A
 
     from ..finetune import FinetuneConfig, finetune
     from ..heads import AudioClassificationHead, TaskModel
-    from ..probe import fraction_indices
+    from ..label_splits import fraction_indices
 
     fit_y = data.train_y[data.fit_idx]
     labelled = data.fit_idx[fraction_indices(fit_y, fraction, seed)] if fraction < 1 else data.fit_idx

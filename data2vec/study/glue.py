@@ -57,9 +57,9 @@ class TaskData:
 
 
 def carve_validation(labels: np.ndarray, regression: bool, fraction: float, max_examples: int):
-    """(fit_idx, val_idx): classification stratified by `probe.validation_split`; regression (STS-B scores) a
+    """(fit_idx, val_idx): classification stratified by `label_splits.validation_split`; regression (STS-B scores) a
     seeded random fraction. Seed 0: the same split for every arm and seed."""
-    from ..probe import validation_split
+    from ..label_splits import validation_split
 
     if not regression:
         return validation_split(labels, fraction, seed=0, max_examples=max_examples)

@@ -83,7 +83,7 @@ def finetune_record(out: dict, recipe: dict, scores: dict, epochs: int) -> dict:
 def finetune_epochs(cfg, data, fraction: float) -> int:
     """The epochs of the fine-tuning protocol at `fraction`: the table's, raised so that the run takes at least
     `finetune_min_updates` updates (13 labelled digits at batch 64 would otherwise get 40 updates)."""
-    from ..probe import fraction_indices
+    from ..label_splits import fraction_indices
 
     labelled = len(fraction_indices(data.train_y[data.fit_idx], fraction, 0)) if fraction < 1 else len(data.fit_idx)
     per_epoch = max(1, labelled // cfg.batch_size)  # fine-tuning drops the last partial batch (data2vec.finetune)

@@ -62,7 +62,7 @@ class EvalData:
 def load_eval_data(cfg: CompareConfig, image_size: int) -> EvalData:
     import torch
 
-    from ..probe import validation_split
+    from ..label_splits import validation_split
     from .data import image_splits
 
     train, test, num_classes, chans = image_splits(cfg.data, image_size, seed=0, augment_train=False)
@@ -117,7 +117,7 @@ def finetune_run(cfg: CompareConfig, arm: str, seed: int, backbone, data: EvalDa
 
     from ..finetune import FinetuneConfig, finetune
     from ..heads import ImageClassificationHead, TaskModel
-    from ..probe import fraction_indices
+    from ..label_splits import fraction_indices
 
     fit_y = data.train_y[data.fit_idx]
     labelled = data.fit_idx[fraction_indices(fit_y, fraction, seed)] if fraction < 1 else data.fit_idx
