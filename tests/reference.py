@@ -9,6 +9,9 @@ argument (`attention`, `ffn`) is read only for its weights, by attribute name.
 function computed by different kernels (ours vs `transformers`, a fused kernel vs the equation written
 out, two CPU types) differ by a few units in the last place of the largest values involved, so the
 allowed error is scaled by the reference's magnitude instead of being a fixed absolute number.
+
+The test helpers at the end are not references: seeded randomisation of a module's parameters, statistics
+as floats, and the inputs and layer-by-layer comparison that the HuggingFace parity tests share.
 """
 
 import math
@@ -94,6 +97,17 @@ def instance_norm(x: torch.Tensor, padding_mask: torch.Tensor | None = None, eps
     return out
 
 
+def norm_by_hand(x, dim, eps=1e-5):
+    """(x - mean) / sqrt(biased var + eps) along `dim`, no affine.
+
+    Reference for: data2vec 2.0's targets (instance norm over the tokens, layer norm over the features) and its
+    decoders' channel LayerNorm (dim=1) (test_v2.py, test_v2_config.py).
+    """
+    mean = x.mean(dim=dim, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dim, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
 # --------------------------------------------------------------------------------------------------
 # loss
 # --------------------------------------------------------------------------------------------------
@@ -177,3 +191,45 @@ def host_values(stats: dict) -> dict[str, float]:
     The methods return 0-dim tensors (the engine moves them to the host in one transfer per step); a test
     converts them here before comparing, because `pytest.approx` rejects a tensor on pytest 9.2 and newer."""
     return {k: float(v) for k, v in stats.items()}
+
+
+# shared by the HuggingFace parity tests (test_hub.py, test_hub_export.py)
+
+
+def randomise_hf_(model, seed=0):
+    """Every parameter ~ N(0, 0.2^2) (LayerNorm gains around 1), from a fixed seed.
+
+    The hub tests' randomisation, of a `transformers` model or one of our heads; unlike `randomise_` (std 0.3,
+    every parameter around 0), the gains of the norms that `transformers` names `LayerNorm` / `layernorm` stay
+    around 1."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * 0.2
+            p.copy_(1.0 + noise if name.endswith("LayerNorm.weight") or "layernorm" in name and "weight" in name
+                    else noise)
+    return model
+
+
+def hf_text_batch(pad_id, vocab=99, seed=1):
+    """A padded batch: lengths 9, 6, 3 of 9; row 0 holds the pad id inside its real tokens.
+
+    (ids, attention, token types) in `transformers`' convention: attention 1 = real token, types 1 from token 5."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (3, 9), generator=g)
+    attention = torch.ones(3, 9, dtype=torch.long)
+    for row, length in enumerate((9, 6, 3)):
+        ids[row, length:] = pad_id
+        attention[row, length:] = 0
+    ids[0, 4] = pad_id  # HF numbers RoBERTa positions over ids != pad: a pad id inside the text shifts them
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    return ids, attention, types
+
+
+def assert_layers_match(hf_out, ours, layers, real=None):
+    """last_hidden_state vs our final output, hidden_states[1:] vs our per-block outputs."""
+    assert len(layers) == len(hf_out.hidden_states) - 1
+    assert_close_scaled(ours, hf_out.last_hidden_state)
+    for ref, got in zip(hf_out.hidden_states[1:], layers, strict=True):
+        assert_close_scaled(got, ref)

@@ -1,10 +1,13 @@
-"""HuggingFace-format import/export against `transformers` itself (docs/design.md section 7).
+"""HuggingFace-format import against `transformers` itself (docs/design.md section 7).
 
 For every family a `transformers` model is built from a tiny random config, every parameter is
 randomised (HF initialises biases, LayerNorms, layer scale and relative-bias tables to constants, which
 would hide mapping errors), saved with `save_pretrained`, imported with `load_pretrained`, and every
 block's output, the final output and (for data2vec-text) every FFN output are compared at float32
 precision for the tensors' scale (`reference.assert_close_scaled`: max error <= 1e-5 x max |reference|).
+Also here: the loader's errors, `data2vec convert` both ways, fine-tuning from a HuggingFace folder, and
+sharded / pytorch_model.bin / masked-image-modeling folders. The export (our model -> a folder that
+`transformers` loads) and our own format are tested in test_hub_export.py.
 """
 
 import json
@@ -12,11 +15,10 @@ import json
 import pytest
 import torch
 import transformers  # noqa: E402  (the dev extra: the reference of every test here)
-from reference import assert_close_scaled
+from reference import assert_close_scaled, assert_layers_match, hf_text_batch, randomise_hf_
 
-from data2vec import EncoderConfig, build_backbone, get_preset  # noqa: E402
 from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead  # noqa: E402
-from data2vec.hub import export_hf, load_backbone, load_pretrained, save_backbone  # noqa: E402
+from data2vec.hub import load_pretrained  # noqa: E402
 
 TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -29,44 +31,11 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a test that reached for the network would fail, not hang
 
 
-def randomise_(model, seed=0):
-    """Every parameter ~ N(0, 0.2^2) (LayerNorm gains around 1), from a fixed seed."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g) * 0.2
-            p.copy_(1.0 + noise if name.endswith("LayerNorm.weight") or "layernorm" in name and "weight" in name
-                    else noise)
-    return model
-
-
 def build_hf(cls, config, tmp_path, seed=0):
     torch.manual_seed(seed)
-    model = randomise_(cls(config), seed).eval()
+    model = randomise_hf_(cls(config), seed).eval()
     model.save_pretrained(tmp_path)
     return model
-
-
-def text_batch(pad_id, vocab=99, seed=1):
-    """A padded batch: lengths 9, 6, 3 of 9; row 0 holds the pad id inside its real tokens."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (3, 9), generator=g)
-    attention = torch.ones(3, 9, dtype=torch.long)
-    for row, length in enumerate((9, 6, 3)):
-        ids[row, length:] = pad_id
-        attention[row, length:] = 0
-    ids[0, 4] = pad_id  # HF numbers RoBERTa positions over ids != pad: a pad id inside the text shifts them
-    types = torch.zeros_like(ids)
-    types[:, 5:] = 1
-    return ids, attention, types
-
-
-def assert_layers_match(hf_out, ours, layers, real=None):
-    """last_hidden_state vs our final output, hidden_states[1:] vs our per-block outputs."""
-    assert len(layers) == len(hf_out.hidden_states) - 1
-    assert_close_scaled(ours, hf_out.last_hidden_state)
-    for ref, got in zip(hf_out.hidden_states[1:], layers, strict=True):
-        assert_close_scaled(got, ref)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -88,7 +57,7 @@ def test_text_encoder_parity_every_layer(family, tmp_path):
     cfg = model.encoder_config
     assert (cfg.position_offset, cfg.pad_id) == ((0, 0) if family == "bert" else (2, 1))
     assert cfg.norm_eps == hf_cfg.layer_norm_eps
-    ids, attention, types = text_batch(hf_cfg.pad_token_id)
+    ids, attention, types = hf_text_batch(hf_cfg.pad_token_id)
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=attention, token_type_ids=types, output_hidden_states=True)
         final, layers = model(input_ids=ids, attention_mask=attention, token_type_ids=types, return_layers="block")
@@ -105,7 +74,7 @@ def test_data2vec_text_ffn_targets_match_hooks(tmp_path):
     captured = []
     hooks = [layer.output.dense.register_forward_hook(lambda m, i, o: captured.append(o))
              for layer in hf.encoder.layer]
-    ids, attention, _ = text_batch(1)
+    ids, attention, _ = hf_text_batch(1)
     with torch.no_grad():
         hf(input_ids=ids, attention_mask=attention)
         _, ffn = load_pretrained(tmp_path)(input_ids=ids, attention_mask=attention, return_layers="ffn")
@@ -128,7 +97,7 @@ def test_sequence_classification_head_imported(family, style, tmp_path):
     model = load_pretrained(tmp_path)
     assert isinstance(model.head, SequenceClassificationHead) and model.head.style == style
     assert model.report.missing == [] and model.report.unused == []
-    ids, attention, types = text_batch(hf_cfg.pad_token_id)
+    ids, attention, types = hf_text_batch(hf_cfg.pad_token_id)
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=attention, token_type_ids=types).logits
         got = model.logits(input_ids=ids, attention_mask=attention, token_type_ids=types)
@@ -140,7 +109,7 @@ def test_question_answering_head_imported_and_lm_head_reported(tmp_path):
     hf = build_hf(transformers.RobertaForQuestionAnswering, hf_cfg, tmp_path / "qa")
     model = load_pretrained(tmp_path / "qa")
     assert isinstance(model.head, QuestionAnsweringHead)
-    ids, attention, _ = text_batch(1)
+    ids, attention, _ = hf_text_batch(1)
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=attention)
         start, end = model.logits(input_ids=ids, attention_mask=attention)
@@ -247,111 +216,11 @@ def test_image_classification_head_imported(family, mean, tmp_path):
         assert_close_scaled(model.logits(pixel_values=images), hf(pixel_values=images).logits)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Export: our model -> folder -> transformers loads it -> same outputs
-# ---------------------------------------------------------------------------------------------------
-
-
-def our_model(modality, seed=0, **overrides):
-    torch.manual_seed(seed)
-    cfg = get_preset(modality, "tiny", dropout=0.0, attn_dropout=0.0, **overrides)
-    model = build_backbone(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.2)  # off their constant initial values
-    return model.eval()
-
-
-@pytest.mark.parametrize("family", ["roberta", "data2vec-text"])
-def test_export_text_round_trip_with_head(family, tmp_path):
-    backbone = our_model("text")
-    head = randomise_(SequenceClassificationHead(64, 2)).eval()
-    export_hf(tmp_path, backbone, family, head=head)
-    cls = {"roberta": transformers.RobertaForSequenceClassification,
-           "data2vec-text": transformers.Data2VecTextForSequenceClassification}[family]
-    hf = cls.from_pretrained(tmp_path, attn_implementation="eager").eval()
-    ids, attention, _ = text_batch(1, vocab=1000)
-    padding = attention == 0
-    ids[0, 4] = 7  # our own batches never hold <pad> inside the text
-    with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=attention, output_hidden_states=True)
-        final, layers = backbone(ids, padding_mask=padding, return_layers="block")
-        logits = head(final)
-    assert_close_scaled(final, ref.hidden_states[-1])
-    for got, want in zip(layers, ref.hidden_states[1:], strict=True):  # one per block
-        assert_close_scaled(got, want)
-    assert_close_scaled(logits, ref.logits)
-    # and back again through the importer
-    again = load_pretrained(tmp_path)
-    with torch.no_grad():
-        assert_close_scaled(again.logits(input_ids=ids, attention_mask=attention), logits)
-
-
-@pytest.mark.parametrize("family,overrides,hf_cls", [
-    ("data2vec-vision", {}, "Data2VecVisionModel"),  # relative shared bias, layer scale, no key bias, final LN
-    ("beit", {"shared_rel_pos": False, "use_mask_token": True}, "BeitModel"),
-    ("vit", {"position": "learned", "layer_scale": None, "k_bias": True}, "ViTModel"),
-])
-def test_export_vision_round_trip(family, overrides, hf_cls, tmp_path):
-    backbone = our_model("vision", **overrides)
-    export_hf(tmp_path, backbone, family)
-    hf = getattr(transformers, hf_cls).from_pretrained(tmp_path, attn_implementation="eager").eval()
-    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        ref = hf(pixel_values=images, output_hidden_states=True)
-        final, layers = backbone(images, return_layers="block")
-    assert_layers_match(ref, final, layers)
-
-
-def test_export_mean_pooling_head_to_data2vec_vision(tmp_path):
-    backbone = our_model("vision", final_norm=False)
-    head = randomise_(ImageClassificationHead(64, 4, pooling="mean", eps=1e-6)).eval()
-    export_hf(tmp_path, backbone, "data2vec-vision", head=head)
-    hf = transformers.Data2VecVisionForImageClassification.from_pretrained(tmp_path, attn_implementation="eager")
-    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        assert_close_scaled(head(backbone(images)), hf.eval()(pixel_values=images).logits)
-
-
-@pytest.mark.parametrize("family,hf_cls", [("data2vec-vision", "Data2VecVisionModel"), ("beit", "BeitModel")])
-def test_export_without_final_norm_matches_the_pooler_each_family_builds(family, hf_cls, tmp_path):
-    """Data2VecVisionModel has no pooler unless under a classification head, BeitModel always has one: the export of
-    a mean-pooling encoder (no final norm) writes pooler tensors exactly when the model will look for them."""
-    backbone = our_model("vision", final_norm=False)
-    export_hf(tmp_path, backbone, family)
-    hf, info = getattr(transformers, hf_cls).from_pretrained(tmp_path, output_loading_info=True)
-    assert not info["unexpected_keys"] and not info["missing_keys"], info
-
-
-def test_export_refuses_what_the_layout_cannot_hold(tmp_path):
-    with pytest.raises(ValueError, match="relative position bias"):
-        export_hf(tmp_path, our_model("vision"), "vit")
-    with pytest.raises(ValueError, match="vision encoder"):
-        export_hf(tmp_path, our_model("vision"), "roberta")
-    with pytest.raises(ValueError, match="unknown export family"):
-        export_hf(tmp_path, our_model("text"), "gpt2")
-    with pytest.raises(ValueError, match="position_offset"):
-        export_hf(tmp_path, our_model("text"), "bert")
 
 
 # ---------------------------------------------------------------------------------------------------
-# Our own format and errors
+# Errors that name the problem
 # ---------------------------------------------------------------------------------------------------
-
-
-def test_own_format_round_trip_with_head(tmp_path):
-    backbone = our_model("vision")
-    head = randomise_(ImageClassificationHead(64, 3, pooling="cls")).eval()
-    save_backbone(tmp_path, backbone, {"family": "data2vec-vision", "step": 7}, head=head)
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert EncoderConfig.from_dict(config["encoder"]) == backbone.cfg and config["head"]["type"] == "image"
-    loaded = load_pretrained(tmp_path)
-    assert loaded.family == "data2vec-vision" and loaded.extra["step"] == 7
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.logits(pixel_values=images), head(backbone(images)))
-    assert isinstance(load_backbone(tmp_path), type(backbone))
 
 
 def test_errors_name_the_problem(tmp_path):
@@ -393,7 +262,7 @@ def test_convert_cli_both_ways(tmp_path, capsys):
     assert main(["convert", "--to-hf", str(tmp_path / "ours"), "--out", str(tmp_path / "back")]) == 0
     again = transformers.RobertaForSequenceClassification.from_pretrained(tmp_path / "back",
                                                                           attn_implementation="eager").eval()
-    ids, attention, _ = text_batch(1)
+    ids, attention, _ = hf_text_batch(1)
     with torch.no_grad():
         assert_close_scaled(again(input_ids=ids, attention_mask=attention).logits,
                             hf(input_ids=ids, attention_mask=attention).logits)
@@ -439,7 +308,7 @@ def test_sharded_safetensors_and_pytorch_bin_folders(tmp_path):
     """`save_pretrained` shards big models (an index + several files); older folders hold pytorch_model.bin."""
     hf_cfg = transformers.ViTConfig(**VISION, attn_implementation="eager")
     torch.manual_seed(0)
-    hf = randomise_(transformers.ViTModel(hf_cfg)).eval()
+    hf = randomise_hf_(transformers.ViTModel(hf_cfg)).eval()
     hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
     (tmp_path / "bin").mkdir()
