@@ -21,7 +21,13 @@ The default settings are the image study's (preset mini, 32 px images of scikit-
 data2vec 2.0 with M = 4 masks) and the text study's encoder on the built-in corpus (batch 32, 128 tokens), one
 thread (`--threads 1`, the studies' setting).
 
+With `--profile`, instead of timing, it tells where one update's CPU time goes: each run of `--steps` updates and
+one of `--skip` updates run in this process under torch's profiler, and their difference per update (set-up and
+warm-up cancel) is each op's self CPU time, grouped into families (matrix products, convolutions, copies, dropout
+masks, GELU, layer norm, softmax, the optimiser's step, other), written to `results/methods_profile.json`.
+
 Run:  python benchmarks/methods.py                          (every method, fp32 and bf16, eager and compiled)
+      python benchmarks/methods.py --profile --methods data2vec/text --variants fp32,bf16
       python benchmarks/methods.py --variants fp32,bf16 --methods data2vec2/vision --repeats 1
       python benchmarks/methods.py --device cuda --threads 0   (a GPU; see gpu_check.sh)
 """
@@ -51,6 +57,19 @@ VARIANTS = ("fp32", "bf16", "fp32+compile", "bf16+compile")
 # the image study's recipe of data2vec 2.0 (M = 4 masks, ratio 0.5), as --set values
 STUDY_SETS = {("data2vec2", "vision"): [f"{k}={v}" for k, v in IMAGE_STUDY_RECIPES["data2vec2"].overrides.items()]}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "methods.json"
+PROFILE_OUT = DEFAULT_OUT.with_name("methods_profile.json")
+# the op families of a profiled update: an op belongs to the first family one of whose prefixes its name starts with
+# (an op run inside the optimiser's step is named "Optimizer:<op>" by `op_seconds`)
+OP_FAMILIES = (
+    ("optimiser step", ("Optimizer",)),
+    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product")),
+    ("convolutions", ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution")),
+    ("copies", ("aten::copy_", "aten::_to_copy", "aten::clone")),  # incl. the bias that addmm copies into its output
+    ("dropout masks", ("aten::bernoulli_", "aten::native_dropout")),
+    ("GELU", ("aten::gelu",)),
+    ("layer norm", ("aten::native_layer_norm",)),
+    ("softmax", ("aten::_softmax",)),
+)
 
 
 def pretrain_command(method: str, modality: str, args: argparse.Namespace, out_dir: Path, variant: str,
@@ -117,6 +136,54 @@ def flops_per_update(method: str, modality: str, args: argparse.Namespace, out_d
     return counter.get_total_flops() / 2
 
 
+def op_seconds(method: str, modality: str, args: argparse.Namespace, out_dir: Path, tokenizer: Path | None,
+               variant: str, steps: int) -> dict[str, float]:
+    """Self CPU seconds of every op over one in-process `pretrain` run of `steps` updates (torch's profiler); an op
+    called inside `optimizer.step()` or `zero_grad()` (torch annotates them "Optimizer.step#AdamW.step", ...) is
+    counted as "Optimizer:<op>"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from data2vec.cli import main as cli_main
+
+    run = argparse.Namespace(**{**vars(args), "steps": steps})
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        # no warm-up (a run of one update has no room for one; the learning rate does not change the cost)
+        command = pretrain_command(method, modality, run, out_dir, variant, tokenizer) + ["--warmup-steps", "0"]
+        status = cli_main(command)
+    if status:
+        raise RuntimeError(f"profiling {method}/{modality} {variant} failed (exit {status})")
+    seconds: dict[str, float] = {}
+    for event in prof.events():
+        key, parent = event.name, event.cpu_parent
+        while parent is not None and not parent.name.startswith("Optimizer."):
+            parent = parent.cpu_parent
+        key = key if parent is None else f"Optimizer:{key}"
+        seconds[key] = seconds.get(key, 0.0) + event.self_cpu_time_total / 1e6
+    return seconds
+
+
+def op_family(op: str) -> str:
+    return next((family for family, prefixes in OP_FAMILIES if op.startswith(prefixes)), "other")
+
+
+def profile_update(method: str, modality: str, args: argparse.Namespace, tmp: Path, tokenizer: Path | None,
+                   variant: str) -> dict:
+    """Where one update's CPU time goes: (ops of a run of --steps updates - ops of a run of --skip) / (steps - skip),
+    so the set-up, the first updates and the final checkpoint cancel; grouped into OP_FAMILIES."""
+    name = f"{method}-{modality}-{variant}"
+    long = op_seconds(method, modality, args, tmp / f"{name}-long", tokenizer, variant, args.steps)
+    short = op_seconds(method, modality, args, tmp / f"{name}-short", tokenizer, variant, args.skip)
+    per_op = {op: (s - short.get(op, 0.0)) / (args.steps - args.skip) for op, s in long.items()}
+    families = dict.fromkeys([family for family, _ in OP_FAMILIES] + ["other"], 0.0)
+    for op, seconds in per_op.items():
+        families[op_family(op)] += seconds
+    total = sum(families.values())
+    top = sorted(per_op.items(), key=lambda item: -item[1])[:12]
+    return {"cpu_s_per_update": total, "family_s": families,
+            "family_share": {family: seconds / total for family, seconds in families.items()},
+            "top_ops_s": dict(top)}
+
+
 def summarise(times: list[float], batch: int, views_per_sample: int = 1) -> dict:
     """Median seconds per update, samples per second, and masked views per second (data2vec 2.0 trains the
     student on `num_masks` masked copies of each sample; every other method on one)."""
@@ -162,9 +229,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vision-data", default="digits", help="image data (default: scikit-learn's digits)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-flops", action="store_true", help="skip counting the work of an update")
+    p.add_argument("--profile", action="store_true", help="instead of timing, profile where an update's CPU time "
+                   f"goes, per op family (default --out {PROFILE_OUT.name}; needs --skip >= 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON report (default {DEFAULT_OUT})")
     args = p.parse_args(argv)
+    args.out = args.out or (PROFILE_OUT if args.profile else DEFAULT_OUT)
+    if args.profile and args.skip < 1:
+        raise ValueError("--profile subtracts a run of --skip updates: give --skip >= 1")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.steps <= args.skip or args.repeats < 1 or args.batch_size < 1:
         raise ValueError("--steps must exceed --skip, and --repeats and --batch-size must be >= 1")
@@ -179,6 +251,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.profile:
+        return main_profile(args, argv)
     info = machine(args)
     print(f"{info['cpu']}; bf16 flags: {info['bf16_flags']}; {info['threads']} thread(s); auto picks "
           f"{info['auto_precision']}", flush=True)
@@ -218,6 +292,33 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(results)
+    print(f"wrote {args.out}")
+    return report
+
+
+def main_profile(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """--profile: per method and variant, the CPU seconds of one update per op family; printed and saved."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results, tokenizer = {}, None
+    report = {"what": "self CPU time of the ops of one pretraining update, per op family (torch profiler; a run of "
+                      "--steps updates minus a run of --skip)",
+              "command": "python benchmarks/methods.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "cpu": cpu_model(), "bf16_flags": cpu_bf16_units(), "threads": torch.get_num_threads(),
+              "preset": args.preset, "batch_size": args.batch_size, "seq_len": args.seq_len,
+              "image_size": args.image_size, "steps": args.steps, "skip": args.skip, "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="methods-profile-") as tmp:
+        for method, modality in args.runs:
+            for variant in args.variants:
+                key = f"{method}/{modality}/{variant}"
+                results[key] = profile_update(method, modality, args, Path(tmp), tokenizer, variant)
+                if modality == "text" and tokenizer is None:
+                    tokenizer = Path(tmp) / f"{method}-{modality}-{variant}-long" / "tokenizer"
+                shares = ", ".join(f"{family} {100 * share:.1f} %" for family, share
+                                   in results[key]["family_share"].items() if share >= 0.005)
+                print(f"{key}: {results[key]['cpu_s_per_update']:.3f} CPU-s per update in ops: {shares}", flush=True)
+                args.out.write_text(json.dumps(report, indent=2) + "\n")  # after every run: an interruption keeps them
     print(f"wrote {args.out}")
     return report
 

@@ -190,6 +190,41 @@ def test_methods_command_carries_precision_and_compile(methods, tmp_path):
         methods.parse_args(["--methods", "bert/vision"])
 
 
+def test_methods_profile_subtracts_the_short_run_and_groups_ops_into_families(methods, monkeypatch, tmp_path):
+    """(ops of --steps updates - ops of --skip updates) / (steps - skip), by hand, on made-up op times."""
+    assert methods.op_family("aten::addmm") == methods.op_family("aten::_scaled_dot_product_flash_attention")
+    assert methods.op_family("aten::addmm") == "matrix products"
+    assert methods.op_family("aten::bernoulli_") == "dropout masks"
+    assert methods.op_family("Optimizer:aten::addcdiv_") == methods.op_family("Optimizer.step#AdamW.step")
+    assert methods.op_family("Optimizer:aten::mm") == "optimiser step"
+    assert methods.op_family("aten::convolution_backward") == "convolutions"
+    assert methods.op_family("aten::mul") == "other" and methods.op_family("aten::mm") != methods.op_family("aten::mul")
+    runs = {5: {"aten::mm": 10.0, "aten::mul": 4.0, "aten::bernoulli_": 1.0, "set-up": 3.0},
+            1: {"aten::mm": 2.0, "aten::mul": 1.0, "set-up": 3.0}}
+    monkeypatch.setattr(methods, "op_seconds", lambda *a: runs[a[-1]])
+    args = methods.parse_args(["--profile", "--steps", "5", "--skip", "1", "--methods", "data2vec/vision"])
+    got = methods.profile_update("data2vec", "vision", args, tmp_path, None, "fp32")
+    assert got["family_s"]["matrix products"] == 2.0  # (10 - 2) / 4
+    assert got["family_s"]["other"] == 0.75 and got["family_s"]["dropout masks"] == 0.25  # set-up cancels
+    assert got["cpu_s_per_update"] == 3.0 and sum(got["family_share"].values()) == pytest.approx(1.0)
+    assert args.out.name == "methods_profile.json"
+    with pytest.raises(ValueError, match="--skip >= 1"):
+        methods.parse_args(["--profile", "--skip", "0"])
+
+
+@pytest.mark.slow  # two in-process runs under torch's profiler (~5 s)
+def test_methods_profile_writes_each_update_family_share(methods, tmp_path):
+    out = tmp_path / "p.json"
+    report = methods.main(["--profile", "--preset", "tiny", "--batch-size", "4", "--steps", "3", "--skip", "1",
+                           "--image-size", "8", "--methods", "data2vec/vision", "--variants", "fp32",
+                           "--out", str(out)])
+    row = report["results"]["data2vec/vision/fp32"]
+    assert set(row["family_s"]) == {name for name, _ in methods.OP_FAMILIES} | {"other"}
+    assert row["cpu_s_per_update"] == pytest.approx(sum(row["family_s"].values()))
+    assert len(row["top_ops_s"]) == 12 and any(op.startswith("aten::addmm") for op in row["top_ops_s"])  # linear
+    assert json.loads(out.read_text())["results"].keys() == report["results"].keys()
+
+
 # ---- benchmarks/v1_vs_v2.py ----------------------------------------------------------------------------
 STUDY_PATH = SPEED_PATH.with_name("v1_vs_v2.py")
 
