@@ -20,11 +20,11 @@ from data2vec.study import curve
 @pytest.mark.slow  # two quick studies on digits with one method (~40 s)
 def test_quick_curve_end_to_end(tmp_path):
     out = tmp_path / "curve"
-    argv = ["compare", "--quick", "--methods", "data2vec2", "--budget-minutes", "0.06,0.03", "--out", str(out),
+    argv = ["compare", "--quick", "--methods", "data2vec2", "--budget-minutes", "0.02,0.01", "--out", str(out),
             "--threads", "1", "--precision", "fp32"]
     assert main(argv) == 0
     points = json.loads((out / "curve.json").read_text())["points"]
-    assert points == {"0.03": "budget-0.03min", "0.06": "budget-0.06min"}
+    assert points == {"0.01": "budget-0.01min", "0.02": "budget-0.02min"}
     calib = json.loads((out / "calibration.json").read_text())
     assert set(calib) == {"data2vec2"}
     for key, folder in points.items():
@@ -34,7 +34,7 @@ def test_quick_curve_end_to_end(tmp_path):
             assert point[name]["steps"] == max(10, int(60 * float(key) // entry["s_per_update"]))
         assert (out / folder / "data2vec2" / "seed1" / "pretrain.json").is_file()
     # the floors that do not depend on the budget ran once: the second point's copies say where they come from
-    first, second = (out / "budget-0.06min"), (out / "budget-0.03min")
+    first, second = (out / "budget-0.02min"), (out / "budget-0.01min")
     for arm in ("random", "pixels"):
         for path in (second / arm / "seed1").glob("*.json"):
             record = json.loads(path.read_text())
@@ -43,11 +43,11 @@ def test_quick_curve_end_to_end(tmp_path):
             assert record["score"] == original["score"]
         assert not any("shared_from" in json.loads(p.read_text()) for p in (first / arm / "seed1").glob("*.json"))
     summary = json.loads((out / "curve_summary.json").read_text())
-    assert summary["points"] == [0.03, 0.06] and summary["precision"] == "fp32"
+    assert summary["points"] == [0.01, 0.02] and summary["precision"] == "fp32"
     row = next(r for r in summary["rows"] if r["arm"] == "data2vec2" and r["protocol"] == "knn@100%")
-    assert set(row["by_budget"]) == {"0.03", "0.06"}
+    assert set(row["by_budget"]) == {"0.01", "0.02"}
     table = (out / "curve.txt").read_text()
-    assert "knn@100%" in table and "0.03 min" in table and "samples seen" in table
+    assert "knn@100%" in table and "0.01 min" in table and "samples seen" in table
     assert (out / "plots" / "curve-knn@100pct.png").is_file()
     before = (out / "curve.md").read_text()
     (out / "curve.md").unlink()
