@@ -161,7 +161,7 @@ def test_compare_audio_quick_runs_every_arm_writes_results_resumes_and_refuses_o
     from data2vec.cli import main
 
     out = tmp_path / "out"
-    argv = ["compare", "--modality", "audio", "--quick", "--budget-minutes", "0.04", "--out", str(out),
+    argv = ["compare", "--modality", "audio", "--quick", "--budget-minutes", "0.02", "--out", str(out),
             "--threads", "1", "--precision", "fp32"]
     assert main(argv) == 0
     cfg = json.loads((out / "config.json").read_text())
@@ -176,7 +176,7 @@ def test_compare_audio_quick_runs_every_arm_writes_results_resumes_and_refuses_o
         if arm.startswith("data2vec"):
             pre = json.loads((out / arm / "seed1" / "pretrain.json").read_text())
             calib = json.loads((out / "calibration.json").read_text())[arm]
-            assert pre["steps"] == calib["steps"] == max(10, int(60 * 0.04 // calib["s_per_update"]))
+            assert pre["steps"] == calib["steps"] == max(10, int(60 * 0.02 // calib["s_per_update"]))
     features = json.loads((out / "features" / "seed1" / "knn@100pct.json").read_text())
     assert features["details"]["features"].split("/")[0] in ("logmel", "mfcc")
     supervised = json.loads((out / "supervised" / "seed1" / "finetune@1pct.json").read_text())
