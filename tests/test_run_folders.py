@@ -188,14 +188,15 @@ def test_an_interrupted_finetune_exits_128_plus_the_signal_and_a_copy_resumes(tm
 
 
 # ---- the exit status of a signalled pretraining process -------------------------------------------------------
-def _stop_with(sig, corpus, out, steps=40):
-    """Start `data2vec pretrain` in a subprocess, send `sig` once two updates are logged; -> (status, stdout)."""
-    proc = subprocess.Popen([sys.executable, "-m", "data2vec", *text_args(corpus, out, steps=steps)],
+def _stop_with(sig, corpus, out, steps=40, *extra, after=2):
+    """Start `data2vec pretrain` in a subprocess, send `sig` once `after` updates are in its metrics.jsonl;
+    -> (status, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "data2vec", *text_args(corpus, out, *extra, steps=steps)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     metrics = out / "metrics.jsonl"
     while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= after:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before the signal was sent"
@@ -204,23 +205,23 @@ def _stop_with(sig, corpus, out, steps=40):
     return proc.returncode, stdout, stderr
 
 
-@pytest.mark.slow  # two subprocess runs of the CLI and their resumption (~10 s)
-@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signalled_pretrain_process_exits_128_plus_the_signal_then_resumes(corpus, tmp_path, sig, status):
-    steps = 40
-    code, stdout, stderr = _stop_with(sig, corpus, tmp_path / "cut", steps)
-    assert code == status, stderr[-2000:]
-    assert f"stopped by {sig.name}" in stdout and "--resume" in stdout
-    assert (tmp_path / "cut" / "checkpoint" / "model.safetensors").is_file()
-    assert 2 <= len(losses(tmp_path / "cut")) < steps, "the run finished before the signal arrived"
-    # a shell's `&&` stops after the interrupted run; the same command with --resume finishes it and exits 0
-    shell = subprocess.run(["sh", "-c", f"exit {code}"], check=False)
-    assert shell.returncode == status
-    resumed = subprocess.run([sys.executable, "-m", "data2vec", *text_args(corpus, tmp_path / "cut", "--resume",
-                                                                            steps=steps)],
+@pytest.mark.slow  # three subprocess runs of the CLI: cut by SIGTERM, resumed and cut by SIGINT, finished (~12 s)
+def test_a_signalled_pretrain_process_exits_128_plus_the_signal_then_resumes(corpus, tmp_path):
+    steps, out, logged = 40, tmp_path / "cut", 0
+    for sig, status, extra in ((signal.SIGTERM, 143, ()), (signal.SIGINT, 130, ("--resume",))):
+        code, stdout, stderr = _stop_with(sig, corpus, out, steps, *extra, after=logged + 2)
+        assert code == status, stderr[-2000:]
+        assert f"stopped by {sig.name}" in stdout and "--resume" in stdout
+        assert (out / "checkpoint" / "model.safetensors").is_file()
+        assert logged + 2 <= len(losses(out)) < steps, "the run finished before the signal arrived"
+        logged = len(losses(out))
+        # a shell's `&&` stops after the interrupted run
+        assert subprocess.run(["sh", "-c", f"exit {code}"], check=False).returncode == status
+    # the same command with --resume finishes it and exits 0
+    resumed = subprocess.run([sys.executable, "-m", "data2vec", *text_args(corpus, out, "--resume", steps=steps)],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert len(losses(tmp_path / "cut")) == steps
+    assert len(losses(out)) == steps
 
 
 def test_a_demo_stopped_by_ctrl_c_exits_130_without_scoring(tmp_path, monkeypatch, capsys):
