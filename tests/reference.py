@@ -14,6 +14,7 @@ The test helpers at the end are not references: seeded randomisation of a module
 as floats, and the inputs and layer-by-layer comparison that the HuggingFace parity tests share.
 """
 
+import importlib
 import math
 
 import torch
@@ -233,3 +234,16 @@ def assert_layers_match(hf_out, ours, layers, real=None):
     assert_close_scaled(ours, hf_out.last_hidden_state)
     for ref, got in zip(hf_out.hidden_states[1:], layers, strict=True):
         assert_close_scaled(got, ref)
+
+
+class LazyModule:
+    """`transformers = LazyModule("transformers")` instead of `import transformers`: the import happens at the first
+    attribute read. Every pytest-xdist worker imports every test module to collect it, and `transformers` costs
+    about 1.3 s of that; this way only a worker that runs a parity test pays. A missing package still fails
+    (ModuleNotFoundError at the first use), it is never a skip."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)

@@ -12,13 +12,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers  # noqa: E402  (the dev extra: the reference of every test here)
-from reference import assert_close_scaled
+from reference import LazyModule, assert_close_scaled
 
 from data2vec import build_backbone  # noqa: E402
 from data2vec.config import audio_preset  # noqa: E402
 from data2vec.heads import CTCHead  # noqa: E402
 from data2vec.hub import export_hf, load_hf, load_own, load_pretrained, save_backbone  # noqa: E402
+
+transformers = LazyModule("transformers")  # the dev extra: imported by the first test that uses it
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16,) * 7,
              num_conv_pos_embeddings=3, conv_pos_kernel_size=5, num_conv_pos_embedding_groups=4, vocab_size=11,

@@ -14,11 +14,12 @@ import json
 
 import pytest
 import torch
-import transformers  # noqa: E402  (the dev extra: the reference of every test here)
-from reference import assert_close_scaled, assert_layers_match, hf_text_batch, randomise_hf_
+from reference import LazyModule, assert_close_scaled, assert_layers_match, hf_text_batch, randomise_hf_
 
 from data2vec.heads import ImageClassificationHead, QuestionAnsweringHead, SequenceClassificationHead  # noqa: E402
 from data2vec.hub import load_pretrained  # noqa: E402
+
+transformers = LazyModule("transformers")  # the dev extra: imported by the first test that uses it
 
 TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=40, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -127,16 +128,16 @@ def test_question_answering_head_imported_and_lm_head_reported(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 VISION_CASES = {
-    # name: (model class, config class, extra config)
-    "vit": (transformers.ViTModel, transformers.ViTConfig, {}),
-    "vit-no-qkv-bias": (transformers.ViTModel, transformers.ViTConfig, {"qkv_bias": False}),
-    "data2vec-vision-shared": (transformers.Data2VecVisionModel, transformers.Data2VecVisionConfig,
+    # name: (model class, config class, extra config); class names, so that collecting does not import transformers
+    "vit": ("ViTModel", "ViTConfig", {}),
+    "vit-no-qkv-bias": ("ViTModel", "ViTConfig", {"qkv_bias": False}),
+    "data2vec-vision-shared": ("Data2VecVisionModel", "Data2VecVisionConfig",
                                {"use_shared_relative_position_bias": True, "use_mean_pooling": False}),
-    "beit-per-layer-mean": (transformers.BeitModel, transformers.BeitConfig,
+    "beit-per-layer-mean": ("BeitModel", "BeitConfig",
                             {"use_relative_position_bias": True, "use_mean_pooling": True}),
-    "beit-shared-and-per-layer": (transformers.BeitModel, transformers.BeitConfig,
+    "beit-shared-and-per-layer": ("BeitModel", "BeitConfig",
                                   {"use_relative_position_bias": True, "use_shared_relative_position_bias": True}),
-    "beit-absolute-no-layer-scale": (transformers.BeitModel, transformers.BeitConfig,
+    "beit-absolute-no-layer-scale": ("BeitModel", "BeitConfig",
                                      {"use_absolute_position_embeddings": True, "layer_scale_init_value": 0.0,
                                       "use_mean_pooling": False}),
 }
@@ -145,6 +146,7 @@ VISION_CASES = {
 @pytest.mark.parametrize("case", list(VISION_CASES))
 def test_vision_encoder_parity_every_layer(case, tmp_path):
     cls, cfg_cls, extra = VISION_CASES[case]
+    cls, cfg_cls = getattr(transformers, cls), getattr(transformers, cfg_cls)
     hf_cfg = cfg_cls(**VISION, **extra, layer_norm_eps=1e-6, attn_implementation="eager")
     hf = build_hf(cls, hf_cfg, tmp_path)
     model = load_pretrained(tmp_path)

@@ -12,12 +12,13 @@ import json
 
 import pytest
 import torch
-import transformers  # the dev extra: the reference of every test here
-from reference import assert_close_scaled, assert_layers_match, hf_text_batch, randomise_hf_
+from reference import LazyModule, assert_close_scaled, assert_layers_match, hf_text_batch, randomise_hf_
 
 from data2vec import EncoderConfig, build_backbone, get_preset
 from data2vec.heads import ImageClassificationHead, SequenceClassificationHead
 from data2vec.hub import export_hf, load_backbone, load_pretrained, save_backbone
+
+transformers = LazyModule("transformers")  # the dev extra: imported by the first test that uses it
 
 
 @pytest.fixture(autouse=True)

@@ -35,16 +35,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers  # (the dev extra, which the README installs: a missing one fails here, not a skip)
-from reference import assert_close_scaled
+from reference import LazyModule, assert_close_scaled
 
 from data2vec.cli import build_parser, main
 from data2vec.hub import load_pretrained
 from tasks.text.tokenizer import load_tokenizer
 
-FAMILIES = {  # family -> (config class, base model class, weights file the folder ships)
-    "roberta": (transformers.RobertaConfig, transformers.RobertaModel, "model.safetensors"),
-    "data2vec-text": (transformers.Data2VecTextConfig, transformers.Data2VecTextModel, "pytorch_model.bin"),
+transformers = LazyModule("transformers")  # the dev extra: imported by the first test that uses it
+
+FAMILIES = {  # family -> (config class, base model class, weights file the folder ships), classes by name
+    "roberta": ("RobertaConfig", "RobertaModel", "model.safetensors"),
+    "data2vec-text": ("Data2VecTextConfig", "Data2VecTextModel", "pytorch_model.bin"),
 }
 MAX_POSITIONS = 66  # 64 tokens + pad_id + 1, as the released 514 = 512 + 2
 SQUAD_LENGTH = 64  # --max-length of the SQuAD runs (the documented default is 384)
@@ -197,6 +198,7 @@ def checkpoint(request, tmp_path_factory, data):
     """A random HF checkpoint folder of the family, with its tokenizer files, as a download would hold it."""
     family = request.param
     config_cls, model_cls, weights = FAMILIES[family]
+    config_cls, model_cls = getattr(transformers, config_cls), getattr(transformers, model_cls)
     folder = tmp_path_factory.mktemp(family)
     corpus = [s for s, _ in sst2_rows(200, 2)]
     for articles in (TRAIN_ARTICLES, DEV_ARTICLES, *XQUAD_ARTICLES.values()):
@@ -308,7 +310,7 @@ def test_convert_back_to_hf_and_transformers_reproduces_it(checkpoint, sst2_run,
     for name in ("vocab.json", "merges.txt"):
         assert (export / name).read_bytes() == (folder / name).read_bytes()
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(export, attn_implementation="eager").eval()
-    assert type(hf).__name__ == FAMILIES[family][1].__name__.replace("Model", "ForSequenceClassification")
+    assert type(hf).__name__ == FAMILIES[family][1].replace("Model", "ForSequenceClassification")
     tokenizer = transformers.AutoTokenizer.from_pretrained(export)
     rows = [line.split("\t") for line in (data["sst2"] / "dev.tsv").read_text().splitlines()[1:]]
     batch = tokenizer([s for s, _ in rows], padding=True, return_tensors="pt")  # (12, T), pads = 1

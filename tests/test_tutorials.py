@@ -22,8 +22,6 @@ import os
 import shutil
 from pathlib import Path
 
-import nbclient  # the dev extra (pip install -e ".[dev]") installs nbclient, nbformat and ipykernel
-import nbformat
 import pytest
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
@@ -43,6 +41,9 @@ def load_generator():
 def execute_notebook(path: Path, workdir: Path) -> str | None:
     """Run one notebook in a fresh `python3` kernel; None, or the error (cell source and traceback). Module-level,
     so that a process pool can run two notebooks at a time (one kernel per core)."""
+    import nbclient  # the dev extra (pip install -e ".[dev]") installs nbclient, nbformat and ipykernel; imported
+    import nbformat  # here, by the tests that use them, rather than by every worker that collects this file
+
     nb = nbformat.read(path, as_version=4)
     if any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
         return f"{path.name} is committed with outputs; regenerate it with python tutorials/make_notebooks.py"
@@ -98,6 +99,8 @@ def test_notebooks_match_their_source(capsys):
 
 
 def test_generator_is_deterministic_and_strips_outputs():
+    import nbformat
+
     generator = load_generator()
     for source in SOURCES:
         text = generator.notebook_text(source)

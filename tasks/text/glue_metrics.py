@@ -18,14 +18,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import stats as scipy_stats
-from sklearn import metrics as sk_metrics
 
 from .glue import AVERAGE_TASKS, DIAGNOSTIC, get_task
+
+# scipy.stats and sklearn.metrics (about 2 s to import) are imported by the functions that use them, so that
+# importing this module (a test collection, a command that only names a task) stays cheap
 
 
 def accuracy(predictions, labels) -> float:
     """Fraction of predictions equal to the label: (1/N) sum_i [p_i = y_i]."""
+    from sklearn import metrics as sk_metrics
     return float(sk_metrics.accuracy_score(np.asarray(labels), np.asarray(predictions)))
 
 
@@ -35,6 +37,7 @@ def f1_binary(predictions, labels) -> float:
     0 when there are no positives at all (TP = FP = FN = 0: no label and no prediction is 1), as the GLUE
     scorer (sklearn's `f1_score`) reports it; we pass `zero_division=0` so that case is explicit, not a warning.
     """
+    from sklearn import metrics as sk_metrics
     return float(sk_metrics.f1_score(np.asarray(labels), np.asarray(predictions), pos_label=1, average="binary",
                                      zero_division=0.0))
 
@@ -46,6 +49,7 @@ def matthews_corrcoef(predictions, labels) -> float:
     to the binary formula for two classes. 0 when the denominator is 0, i.e. when the predictions or the labels
     are all one class (a constant classifier carries no information), as sklearn and the GLUE scorer report it.
     """
+    from sklearn import metrics as sk_metrics
     return float(sk_metrics.matthews_corrcoef(np.asarray(labels), np.asarray(predictions)))
 
 
@@ -61,6 +65,7 @@ def pearson(x, y) -> float:
     Matthews correlation above), so a collapsed model scores 0 rather than poisoning the best-epoch choice
     (NaN compares false with everything) and metrics.json (NaN is not JSON).
     """
+    from scipy import stats as scipy_stats
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if _is_constant(x) or _is_constant(y):
         return 0.0
@@ -72,6 +77,7 @@ def spearman(x, y) -> float:
 
     0.0 when either side is constant (all ranks tied), as for `pearson`.
     """
+    from scipy import stats as scipy_stats
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if _is_constant(x) or _is_constant(y):
         return 0.0
