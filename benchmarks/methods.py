@@ -18,7 +18,7 @@ What it measures
 - Which variant `--precision auto` picks here, and its speed-up over fp32 eager per method.
 
 The default settings are the image study's (preset mini, 32 px images of scikit-learn's digits, batch 64,
-data2vec 2.0 with M = 4 masks) and the text study's encoder on the built-in corpus (batch 32, 128 tokens), one
+data2vec 2.0 with M = 4 masks) and the text study's encoder on the built-in corpus (batch 64, 128 tokens), one
 thread (`--threads 1`, the studies' setting).
 
 With `--profile`, instead of timing, it tells where one update's CPU time goes: each run of `--steps` updates and
@@ -235,8 +235,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help=f"JSON report (default {DEFAULT_OUT})")
     args = p.parse_args(argv)
     args.out = args.out or (PROFILE_OUT if args.profile else DEFAULT_OUT)
-    if args.profile and args.skip < 1:
-        raise ValueError("--profile subtracts a run of --skip updates: give --skip >= 1")
+    if args.profile and (args.skip < 1 or args.device != "cpu"):
+        raise ValueError("--profile subtracts a run of --skip updates of CPU ops: give --skip >= 1 and --device cpu")
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.steps <= args.skip or args.repeats < 1 or args.batch_size < 1:
         raise ValueError("--steps must exceed --skip, and --repeats and --batch-size must be >= 1")

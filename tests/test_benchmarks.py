@@ -210,6 +210,8 @@ def test_methods_profile_subtracts_the_short_run_and_groups_ops_into_families(me
     assert args.out.name == "methods_profile.json"
     with pytest.raises(ValueError, match="--skip >= 1"):
         methods.parse_args(["--profile", "--skip", "0"])
+    with pytest.raises(ValueError, match="--device cpu"):
+        methods.parse_args(["--profile", "--device", "cuda"])
 
 
 @pytest.mark.slow  # two in-process runs under torch's profiler (~5 s)
