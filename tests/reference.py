@@ -246,4 +246,6 @@ class LazyModule:
         self._name = name
 
     def __getattr__(self, attr: str):
+        if attr.startswith("_"):  # pytest's collection probes every module-level object (`_mock_name`, ...)
+            raise AttributeError(attr)
         return getattr(importlib.import_module(self._name), attr)
