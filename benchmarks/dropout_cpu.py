@@ -9,7 +9,8 @@ probability is exact to 1/65,536), then scales by 1 / (1 - p) as dropout does. I
 
 What it measures: for each dtype, the median over `--repeats` of forward + backward through `F.dropout` and
 through the lane mask on an (N, D) tensor (default 8,192 x 1,024: a mini text batch's FFN activations), one thread,
-interleaved; and the lane mask's observed drop rate (it must be p).
+interleaved by `attention_cpu.time_pair` (one warm-up call each, the order alternating); and the lane mask's
+observed drop rate (it must be p).
 
 Run:  python benchmarks/dropout_cpu.py            (writes benchmarks/results/dropout_cpu.json)
 """
@@ -19,13 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from data2vec.precision import cpu_model
+
+# the interleaved timer of the sibling attention_cpu.py, also when this script is loaded by its path (the tests)
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attention_cpu import time_pair  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "dropout_cpu.json"
 
@@ -39,12 +45,15 @@ def lane_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
-def time_step(fn, x0: torch.Tensor) -> float:
-    """Seconds of one forward + backward through fn."""
+def backward_step(fn, x0: torch.Tensor):
+    """A callable: one forward + backward through fn on a leaf copy of x0 (its gradient reset each call)."""
     x = x0.detach().clone().requires_grad_()
-    start = time.perf_counter()
-    fn(x).backward(torch.ones_like(x0))
-    return time.perf_counter() - start
+    g = torch.ones_like(x0)
+
+    def step():
+        x.grad = None
+        fn(x).backward(g)
+    return step
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,11 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for dtype in (torch.float32, torch.bfloat16):
         x0 = torch.randn(args.rows, args.cols, dtype=dtype)
-        times = {name: [] for name in kinds}
-        for _ in range(args.repeats + 1):  # the first round warms up
-            for name, fn in kinds.items():
-                times[name].append(time_step(fn, x0))
-        medians = {name: statistics.median(ts[1:]) * 1e3 for name, ts in times.items()}
+        times = time_pair({name: backward_step(fn, x0) for name, fn in kinds.items()}, args.repeats)
+        medians = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
         drop_rate = float((lane_dropout(x0.float(), args.p) == 0).float().mean())
         results[str(dtype).removeprefix("torch.")] = {"ms": medians, "lane_drop_rate": drop_rate}
         print(f"{dtype}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in medians.items())

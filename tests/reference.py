@@ -61,15 +61,24 @@ def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float
 # --------------------------------------------------------------------------------------------------
 
 
+def norm_by_hand(x, dim, eps=1e-5):
+    """(x - mean) / sqrt(biased var + eps) along `dim`, no affine.
+
+    Reference for: data2vec 2.0's targets (instance norm over the tokens, layer norm over the features) and its
+    decoders' channel LayerNorm (dim=1) (test_v2.py, test_v2_config.py).
+    """
+    mean = x.mean(dim=dim, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dim, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
 def layer_norm(x: torch.Tensor, eps: float = 1e-5, weight=None, bias=None) -> torch.Tensor:
     """Layer norm over the last (feature) dimension, biased variance: (x - mu) / sqrt(var + eps) [* w + b].
 
     Reference for: the targets' per-layer norm (data2vec Sec. 3.3), the LayerNorms of the Transformer
     blocks and embeddings (with `weight`/`bias`), the heads' norms, the BERT MLM head.
     """
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    out = (x - mu) / torch.sqrt(var + eps)
+    out = norm_by_hand(x, -1, eps)
     if weight is not None:
         out = out * weight
     if bias is not None:
@@ -96,17 +105,6 @@ def instance_norm(x: torch.Tensor, padding_mask: torch.Tensor | None = None, eps
         var = ((tokens - mu) ** 2).mean(0)
         out[b][real] = (tokens - mu) / torch.sqrt(var + eps)
     return out
-
-
-def norm_by_hand(x, dim, eps=1e-5):
-    """(x - mean) / sqrt(biased var + eps) along `dim`, no affine.
-
-    Reference for: data2vec 2.0's targets (instance norm over the tokens, layer norm over the features) and its
-    decoders' channel LayerNorm (dim=1) (test_v2.py, test_v2_config.py).
-    """
-    mean = x.mean(dim=dim, keepdim=True)
-    var = ((x - mean) ** 2).mean(dim=dim, keepdim=True)
-    return (x - mean) / torch.sqrt(var + eps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,12 +201,11 @@ def randomise_hf_(model, seed=0):
     The hub tests' randomisation, of a `transformers` model or one of our heads; unlike `randomise_` (std 0.3,
     every parameter around 0), the gains of the norms that `transformers` names `LayerNorm` / `layernorm` stay
     around 1."""
-    g = torch.Generator().manual_seed(seed)
+    randomise_(model, seed, std=0.2)  # the same draws, in the same parameter order
     with torch.no_grad():
         for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g) * 0.2
-            p.copy_(1.0 + noise if name.endswith("LayerNorm.weight") or "layernorm" in name and "weight" in name
-                    else noise)
+            if name.endswith("LayerNorm.weight") or "layernorm" in name and "weight" in name:
+                p.add_(1.0)
     return model
 
 

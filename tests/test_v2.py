@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import host_values, norm_by_hand
+from reference import host_values, layer_norm_of, norm_by_hand
 
 from data2vec.config import get_preset
 from data2vec.diagnostics import CollapseError
@@ -64,8 +64,7 @@ def test_visible_embedding_adds_positions_before_the_gather_and_cls_after():
     rows = []
     for r in range(mask.shape[0]):
         seq = torch.cat([emb.cls_token[0], patches[r // M][~mask[r]]])  # (1 + K, D); CLS has no position
-        ln = emb.embed_norm
-        rows.append(norm_by_hand(seq, -1, eps=ln.eps) * ln.weight + ln.bias)
+        rows.append(layer_norm_of(emb.embed_norm, seq))
     torch.testing.assert_close(got, torch.stack(rows), rtol=1e-5, atol=1e-5)
 
 
