@@ -223,7 +223,9 @@ def test_methods_profile_writes_each_update_family_share(methods, tmp_path):
     row = report["results"]["data2vec/vision/fp32"]
     assert set(row["family_s"]) == {name for name, _ in methods.OP_FAMILIES} | {"other"}
     assert row["cpu_s_per_update"] == pytest.approx(sum(row["family_s"].values()))
-    assert len(row["top_ops_s"]) == 12 and any(op.startswith("aten::addmm") for op in row["top_ops_s"])  # linear
+    # the costliest ops, largest first (at this toy size their values are noise, so no op is named here)
+    assert len(row["top_ops_s"]) == 12
+    assert list(row["top_ops_s"].values()) == sorted(row["top_ops_s"].values(), reverse=True)
     assert json.loads(out.read_text())["results"].keys() == report["results"].keys()
 
 
