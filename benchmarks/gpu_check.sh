@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: everything this project claims about GPUs, run once on a bare GPU machine in at most 9 minutes.
 #
+# Rehearsal on a CPU (the commands start and their flags parse; the GPU-sized steps run out of time):
+#   OUT=/tmp/rehearsal DEVICE=cpu DATA=../shared/data/cifar10-jpeg bash benchmarks/gpu_check.sh
+#
 # Where: the repository root of a copy of this repository on a machine with one CUDA GPU, torch preinstalled and
 # no network. The project is not installed there: it runs from PYTHONPATH. Packages the machine lacks come from
 # a wheel folder made here beforehand (benchmarks/gpu_wheels.sh); the CIFAR-10 archive is carried in a git-ignored
@@ -17,7 +20,8 @@
 #               bf16 + compile, with the GPU's matmul rates
 #   4 resume    a data2vec 2.0 pretraining with --precision bf16 --compile stopped by SIGTERM, then resumed: the
 #               first launch must exit 143, the second 0, metrics.jsonl must hold every update once
-#   5 compare   a GPU-sized slice of the CIFAR-10 comparison (data2vec 2.0 against the floors, 6 x 384 encoder)
+#   5 compare   a GPU-sized slice of the CIFAR-10 comparison (data2vec 2.0 against the floors, 6 x 384 encoder,
+#               30 s of pretraining); it reports what finished inside its limit (a cut run keeps its results)
 # Everything is written under $OUT: one log per step, steps.txt (exit status and seconds per step), the JSON
 # reports, the comparison's results folder (its checkpoints deleted at the end).
 set -u
@@ -25,8 +29,9 @@ OUT=${OUT:-gpu_check_out}
 DATA=${DATA:-gpu_carry/data}
 WHEELS=${WHEELS:-gpu_carry/wheels}
 LIMIT_S=${LIMIT_S:-540}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu rehearses the script here: every command starts and its flags parse (steps time out)
 mkdir -p "$OUT"
-export OUT DATA WHEELS
+export OUT DATA WHEELS DEVICE
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
@@ -74,13 +79,26 @@ PY
 }
 
 resume_check() {  # exit 0 only when the first launch was stopped (143), the second finished and no update repeats
-    local run="$OUT/resume-run" first second checked
-    local args=(-m data2vec pretrain --method data2vec2 --modality vision --preset mini --data digits
-                --image-size 32 --batch-size 128 --steps 400 --save-every 50 --device cuda --precision bf16
-                --compile --out "$run" --health-every 100)
-    timeout -s TERM 60 python "${args[@]}"
+    local run="$OUT/resume-run" pid first second checked waited=0
+    local args=(-m data2vec pretrain --method data2vec2 --modality vision --preset "${RESUME_PRESET:-mini}"
+                --data digits --image-size 32 --batch-size "${RESUME_BATCH:-128}" --steps "${RESUME_STEPS:-400}"
+                --save-every 50 --device "$DEVICE" --precision bf16 --compile --out "$run" --health-every 100)
+    local stop_at=${STOP_AT:-120}  # updates logged before the signal: after compiling, past two checkpoints
+    python "${args[@]}" &
+    pid=$!
+    # SIGTERM to the Python process alone once it has trained a while, as a scheduler would: a signal to the whole
+    # process group (what `timeout` sends) also kills the compiler's workers mid-compile, and the rehearsal on the
+    # CPU showed what follows: the run dies of a compile error instead of saving, and a truncated kernel is left
+    # in the compile cache for the relaunch to trip over
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 150 ]; do
+        [ -f "$run/metrics.jsonl" ] && [ "$(wc -l < "$run/metrics.jsonl")" -ge "$stop_at" ] && break
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid"
     first=$?
-    echo "first launch exit $first (143 = stopped by SIGTERM, as intended)"
+    echo "first launch exit $first (143 = stopped by SIGTERM, as intended) after $(wc -l < "$run/metrics.jsonl") updates"
     python "${args[@]}" --resume
     second=$?
     echo "second launch exit $second"
@@ -96,8 +114,8 @@ PY
 }
 
 compare_slice() {
-    python -m data2vec compare --data "$DATA/CIFAR-10-images-jpeg.tar.gz" --methods data2vec2 --budget-minutes 1 \
-        --seeds 1 --dim 384 --depth 6 --heads 6 --batch-size 256 --device cuda --precision bf16 \
+    python -m data2vec compare --data "$DATA/CIFAR-10-images-jpeg.tar.gz" --methods data2vec2 --budget-minutes 0.5 \
+        --seeds 1 --dim 384 --depth 6 --heads 6 --batch-size 256 --device "$DEVICE" --precision bf16 \
         --out "$OUT/compare-cifar10" --runs "$OUT/compare-runs"
     local rc=$?
     rm -rf "$OUT/compare-runs"
@@ -107,8 +125,8 @@ compare_slice() {
 export -f env_check resume_check compare_slice  # `timeout` runs them in a child bash
 step env 60 bash -c env_check
 step tests 120 python -m pytest -o addopts="" -p no:cacheprovider -q -rs -m gpu tests/test_smoke_compile.py
-step speed 75 python benchmarks/speed.py --device cuda --bf16 --reps 10 --reps-large 10 --out "$OUT/speed_bf16.json"
-step methods 120 python benchmarks/methods.py --device cuda --threads 0 --variants fp32,bf16,bf16+compile \
+step speed 75 python benchmarks/speed.py --device "$DEVICE" --bf16 --reps 10 --reps-large 10 --out "$OUT/speed_bf16.json"
+step methods 120 python benchmarks/methods.py --device "$DEVICE" --threads 0 --variants fp32,bf16,bf16+compile \
     --methods data2vec2/vision,data2vec2/text,data2vec/vision --batch-size 128 --steps 30 --skip 10 \
     --out "$OUT/methods_cuda.json"
 step resume 110 bash -c resume_check
