@@ -91,7 +91,7 @@ def pretrain_command(method: str, modality: str, args: argparse.Namespace, out_d
             cmd += ["--tokenizer", str(tokenizer)]
     else:
         cmd += ["--image-size", str(args.image_size)]
-    for value in STUDY_SETS.get((method, modality), []):
+    for value in [*STUDY_SETS.get((method, modality), []), *(args.set or [])]:
         cmd += ["--set", value]
     return cmd
 
@@ -231,6 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-flops", action="store_true", help="skip counting the work of an update")
     p.add_argument("--profile", action="store_true", help="instead of timing, profile where an update's CPU time "
                    f"goes, per op family (default --out {PROFILE_OUT.name}; needs --skip >= 1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an encoder or method field for every run "
+                   "(repeatable), e.g. --set dim=128 --set heads=4 for the image studies' 4 x 128 encoder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help=f"JSON report (default {DEFAULT_OUT})")
     args = p.parse_args(argv)

@@ -184,6 +184,11 @@ def test_methods_command_carries_precision_and_compile(methods, tmp_path):
     assert ["--set", "num_masks=4"] == cmd[cmd.index("--set"):cmd.index("--set") + 2]  # the image study's recipe
     cmd = methods.pretrain_command("data2vec2", "vision", args, tmp_path, "fp32", None)
     assert cmd[cmd.index("--precision") + 1] == "fp32" and "--compile" not in cmd
+    # --set reaches every run, after the study's recipe (so it can override it)
+    args = methods.parse_args(["--methods", "data2vec2/vision", "--set", "dim=128", "--set", "num_masks=2"])
+    cmd = methods.pretrain_command("data2vec2", "vision", args, tmp_path, "fp32", None)
+    sets = [value for flag, value in zip(cmd, cmd[1:], strict=False) if flag == "--set"]
+    assert sets[-2:] == ["dim=128", "num_masks=2"] and sets.index("num_masks=4") < sets.index("num_masks=2")
     with pytest.raises(ValueError, match="--variants"):
         methods.parse_args(["--variants", "fp16"])
     with pytest.raises(ValueError, match="--methods"):
