@@ -48,25 +48,7 @@ def pretrain(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, 
     health_data: a labelled image subset for the online k-NN of the health pass (None: no k-NN).
     `method.step_hook(step, total_steps)` is called after each optimiser update with `step` = 0-based index of
     the update just taken. Returns the summary also written to out_dir/summary.json.
-    Under torchrun, a call that joined the process group itself (the library used without the CLI) leaves it
-    before returning, so the caller's process exits cleanly.
     """
-    if dist_utils.env_world_size() <= 1 or dist_utils.is_distributed():  # one process, or the caller's group
-        return run_pretraining(method, data, cfg, out_dir, resume, collate_fn, run_config, health_data)
-    try:
-        summary = run_pretraining(method, data, cfg, out_dir, resume, collate_fn, run_config, health_data)
-        # leave together, only after a run that finished on every rank: a process exiting with the gloo group
-        # alive, or tearing it down while another rank still uses it, can abort ("terminate called without an
-        # active exception", seen here under torchrun)
-        dist_utils.barrier()
-        return summary
-    finally:
-        dist_utils.cleanup()
-
-
-def run_pretraining(method: nn.Module, data, cfg: PretrainConfig, out_dir: str | Path, resume: bool, collate_fn,
-                    run_config: dict | None, health_data: LabelledProbe | None) -> dict:
-    """The loop itself (`pretrain` without the process group's lifetime)."""
     run = start_run(method, data, cfg, Path(out_dir), resume, collate_fn, run_config)
     run.health = start_health(run, data, collate_fn, health_data)
     bar = progress_bar(run)
