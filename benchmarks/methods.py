@@ -11,6 +11,7 @@ What it measures
   logs `step_time` for every update (loading the batch, forward, backward, clipping, the optimiser step, the EMA
   teacher update); the first `--skip` updates (warm-up, and the compilation with +compile) are dropped and the
   median of the rest over `--repeats` rounds is the seconds per update. Rounds rotate the order of the runs.
+  The first update's own time is kept too (`first_update_s`): with +compile it carries the compilation.
 - The work of one update: the floating-point operations of the fp32 eager update counted by torch's
   `FlopCounterMode` (matrix products, convolutions, attention) in an in-process run of the same command. Divided by
   the seconds per update it gives the achieved GFLOP/s, and by the matrix-product rate of that precision (the
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  matmul {key}: {rate:.1f} GFLOP/s", flush=True)
     keys = [(m, x, v) for m, x in args.runs for v in args.variants]
     times: dict[tuple, list[float]] = {k: [] for k in keys}
+    first: dict[tuple, list[float]] = {k: [] for k in keys}  # update 1 of each run: with --compile, the compilation
     settings: dict[tuple, dict] = {}
     flops: dict[tuple, float | None] = {}
     started = time.time()
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if modality == "text" and tokenizer is None:
                     tokenizer = out_dir / "tokenizer"  # later text runs reuse it (same vocabulary for all)
                 times[(method, modality, variant)] += result["step_times_s"][args.skip:]
+                first[(method, modality, variant)].append(result["step_times_s"][0])
                 settings[(method, modality, variant)] = result["config"]
                 print(f"round {round_ + 1}/{args.repeats} {method}/{modality} {variant:13s} median "
                       f"{statistics.median(result['step_times_s'][args.skip:]):.3f} s/update", flush=True)
@@ -282,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
             flops[(method, modality)] = None if args.no_flops else flops_per_update(
                 method, modality, args, Path(tmp) / f"flops-{method}-{modality}", tokenizer)
     results = report_rows(args, info, times, settings, flops)
+    for (method, modality, variant), firsts in first.items():
+        results[f"{method}/{modality}/{variant}"]["first_update_s"] = statistics.median(firsts)
     report = {
         "what": "seconds per pretraining update (data, forward, backward, optimiser, EMA) through data2vec pretrain, "
                 "per precision and compilation, with the work of an update and the share of the matmul ceiling",
@@ -348,13 +353,14 @@ def report_rows(args, info: dict, times: dict, settings: dict, flops: dict) -> d
 
 def print_table(results: dict) -> None:
     print(f"\n{'method/modality/variant':32s} {'s/update':>9s} {'x fp32':>7s} {'GFLOP':>7s} {'GFLOP/s':>8s} "
-          f"{'of peak':>8s}")
+          f"{'of peak':>8s} {'update 1 s':>10s}")
     for key, r in results.items():
         speedup = f"{r['speedup_over_fp32']:.2f}" if r["speedup_over_fp32"] else "-"
         work = f"{r['gflop_per_update']:.1f}" if r.get("gflop_per_update") else "-"
         achieved = f"{r['achieved_gflops']:.1f}" if r.get("achieved_gflops") else "-"
         share = f"{100 * r['peak_share']:.0f} %" if r.get("peak_share") else "-"
-        print(f"{key:32s} {r['median_s_per_update']:9.3f} {speedup:>7s} {work:>7s} {achieved:>8s} {share:>8s}")
+        print(f"{key:32s} {r['median_s_per_update']:9.3f} {speedup:>7s} {work:>7s} {achieved:>8s} {share:>8s} "
+              f"{r['first_update_s']:10.1f}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from .heads import model_inputs, task_loss
 from .optim import build_optimizer
 from .predict import predict
 from .schedules import set_lr, warmup_cosine, warmup_linear
+from .transformer import compile_blocks
 
 
 def lr_at(cfg: FinetuneConfig, step: int, total_steps: int, warmup_steps: int) -> float:
@@ -198,8 +199,8 @@ def prepare_finetune(model: nn.Module, train_set: Dataset, eval_set: Dataset, te
                              collate_fn=eval_collate_fn or collate_fn)
     total_steps = cfg.epochs * len(train_loader)
     optimizer = finetune_optimizer(model, cfg)
-    if cfg.compile:  # in place: the state-dict keys (checkpoints, best/) stay those of the eager model
-        model.compile()
+    if cfg.compile:  # the blocks, in place: the state-dict keys (checkpoints, best/) stay those of the eager model
+        compile_blocks(model)
     test_loader = None if test_set is None else DataLoader(
         test_set, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
         collate_fn=eval_collate_fn or collate_fn)

@@ -42,6 +42,7 @@ def test_methods_times_every_update_per_variant(methods, tmp_path):
     assert fp32["updates_timed"] == 2 and fp32["speedup_over_fp32"] == 1.0
     assert bf16["speedup_over_fp32"] == pytest.approx(fp32["median_s_per_update"] / bf16["median_s_per_update"])
     assert fp32["gflop_per_update"] > 0 and fp32["achieved_gflops"] > 0 and fp32["peak_share"] > 0
+    assert fp32["first_update_s"] > 0 and fp32["first_update_s"] not in fp32["times_s"]  # update 1 is not timed
     assert json.loads((tmp_path / "m.json").read_text())["results"].keys() == report["results"].keys()
 
 

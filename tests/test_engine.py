@@ -246,3 +246,25 @@ def test_preserved_rng_restores_every_generator():
         torch.rand(100), np.random.rand(100), random.random()  # draws that must not count
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+@pytest.mark.parametrize("method_name", ["data2vec", "data2vec2"])
+def test_compile_encoders_compiles_every_block_of_student_and_teacher_and_nothing_else(method_name):
+    """Regional compilation: each Transformer block of both encoders gets its compiled call, the embeddings and
+    heads stay eager, and the state-dict keys (what checkpoints hold) do not change. Nothing is run here: the
+    compiled path itself runs in tests/test_smoke_compile.py."""
+    from data2vec.engine.setup import compile_encoders
+    from data2vec.transformer import Block
+    from data2vec.v1 import Data2Vec, Data2VecConfig
+    from data2vec.v2 import Data2Vec2, Data2Vec2Config
+
+    method = Data2Vec(Data2VecConfig.preset("text", "tiny")) if method_name == "data2vec" else \
+        Data2Vec2(Data2Vec2Config.preset("vision", "tiny"))
+    keys = list(method.state_dict())
+    compile_encoders(method)
+    compiled = {name for name, m in method.named_modules() if getattr(m, "_compiled_call_impl", None) is not None}
+    blocks = {name for name, m in method.named_modules() if isinstance(m, Block)}
+    depth = method.backbone.encoder.cfg.depth
+    assert compiled == blocks and len(blocks) == 2 * depth  # the student's and the teacher's blocks
+    assert {n.split(".")[0] for n in blocks} == {"backbone", "teacher"}
+    assert list(method.state_dict()) == keys

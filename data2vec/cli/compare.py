@@ -90,8 +90,9 @@ def add_parser(sub) -> None:
                    help="a smoke version on digits: 1 seed, ~10 s per method, small fine-tuning; a few minutes")
     add_device_and_threads(p, threads_help="torch CPU threads (default: torch's choice); pin it (e.g. 1) when "
                            "other work shares the machine, so the calibrated seconds per update hold for the whole run")
-    add_precision(p, compile_help="torch.compile every arm's encoders (pretraining and fine-tuning): the same math; "
-                  "the calibration includes the compiled step, so only worth it when the budget is many minutes")
+    add_precision(p, compile_help="torch.compile the Transformer blocks of every arm's encoders (pretraining and "
+                  "fine-tuning): the same math; the calibration includes the compiled step, so only worth it when the "
+                  "budget is many minutes")
     add_image_arguments(p)
     from .compare_text import add_text_arguments
 

@@ -151,8 +151,8 @@ def _add_run_flags(p) -> None:
                    "without a checkpoint the run starts from epoch 1")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     add_device_and_threads(p)
-    add_precision(p, compile_help="torch.compile the model: the same math, fused element-wise kernels; the first "
-                  "epoch pays the compilation (tens of seconds on a CPU), so it pays in long runs")
+    add_precision(p, compile_help="torch.compile the model's Transformer blocks: the same math, fused element-wise "
+                  "kernels; the first epoch pays the compilation (tens of seconds on a CPU), so it pays in long runs")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
 
 

@@ -40,8 +40,9 @@ def add_precision(p: argparse.ArgumentParser, compile_help: str | None = None) -
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
     p.add_argument("--compile", action="store_true", help=compile_help or (
-        "torch.compile the encoders: the same math, fused element-wise kernels; the first updates pay the "
-        "compilation (tens of seconds on a CPU), so it pays in runs of many minutes (benchmarks/README.md)"))
+        "torch.compile the encoders' Transformer blocks (one compilation serves every block): the same math, "
+        "fused element-wise kernels; the first updates pay the compilation (tens of seconds on a CPU), so it pays "
+        "in runs of many minutes, on a GPU more than on a CPU (docs/performance.md)"))
 
 
 def resolve_precision(args: argparse.Namespace, device, quiet: bool = False, resumed: bool | None = None):

@@ -95,7 +95,9 @@ def health_pass(run: Run, step: int) -> dict[str, float]:
     modes = [(module, module.training) for module in backbone.modules()]
     backbone.eval()
     try:
-        with preserved_rng(), torch.no_grad():
+        # eager even under --compile: a diagnostic pass at another batch size would otherwise compile the blocks
+        # once more, with a dynamic batch dimension that the teacher's calls could then pick up
+        with preserved_rng(), torch.no_grad(), torch.compiler.set_stance("force_eager"):
             stats = health_statistics(*backbone_features(backbone, health.probe))
             if health.knn is not None:
                 stats["knn_acc"] = online_knn(backbone, health.knn, run.cfg.batch_size, run.device)

@@ -25,6 +25,7 @@ from ..metrics import MetricsLog
 from ..optim import build_optimizer
 from ..sampling import SeededItems, ShardSampler
 from ..schedules import LRSchedule
+from ..transformer import compile_blocks
 from .config import VOLATILE_KEYS, PretrainConfig
 from .state import Run
 
@@ -63,14 +64,14 @@ def start_run(method: nn.Module, data, cfg: PretrainConfig, out: Path, resume: b
 
 
 def compile_encoders(method: nn.Module) -> None:
-    """`torch.compile` the method's encoders in place (the student `backbone`, the EMA `teacher`): they do
-    nearly all the work, while the masks, targets and losses stay eager, so the masks come from the seeded
-    eager RNG (compiled and eager runs draw the same masks) and Python-side mask code (BEiT blocks) is never
-    traced. In place, so the state-dict keys (checkpoints) are those of an eager run."""
+    """`torch.compile` the Transformer blocks of the method's encoders (the student `backbone`, the EMA
+    `teacher`), in place (`transformer.compile_blocks`): they do nearly all the work, while the masks, targets
+    and losses stay eager, so the masks come from the seeded eager RNG (compiled and eager runs draw the same
+    masks) and Python-side mask code (BEiT blocks) is never traced."""
     for name in ("backbone", "teacher"):
         module = getattr(method, name, None)
         if isinstance(module, nn.Module):
-            module.compile()
+            compile_blocks(module)
 
 
 def run_configuration(method: nn.Module, cfg: PretrainConfig, run_config: dict | None, world: int) -> dict:

@@ -59,7 +59,7 @@ class AudioCompareConfig:
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
     precision: str = "fp32"  # "fp32" or "bf16" (autocast) for every arm's pretraining and fine-tuning (one per table)
-    compile: bool = False  # torch.compile the encoders (the same math; the calibration includes its cost)
+    compile: bool = False  # torch.compile the encoders' blocks (the same math; the calibration includes its cost)
     clock: str = "cpu"  # the budget's clock: "cpu" = this process's CPU seconds, "wall" = wall-clock (GPU runs)
     quick: bool = False  # the smoke version (a synthesised tone folder, seconds per method)
     command: str = ""  # the command line, stored with every result

@@ -87,7 +87,7 @@ class TextCompareConfig:
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
     precision: str = "fp32"  # "fp32" or "bf16" (autocast) for every arm's pretraining and fine-tuning, resolved from
     #   --precision (data2vec.precision); one precision per table: it changes the seconds per update
-    compile: bool = False  # torch.compile the encoders (the same math; the calibration includes its cost)
+    compile: bool = False  # torch.compile the encoders' blocks (the same math; the calibration includes its cost)
     quick: bool = False  # the smoke version
     command: str = ""  # the command line, stored with every result
     # recipe changes for a tuning run, {method: {field: value}} from --set METHOD.KEY=VALUE ("lr" = the peak lr);

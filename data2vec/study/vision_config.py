@@ -62,7 +62,7 @@ class CompareConfig:
     threads: int | None = None  # torch CPU threads (None = torch's choice); recorded with every result
     precision: str = "fp32"  # "fp32" or "bf16" (autocast) for every arm's pretraining and fine-tuning, resolved from
     #   --precision (data2vec.precision); one precision per table: it changes the seconds per update
-    compile: bool = False  # torch.compile the encoders (the same math; the calibration includes its cost)
+    compile: bool = False  # torch.compile the encoders' blocks (the same math; the calibration includes its cost)
     clock: str = "cpu"  # the budget's clock: "cpu" = this process's CPU seconds (CPU runs: immune to other work on
     #   the machine; equal to wall-clock for one thread on an idle core), "wall" = wall-clock (GPU runs)
     quick: bool = False  # the smoke version (digits, seconds per method)
