@@ -49,6 +49,7 @@ def test_quick_curve_end_to_end(tmp_path):
     table = (out / "curve.txt").read_text()
     assert "knn@100%" in table and "0.01 min" in table and "samples seen" in table
     assert (out / "plots" / "curve-knn@100pct.png").is_file()
+    assert all(any((out / folder / "plots").glob("*.png")) for folder in points.values())  # drawn once, at the end
     before = (out / "curve.md").read_text()
     (out / "curve.md").unlink()
     assert main(["compare", "--report-only", "--out", str(out)]) == 0

@@ -150,8 +150,8 @@ def _read(path: Path) -> dict:
 
 
 def run_curve(cfg, budgets: list[float], reuse: list[str], run_point) -> dict:
-    """Every point of `budgets` for every seed (seed-major), then the curve report. `run_point(point_cfg)` runs one
-    one-budget study (`pipeline.run_comparison`)."""
+    """Every point of `budgets` for every seed (seed-major), then the curve report. `run_point(point_cfg,
+    plots=False)` runs one one-budget study (`pipeline.run_comparison`)."""
     from .curve_report import write_curve_report
 
     out = Path(cfg.out)
@@ -163,7 +163,7 @@ def run_curve(cfg, budgets: list[float], reuse: list[str], run_point) -> dict:
             seed_calibration(out, point)
             share_budget_free(out, curve, point, cfg.seeds[k - 1])
             say(f"curve point {budget_key(minutes)} min, seed {cfg.seeds[k - 1]} ({point.out})")
-            run_point(point)
+            run_point(point, plots=False)  # the points' plots are drawn with the curve's, at the end
             lift_calibration(out, Path(point.out))
             write_curve_report(out, plots=False)  # the tables after every point; the plots once, at the end
     return write_curve_report(out)

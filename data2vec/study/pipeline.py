@@ -25,8 +25,9 @@ from .vision_config import CompareConfig
 STUDY_MODALITIES = {CompareConfig: vision, TextCompareConfig: text, AudioCompareConfig: audio}  # config -> its part
 
 
-def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig) -> dict:
-    """Every arm and seed (finished results are skipped), then the report. Returns the summary."""
+def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig, plots: bool = True) -> dict:
+    """Every arm and seed (finished results are skipped), then the report (with its plots unless `plots` is False:
+    a curve draws its points' plots once, at its end). Returns the summary."""
     import torch
 
     modality = STUDY_MODALITIES[type(cfg)]
@@ -45,4 +46,4 @@ def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig) 
             say(f"[{done}/{total}] {arm} seed {seed}")
             modality.score_arm(cfg, arm, seed, data, context)
             write_report(cfg.out, plots=False)  # the tables as results land; the plots once, below
-    return write_report(cfg.out)
+    return write_report(cfg.out, plots=plots)
