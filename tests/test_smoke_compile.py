@@ -4,8 +4,10 @@ section 9, rule 8).
 The flags are off in every other test, so a change that breaks them would go unnoticed: these runs are
 few steps of the tiny presets in subprocesses (a compiled graph stays out of the test process), checked
 for finished runs, finite losses and, where the numbers can be compared, equality with eager mode.
-CPU: torch.compile needs a C compiler (gcc here) and spends ~25 s compiling the tiny text model
-(2-core machine, torch 2.x), so the tests are `slow`. GPU: skipped, with the reason, without CUDA.
+CPU: torch.compile needs a C compiler (gcc here); the three runs cost about 100 CPU-seconds with a cold
+compilation cache (a fresh machine: g++ builds some 30 kernels per graph) and about 30 with the cache an earlier
+run left in /tmp/torchinductor_<user> (2-core machine, torch 2.14), so the tests are `slow`. GPU: skipped, with the
+reason, without CUDA.
 """
 
 import json
@@ -18,7 +20,8 @@ import pytest
 import torch
 
 NO_DROPOUT = ["--set", "dropout=0.0", "--set", "attn_dropout=0.0"]  # eager and compiled draw dropout differently
-# --compile compiles the encoders only (engine.setup.compile_encoders): the masks stay eager, drawn from the seeded RNG
+# --compile compiles the encoders' blocks only (engine.setup.compile_encoders): the masks stay eager, drawn from the
+# seeded RNG
 
 
 def command(out, *args):
@@ -70,7 +73,7 @@ def cpu_runs(corpus, tmp_path_factory):
                               "vision": (root / "vision", vision)})
 
 
-@pytest.mark.slow  # compiling the tiny model takes ~25 s on 2 CPU cores
+@pytest.mark.slow  # compiling the tiny model's blocks: tens of seconds on a CPU
 def test_compiled_text_run_on_cpu_finishes(cpu_runs):
     code, err, out = cpu_runs["compiled"]
     assert code == 0, err[-3000:]
@@ -90,7 +93,7 @@ def test_compiled_text_losses_equal_eager(cpu_runs):
     assert compiled == pytest.approx(eager, rel=1e-4)  # same masks and weights; kernels differ in rounding only
 
 
-@pytest.mark.slow  # a compile attempt of the tiny ViT (~20 s), run beside the text runs
+@pytest.mark.slow  # the tiny ViT's blocks compiled, run beside the text runs
 def test_compiled_vision_run_on_cpu(cpu_runs):
     code, err, out = cpu_runs["vision"]
     assert code == 0, err[-3000:]
