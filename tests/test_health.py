@@ -1,7 +1,8 @@
 """The engine's representation-health pass (data2vec/engine/health.py `health_pass`, data2vec/diagnostics.py):
 health/* keys in metrics.jsonl and plots/health.png from real tiny runs, losses unchanged bit for bit with
-the pass on, the same probe statistics after a resume, the online k-NN on labelled images, and the guard
-stopping layer-norm text targets (measured statistics and a real tiny run) but not instance-norm ones."""
+the pass on, the same probe statistics after a resume, the online k-NN on labelled images, the pass kept eager under
+`--compile`, and the guard stopping layer-norm text targets (measured statistics and a real tiny run) but not
+instance-norm ones."""
 
 from __future__ import annotations
 
@@ -252,3 +253,31 @@ def test_the_anisotropy_threshold_is_for_text_probes_only():
     for step in range(150, 300, 10):
         vision.check(step, {"anisotropy": 0.74, "rank_fraction": 0.5})
     assert vision.steps_below == 0
+
+
+@pytest.mark.slow  # dynamo traces the tiny blocks (with an eager backend: no kernels are built)
+def test_under_compile_the_health_pass_runs_eager(corpus, tmp_path, monkeypatch):
+    """The pass feeds a probe batch of another size in eval mode: compiled, it would add graphs (one with a
+    dynamic batch dimension, which the teacher's calls could then pick up). Only training's two graphs are traced:
+    the student's with gradients and the teacher's without."""
+    import data2vec.engine.setup as setup
+    from data2vec.transformer import Block
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def compile_blocks_counted(module):
+        for block in (m for m in module.modules() if isinstance(m, Block)):
+            block.compile(backend=counting_backend)
+
+    monkeypatch.setattr(setup, "compile_blocks", compile_blocks_counted)
+    torch._dynamo.reset()
+    out = tmp_path / "run"
+    flags = ("--health-every", "1", "--warmup-steps", "0", "--compile", "--precision", "fp32")
+    assert main(text_args(corpus, out, 1, *flags)) == 0
+    torch._dynamo.reset()  # the traced graphs leave this worker with the test
+    assert sorted(health_values(records(out))) == [1]
+    assert len(graphs) == 2
