@@ -297,8 +297,8 @@ def rescale_depth_(encoder: Encoder) -> None:
             block.ffn.fc2.weight.div_(math.sqrt(2.0 * layer_id))
 
 
-def compile_blocks(module: nn.Module) -> int:
-    """`torch.compile` every Transformer `Block` inside `module`, in place; returns how many.
+def compile_blocks(module: nn.Module, **options) -> None:
+    """`torch.compile` every Transformer `Block` inside `module`, in place (`options` go to `torch.compile`).
 
     Regional compilation (PyTorch's recipe for repeated layers): the blocks share one code object, so dynamo
     compiles a block once per kind of call (training with gradients, no_grad, another batch size) and every
@@ -306,7 +306,5 @@ def compile_blocks(module: nn.Module) -> int:
     kernels for all its blocks at once, a cost that grows with the depth. The embeddings, the final norm and
     the methods' heads stay eager; they are a small share of an update. In place, so the state-dict keys
     (checkpoints) are those of an eager model."""
-    blocks = [m for m in module.modules() if isinstance(m, Block)]
-    for block in blocks:
-        block.compile()
-    return len(blocks)
+    for block in [m for m in module.modules() if isinstance(m, Block)]:
+        block.compile(**options)

@@ -260,8 +260,9 @@ def test_under_compile_the_health_pass_runs_eager(corpus, tmp_path, monkeypatch)
     """The pass feeds a probe batch of another size in eval mode: compiled, it would add graphs (one with a
     dynamic batch dimension, which the teacher's calls could then pick up). Only training's two graphs are traced:
     the student's with gradients and the teacher's without."""
+    import functools
+
     import data2vec.engine.setup as setup
-    from data2vec.transformer import Block
 
     graphs = []
 
@@ -269,11 +270,7 @@ def test_under_compile_the_health_pass_runs_eager(corpus, tmp_path, monkeypatch)
         graphs.append(gm)
         return gm.forward
 
-    def compile_blocks_counted(module):
-        for block in (m for m in module.modules() if isinstance(m, Block)):
-            block.compile(backend=counting_backend)
-
-    monkeypatch.setattr(setup, "compile_blocks", compile_blocks_counted)
+    monkeypatch.setattr(setup, "compile_blocks", functools.partial(setup.compile_blocks, backend=counting_backend))
     torch._dynamo.reset()
     out = tmp_path / "run"
     flags = ("--health-every", "1", "--warmup-steps", "0", "--compile", "--precision", "fp32")
