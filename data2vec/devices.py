@@ -3,13 +3,18 @@
 `resolve_device("auto" | "cpu" | "cuda" | "cuda:N" | "mps", local_rank)` is what every command and the
 training loops call: "auto" picks the GPU when one is visible; a device this machine does not have is a
 ValueError that names the fix (the CLI prints it as one line), never a CUDA traceback later on.
+
+`set_threads(n)` is what `--threads n` does: n threads in torch's pool and in the BLAS / OpenMP pools of numpy and
+scipy, which the probes' logistic regressions and k-NN run on.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-__all__ = ["resolve_device", "to_device"]
+__all__ = ["resolve_device", "set_threads", "to_device"]
 
 
 def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
@@ -33,6 +38,19 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {name!r} is not supported; fix: use auto, cpu, cuda or cuda:N")
     return device
+
+
+def set_threads(threads: int) -> None:
+    """Run on `threads` CPU threads: torch's intra-op pool, and the BLAS / OpenMP pools of the libraries numpy and
+    scipy load (through threadpoolctl, which scikit-learn also uses). torch.set_num_threads alone leaves those pools
+    at one thread per core, so a `--threads 1` study still spread each probe's small BLAS calls over every core;
+    with the other core busy that doubled the probes' CPU time (docs/performance.md, "Thread pools")."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)  # read when a library loads: scipy's own OpenBLAS loads with the first probe
+    threadpool_limits(limits=threads)  # the pools already loaded (numpy's OpenBLAS comes with torch)
 
 
 def to_device(batch, device):

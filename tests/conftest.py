@@ -1,10 +1,10 @@
 """Test-session settings shared by every test file.
 
-One torch thread everywhere, in this process and in the subprocesses the end-to-end tests start
-(`OMP_NUM_THREADS` is inherited): results that are compared bit for bit (resume equality, 1 vs 2
-processes) then come from the same reduction order, and the tiny models of the tests run faster on one
-thread than on two when the machine is shared. This is the only place that sets the thread count: a test
-file does not pin it again.
+One thread everywhere (torch's pool and numpy's / scipy's BLAS pools, `devices.set_threads`), in this process and
+in the subprocesses the end-to-end tests start (`OMP_NUM_THREADS` and `OPENBLAS_NUM_THREADS` are inherited):
+results that are compared bit for bit (resume equality, 1 vs 2 processes) then come from the same reduction
+order, and the tiny models and probes of the tests run faster on one thread than on two when the machine is shared.
+This is the only place that sets the thread count: a test file does not pin it again.
 
 The independent references the tests compare against (layer and instance norm, Smooth L1, attention,
 the float32 parity tolerance) live in `tests/reference.py`; markers: `slow` (subprocesses, torchrun,
@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+from data2vec.devices import set_threads
+
+set_threads(1)  # torch's pool and numpy's / scipy's BLAS pools; the environment variables it sets reach subprocesses
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(1)
 
 _approx = pytest.approx
 
@@ -48,7 +48,8 @@ def one_torch_thread():
     """Re-pin after every test: a command run in-process (the demo, a benchmark's main) may set its own thread
     count, and a later bitwise comparison in this process would then see another reduction order."""
     yield
-    torch.set_num_threads(1)
+    if torch.get_num_threads() != 1:  # a command's --threads sets torch's and the BLAS pools together
+        set_threads(1)
 
 
 # ---- tests write only under tmp_path ---------------------------------------------------------------------------

@@ -39,6 +39,26 @@ def test_a_bad_thread_count_is_one_line_with_a_fix(argv, capsys, tmp_path, monke
     assert len(err) == 1 and "--threads must be >= 1, got 0; fix:" in err[0], err
 
 
+def test_threads_sets_torchs_pool_and_the_blas_pools_including_a_library_loaded_later(monkeypatch):
+    """--threads n: torch's pool, the BLAS / OpenMP pools already loaded (numpy's OpenBLAS comes with torch), and
+    the environment a library loaded later reads (scipy's own OpenBLAS loads with the first probe)."""
+    import os
+
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from data2vec.cli.flags import apply_threads
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # restored after the test; the pools are re-pinned by the conftest fixture
+    apply_threads(2)
+    pools = threadpool_info()
+    assert torch.get_num_threads() == 2 and pools and all(p["num_threads"] == 2 for p in pools), pools
+    assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == "2"
+    apply_threads(1)
+    assert torch.get_num_threads() == 1 and all(p["num_threads"] == 1 for p in threadpool_info())
+
+
 def test_help_texts_show_no_empty_default_and_name_both_compare_modalities():
     for name, parser in subparsers().items():
         assert "(default: )" not in parser.format_help(), name

@@ -88,8 +88,9 @@ def add_parser(sub) -> None:
                    help="only rebuild OUT/summary.json, the tables and the plots from OUT's results files")
     p.add_argument("--quick", action="store_true",
                    help="a smoke version on digits: 1 seed, ~10 s per method, small fine-tuning; a few minutes")
-    add_device_and_threads(p, threads_help="torch CPU threads (default: torch's choice); pin it (e.g. 1) when "
-                           "other work shares the machine, so the calibrated seconds per update hold for the whole run")
+    add_device_and_threads(p, threads_help="CPU threads, for torch and numpy/scipy (default: one per core); pin it "
+                           "(e.g. 1) when other work shares the machine, so the calibrated seconds per update hold for "
+                           "the whole run")
     add_precision(p, compile_help="torch.compile the Transformer blocks of every arm's encoders (pretraining and "
                   "fine-tuning): the same math; the calibration includes the compiled step, so only worth it when the "
                   "budget is many minutes")
@@ -266,6 +267,6 @@ def image_study_config(args: argparse.Namespace):
                   **study_compute(args, out, choose_device(args.device)))
     if args.quick:  # digits, one seed, seconds per method: checks the whole pipeline, numbers not meaningful
         values.update(data="digits", seeds=(1,), budget_minutes=min(args.budget_minutes, 0.15), dim=64, depth=4,
-                      calibration_steps=3, finetune_epochs={0.01: 10, 0.1: 5, 1.0: 2}, finetune_min_updates=20,
+                      calibration_steps=3, finetune_epochs={0.01: 3, 0.1: 3, 1.0: 2}, finetune_min_updates=6,
                       frozen_fraction=0.1)
     return CompareConfig(**values)

@@ -12,7 +12,7 @@ from .errors import CliError
 
 DEVICE_HELP = ("auto (a GPU when one is visible, else the CPU), cpu, cuda or cuda:N; under torchrun a plain cuda is "
                "each rank's own GPU")
-THREADS_HELP = ("torch CPU threads (default: torch's choice, usually one per core); pin it (e.g. --threads 1) when "
+THREADS_HELP = ("CPU threads, for torch and for numpy/scipy (default: one per core); pin it (e.g. --threads 1) when "
                 "other work shares the machine, so timings and budgets hold")
 
 
@@ -23,14 +23,14 @@ def add_device_and_threads(p: argparse.ArgumentParser, threads_help: str = THREA
 
 
 def apply_threads(threads: int | None) -> None:
-    """Set torch's CPU thread count from --threads (None leaves torch's choice)."""
+    """Set the CPU thread count from --threads: torch's and numpy's / scipy's pools (None leaves the defaults)."""
     if threads is None:
         return
     if threads < 1:
         raise CliError(f"--threads must be >= 1, got {threads}; fix: pass a positive count, e.g. --threads 1")
-    import torch
+    from ..devices import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def add_precision(p: argparse.ArgumentParser, compile_help: str | None = None) -> None:

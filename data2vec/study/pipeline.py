@@ -28,11 +28,11 @@ STUDY_MODALITIES = {CompareConfig: vision, TextCompareConfig: text, AudioCompare
 def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig, plots: bool = True) -> dict:
     """Every arm and seed (finished results are skipped), then the report (with its plots unless `plots` is False:
     a curve draws its points' plots once, at its end). Returns the summary."""
-    import torch
+    from ..devices import set_threads
 
     modality = STUDY_MODALITIES[type(cfg)]
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
     modality.check(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.out) / "config.json", modality.config_record(cfg))
