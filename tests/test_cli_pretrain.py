@@ -187,10 +187,14 @@ def test_a_kill_before_the_first_checkpoint_then_the_same_command(corpus, tmp_pa
     assert losses(out) == losses(tmp_path / "full")
 
 
-@pytest.mark.slow  # three torchrun launches of 2 processes (~40 s)
-def test_torchrun_two_processes_and_max_restarts_continues_from_the_checkpoint(corpus, tmp_path):
+@pytest.mark.slow  # two torchrun jobs of 2 processes, five launches of the workers in all (~30 s)
+def test_torchrun_job_survives_a_scheduler_sigterm_a_worker_sigterm_and_a_worker_kill_and_ends_exact(corpus, tmp_path):
+    """One 2-process job meets the three ways a launch ends early, then ends where an uninterrupted job ends:
+    a scheduler's SIGTERM to torchrun (forwarded to the workers, which save; the job exits non-zero, no relaunch);
+    then, relaunched, a SIGTERM to one worker alone (both save and exit 143; torchrun relaunches them) and a SIGKILL
+    to one worker (no save; torchrun relaunches from the last checkpoint). Each relaunch resumes exactly."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    steps = 16
+    steps = 24
 
     def torchrun(out):
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -199,21 +203,42 @@ def test_torchrun_two_processes_and_max_restarts_continues_from_the_checkpoint(c
                 "--max-restarts", "3", "-m", "data2vec",
                 *text_args(corpus, out, steps, "--resume", "--save-every", "4", "--dist-timeout", "30")]
 
+    def start(out):
+        return subprocess.Popen(torchrun(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def workers(proc, other_than=()):
+        """torchrun's worker pids, once two that are not in `other_than` (an earlier launch's) are running."""
+        _wait_for(lambda: len(set(_children(proc.pid)) - set(other_than)) >= 2, proc)
+        return sorted(set(_children(proc.pid)) - set(other_than))
+
     full = subprocess.run(torchrun(tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
-    summary = json.loads((tmp_path / "full" / "summary.json").read_text())  # the uninterrupted 2-process run
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())  # the uninterrupted 2-process job
     assert summary["world_size"] == 2 and summary["global_batch"] == 8 and summary["steps_done"] == steps
     assert summary["teacher_checksums"][0] == summary["teacher_checksums"][1]
     assert len(losses(tmp_path / "full")) == steps
-    out = tmp_path / "restarted"
-    proc = subprocess.Popen(torchrun(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (out / "checkpoint").is_dir() and _lines(out / "metrics.jsonl") >= 6, proc)
-    workers = [pid for pid in _children(proc.pid) if pid != proc.pid]
-    assert workers, "no worker processes found under torchrun"
-    os.kill(workers[-1], signal.SIGKILL)  # one worker dies: torchrun stops the other and relaunches both
+    out = tmp_path / "job"
+    # a scheduler's SIGTERM to torchrun
+    proc = start(out)
+    _wait_for(lambda: _lines(out / "metrics.jsonl") >= 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "stopped by SIGTERM" in stdout, stderr[-3000:]
+    assert 2 <= len(losses(out)) < steps and (out / "checkpoint" / "model.safetensors").is_file()
+    # the same command again: a SIGTERM to one worker, then a SIGKILL to one worker of the relaunch
+    proc = start(out)
+    first = workers(proc)
+    done = _lines(out / "metrics.jsonl")
+    _wait_for(lambda: _lines(out / "metrics.jsonl") >= done + 2, proc)
+    os.kill(first[-1], signal.SIGTERM)
+    second = workers(proc, other_than=first)
+    done = _lines(out / "metrics.jsonl")
+    _wait_for(lambda: _lines(out / "metrics.jsonl") >= done + 2, proc)
+    os.kill(second[-1], signal.SIGKILL)  # one worker dies: torchrun stops the other and relaunches both
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     assert "connectFullMesh failed" not in stderr, "a relaunch could not connect to the others"
+    assert "stopped by SIGTERM" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_done"] == steps and summary["world_size"] == 2
-    assert losses(out) == pytest.approx(losses(tmp_path / "full"), rel=1e-6)  # the relaunch resumed exactly
+    assert losses(out) == pytest.approx(losses(tmp_path / "full"), rel=1e-6)  # every relaunch resumed exactly
