@@ -2,8 +2,9 @@
 section 9, rule 8).
 
 The flags are off in every other test, so a change that breaks them would go unnoticed: these runs are
-few steps of the tiny presets in subprocesses (a compiled graph stays out of the test process), checked
-for finished runs, finite losses and, where the numbers can be compared, equality with eager mode.
+few steps of the tiny presets, the compiled ones in subprocesses (a compiled graph stays out of the test process; the
+eager run they are compared with runs here, beside them), without plots, checked for finished runs, finite losses
+and, where the numbers can be compared, equality with eager mode.
 CPU: torch.compile needs a C compiler (gcc here); the three runs cost about 100 CPU-seconds with a cold
 compilation cache (a fresh machine: g++ builds some 30 kernels per graph) and about 30 with the cache an earlier
 run left in /tmp/torchinductor_<user> (2-core machine, torch 2.14), so the tests are `slow`. GPU: skipped, with the
@@ -24,8 +25,12 @@ NO_DROPOUT = ["--set", "dropout=0.0", "--set", "attn_dropout=0.0"]  # eager and 
 # seeded RNG
 
 
+def pretrain_args(out, *args):
+    return ["pretrain", *args, "--out", str(out), "--quiet", "--no-plots"]
+
+
 def command(out, *args):
-    return [sys.executable, "-m", "data2vec", "pretrain", *args, "--out", str(out), "--quiet"]
+    return [sys.executable, "-m", "data2vec", *pretrain_args(out, *args)]
 
 
 def pretrain(out, *args, timeout=600):
@@ -35,13 +40,16 @@ def pretrain(out, *args, timeout=600):
     return proc.returncode, proc.stderr
 
 
-def pretrain_together(runs: dict, timeout=600) -> dict:
-    """{name: (out, args)} run as concurrent subprocesses (one thread each: compiling is single-threaded, so the
-    runs share the cores instead of queueing); {name: (return code, stderr, out)}."""
+def pretrain_together(runs: dict, in_process: dict, timeout=600) -> dict:
+    """{name: (out, args)} of `runs` as concurrent subprocesses (one thread each: compiling is single-threaded, so
+    the runs share the cores instead of queueing), while the eager runs of `in_process` run here (nothing compiled
+    enters this process; one process start fewer); {name: (return code, stderr, out)}."""
+    from data2vec.cli import main
+
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = {name: (subprocess.Popen(command(out, *args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env=env), out) for name, (out, args) in runs.items()}
-    done = {}
+    done = {name: (main(pretrain_args(out, *args)), "", out) for name, (out, args) in in_process.items()}
     for name, (proc, out) in procs.items():
         _, err = proc.communicate(timeout=timeout)
         done[name] = (proc.returncode, err, out)
@@ -69,8 +77,9 @@ def cpu_runs(corpus, tmp_path_factory):
             *NO_DROPOUT]  # fp32: the comparison below is at float32 rounding
     vision = ["--method", "data2vec", "--modality", "vision", "--preset", "tiny", "--data", "digits", "--steps", "2",
               "--batch-size", "8", "--device", "cpu", "--compile"]
-    return pretrain_together({"eager": (root / "eager", text), "compiled": (root / "compiled", [*text, "--compile"]),
-                              "vision": (root / "vision", vision)})
+    return pretrain_together({"compiled": (root / "compiled", [*text, "--compile"]),
+                              "vision": (root / "vision", vision)},
+                             in_process={"eager": (root / "eager", text)})
 
 
 @pytest.mark.slow  # compiling the tiny model's blocks: tens of seconds on a CPU
