@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from data2vec.devices import set_threads
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # (updates, batch, M): the old default first, the demo's default last
 CANDIDATES = ((1000, 128, 4), (1000, 64, 4), (700, 64, 4), (500, 128, 2), (1000, 64, 2))
@@ -63,13 +65,14 @@ def score_candidate(steps: int, batch: int, masks: int, seed: int, data, workdir
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0, help="the demo's seed (init, masks, data order, label subsets)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU seconds comparable)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads, torch and numpy/scipy (default 1: CPU seconds comparable)")
     p.add_argument("--candidates", default=None,
                    help="updates:batch:M,... (default: the five the demo's choice was made among)")
     p.add_argument("--label-seeds", type=int, default=5, help="random label subsets per budget (the demo's 5)")
     p.add_argument("--out", type=Path, default=RESULTS / "demo_select.json")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     candidates = CANDIDATES if args.candidates is None else tuple(
         tuple(int(v) for v in c.split(":")) for c in args.candidates.split(","))
     data = validation_split()

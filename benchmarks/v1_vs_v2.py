@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data2vec.devices import set_threads
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -155,12 +157,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--probe-every", type=int, default=50)
     p.add_argument("--select", action="store_true", help="score on a validation split of the training images")
     p.add_argument("--methods", nargs="+", default=["data2vec", "data2vec2"])
-    p.add_argument("--threads", type=int, default=2, help="torch threads (the measured results: 2)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads, torch and numpy/scipy (the measured results: 2)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     v2_set = {"mask_ratio": 0.5}  # chosen on the validation split (released: 0.8; 3 of 16 patches kept on 4 x 4)
     v2_set.update({k: json.loads(v) for k, _, v in (item.partition("=") for item in args.v2_set)})
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     data = digits(validation=args.select)
     runs = []
     with tempfile.TemporaryDirectory(prefix="v1v2-") as tmp:
