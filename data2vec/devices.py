@@ -41,15 +41,18 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
 
 
 def set_threads(threads: int) -> None:
-    """Run on `threads` CPU threads: torch's intra-op pool, and the BLAS / OpenMP pools of the libraries numpy and
-    scipy load (through threadpoolctl, which scikit-learn also uses). torch.set_num_threads alone leaves those pools
-    at one thread per core, so a `--threads 1` study still spread each probe's small BLAS calls over every core;
-    with the other core busy that doubled the probes' CPU time (docs/performance.md, "Thread pools")."""
+    """Run on `threads` CPU threads: torch's intra-op pool, the BLAS / OpenMP pools of the libraries numpy and scipy
+    load (through threadpoolctl, which scikit-learn also uses) and the tokenizers library's pool. torch.set_num_threads
+    alone leaves the others at one thread per core, so a `--threads 1` study still spread each probe's small BLAS
+    calls over every core; with the other core busy that cost the probes 3x their wall clock (docs/performance.md,
+    "Thread pools")."""
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)  # read when a library loads: scipy's own OpenBLAS loads with the first probe
+    # read when a library loads or its pool starts: scipy's own OpenBLAS loads with the first probe, and the
+    # tokenizers library's Rust pool (RAYON_NUM_THREADS) starts with the first batch it encodes
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[name] = str(threads)
     threadpool_limits(limits=threads)  # the pools already loaded (numpy's OpenBLAS comes with torch)
 
 

@@ -49,12 +49,12 @@ def test_threads_sets_torchs_pool_and_the_blas_pools_including_a_library_loaded_
 
     from data2vec.cli.flags import apply_threads
 
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
         monkeypatch.setenv(name, "1")  # restored after the test; the pools are re-pinned by the conftest fixture
     apply_threads(2)
     pools = threadpool_info()
     assert torch.get_num_threads() == 2 and pools and all(p["num_threads"] == 2 for p in pools), pools
-    assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == "2"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == os.environ["RAYON_NUM_THREADS"] == "2"
     apply_threads(1)
     assert torch.get_num_threads() == 1 and all(p["num_threads"] == 1 for p in threadpool_info())
 
