@@ -18,11 +18,17 @@ from data2vec.study import curve
 
 
 @pytest.mark.slow  # two quick studies on digits with one method (~40 s)
-def test_quick_curve_end_to_end(tmp_path):
+def test_quick_curve_end_to_end(tmp_path, monkeypatch):
+    from data2vec.study import vision
+
+    loads = []
+    real_load = vision.load
+    monkeypatch.setattr(vision, "load", lambda cfg: loads.append(cfg.out) or real_load(cfg))
     out = tmp_path / "curve"
     argv = ["compare", "--quick", "--methods", "data2vec2", "--budget-minutes", "0.02,0.01", "--out", str(out),
             "--threads", "1", "--precision", "fp32"]
     assert main(argv) == 0
+    assert len(loads) == 1  # the images are read once, for both points
     points = json.loads((out / "curve.json").read_text())["points"]
     assert points == {"0.01": "budget-0.01min", "0.02": "budget-0.02min"}
     calib = json.loads((out / "calibration.json").read_text())

@@ -182,13 +182,13 @@ def run(args: argparse.Namespace) -> int:
 def run_curve_command(cfg, budgets: list[float], reuse: list[str]) -> int:
     """The budget curve (`data2vec.study.curve`): every point, then its table."""
     from ..study.curve import run_curve
-    from ..study.pipeline import run_comparison
+    from ..study.pipeline import load_data, run_comparison
     from ..study.records import say
 
     for folder in reuse:
         if not Path(folder, "config.json").is_file():
             raise CliError(f"--reuse {folder}: not a comparison's --out (no config.json); fix: give a finished study")
-    summary = run_curve(cfg, budgets, reuse, run_comparison)
+    summary = run_curve(cfg, budgets, reuse, run_comparison, load_data)
     print()
     print(Path(cfg.out, "curve.txt").read_text())
     say(f"wrote {len(summary['rows'])} curves to {Path(cfg.out) / 'curve_summary.json'}, curve.md, curve.txt and "

@@ -123,16 +123,20 @@ def config_record(cfg: AudioCompareConfig) -> dict:
             "finetune_epochs": {str(k): v for k, v in cfg.finetune_epochs.items()}}
 
 
-def prepare(cfg: AudioCompareConfig) -> AudioEvalData:
-    """The evaluation clips in memory and the validation speakers; then every method's calibration."""
+def load(cfg: AudioCompareConfig) -> AudioEvalData:
+    """The evaluation clips in memory and the validation speakers (the same at every budget)."""
     t0 = time.time()
     data = load_eval_data(cfg)
     say(f"{cfg.data}: {len(data.train_y)} training clips ({len(data.val_idx)} of them the validation split, "
         f"{len(set(data.speakers[data.val_idx]))} speakers), {len(data.test_y)} test clips, {data.num_classes} "
         f"classes, {cfg.crop_seconds:g} s each; loaded in {time.time() - t0:.0f} s")
-    for name in cfg.methods:  # every method's cost measured back to back, under the same conditions
-        calibrate_arm(cfg, name)
     return data
+
+
+def prepare(cfg: AudioCompareConfig, data: AudioEvalData) -> None:
+    """Every method's calibration, back to back under the same conditions (a curve's point reads the curve's)."""
+    for name in cfg.methods:
+        calibrate_arm(cfg, name)
 
 
 def scored_arms(cfg: AudioCompareConfig) -> tuple[str, ...]:

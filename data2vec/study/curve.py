@@ -149,13 +149,15 @@ def _read(path: Path) -> dict:
 # ---- the run ------------------------------------------------------------------------------------------------
 
 
-def run_curve(cfg, budgets: list[float], reuse: list[str], run_point) -> dict:
+def run_curve(cfg, budgets: list[float], reuse: list[str], run_point, load) -> dict:
     """Every point of `budgets` for every seed (seed-major), then the curve report. `run_point(point_cfg,
-    plots=False)` runs one one-budget study (`pipeline.run_comparison`)."""
+    plots=False, data=...)` runs one one-budget study (`pipeline.run_comparison`) on the data `load(point_cfg)`
+    (`pipeline.load_data`) read once, at the first point: the points differ in their budget only."""
     from .curve_report import write_curve_report
 
     out = Path(cfg.out)
     curve = register_points(cfg, budgets, reuse)  # checks first: a refused --reuse leaves no folder behind
+    data = None
     for k in range(1, len(cfg.seeds) + 1):
         for minutes in budgets:
             point = dataclasses.replace(point_config(cfg, curve, minutes), seeds=cfg.seeds[:k])
@@ -163,7 +165,8 @@ def run_curve(cfg, budgets: list[float], reuse: list[str], run_point) -> dict:
             seed_calibration(out, point)
             share_budget_free(out, curve, point, cfg.seeds[k - 1])
             say(f"curve point {budget_key(minutes)} min, seed {cfg.seeds[k - 1]} ({point.out})")
-            run_point(point, plots=False)  # the points' plots are drawn with the curve's, at the end
+            data = load(point) if data is None else data
+            run_point(point, plots=False, data=data)  # the points' plots are drawn with the curve's, at the end
             lift_calibration(out, Path(point.out))
             write_curve_report(out, plots=False)  # the tables after every point; the plots once, at the end
     return write_curve_report(out)

@@ -1,11 +1,12 @@
 """One study, any modality: the equal-budget comparison's run, from the stored settings to the report.
 
-`run_comparison(cfg)` does the same steps for images and text (docs/design.md section 8): check the inputs and
-the stored settings, write OUT/config.json, prepare the data and calibrate every method back to back, then for
-every seed score every arm (a method is pretrained first; finished results are skipped, so a rerun continues)
-and rebuild the report after each. The modality's part is a module with the same six functions:
-`check`, `config_record`, `prepare`, `scored_arms`, `start_seed`, `score_arm` (`data2vec.study.vision` for
-`CompareConfig`, `data2vec.study.text` for `TextCompareConfig`, `data2vec.study.audio` for `AudioCompareConfig`).
+`run_comparison(cfg)` does the same steps for images, text and speech (docs/design.md section 8): check the inputs
+and the stored settings, write OUT/config.json, load the data (or take what a budget curve loaded once for all its
+points), calibrate every method back to back, then for every seed score every arm (a method is pretrained first;
+finished results are skipped, so a rerun continues) and rebuild the report after each. The modality's part is a
+module with the same seven functions: `check`, `config_record`, `load`, `prepare`, `scored_arms`, `start_seed`,
+`score_arm` (`data2vec.study.vision` for `CompareConfig`, `data2vec.study.text` for `TextCompareConfig`,
+`data2vec.study.audio` for `AudioCompareConfig`).
 
 Differences from the papers: they report single runs at full scale; every number here is a mean over seeds of
 runs at an equal pretraining budget, each stored as its own results file.
@@ -25,9 +26,16 @@ from .vision_config import CompareConfig
 STUDY_MODALITIES = {CompareConfig: vision, TextCompareConfig: text, AudioCompareConfig: audio}  # config -> its part
 
 
-def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig, plots: bool = True) -> dict:
+def load_data(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig):
+    """The study's data in memory (`load` of its modality): what every budget of the same study reads."""
+    return STUDY_MODALITIES[type(cfg)].load(cfg)
+
+
+def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig, plots: bool = True,
+                   data=None) -> dict:
     """Every arm and seed (finished results are skipped), then the report (with its plots unless `plots` is False:
-    a curve draws its points' plots once, at its end). Returns the summary."""
+    a curve draws its points' plots once, at its end). `data`: what `load_data` returned for a study of the same
+    settings (a curve loads it once for all its points); None loads it here. Returns the summary."""
     from ..devices import set_threads
 
     modality = STUDY_MODALITIES[type(cfg)]
@@ -36,7 +44,8 @@ def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig, 
     modality.check(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     write_json(Path(cfg.out) / "config.json", modality.config_record(cfg))
-    data = modality.prepare(cfg)
+    data = modality.load(cfg) if data is None else data
+    modality.prepare(cfg, data)
     arms = modality.scored_arms(cfg)
     total, done = len(cfg.seeds) * len(arms), 0
     for seed in cfg.seeds:

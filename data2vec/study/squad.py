@@ -174,9 +174,7 @@ def encode(articles: list, tok, max_length: int, stride: int) -> SquadSet:
 
 
 def load_squad_data(cfg: TextCompareConfig, tok, backbone_cfg) -> SquadData:
-    """Read, split, subset and encode SQuAD (and XQuAD) once; write or check OUT/squad-split.json."""
-    import json
-
+    """Read, split, subset and encode SQuAD (and XQuAD) once (`record_squad_split` writes or checks the split)."""
     from tasks.text.squad import limit_questions
 
     articles = read_squad(cfg.squad, "--squad")
@@ -205,14 +203,6 @@ def load_squad_data(cfg: TextCompareConfig, tok, backbone_cfg) -> SquadData:
         "fit_titles": [a["title"] for a in fit_articles], "validation_titles": [a["title"] for a in val_articles],
         "eval_titles": [a["title"] for a in eval_half]}
     max_length = max_length_for(cfg, backbone_cfg)
-    path = Path(cfg.out) / "squad-split.json"
-    if path.is_file():  # the paths may be spelled differently; what was split must be the same
-        stored = json.loads(path.read_text())
-        if any(stored.get(k) != v for k, v in split.items() if k not in ("squad", "xquad")):
-            raise StudyError(f"{path} holds another SQuAD split (other --squad, --xquad or --squad-max-questions) than "
-                             "this run's; fix: use the original flags, or another --out")
-    else:
-        write_json(path, split)
     stride = min(cfg.squad_doc_stride, max(1, max_length // 2))
     data = SquadData(encode(fit_articles, tok, max_length, stride), encode(val_articles, tok, max_length, stride),
                      encode(eval_half, tok, max_length, stride),
@@ -222,6 +212,21 @@ def load_squad_data(cfg: TextCompareConfig, tok, backbone_cfg) -> SquadData:
         f"{removed} XQuAD paragraphs removed from the training half), {split['eval']['questions']} evaluation "
         "questions" + "".join(f", xquad-{lang} {len(s.examples)}" for lang, s in data.xquad.items()))
     return data
+
+
+def record_squad_split(cfg: TextCompareConfig, split: dict) -> None:
+    """Write OUT/squad-split.json, or check that the one there holds the same split (results made on another split
+    are not mixed)."""
+    import json
+
+    path = Path(cfg.out) / "squad-split.json"
+    if path.is_file():  # the paths may be spelled differently; what was split must be the same
+        stored = json.loads(path.read_text())
+        if any(stored.get(k) != v for k, v in split.items() if k not in ("squad", "xquad")):
+            raise StudyError(f"{path} holds another SQuAD split (other --squad, --xquad or --squad-max-questions) than "
+                             "this run's; fix: use the original flags, or another --out")
+    else:
+        write_json(path, split)
 
 
 # ---- fine-tuning and scoring -------------------------------------------------------------------------------

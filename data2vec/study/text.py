@@ -69,7 +69,7 @@ from .records import (
     say,
     write_json,
 )
-from .squad import SquadData, check_squad, finetune_squad, load_squad_data, squad_protocols
+from .squad import SquadData, check_squad, finetune_squad, load_squad_data, record_squad_split, squad_protocols
 from .text_config import ANISOTROPY_GUARDED, TextCompareConfig
 
 
@@ -88,14 +88,20 @@ def text_protocols(cfg: TextCompareConfig, arm: str) -> list[str]:
 
 
 def load_corpus(cfg: TextCompareConfig):
-    """(pretraining blocks, tokenizer): the tokenizer is trained once into RUNS/text-data/tokenizer (or loaded
-    from --tokenizer) and reused by every arm, seed and later session. Writes OUT/data.json with the counts."""
-    from .data import build_text_data, text_files
+    """(pretraining blocks, tokenizer, the tokenizer's record): the tokenizer is trained once into
+    RUNS/text-data/tokenizer (or loaded from --tokenizer) and reused by every arm, seed and later session."""
+    from .data import build_text_data
 
     folder = Path(cfg.runs) / "text-data"
     own = folder / "tokenizer" / "tokenizer.json"
-    dataset, tok, info = build_text_data(cfg.data, folder, tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
-                                         seq_len=cfg.seq_len, resume=own.is_file())
+    return build_text_data(cfg.data, folder, tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
+                           seq_len=cfg.seq_len, resume=own.is_file())
+
+
+def record_corpus(cfg: TextCompareConfig, dataset, tok, info: dict) -> None:
+    """OUT/data.json with the corpus's counts (once per study folder), and the corpus line of the log."""
+    from .data import text_files
+
     path = Path(cfg.out) / "data.json"
     if not path.is_file():
         words = 0
@@ -107,7 +113,6 @@ def load_corpus(cfg: TextCompareConfig):
     counts = json.loads(path.read_text())
     say(f"corpus {cfg.data}: {counts['words']:,} words, {counts['tokens']:,} tokens, {len(dataset):,} blocks of "
         f"{cfg.seq_len}; tokenizer {info['tokenizer']} ({tok.vocab_size} tokens)")
-    return dataset, tok
 
 
 def text_encoder_overrides(cfg: TextCompareConfig, tok) -> dict:
@@ -261,6 +266,7 @@ class TextData:
     tok: object  # the tokenizer shared by every arm
     tasks: dict  # GLUE task name -> TaskData
     squad: SquadData | None  # None without --squad
+    corpus_info: dict  # the tokenizer's record, written into each study folder's data.json
 
 
 def check(cfg: TextCompareConfig) -> None:
@@ -291,10 +297,9 @@ def encoder_config(cfg: TextCompareConfig, tok):
                                               if k not in ("mask_id", "special_ids")})
 
 
-def prepare(cfg: TextCompareConfig) -> TextData:
-    """The corpus and tokenizer, every GLUE task encoded once, SQuAD, the majority-class floor; then every
-    method's calibration."""
-    dataset, tok = load_corpus(cfg)
+def load(cfg: TextCompareConfig) -> TextData:
+    """The corpus and tokenizer, every GLUE task encoded once, SQuAD (the same at every budget)."""
+    dataset, tok, info = load_corpus(cfg)
     t0 = time.time()
     tasks: dict[str, TaskData] = {name: load_task(cfg, name, tok) for name in cfg.tasks}
     for t in tasks.values():
@@ -302,11 +307,19 @@ def prepare(cfg: TextCompareConfig) -> TextData:
             f"examples used), {len(t.dev)} dev examples")
     say(f"GLUE tasks encoded in {time.time() - t0:.0f} s")
     squad = load_squad_data(cfg, tok, encoder_config(cfg, tok)) if cfg.squad else None
-    for t in tasks.values():
+    return TextData(dataset, tok, tasks, squad, info)
+
+
+def prepare(cfg: TextCompareConfig, data: TextData) -> None:
+    """The study folder's records of its data (data.json, squad-split.json), the majority-class floor, then every
+    method's calibration, back to back under the same conditions (a curve's point reads the curve's)."""
+    record_corpus(cfg, data.dataset, data.tok, data.corpus_info)
+    if data.squad is not None:
+        record_squad_split(cfg, data.squad.split)
+    for t in data.tasks.values():
         evaluate_majority(cfg, t)
-    for name in cfg.methods:  # every method's cost measured back to back, under the same conditions
-        calibrate_arm(cfg, name, dataset, tok)
-    return TextData(dataset, tok, tasks, squad)
+    for name in cfg.methods:
+        calibrate_arm(cfg, name, data.dataset, data.tok)
 
 
 def scored_arms(cfg: TextCompareConfig) -> tuple[str, ...]:

@@ -193,16 +193,20 @@ def config_record(cfg: CompareConfig) -> dict:
             "finetune_epochs": {str(k): v for k, v in cfg.finetune_epochs.items()}}
 
 
-def prepare(cfg: CompareConfig) -> EvalData:
-    """The evaluation images in memory and the validation split; then every method's calibration."""
+def load(cfg: CompareConfig) -> EvalData:
+    """The evaluation images in memory and the validation split (the same at every budget)."""
     size = data_image_size(cfg)
     t0 = time.time()
     data = load_eval_data(cfg, size)
     say(f"{cfg.data}: {len(data.train_y)} training images ({len(data.val_idx)} of them the validation split), "
         f"{len(data.test_y)} test images, {data.num_classes} classes, {size} px; loaded in {time.time() - t0:.0f} s")
-    for name in cfg.methods:  # every method's cost measured back to back, under the same conditions
-        calibrate_arm(cfg, name, data)
     return data
+
+
+def prepare(cfg: CompareConfig, data: EvalData) -> None:
+    """Every method's calibration, back to back under the same conditions (a curve's point reads the curve's)."""
+    for name in cfg.methods:
+        calibrate_arm(cfg, name, data)
 
 
 def scored_arms(cfg: CompareConfig) -> tuple[str, ...]:
