@@ -36,16 +36,16 @@ def corpus(tmp_path_factory):
     return write_word_corpus(tmp_path_factory.mktemp("data") / "corpus.txt", documents=60, words=WORDS)
 
 
-def text_args(corpus, out, steps, *extra):
+def text_args(corpus, out, steps, *extra, plots=False):
     return ["pretrain", "--method", "data2vec", "--modality", "text", "--preset", "tiny", "--data", str(corpus),
             "--steps", str(steps), "--batch-size", "4", "--seq-len", "32", "--seed", "2", "--out", str(out),
-            "--device", "cpu", "--quiet", *extra]
+            "--device", "cpu", "--quiet", *([] if plots else ["--no-plots"]), *extra]
 
 
-def vision_args(method, out, steps, *extra):
+def vision_args(method, out, steps, *extra, plots=False):
     return ["pretrain", "--method", method, "--modality", "vision", "--preset", "tiny", "--data", "digits",
             "--steps", str(steps), "--batch-size", "4", "--warmup-steps", "1", "--seed", "2", "--out", str(out),
-            "--device", "cpu", "--quiet", *extra]
+            "--device", "cpu", "--quiet", *([] if plots else ["--no-plots"]), *extra]
 
 
 def records(out):
@@ -63,7 +63,7 @@ def health_values(recs):
 
 def test_text_run_logs_health_on_its_schedule_and_plots_it(corpus, tmp_path):
     out = tmp_path / "run"
-    assert main(text_args(corpus, out, 5, "--health-every", "2", "--health-probe-size", "8")) == 0
+    assert main(text_args(corpus, out, 5, "--health-every", "2", "--health-probe-size", "8", plots=True)) == 0
     recs = records(out)
     on = [r["step"] for r in recs if "health/anisotropy" in r]
     assert on == [1, 2, 4, 5]  # after update 1, every 2, after the last
@@ -79,7 +79,7 @@ def test_text_run_logs_health_on_its_schedule_and_plots_it(corpus, tmp_path):
 @pytest.mark.parametrize("method", ["data2vec", "dino"])  # dino: multi-crop batches, the first global crop
 def test_vision_run_logs_an_online_knn_accuracy(method, tmp_path):
     out = tmp_path / method
-    assert main(vision_args(method, out, 2, "--health-every", "1", "--health-knn", "40")) == 0
+    assert main(vision_args(method, out, 2, "--health-every", "1", "--health-knn", "40", plots=True)) == 0
     recs = records(out)
     assert all(k in r for r in recs for k in (*HEALTH_KEYS, "health/knn_acc"))
     accuracies = [r["health/knn_acc"] for r in recs]
