@@ -5,12 +5,15 @@ The source of `tutorials/NN_topic.ipynb` is the jupytext percent-format script `
 converted by `tutorials/make_notebooks.py`. The sources carry their own asserts (targets vs
 `build_targets`, loss by hand vs `regression_loss`, ...), so an assertion failure inside a cell fails here.
 
-Every notebook runs (`slow`) in a fresh `python3` kernel (this interpreter, through a kernel spec written into
-a temporary folder, so a machine without a registered kernel works too), two notebooks at a time, with the working
-directory set to a temporary folder,
-`MPLBACKEND=Agg` and `TUTORIAL_QUICK=1` (each tutorial's parameter cell then picks its reduced size, so the whole
-series stays inside the suite's time budget). The `.py` sources must also run as plain scripts
-(`python tutorials/NN_topic.py`, as the README says): they are compiled here as plain Python, which rejects
+Every notebook runs (`slow`) in a fresh process, two at a time, with the working directory set to a temporary
+folder, `MPLBACKEND=Agg` and `TUTORIAL_QUICK=1` (each tutorial's parameter cell then picks its reduced size, so the
+whole series stays inside the suite's time budget). One notebook (`KERNEL_NOTEBOOK`, which trains nothing) runs in a
+real Jupyter `python3` kernel through nbclient (this interpreter, through a kernel spec written into a temporary
+folder, so a machine without a registered kernel works too): the path a user's Jupyter takes. The others run cell by
+cell in IPython's shell (what the kernel runs them in) inside a process forked from a server that has imported
+torch, scikit-learn, matplotlib and transformers once: a fresh process per notebook, as a kernel is, without paying
+about 6 CPU-seconds of imports for each (half of the series' cost before). The `.py` sources must also run as plain
+scripts (`python tutorials/NN_topic.py`, as the README says): they are compiled here as plain Python, which rejects
 IPython-only syntax (magics, shell escapes), and `ruff check tutorials/` (in `.ci/run`) rejects undefined names
 such as IPython's `display`; executing each source a second time would double the series' share of the suite.
 """
@@ -18,8 +21,10 @@ such as IPython's `display`; executing each source a second time would double th
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import os
 import shutil
+import traceback
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,11 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 SOURCES = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 CELL_TIMEOUT_S = 120
+NOTEBOOK_TIMEOUT_S = 600
+KERNEL_NOTEBOOK = "06_three_methods_one_encoder"  # nothing trained: the cheapest run through a real kernel
+# imported once by the fork server the notebooks' processes start from (each is a module the tutorials import)
+PRELOAD = ["torch", "torch._dynamo", "torchvision", "sklearn.datasets", "sklearn.linear_model",
+           "sklearn.decomposition", "sklearn.metrics", "matplotlib.pyplot", "IPython", "transformers", "soundfile"]
 
 
 def load_generator():
@@ -38,15 +48,22 @@ def load_generator():
     return module
 
 
-def execute_notebook(path: Path, workdir: Path) -> str | None:
-    """Run one notebook in a fresh `python3` kernel; None, or the error (cell source and traceback). Module-level,
-    so that a process pool can run two notebooks at a time (one kernel per core)."""
-    import nbclient  # the dev extra (pip install -e ".[dev]") installs nbclient, nbformat and ipykernel; imported
-    import nbformat  # here, by the tests that use them, rather than by every worker that collects this file
+def read_notebook(path: Path):
+    import nbformat  # the dev extra (pip install -e ".[dev]") installs nbclient, nbformat, ipykernel and IPython;
+    # imported here, by the tests that use them, rather than by every worker that collects this file
 
     nb = nbformat.read(path, as_version=4)
     if any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
-        return f"{path.name} is committed with outputs; regenerate it with python tutorials/make_notebooks.py"
+        raise ValueError(f"{path.name} is committed with outputs; regenerate it with "
+                         "python tutorials/make_notebooks.py")
+    return nb
+
+
+def execute_in_kernel(path: Path, workdir: Path) -> str | None:
+    """Run one notebook in a fresh Jupyter `python3` kernel; None, or the error (cell source and traceback)."""
+    import nbclient
+
+    nb = read_notebook(path)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(workdir)}})
     try:
@@ -57,11 +74,38 @@ def execute_notebook(path: Path, workdir: Path) -> str | None:
     return f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}" if errors else None
 
 
+def execute_in_shell(path: Path, workdir: Path) -> str | None:
+    """Run one notebook's code cells in order in an IPython shell of this process (a fresh one from the fork
+    server); None, or the failing cell's source and traceback."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    nb = read_notebook(path)
+    os.chdir(workdir)
+    shell = InteractiveShell.instance()
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code_cells, start=1):
+        result = shell.run_cell(cell.source, store_history=True)
+        if not result.success:
+            error = result.error_before_exec or result.error_in_exec
+            trace = "".join(traceback.format_exception(error))
+            return f"{path.name} failed in code cell {number} of {len(code_cells)}:\n{cell.source}\n\n{trace}"
+    return None
+
+
+def execute_notebook(path: Path, workdir: Path) -> str | None:
+    try:
+        run = execute_in_kernel if path.stem == KERNEL_NOTEBOOK else execute_in_shell
+        return run(path, workdir)
+    except ValueError as err:
+        return str(err)
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """Every notebook executed once, two at a time (the kernels are separate processes, so the suite's second core
-    does half the work), each in a fresh `python3` kernel for this interpreter, found first on JUPYTER_PATH (no
-    user-level install), in its own temporary working directory."""
+    """Every notebook executed once, two at a time (separate processes, so the suite's second core does half the
+    work), each in its own temporary working directory: `KERNEL_NOTEBOOK` in a fresh `python3` kernel for this
+    interpreter, found first on JUPYTER_PATH (no user-level install), the others in a fresh process from a fork
+    server that has imported `PRELOAD`."""
     from concurrent.futures import ProcessPoolExecutor
 
     from ipykernel.kernelspec import install
@@ -78,8 +122,15 @@ def executed(tmp_path_factory):
         spec = KernelSpecManager().get_kernel_spec("python3")
         assert Path(spec.resource_dir).resolve().is_relative_to(prefix.resolve())
         workdirs = [tmp_path_factory.mktemp(path.stem) for path in NOTEBOOKS]
-        with ProcessPoolExecutor(max_workers=2) as pool:  # the environment above is inherited by the workers
-            return dict(zip(NOTEBOOKS, pool.map(execute_notebook, NOTEBOOKS, workdirs), strict=True))
+        # the fork server starts with the environment above; a worker per notebook (max_tasks_per_child), so no
+        # notebook sees what another left behind
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        with ProcessPoolExecutor(max_workers=2, mp_context=context, max_tasks_per_child=1) as pool:
+            futures = [pool.submit(execute_notebook, path, workdir) for path, workdir in zip(NOTEBOOKS, workdirs,
+                                                                                            strict=True)]
+            return {path: future.result(timeout=NOTEBOOK_TIMEOUT_S) for path, future in zip(NOTEBOOKS, futures,
+                                                                                             strict=True)}
 
 
 def test_there_are_tutorials():
@@ -138,6 +189,31 @@ def test_notebook_runs_without_error(path, executed):
     error = executed[path]
     if error is not None:
         pytest.fail(error)
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_reported_with_its_number_source_and_traceback(tmp_path):
+    """The shell path fails where a kernel would: an assertion in a cell, a name no cell defined, a syntax error;
+    the cells after a failure do not run."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import nbformat
+
+    cases = {"assert x == 2, 'x is not 2'": "AssertionError: x is not 2", "y = undefined_name": "NameError",
+             "def f(:\n    pass": "SyntaxError"}
+    paths = []
+    for i, failing in enumerate(cases):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("text"),
+                    nbformat.v4.new_code_cell(failing), nbformat.v4.new_code_cell("open('ran', 'w').close()")]
+        paths.append(tmp_path / f"9{i}_failing.ipynb")
+        nbformat.write(nb, paths[-1])
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+                             max_tasks_per_child=1) as pool:
+        errors = list(pool.map(execute_notebook, paths, [tmp_path] * len(paths)))
+    for path, (failing, name), error in zip(paths, cases.items(), errors, strict=True):
+        assert error.startswith(f"{path.name} failed in code cell 2 of 3:\n{failing}\n") and name in error, error
+    assert not (tmp_path / "ran").exists()
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
