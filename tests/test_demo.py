@@ -12,8 +12,8 @@ def test_demo_quick_writes_table_json_and_plots_with_data2vec_and_dino_baselines
     from data2vec.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec,dino",
-                 "--out", str(out)]) == 0
+    argv = ["demo", "--quick", "--steps", "6", "--threads", "1", "--baselines", "data2vec,dino", "--out", str(out)]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "random init" in printed and "data2vec2" in printed and "raw pixels" in printed
     results = json.loads((out / "results.json").read_text())
@@ -39,6 +39,13 @@ def test_demo_quick_writes_table_json_and_plots_with_data2vec_and_dino_baselines
     config = json.loads((out / "pretrain-data2vec2" / "config.json").read_text())
     assert config["method_config"]["num_masks"] == 2 and config["pretrain"]["lr"] == 2e-3  # the demo's v2 recipe
     assert config["method_config"]["encoder"]["position"] == "sincos"
+    # the same command again is refused in one line and changes nothing (--overwrite: test_cli_run_folders.py)
+    files = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds" in err[0] and "fix:" in err[0] and "--overwrite" in err[0], err
+    assert "--resume" not in err[0]  # nothing to continue: a demo is not resumed
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == files
 
 
 def test_demo_rejects_bad_options(capsys):
