@@ -61,7 +61,7 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
     from data2vec.study.vision_protocols import image_protocols as protocols
 
     cfg = CompareConfig(data="digits", out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), methods=("data2vec",),
-                        budget_minutes=0.05, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=2,
+                        budget_minutes=0.02, seeds=(1,), dim=32, depth=2, heads=2, calibration_steps=2,
                         finetune_epochs={0.01: 2, 0.1: 1}, finetune_min_updates=2, frozen_fraction=0.1, val_max=100,
                         command="test")
     summary = run_comparison(cfg)
