@@ -119,6 +119,7 @@ def executed(tmp_path_factory):
         mp.setenv("MPLBACKEND", "Agg")
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("TUTORIAL_QUICK", "1")  # the reduced size of every tutorial
+        mp.setenv("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))  # the shells' history: not in ~/.ipython
         spec = KernelSpecManager().get_kernel_spec("python3")
         assert Path(spec.resource_dir).resolve().is_relative_to(prefix.resolve())
         workdirs = [tmp_path_factory.mktemp(path.stem) for path in NOTEBOOKS]
@@ -192,12 +193,14 @@ def test_notebook_runs_without_error(path, executed):
 
 
 @pytest.mark.slow
-def test_a_failing_cell_is_reported_with_its_number_source_and_traceback(tmp_path):
+def test_a_failing_cell_is_reported_with_its_number_source_and_traceback(tmp_path, monkeypatch):
     """The shell path fails where a kernel would: an assertion in a cell, a name no cell defined, a syntax error;
     the cells after a failure do not run."""
     from concurrent.futures import ProcessPoolExecutor
 
     import nbformat
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # if this test starts the fork server
 
     cases = {"assert x == 2, 'x is not 2'": "AssertionError: x is not 2", "y = undefined_name": "NameError",
              "def f(:\n    pass": "SyntaxError"}
