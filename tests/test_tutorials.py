@@ -20,10 +20,12 @@ such as IPython's `display`; executing each source a second time would double th
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import multiprocessing
 import os
 import shutil
+import signal
 import traceback
 from pathlib import Path
 
@@ -59,12 +61,12 @@ def read_notebook(path: Path):
     return nb
 
 
-def execute_in_kernel(path: Path, workdir: Path) -> str | None:
+def execute_in_kernel(path: Path, workdir: Path, cell_timeout: int = CELL_TIMEOUT_S) -> str | None:
     """Run one notebook in a fresh Jupyter `python3` kernel; None, or the error (cell source and traceback)."""
     import nbclient
 
     nb = read_notebook(path)
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                                      resources={"metadata": {"path": str(workdir)}})
     try:
         client.execute()
@@ -74,17 +76,24 @@ def execute_in_kernel(path: Path, workdir: Path) -> str | None:
     return f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}" if errors else None
 
 
-def execute_in_shell(path: Path, workdir: Path) -> str | None:
+def execute_in_shell(path: Path, workdir: Path, cell_timeout: int = CELL_TIMEOUT_S) -> str | None:
     """Run one notebook's code cells in order in an IPython shell of this process (a fresh one from the fork
-    server); None, or the failing cell's source and traceback."""
+    server); None, or the failing cell's source and traceback. A cell running longer than `cell_timeout` seconds
+    fails with TimeoutError, as nbclient's timeout fails it in a kernel."""
     from IPython.core.interactiveshell import InteractiveShell
+
+    def out_of_time(signum, frame):
+        raise TimeoutError(f"the cell ran longer than {cell_timeout} s")
 
     nb = read_notebook(path)
     os.chdir(workdir)
     shell = InteractiveShell.instance()
+    signal.signal(signal.SIGALRM, out_of_time)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     for number, cell in enumerate(code_cells, start=1):
+        signal.alarm(cell_timeout)
         result = shell.run_cell(cell.source, store_history=True)
+        signal.alarm(0)
         if not result.success:
             error = result.error_before_exec or result.error_in_exec
             trace = "".join(traceback.format_exception(error))
@@ -92,10 +101,10 @@ def execute_in_shell(path: Path, workdir: Path) -> str | None:
     return None
 
 
-def execute_notebook(path: Path, workdir: Path) -> str | None:
+def execute_notebook(path: Path, workdir: Path, cell_timeout: int = CELL_TIMEOUT_S) -> str | None:
     try:
         run = execute_in_kernel if path.stem == KERNEL_NOTEBOOK else execute_in_shell
-        return run(path, workdir)
+        return run(path, workdir, cell_timeout)
     except ValueError as err:
         return str(err)
 
@@ -194,8 +203,8 @@ def test_notebook_runs_without_error(path, executed):
 
 @pytest.mark.slow
 def test_a_failing_cell_is_reported_with_its_number_source_and_traceback(tmp_path, monkeypatch):
-    """The shell path fails where a kernel would: an assertion in a cell, a name no cell defined, a syntax error;
-    the cells after a failure do not run."""
+    """The shell path fails where a kernel would: an assertion in a cell, a name no cell defined, a syntax error, a
+    cell over its time limit; the cells after a failure do not run."""
     from concurrent.futures import ProcessPoolExecutor
 
     import nbformat
@@ -203,7 +212,8 @@ def test_a_failing_cell_is_reported_with_its_number_source_and_traceback(tmp_pat
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # if this test starts the fork server
 
     cases = {"assert x == 2, 'x is not 2'": "AssertionError: x is not 2", "y = undefined_name": "NameError",
-             "def f(:\n    pass": "SyntaxError"}
+             "def f(:\n    pass": "SyntaxError",
+             "import time\ntime.sleep(30)": "TimeoutError: the cell ran longer than 1 s"}
     paths = []
     for i, failing in enumerate(cases):
         nb = nbformat.v4.new_notebook()
@@ -213,7 +223,7 @@ def test_a_failing_cell_is_reported_with_its_number_source_and_traceback(tmp_pat
         nbformat.write(nb, paths[-1])
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
                              max_tasks_per_child=1) as pool:
-        errors = list(pool.map(execute_notebook, paths, [tmp_path] * len(paths)))
+        errors = list(pool.map(functools.partial(execute_notebook, cell_timeout=1), paths, [tmp_path] * len(paths)))
     for path, (failing, name), error in zip(paths, cases.items(), errors, strict=True):
         assert error.startswith(f"{path.name} failed in code cell 2 of 3:\n{failing}\n") and name in error, error
     assert not (tmp_path / "ran").exists()
