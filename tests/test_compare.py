@@ -98,11 +98,25 @@ def test_compare_runs_every_arm_writes_results_and_resumes(tmp_path):
 
     run_comparison(cfg)  # a rerun finds every result and recomputes nothing
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in files.items())
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["machines"] == [config["machine"]]  # launched twice, on one machine
     os.remove(tmp_path / "out" / "table.md")
     from data2vec.cli import main
 
     assert main(["compare", "--report-only", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "table.md").read_text() == table
+
+
+def test_config_json_lists_every_machine_that_launched_the_study(tmp_path):
+    from data2vec.study.records import config_with_machines
+
+    path, amd, intel = tmp_path / "config.json", {"cpu_model": "AMD EPYC"}, {"cpu_model": "Intel Xeon"}
+    path.write_text(json.dumps({"seeds": [1], "machine": amd}))  # written before "machines" was recorded
+    resumed = config_with_machines(path, {"seeds": [1], "machine": intel})
+    assert resumed == {"seeds": [1], "machine": intel, "machines": [amd, intel]}
+    path.write_text(json.dumps(resumed))
+    assert config_with_machines(path, {"seeds": [1], "machine": amd})["machines"] == [amd, intel]  # no repeats
+    assert config_with_machines(tmp_path / "new.json", {"machine": amd})["machines"] == [amd]
 
 
 @pytest.mark.parametrize("argv, message", [

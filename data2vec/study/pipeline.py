@@ -1,12 +1,12 @@
 """One study, any modality: the equal-budget comparison's run, from the stored settings to the report.
 
 `run_comparison(cfg)` does the same steps for images, text and speech (docs/design.md section 8): check the inputs
-and the stored settings, write OUT/config.json, load the data (or take what a budget curve loaded once for all its
-points), calibrate every method back to back, then for every seed score every arm (a method is pretrained first;
-finished results are skipped, so a rerun continues) and rebuild the report after each. The modality's part is a
-module with the same seven functions: `check`, `config_record`, `load`, `prepare`, `scored_arms`, `start_seed`,
-`score_arm` (`data2vec.study.vision` for `CompareConfig`, `data2vec.study.text` for `TextCompareConfig`,
-`data2vec.study.audio` for `AudioCompareConfig`).
+and the stored settings, write OUT/config.json (with every machine that has launched the study), load the data (or
+take what a budget curve loaded once for all its points), calibrate every method back to back, then for every seed
+score every arm (a method is pretrained first; finished results are skipped, so a rerun continues) and rebuild the
+report after each. The modality's part is a module with the same seven functions: `check`, `config_record`,
+`load`, `prepare`, `scored_arms`, `start_seed`, `score_arm` (`data2vec.study.vision` for `CompareConfig`,
+`data2vec.study.text` for `TextCompareConfig`, `data2vec.study.audio` for `AudioCompareConfig`).
 
 Differences from the papers: they report single runs at full scale; every number here is a mean over seeds of
 runs at an equal pretraining budget, each stored as its own results file.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import audio, text, vision
 from .audio_config import AudioCompareConfig
-from .records import say, write_json
+from .records import config_with_machines, say, write_json
 from .report import write_report
 from .text_config import TextCompareConfig
 from .vision_config import CompareConfig
@@ -43,7 +43,8 @@ def run_comparison(cfg: CompareConfig | TextCompareConfig | AudioCompareConfig, 
         set_threads(cfg.threads)
     modality.check(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(cfg.out) / "config.json", modality.config_record(cfg))
+    config_path = Path(cfg.out) / "config.json"
+    write_json(config_path, config_with_machines(config_path, modality.config_record(cfg)))
     data = modality.load(cfg) if data is None else data
     modality.prepare(cfg, data)
     arms = modality.scored_arms(cfg)

@@ -49,6 +49,20 @@ def machine_info() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def config_with_machines(path: Path, config: dict) -> dict:
+    """OUT/config.json for this launch: `config` (the study's settings and this launch's "machine") with "machines",
+    every machine that has launched the study, in order, kept from the stored file. A study resumed on another CPU,
+    or a finished one launched again there, so names both instead of only the last (each results file names the one
+    that made it)."""
+    machines = []
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        machines = stored.get("machines") or [stored["machine"]] * ("machine" in stored)
+    if config["machine"] not in machines:
+        machines.append(config["machine"])
+    return {**config, "machines": machines}
+
+
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
