@@ -57,7 +57,7 @@ def config_with_machines(path: Path, config: dict) -> dict:
     machines = []
     if path.is_file():
         stored = json.loads(path.read_text())
-        machines = stored.get("machines") or [stored["machine"]] * ("machine" in stored)
+        machines = stored.get("machines") or ([stored["machine"]] if "machine" in stored else [])
     if config["machine"] not in machines:
         machines.append(config["machine"])
     return {**config, "machines": machines}
