@@ -85,3 +85,38 @@ def test_a_finished_study_is_reused_as_a_point_and_lends_its_calibration(tmp_pat
     (study / "config.json").write_text(json.dumps({**stored, "budget_minutes": 15.0, "dim": 64}))
     with pytest.raises(Exception, match=r"--reuse .*study15 cannot be a point of this curve: .* dim=64"):
         curve.register_points(cfg, [60.0], [str(study)])
+
+
+def test_a_floor_far_below_the_curves_is_named_not_drawn_and_a_near_one_is_drawn(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    from data2vec.study import curve_report
+
+    saved = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig) or real_savefig(fig, *a, **k))
+
+    def row(mean, std=0.0):
+        return {"mean": mean, "std": std, "runs": 1, "seeds": [1]}
+
+    data = {"rows": {("majority", "sst2"): {20.0: row(50.9), 160.0: row(50.9)},
+                     ("random", "sst2"): {20.0: row(79.8), 160.0: row(79.8)},
+                     ("bert", "sst2"): {20.0: row(79.5, 0.3), 160.0: row(78.0)}},
+            "budget": {"bert": {20.0: {"samples_seen": 23_000}, 160.0: {"samples_seen": 190_000}}}}
+    arms = ["majority", "random", "bert"]
+    assert curve_report.curve_extent(data, "sst2", arms) == pytest.approx([78.0, 79.8])
+    low, high = curve_report.floor_window(data, "sst2", arms)  # the curves' span, at least 5 points, each side
+    assert (low, high) == pytest.approx((73.0, 84.8))
+    assert not low <= 50.9 <= high and low <= 79.8 <= high
+    assert curve_report.padded([78.0, 79.8, 79.8]) == pytest.approx((77.91, 79.89))  # 5 % of the span each side
+    assert curve_report.padded([79.0, 79.5]) == pytest.approx((78.95, 79.55))  # 5 % of 1 point, at least
+    assert curve_report.floor_window({"rows": {("random", "sst2"): {20.0: row(79.8)}}}, "sst2", ["random"]) is None
+    path = curve_report.plot_protocol(tmp_path, data, "sst2")
+    assert imread(path).shape[:2] == (380, 1000)
+    minutes = saved[0].axes[0]
+    labels = [t.get_text() for t in minutes.get_legend().get_texts()]
+    assert labels[0] == "majority class (STS-B: mean score): 50.9, off the axis"
+    assert labels[1] == "random init (same encoder)"
+    assert minutes.get_ylim() == pytest.approx((77.91, 79.89))  # the curves and the random-init line only
+    assert [t.get_text() for t in minutes.get_xticklabels()] == ["20", "160"]  # the budgets, as numbers
