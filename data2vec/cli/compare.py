@@ -62,14 +62,7 @@ def add_parser(sub) -> None:
                    "every point's update count follows from the same measured seconds per update); a study made "
                    "with other settings (data, encoder, batch, precision, probes) is refused, naming the setting")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (report mean +- std over them); at least 3")
-    p.add_argument("--preset", default="mini", choices=("tiny", "mini", "small", "base"),
-                   help="the registry preset each method's recipe starts from (the encoder size is --dim/--depth)")
-    p.add_argument("--dim", type=int, default=None,
-                   help="encoder width shared by every arm (default: vision 128, text 256, the `mini` width)")
-    p.add_argument("--depth", type=int, default=4, help="encoder blocks")
-    p.add_argument("--heads", type=int, default=4, help="attention heads (must divide --dim)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="pretraining and fine-tuning batch (default 64; --modality audio 32)")
+    add_encoder_arguments(p)
     p.add_argument("--set", dest="recipe_sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="change one method's recipe for a TUNING run (images and text), e.g. --set dino.n_local=0 "
                    "--set dino.teacher_temp=0.02 --set data2vec.lr=1e-3 --set data2vec2.num_masks=4 --set "
@@ -102,6 +95,18 @@ def add_parser(sub) -> None:
 
     add_audio_arguments(p)
     p.set_defaults(run=run)
+
+
+def add_encoder_arguments(p) -> None:
+    """The encoder every arm shares, and the batch."""
+    p.add_argument("--preset", default="mini", choices=("tiny", "mini", "small", "base"),
+                   help="the registry preset each method's recipe starts from (the encoder size is --dim/--depth)")
+    p.add_argument("--dim", type=int, default=None,
+                   help="encoder width shared by every arm (default: vision 128, text 256, the `mini` width)")
+    p.add_argument("--depth", type=int, default=4, help="encoder blocks")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (must divide --dim)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="pretraining and fine-tuning batch (default 64; --modality audio 32)")
 
 
 def budget_list(text: str) -> list[float]:
