@@ -154,10 +154,11 @@ def plot_protocol(out: Path, data: dict, protocol: str) -> Path:
     for ax in (ax_min, ax_samples):  # labelled decades only: the 2..9 x 10^k labels overlap
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax_samples.set_xlabel("samples seen in pretraining (updates x batch)")
+    y_range = padded([*levels, *curve_extent(data, protocol, arms)]) if shown is not None else None
     for ax in (ax_min, ax_samples):
         ax.set_ylabel(f"{protocol} (test, mean ± std)")
-        if shown is not None:  # the curves and the floors drawn, with a 5 % margin
-            ax.set_ylim(*padded([*levels, *curve_extent(data, protocol, arms)]))
+        if y_range is not None:  # the curves and the floors drawn, with a 5 % margin
+            ax.set_ylim(*y_range)
     ax_min.legend(fontsize=7)
     ax_samples.set_title("pretraining methods; floors as lines", fontsize=9)
     path = out / "plots" / f"curve-{protocol.replace('%', 'pct')}.png"
